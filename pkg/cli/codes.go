@@ -1,0 +1,25 @@
+package cli
+
+import (
+	"github.com/shipdeploy/ship/pkg/compose"
+	"github.com/shipdeploy/ship/pkg/config"
+	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/testrun"
+)
+
+func init() {
+	for _, m := range []struct {
+		err  error
+		code int
+	}{
+		{config.ErrInvalid, ExitUsage},
+		{compose.ErrInvalid, ExitUsage},
+		{engine.ErrUnsupported, ExitUsage},
+		{testrun.ErrTestsFailed, ExitTestsFailed},
+	} {
+		errorCodes = append(errorCodes, struct {
+			err  error
+			code int
+		}{m.err, m.code})
+	}
+}

@@ -1,0 +1,110 @@
+// Package cli holds shipctl's commands: each parses its flags into an options
+// struct, calls one function in pkg/, and renders what comes back.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+)
+
+type warningFormatter struct{}
+
+func (warningFormatter) Format(e *logrus.Entry) ([]byte, error) {
+	return []byte(e.Level.String() + ": " + e.Message + "\n"), nil
+}
+
+// Globals are the flags every command shares.
+type Globals struct {
+	IO         *IOStreams
+	ConfigPath string
+	JSON       bool
+	Yes        bool
+	Debug      bool
+}
+
+// Logger returns the debug logger: stderr with --debug, silent otherwise.
+func (g *Globals) Logger() *slog.Logger {
+	if !g.Debug {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return slog.New(slog.NewTextHandler(g.IO.ErrOut, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// NewRoot builds the command tree.
+func NewRoot(io *IOStreams) *cobra.Command {
+	g := &Globals{IO: io}
+	root := &cobra.Command{
+		Use:           "shipctl",
+		Short:         "Ship a Docker Compose application from a git checkout to your servers",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(io.In)
+	root.SetOut(io.Out)
+	root.SetErr(io.ErrOut)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return withCode(ExitUsage, err)
+	})
+	pf := root.PersistentFlags()
+	pf.StringVarP(&g.ConfigPath, "config", "c", "", "path to ship.yaml (default: ./ship.yaml, or $SHIP_CONFIG)")
+	pf.BoolVar(&g.JSON, "json", false, "write NDJSON events to stdout instead of text")
+	pf.BoolVarP(&g.Yes, "yes", "y", false, "answer yes to confirmations (for CI)")
+	pf.BoolVar(&g.Debug, "debug", false, "log debug details to stderr")
+
+	root.AddCommand(
+		newVersionCmd(g),
+		newCompletionCmd(g),
+		newInitCmd(g),
+		newTestCmd(g),
+	)
+	usageArgs(root)
+	return root
+}
+
+// usageArgs makes wrong positional arguments a usage error (exit 2), like bad flags.
+func usageArgs(cmd *cobra.Command) {
+	if args := cmd.Args; args != nil {
+		cmd.Args = func(c *cobra.Command, a []string) error {
+			return withCode(ExitUsage, args(c, a))
+		}
+	}
+	for _, c := range cmd.Commands() {
+		usageArgs(c)
+	}
+}
+
+// Main runs shipctl with args and returns the process exit code.
+func Main(args []string, io *IOStreams) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := NewRoot(io)
+	root.SetArgs(args)
+	// compose-go warns through logrus (e.g. a variable that is not set): show those
+	// as our warnings, on stderr.
+	logrus.SetOutput(io.ErrOut)
+	logrus.SetFormatter(warningFormatter{})
+	err := root.ExecuteContext(ctx)
+	if err != nil && strings.HasPrefix(err.Error(), "unknown command") {
+		err = withCode(ExitUsage, err)
+	}
+	if err == nil {
+		return ExitOK
+	}
+	code := exitCode(err)
+	if errors.Is(err, context.Canceled) || code == ExitCancelled {
+		fmt.Fprintln(io.ErrOut, "cancelled")
+		return ExitCancelled
+	}
+	fmt.Fprintln(io.ErrOut, "error: "+err.Error())
+	return code
+}

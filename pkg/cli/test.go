@@ -1,0 +1,144 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/testrun"
+	"github.com/shipdeploy/ship/pkg/vcs"
+)
+
+type testOptions struct {
+	File    string
+	Service string
+	Timeout time.Duration
+	NoPull  bool
+}
+
+func newTestCmd(g *Globals) *cobra.Command {
+	o := &testOptions{}
+	cmd := &cobra.Command{
+		Use:   "test",
+		Short: "Run the test compose file; its test service's exit code decides",
+		Long: `Build and run the test compose file (test.compose in ship.yaml) under a unique
+project name, stream every service's logs, and exit with 3 when the test service
+fails. Everything the run created is removed afterwards, also on Ctrl-C and timeout.
+A passing run is recorded for the commit, so that push and deploy can require it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runTest(cmd.Context(), g, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.File, "file", "f", "", "test compose file (default: test.compose in ship.yaml)")
+	f.StringVar(&o.Service, "service", "", "the service whose exit code decides (default: test.service in ship.yaml)")
+	f.DurationVar(&o.Timeout, "timeout", 0, "time limit for the whole run (default: test.timeout in ship.yaml)")
+	f.BoolVar(&o.NoPull, "no-pull", false, "do not pull newer base images when building")
+	return cmd
+}
+
+func runTest(ctx context.Context, g *Globals, o *testOptions) error {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return err
+	}
+	file, service, timeout := cfg.Test.Compose, cfg.Test.Service, cfg.Test.Timeout
+	if o.File != "" {
+		file = o.File
+	}
+	if o.Service != "" {
+		service = o.Service
+	}
+	if o.Timeout > 0 {
+		timeout = o.Timeout
+	}
+	p := newPrinter(g)
+
+	info, gitErr := vcs.Head(ctx, cfg.Dir)
+	if gitErr != nil {
+		p.warn(fmt.Sprintf("%v: the result will not be recorded, so push and deploy will not count it", gitErr))
+	}
+
+	api, err := engine.Local()
+	if err != nil {
+		return fmt.Errorf("connect to the Docker engine: %w", err)
+	}
+	defer api.Close()
+
+	p.event("test_start", map[string]any{"file": file, "service": service, "sha": info.SHA, "clean": info.Clean},
+		fmt.Sprintf("==> testing %s with %s (service %q decides)", versionLabel(info, gitErr), file, service))
+	res, err := testrun.Run(ctx, api, testrun.Options{
+		Dir: cfg.Dir, File: file, Service: service, App: cfg.App, Timeout: timeout, Pull: !o.NoPull,
+		Environ:  environ(g),
+		Progress: func(e testrun.Event) { renderTestEvent(g, p, e) },
+	})
+	secs := res.Duration.Round(100 * time.Millisecond).Seconds()
+	if err != nil {
+		if errors.Is(err, testrun.ErrTestsFailed) {
+			p.event("test_failed", map[string]any{"exit_code": res.ExitCode, "seconds": secs, "error": err.Error()},
+				fmt.Sprintf("==> tests FAILED after %.1fs", secs))
+		}
+		return err
+	}
+	if gitErr == nil {
+		if err := testrun.Save(info, file, res); err != nil {
+			return err
+		}
+	}
+	p.event("test_passed", map[string]any{"sha": info.SHA, "version": info.Version(), "clean": info.Clean, "seconds": secs},
+		fmt.Sprintf("==> tests passed for %s in %.1fs", versionLabel(info, gitErr), secs))
+	return nil
+}
+
+func versionLabel(info vcs.Info, err error) string {
+	switch {
+	case err != nil:
+		return "the working tree (not a git checkout)"
+	case info.Clean:
+		return info.Short()
+	}
+	return info.Short() + " with uncommitted changes (" + info.Version()[len(info.SHA)+1:] + ")"
+}
+
+// environ is the environment compose interpolation sees.
+func environ(g *Globals) []string {
+	if g.IO.Environ != nil {
+		return g.IO.Environ()
+	}
+	return nil
+}
+
+func renderTestEvent(g *Globals, p *printer, e testrun.Event) {
+	fields := map[string]any{"msg": e.Msg}
+	if e.Service != "" {
+		fields["service"] = e.Service
+		p.service(e.Service)
+	}
+	switch e.Kind {
+	case "log":
+		p.logLine(e.Service, e.Msg)
+		return
+	case "build":
+		// One line per Dockerfile step; the builder's other output only with --debug.
+		if !g.Debug && !g.JSON && !strings.HasPrefix(e.Msg, "Step ") && !strings.HasPrefix(e.Msg, "building ") {
+			return
+		}
+	case "exit":
+		p.event("test_exit", fields, fmt.Sprintf("==> %s %s", e.Service, e.Msg))
+		return
+	case "cleanup":
+		p.event(e.Kind, fields, "==> "+e.Msg)
+		return
+	}
+	text := "--> " + e.Msg
+	if e.Service != "" {
+		text = fmt.Sprintf("--> %s: %s", e.Service, e.Msg)
+	}
+	p.event(e.Kind, fields, text)
+}

@@ -1,0 +1,186 @@
+// Package compose loads a Docker Compose application through compose-go, parses the
+// `x-ship` extension, pins our images to a sha and refuses, by name and before
+// anything runs, every compose key that ship's engine does not implement.
+package compose
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+)
+
+// ErrInvalid marks a compose file that cannot be used as written.
+var ErrInvalid = errors.New("invalid compose file")
+
+// Options say which compose files to load and how.
+type Options struct {
+	// Dir is the folder relative paths resolve against (the application's repository).
+	Dir string
+	// Files are the compose files, relative to Dir; default docker-compose.yml.
+	Files []string
+	// Name is the compose project name.
+	Name string
+	// EnvFiles hold values for interpolation (an environment's env_file), relative to Dir.
+	// Without any, Dir/.env is read when present, as docker compose does.
+	EnvFiles []string
+	// Environ is the process environment used for interpolation, as KEY=VALUE; nil means os.Environ().
+	Environ []string
+	// Profiles to enable; services with other profiles are left out.
+	Profiles []string
+	// SkipCheck leaves out the support check (for commands that only read the file).
+	SkipCheck bool
+}
+
+// Project is a loaded compose project with ship's per-service settings.
+type Project struct {
+	*types.Project
+	// Ship holds each service's parsed `x-ship` settings (zero value when absent).
+	Ship map[string]Ship
+	// Built maps each service with `build:` to the image reference it is built as.
+	Built map[string]string
+}
+
+// Load reads, interpolates, merges and validates the compose files.
+func Load(ctx context.Context, o Options) (p *Project, err error) {
+	defer func() {
+		// compose-go is a large parser; whatever it trips over is the file's problem to
+		// report, never a crash of ours.
+		if r := recover(); r != nil {
+			p, err = nil, fmt.Errorf("%w: compose-go could not parse the file (%v)", ErrInvalid, r)
+		}
+	}()
+	files := o.Files
+	if len(files) == 0 {
+		files = []string{"docker-compose.yml"}
+	}
+	paths := make([]string, len(files))
+	for i, f := range files {
+		paths[i] = resolve(o.Dir, f)
+		if _, err := os.Stat(paths[i]); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, paths[i], errors.Unwrap(err))
+		}
+	}
+	envFiles := make([]string, len(o.EnvFiles))
+	for i, f := range o.EnvFiles {
+		envFiles[i] = resolve(o.Dir, f)
+		if _, err := os.Stat(envFiles[i]); err != nil {
+			return nil, fmt.Errorf("%w: env_file %s: %v", ErrInvalid, envFiles[i], errors.Unwrap(err))
+		}
+	}
+	environ := o.Environ
+	if environ == nil {
+		environ = os.Environ()
+	}
+	newOptions := func() (*cli.ProjectOptions, error) {
+		return cli.NewProjectOptions(paths,
+			cli.WithWorkingDirectory(o.Dir),
+			cli.WithName(o.Name),
+			cli.WithEnv(environ),
+			cli.WithEnvFiles(envFiles...),
+			cli.WithDotEnv,
+			cli.WithProfiles(o.Profiles),
+			cli.WithResolvedPaths(true),
+		)
+	}
+	po, err := newOptions()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	tp, err := po.LoadProject(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	p = &Project{Project: tp, Ship: map[string]Ship{}, Built: map[string]string{}}
+
+	var problems []Problem
+	if !o.SkipCheck {
+		mo, err := newOptions()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		model, err := mo.LoadModel(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		problems = append(problems, checkModel(model, tp.ServiceNames(), newLocator(paths))...)
+	}
+	for _, name := range tp.ServiceNames() {
+		s := tp.Services[name]
+		ship, errs := parseShip(s.Extensions[ShipKey])
+		for _, e := range errs {
+			problems = append(problems, Problem{File: paths[0], Msg: fmt.Sprintf("service %q: %s: %s", name, ShipKey, e)})
+		}
+		p.Ship[name] = ship
+	}
+	for _, msg := range checkShip(p) {
+		problems = append(problems, Problem{File: paths[0], Msg: msg})
+	}
+	if len(problems) > 0 {
+		sort.SliceStable(problems, func(i, j int) bool {
+			a, b := problems[i], problems[j]
+			if a.File != b.File {
+				return a.File < b.File
+			}
+			return a.Line < b.Line
+		})
+		return nil, &Error{Files: paths, Problems: problems}
+	}
+	return p, nil
+}
+
+// Problem is one thing in a compose file that ship cannot run, with where it is written
+// when that is known (Line 0: the file as a whole).
+type Problem struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (p Problem) String() string {
+	switch {
+	case p.File == "":
+		return p.Msg
+	case p.Line == 0:
+		return p.File + ": " + p.Msg
+	}
+	return fmt.Sprintf("%s:%d: %s", p.File, p.Line, p.Msg)
+}
+
+// Error lists every problem found in the compose files at once.
+type Error struct {
+	Files    []string
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d problem(s) that ship cannot run:", strings.Join(e.Files, ", "), len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  " + p.String())
+	}
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *Error) Is(target error) bool { return target == ErrInvalid }
+
+func resolve(dir, f string) string {
+	if filepath.IsAbs(f) || dir == "" {
+		return f
+	}
+	return filepath.Join(dir, f)
+}
+
+// ServicesInOrder returns the service names sorted, for stable output.
+func (p *Project) ServicesInOrder() []string {
+	names := p.ServiceNames()
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,146 @@
+package compose
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func load(t *testing.T, o Options) (*Project, error) {
+	t.Helper()
+	if o.Environ == nil {
+		o.Environ = []string{}
+	}
+	return Load(context.Background(), o)
+}
+
+func TestLoadApp(t *testing.T) {
+	p, err := load(t, Options{Dir: "testdata/app", Name: "fml", EnvFiles: []string{".env.prod"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.ServicesInOrder(); strings.Join(got, ",") != "db,migrate,web,worker" {
+		t.Errorf("services = %v; the debug profile should be left out", got)
+	}
+	if got := p.Services["db"].Environment["POSTGRES_PASSWORD"]; got == nil || *got != "s3cret-from-env-file" {
+		t.Errorf("POSTGRES_PASSWORD not interpolated from env_file: %v", got)
+	}
+	want := Ship{Port: 8080, Listen: ":80", Health: "/up", Drain: 30 * time.Second}
+	if p.Ship["web"] != want {
+		t.Errorf("web x-ship = %+v, want %+v", p.Ship["web"], want)
+	}
+	if p.Ship["migrate"].Job != JobPreDeploy || p.Ship["migrate"].Routed() {
+		t.Errorf("migrate x-ship = %+v", p.Ship["migrate"])
+	}
+	if (p.Ship["db"] != Ship{}) {
+		t.Errorf("db has no x-ship, got %+v", p.Ship["db"])
+	}
+}
+
+func TestLoadProfiles(t *testing.T) {
+	_, err := load(t, Options{Dir: "testdata/app", Name: "fml", EnvFiles: []string{".env.prod"}, Profiles: []string{"debug"}})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `service "debug": key "devices"`) {
+		t.Fatalf("with the debug profile, its unknown key must be refused; got %v", err)
+	}
+}
+
+func TestInterpolationFromEnviron(t *testing.T) {
+	p, err := load(t, Options{Dir: "testdata/app", Name: "fml", Environ: []string{"GREETING=hi", "DB_PASSWORD=x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := *p.Services["web"].Environment["GREETING"]; got != "hi" {
+		t.Errorf("GREETING = %q, want hi", got)
+	}
+}
+
+func TestPinImages(t *testing.T) {
+	p, err := load(t, Options{Dir: "testdata/app", Name: "fml", EnvFiles: []string{".env.prod"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha := "0123456789abcdef0123456789abcdef01234567"
+	p.PinImages(RegistryRef("registry.example.com:5000", sha))
+	for svc, want := range map[string]string{
+		"web":     "registry.example.com:5000/fml/web:" + sha,
+		"migrate": "registry.example.com:5000/fml/web:" + sha, // same image as web
+		"worker":  "registry.example.com:5000/fml/worker:" + sha,
+		"db":      "postgres:16", // not ours
+	} {
+		if got := p.Services[svc].Image; got != want {
+			t.Errorf("%s image = %q, want %q", svc, got, want)
+		}
+	}
+	if len(p.Built) != 2 || p.Built["worker"] == "" || p.Built["web"] == "" {
+		t.Errorf("Built = %v, want web and worker", p.Built)
+	}
+}
+
+func TestRegistryRef(t *testing.T) {
+	ref := RegistryRef("reg:5000/", "abc")
+	for in, want := range map[string]string{
+		"fml/web":          "reg:5000/fml/web:abc",
+		"reg:5000/fml/web": "reg:5000/fml/web:abc",
+	} {
+		if got := ref(in); got != want {
+			t.Errorf("ref(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := withoutTag("fml/web:1.2"); got != "fml/web" {
+		t.Errorf("withoutTag = %q", got)
+	}
+}
+
+func TestUnsupportedKeysRefusedByName(t *testing.T) {
+	_, err := load(t, Options{Dir: "testdata/unsupported", Name: "x"})
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("want ErrInvalid, got %v", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		`docker-compose.yml:4: service "web": key "secrets" is not supported`,
+		`docker-compose.yml:6: service "web": key "deploy.placement" is not supported`,
+		`docker-compose.yml:10: service "web": key "healthcheck.start_interval"`,
+		`docker-compose.yml:7: service "web": deploy.replicas 3 is not supported`,
+		`service "web": volume type "npipe"`,
+		`docker-compose.yml:17: service "cache": key "links"`,
+		`docker-compose.yml:18: top-level key "secrets"`,
+		`docker-compose.yml:23: network "back": key "ipam"`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "restart") {
+		t.Errorf("links: must be refused once, as links, not as the depends_on.restart compose-go makes of it:\n%s", msg)
+	}
+}
+
+func TestBadShipSettings(t *testing.T) {
+	_, err := load(t, Options{Dir: "testdata/badship", Name: "x"})
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("want ErrInvalid, got %v", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		`service "a": x-ship: port 99999 is not a port number`,
+		`service "a": x-ship: listen "80"`,
+		`service "a": x-ship: unknown key "helth"`,
+		`service "b": x-ship: job "post-deploy"`,
+		`service "c": x-ship: drain forever is not a duration`,
+		`service "c": x-ship.listen "127.0.0.1:80": port 80 is already served for service "b"`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+}
+
+func TestMissingFile(t *testing.T) {
+	_, err := load(t, Options{Dir: "testdata", Files: []string{"nope.yml"}})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "nope.yml") {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -1,0 +1,71 @@
+package compose
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+// FuzzShip feeds arbitrary YAML to the x-ship parser: it must never panic, and what it
+// accepts must be consistent.
+func FuzzShip(f *testing.F) {
+	for _, seed := range []string{
+		"{port: 8080, listen: \":80\", health: /up, drain: 30s}",
+		"{job: pre-deploy}",
+		"{port: 99999, listen: 80}",
+		"[1, 2]",
+		"{drain: 5}",
+		"{port: \"8080\", listen: \"[::1]:80\"}",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, doc string) {
+		var raw any
+		if yaml.Unmarshal([]byte(doc), &raw) != nil {
+			return
+		}
+		s, problems := parseShip(raw)
+		if len(problems) == 0 {
+			if s.Port < 0 || s.Port > 65535 || s.Drain < 0 {
+				t.Fatalf("accepted out-of-range settings %+v from %q", s, doc)
+			}
+			if s.Job != "" && s.Routed() {
+				t.Fatalf("accepted a routed job %+v from %q", s, doc)
+			}
+		}
+	})
+}
+
+// FuzzLoad feeds arbitrary compose files to Load: an error is fine, a panic is not.
+func FuzzLoad(f *testing.F) {
+	for _, name := range []string{"app", "unsupported", "badship"} {
+		data, err := os.ReadFile(filepath.Join("testdata", name, "docker-compose.yml"))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(string(data))
+	}
+	f.Add("services: {a: {image: x, ports: [\"80:80\"], volumes: [\"v:/v\"]}}\nvolumes: {v: {}}")
+	f.Fuzz(func(t *testing.T, doc string) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "docker-compose.yml"), []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p, err := Load(context.Background(), Options{Dir: dir, Name: "fuzz", Environ: []string{}})
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error is not ErrInvalid: %v", err)
+			}
+			return
+		}
+		for name := range p.Services {
+			if _, ok := p.Ship[name]; !ok {
+				t.Fatalf("service %q has no parsed x-ship entry", name)
+			}
+		}
+	})
+}

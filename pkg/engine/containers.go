@@ -1,0 +1,96 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+)
+
+// Containers lists the project's containers, stopped and one-off ones too, like
+// `docker compose ps -a`, sorted by service and number.
+func (e *Engine) Containers(ctx context.Context, project string) ([]Container, error) {
+	cs, err := e.list(ctx, project, true)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Container, 0, len(cs))
+	for _, c := range cs {
+		ins, err := e.api.ContainerInspect(ctx, c.ID)
+		if cerrdefs.IsNotFound(err) {
+			continue // removed since it was listed
+		}
+		if err != nil {
+			return nil, fmt.Errorf("inspect container %s: %w", containerLabelName(c), err)
+		}
+		ct := Container{
+			ID:         c.ID,
+			Name:       containerLabelName(c),
+			Service:    c.Labels[labelService],
+			Number:     containerNumber(c),
+			OneOff:     c.Labels[labelOneOff] == "True",
+			Image:      c.Image,
+			State:      string(c.State),
+			ConfigHash: c.Labels[labelConfigHash],
+		}
+		if st := ins.State; st != nil {
+			ct.State = string(st.Status)
+			ct.ExitCode = st.ExitCode
+			if st.Health != nil {
+				ct.Health = st.Health.Status
+			}
+		}
+		if ins.Config != nil && ins.Config.Image != "" {
+			ct.Image = ins.Config.Image
+		}
+		out = append(out, ct)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Service != b.Service {
+			return a.Service < b.Service
+		}
+		if a.OneOff != b.OneOff {
+			return !a.OneOff
+		}
+		if a.Number != b.Number {
+			return a.Number < b.Number
+		}
+		return a.Name < b.Name
+	})
+	return out, nil
+}
+
+// Wait waits until the service's container (number 1) has stopped and returns its
+// exit code; it returns at once if the container has already exited.
+func (e *Engine) Wait(ctx context.Context, project, service string) (int, error) {
+	cs, err := e.api.ContainerList(ctx, container.ListOptions{
+		All: true,
+		Filters: filters.NewArgs(
+			filters.Arg("label", labelProject+"="+project),
+			filters.Arg("label", labelService+"="+service),
+			filters.Arg("label", labelOneOff+"=False"),
+			filters.Arg("label", labelNumber+"=1"),
+		),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("wait for %s: list containers: %w", service, err)
+	}
+	if len(cs) == 0 {
+		return 0, fmt.Errorf("wait for %s: project %s has no container for it", service, project)
+	}
+	name := containerLabelName(cs[0])
+	resc, errc := e.api.ContainerWait(ctx, cs[0].ID, container.WaitConditionNotRunning)
+	select {
+	case res := <-resc:
+		if res.Error != nil && res.Error.Message != "" {
+			return 0, fmt.Errorf("wait for container %s: %s", name, res.Error.Message)
+		}
+		return int(res.StatusCode), nil
+	case err := <-errc:
+		return 0, fmt.Errorf("wait for container %s: %w", name, err)
+	}
+}

@@ -1,0 +1,49 @@
+// Package engine applies a compose project to a Docker engine through the Engine API:
+// networks, volumes and containers named and labelled as docker compose v2 names and
+// labels them (so `docker compose ps`, `logs` and `down` see them), started in
+// dependency order, waited on until healthy. The test runner (`shipctl test`), the
+// agentless deploy and shipd all use it.
+//
+// The input is a compose-go project that is already loaded, interpolated and
+// normalized, with its images built or pinned: a service's image is the image to run,
+// pulled when it is not on the engine unless its pull_policy is never or build.
+// Building is not done here.
+//
+// # What Up does
+//
+//   - Refuses, all at once and by name, what it does not support (secrets, configs,
+//     devices, volumes_from, links, hooks, scale above 1, ...) before touching
+//     anything.
+//   - Pulls missing images (pull_policy missing, the default) or every image
+//     (always); the Engine's RegistryAuth, when set, supplies credentials.
+//   - Creates the networks and named volumes the services use, labelled
+//     com.docker.compose.project/network/volume; external ones must exist.
+//   - Walks the depends_on graph: each service starts once its dependencies meet
+//     their condition (service_started, service_healthy,
+//     service_completed_successfully); independent services go in parallel.
+//   - Per service, compares the container's com.docker.compose.config-hash label with
+//     ConfigHash and its com.docker.compose.image label with the image's ID: equal and
+//     running is left alone, equal and stopped is started, different is recreated
+//     stop-first (stop, remove, create, start) under the same name and number. The
+//     anonymous volumes of a recreated container (declared by the service or by the
+//     image's VOLUME) are mounted again in the new one.
+//   - With UpOptions.Wait, waits until each container is healthy, or running when it
+//     has no health check; a failure is a *HealthError with the container's last log
+//     lines.
+//
+// # Engine API versions
+//
+// The engine needs API 1.41 (Docker 20.10). Before API 1.44 a container is created on
+// its primary network and connected to the others before it starts; start_interval
+// of a health check is dropped (the engine probes at interval throughout). A named
+// volume's subpath needs API 1.45 and is refused below it.
+//
+// # Known limits
+//
+// Only one container per service. A network or volume that already exists is used as
+// it is, even if its configuration in the project has changed. Services are not
+// restarted when a dependency is recreated (depends_on restart: true is ignored),
+// except that a service sharing another's network namespace (network_mode:
+// service:x) is recreated with it. Swarm-only deploy keys (placement, update_config,
+// labels, ...) are ignored, as docker compose ignores them.
+package engine

@@ -1,0 +1,151 @@
+package engine
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/client"
+)
+
+// Labels docker compose v2 sets, and reads back in `docker compose ps`, `down` and `up`.
+const (
+	labelProject     = "com.docker.compose.project"
+	labelService     = "com.docker.compose.service"
+	labelNumber      = "com.docker.compose.container-number"
+	labelOneOff      = "com.docker.compose.oneoff"
+	labelConfigHash  = "com.docker.compose.config-hash"
+	labelWorkingDir  = "com.docker.compose.project.working_dir"
+	labelConfigFiles = "com.docker.compose.project.config_files"
+	labelVersion     = "com.docker.compose.version"
+	labelDependsOn   = "com.docker.compose.depends_on"
+	labelImage       = "com.docker.compose.image"
+	labelNetwork     = "com.docker.compose.network"
+	labelVolume      = "com.docker.compose.volume"
+)
+
+// composeVersion is the value of com.docker.compose.version: the docker compose
+// release whose naming and labels the engine follows.
+const composeVersion = "2.39.0"
+
+const (
+	defaultWaitTimeout = 2 * time.Minute
+	defaultPoll        = 200 * time.Millisecond
+	healthLogLines     = 20
+)
+
+// Local returns a client for the engine named by the environment (DOCKER_HOST and
+// friends, else the local socket), its API version negotiated with the engine.
+func Local() (*client.Client, error) {
+	return client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+}
+
+// Engine applies compose projects to one Docker engine.
+type Engine struct {
+	api client.APIClient
+
+	// RegistryAuth, when set, returns the base64-encoded X-Registry-Auth value for
+	// pulling image (a reference as written in the project); "" pulls anonymously.
+	RegistryAuth func(image string) (string, error)
+
+	poll time.Duration
+}
+
+// New returns an Engine that talks to the engine behind api. The client should
+// negotiate its API version (see Local).
+func New(api client.APIClient) *Engine {
+	return &Engine{api: api, poll: defaultPoll}
+}
+
+// Event is one step of Up or Down, reported through a Progress function.
+//
+// Action is one of "pull", "create", "start", "recreate", "unchanged", "wait",
+// "healthy", "exited", "remove", "network", "volume". Service and Container are empty
+// where they do not apply (networks, volumes); Msg says more in a few words.
+type Event struct {
+	Service, Container, Action, Msg string
+}
+
+// UpOptions tunes Up.
+type UpOptions struct {
+	// Services are the only services to start, with what they depend on; nil is all.
+	Services []string
+	// Wait, after starting, waits until every started container is healthy (when it
+	// has a health check) or running (when it has none).
+	Wait bool
+	// WaitTimeout bounds Wait and each depends_on condition; 0 means 2 minutes.
+	WaitTimeout time.Duration
+	// RemoveOrphans removes the containers of services no longer in the project.
+	RemoveOrphans bool
+	// Progress, when set, receives events; it is called from one goroutine at a time.
+	Progress func(Event)
+}
+
+// DownOptions tunes Down.
+type DownOptions struct {
+	// Volumes also removes the project's named volumes and its containers' anonymous ones.
+	Volumes bool
+	// Progress, when set, receives events; it is called from one goroutine at a time.
+	Progress func(Event)
+}
+
+// Container is one container of a project, as `docker compose ps -a` shows it.
+type Container struct {
+	ID, Name, Service string
+	Number            int
+	OneOff            bool
+	// Image is the image reference the container was created from.
+	Image string
+	// State is created, running, paused, restarting, removing, exited or dead.
+	State string
+	// Health is starting, healthy or unhealthy; "" without a health check.
+	Health   string
+	ExitCode int
+	// ConfigHash is the com.docker.compose.config-hash label.
+	ConfigHash string
+}
+
+// LogOptions selects the logs Logs returns.
+type LogOptions struct {
+	// Services limits the logs to these services; nil is all.
+	Services []string
+	// Follow keeps streaming until the context ends or every container has stopped.
+	Follow bool
+	// Tail is the number of lines to show from the end of each log ("" or "all": all).
+	Tail string
+	// Timestamps prefixes each line with the engine's RFC 3339 timestamp.
+	Timestamps bool
+}
+
+// LogLine is one line of a container's output.
+type LogLine struct {
+	Service, Container string
+	// Stream is "stdout" or "stderr".
+	Stream string
+	// Text is the line without its trailing newline.
+	Text string
+}
+
+// reporter serializes calls to a Progress function; its zero value discards events.
+type reporter struct {
+	mu sync.Mutex
+	fn func(Event)
+}
+
+func newReporter(fn func(Event)) *reporter { return &reporter{fn: fn} }
+
+func (r *reporter) event(service, container, action, msg string) {
+	if r == nil || r.fn == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fn(Event{Service: service, Container: container, Action: action, Msg: msg})
+}
+
+// apiVersion negotiates (when the client is set up to) and returns the API version
+// requests will use.
+func (e *Engine) apiVersion(ctx context.Context) string {
+	e.api.NegotiateAPIVersion(ctx)
+	return e.api.ClientVersion()
+}

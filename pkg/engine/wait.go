@@ -1,0 +1,184 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+)
+
+// ErrUnhealthy is matched, with errors.Is, by every *HealthError.
+var ErrUnhealthy = errors.New("container unhealthy")
+
+// HealthError says that a container did not become healthy (or running, or did not
+// complete successfully) in time: which container, in what state, and the last lines
+// it logged.
+type HealthError struct {
+	Service, Container string
+	// Status says what went wrong: "unhealthy (...)", "exited with code 1",
+	// "starting: not healthy after 2m0s", ...
+	Status string
+	// Logs are the container's last log lines (up to 20), oldest first.
+	Logs []string
+}
+
+func (e *HealthError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "container %s: %s", e.Container, e.Status)
+	if len(e.Logs) > 0 {
+		b.WriteString("; its last log lines:")
+		for _, l := range e.Logs {
+			b.WriteString("\n    ")
+			b.WriteString(l)
+		}
+	}
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrUnhealthy) true.
+func (e *HealthError) Is(target error) bool { return target == ErrUnhealthy }
+
+// target is one container to wait on.
+type target struct {
+	service, id, name string
+}
+
+// waitHealthy polls the container until it is healthy, or running when it has no
+// health check (with needCheck, having none is an error: depends_on service_healthy).
+// Exiting, restarting, turning unhealthy or the timeout fail with a *HealthError.
+func (e *Engine) waitHealthy(ctx context.Context, c target, timeout time.Duration, needCheck bool, rep *reporter) error {
+	rep.event(c.service, c.name, "wait", "waiting until healthy")
+	deadline := time.Now().Add(timeout)
+	for {
+		ins, err := e.api.ContainerInspect(ctx, c.id)
+		if err != nil {
+			return fmt.Errorf("inspect container %s: %w", c.name, err)
+		}
+		st := ins.State
+		switch st.Status {
+		case container.StateExited, container.StateDead:
+			return e.healthError(ctx, c, fmt.Sprintf("exited with code %d", st.ExitCode))
+		case container.StateRestarting:
+			return e.healthError(ctx, c, fmt.Sprintf("restarting: exited with code %d", st.ExitCode))
+		}
+		status := string(st.Status)
+		if st.Health == nil {
+			if needCheck {
+				return fmt.Errorf("container %s has no health check, and depends_on asks for service_healthy", c.name)
+			}
+			if st.Status == container.StateRunning {
+				rep.event(c.service, c.name, "healthy", "running (no health check)")
+				return nil
+			}
+		} else {
+			switch st.Health.Status {
+			case container.Healthy:
+				rep.event(c.service, c.name, "healthy", "healthy")
+				return nil
+			case container.Unhealthy:
+				return e.healthError(ctx, c, "unhealthy"+lastProbe(st.Health))
+			}
+			status = st.Health.Status
+		}
+		if time.Now().After(deadline) {
+			return e.healthError(ctx, c, fmt.Sprintf("%s: not healthy after %s", status, timeout))
+		}
+		if err := sleep(ctx, e.poll); err != nil {
+			return err
+		}
+	}
+}
+
+// waitCompleted polls the container until it exits; any code but 0, or the timeout,
+// fails with a *HealthError.
+func (e *Engine) waitCompleted(ctx context.Context, c target, timeout time.Duration, rep *reporter) error {
+	rep.event(c.service, c.name, "wait", "waiting until it completes")
+	deadline := time.Now().Add(timeout)
+	for {
+		ins, err := e.api.ContainerInspect(ctx, c.id)
+		if err != nil {
+			return fmt.Errorf("inspect container %s: %w", c.name, err)
+		}
+		st := ins.State
+		if st.Status == container.StateExited || st.Status == container.StateDead {
+			if st.ExitCode != 0 {
+				return e.healthError(ctx, c, fmt.Sprintf("exited with code %d", st.ExitCode))
+			}
+			rep.event(c.service, c.name, "exited", "exited with code 0")
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return e.healthError(ctx, c, fmt.Sprintf("%s: not completed after %s", st.Status, timeout))
+		}
+		if err := sleep(ctx, e.poll); err != nil {
+			return err
+		}
+	}
+}
+
+// healthError builds a *HealthError with the container's last log lines.
+func (e *Engine) healthError(ctx context.Context, c target, status string) error {
+	// The logs are worth fetching even when ctx is being cancelled by a sibling's failure.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	lines, _ := e.tail(ctx, c.id, healthLogLines)
+	return &HealthError{Service: c.service, Container: c.name, Status: status, Logs: lines}
+}
+
+// tail returns the container's last n log lines, stdout and stderr interleaved as the
+// engine sent them.
+func (e *Engine) tail(ctx context.Context, id string, n int) ([]string, error) {
+	ins, err := e.api.ContainerInspect(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := e.api.ContainerLogs(ctx, id, container.LogsOptions{
+		ShowStdout: true, ShowStderr: true, Tail: fmt.Sprint(n),
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var lines []string
+	err = readLines(rc, ins.Config != nil && ins.Config.Tty, func(_, line string) {
+		lines = append(lines, line)
+	})
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return lines, err
+}
+
+// lastProbe renders the output of the last failed health probe, if any, on one line.
+func lastProbe(h *container.Health) string {
+	if h == nil || len(h.Log) == 0 {
+		return ""
+	}
+	last := h.Log[len(h.Log)-1]
+	if last == nil {
+		return ""
+	}
+	out := strings.Join(strings.Fields(last.Output), " ")
+	if out == "" {
+		return fmt.Sprintf(" (health check exit code %d)", last.ExitCode)
+	}
+	const max = 200
+	if len(out) > max {
+		out = out[:max] + "..."
+	}
+	return fmt.Sprintf(" (health check: %s)", out)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,107 @@
+// Package vcs reads what ship needs from the application's git checkout: the commit,
+// whether the tree is clean, and a short hash of the uncommitted change.
+package vcs
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// ErrNotRepo means the folder is not inside a git checkout.
+var ErrNotRepo = errors.New("not a git checkout")
+
+// Info describes the checkout's HEAD.
+type Info struct {
+	SHA     string // full commit sha of HEAD
+	Subject string // its commit subject
+	Clean   bool   // no uncommitted change to tracked files and no untracked, unignored file
+	Diff    string // short hash of the uncommitted change ("" when clean)
+	GitDir  string // absolute path of the .git folder
+	Top     string // the checkout's top folder
+}
+
+// Version is the tag an image of this tree gets: the sha, or <sha>-dirty-<diff hash>.
+func (i Info) Version() string {
+	if i.Clean {
+		return i.SHA
+	}
+	return i.SHA + "-dirty-" + i.Diff
+}
+
+// Short is the first 12 characters of the sha, for output.
+func (i Info) Short() string {
+	if len(i.SHA) > 12 {
+		return i.SHA[:12]
+	}
+	return i.SHA
+}
+
+// Head reads the checkout that holds dir.
+func Head(ctx context.Context, dir string) (Info, error) {
+	top, err := git(ctx, dir, "rev-parse", "--show-toplevel")
+	if err != nil {
+		return Info{}, fmt.Errorf("%s: %w", dir, ErrNotRepo)
+	}
+	info := Info{Top: strings.TrimSpace(top)}
+	gitDir, err := git(ctx, dir, "rev-parse", "--absolute-git-dir")
+	if err != nil {
+		return Info{}, err
+	}
+	info.GitDir = strings.TrimSpace(gitDir)
+	sha, err := git(ctx, dir, "rev-parse", "--verify", "HEAD^{commit}")
+	if err != nil {
+		return Info{}, fmt.Errorf("%s: the checkout has no commit yet; commit first", info.Top)
+	}
+	info.SHA = strings.TrimSpace(sha)
+	subject, err := git(ctx, dir, "log", "-1", "--format=%s", info.SHA)
+	if err != nil {
+		return Info{}, err
+	}
+	info.Subject = strings.TrimSpace(subject)
+
+	diff, err := git(ctx, info.Top, "diff", "HEAD", "--binary")
+	if err != nil {
+		return Info{}, err
+	}
+	untracked, err := git(ctx, info.Top, "ls-files", "--others", "--exclude-standard", "-z")
+	if err != nil {
+		return Info{}, err
+	}
+	if diff == "" && untracked == "" {
+		info.Clean = true
+		return info, nil
+	}
+	h := sha256.New()
+	io.WriteString(h, diff)
+	for _, name := range strings.Split(strings.TrimRight(untracked, "\x00"), "\x00") {
+		if name == "" {
+			continue
+		}
+		fmt.Fprintf(h, "\x00untracked %s\x00", name)
+		if data, err := os.ReadFile(filepath.Join(info.Top, name)); err == nil {
+			h.Write(data)
+		}
+	}
+	info.Diff = hex.EncodeToString(h.Sum(nil))[:12]
+	return info, nil
+}
+
+func git(ctx context.Context, dir string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "git", args...)
+	cmd.Dir = dir
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return out.String(), nil
+}

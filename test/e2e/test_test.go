@@ -1,0 +1,244 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
+	"github.com/docker/docker/client"
+
+	"github.com/shipdeploy/ship/test/testenv"
+)
+
+// leftovers lists what any test run of the example app left on the engine.
+func leftovers(t *testing.T, cli *client.Client) []string {
+	t.Helper()
+	ctx := context.Background()
+	var left []string
+	isTest := func(project string) bool { return strings.HasPrefix(project, "example-test-") }
+	cs, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", "com.docker.compose.project"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if isTest(c.Labels["com.docker.compose.project"]) {
+			left = append(left, "container "+strings.Join(c.Names, ","))
+		}
+	}
+	ns, err := cli.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "com.docker.compose.project"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range ns {
+		if isTest(n.Labels["com.docker.compose.project"]) {
+			left = append(left, "network "+n.Name)
+		}
+	}
+	vs, err := cli.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "com.docker.compose.project"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vs.Volumes {
+		if isTest(v.Labels["com.docker.compose.project"]) {
+			left = append(left, "volume "+v.Name)
+		}
+	}
+	imgs, err := cli.ImageList(ctx, image.ListOptions{All: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range imgs {
+		for _, tag := range img.RepoTags {
+			if strings.HasPrefix(tag, "example-test-") {
+				left = append(left, "image "+tag)
+			}
+		}
+	}
+	return left
+}
+
+func assertClean(t *testing.T, cli *client.Client) {
+	t.Helper()
+	if left := leftovers(t, cli); len(left) > 0 {
+		t.Errorf("the test run left behind: %s", strings.Join(left, "; "))
+	}
+}
+
+func TestShipctlTestPasses(t *testing.T) {
+	cli := testenv.Docker(t)
+	dir := exampleRepo(t)
+	sha := git(t, dir, "rev-parse", "HEAD")
+
+	r := run(t, dir, nil, "test")
+	if r.code != 0 {
+		t.Fatalf("shipctl test on the example app: %s", r)
+	}
+	for _, want := range []string{"test | ok   http://web:8080/version", "tests passed for " + sha[:12]} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, r)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".git", "ship", "tests", sha+".json")); err != nil {
+		t.Errorf("the passing run was not recorded for %s: %v", sha, err)
+	}
+	if st := git(t, dir, "status", "--porcelain"); st != "" {
+		t.Errorf("shipctl test dirtied the tree:\n%s", st)
+	}
+	assertClean(t, cli)
+}
+
+func TestShipctlTestFailsWithExit3(t *testing.T) {
+	cli := testenv.Docker(t)
+	dir := exampleRepo(t)
+	sha := git(t, dir, "rev-parse", "HEAD")
+
+	r := run(t, dir, []string{"EXPECT_VERSION=nope", "CHECK_TIMEOUT=1s"}, "test", "--json")
+	if r.code != 3 {
+		t.Fatalf("a failing suite must exit 3: %s", r)
+	}
+	var failed bool
+	sc := bufio.NewScanner(strings.NewReader(r.stdout))
+	for sc.Scan() {
+		var ev map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("--json output has a line that is not JSON: %q", sc.Text())
+		}
+		if ev["event"] == "test_failed" && ev["exit_code"] == float64(1) {
+			failed = true
+		}
+	}
+	if !failed {
+		t.Errorf("no test_failed event with exit_code 1:\n%s", r)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".git", "ship", "tests", sha+".json")); err == nil {
+		t.Errorf("a failing run was recorded as passed")
+	}
+	assertClean(t, cli)
+}
+
+func TestShipctlTestInterruptCleansUp(t *testing.T) {
+	cli := testenv.Docker(t)
+	dir := exampleRepo(t)
+	// The web service starts slowly, so the run is still waiting for it when interrupted.
+	os.WriteFile(filepath.Join(dir, ".env"), []byte("SLOW_START=30s\n"), 0o644)
+	compose, _ := os.ReadFile(filepath.Join(dir, "docker-compose.test.yml"))
+	slow := strings.Replace(string(compose), "VERSION: test", "VERSION: test\n      SLOW_START: ${SLOW_START:-0s}", 1)
+	if slow == string(compose) {
+		t.Fatal("fixture: could not add SLOW_START to the test compose file")
+	}
+	os.WriteFile(filepath.Join(dir, "docker-compose.test.yml"), []byte(slow), 0o644)
+
+	cmd := exec.Command(shipctl, "test")
+	cmd.Dir = dir
+	out, _ := cmd.StdoutPipe()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the engine has created the stack, then press Ctrl-C.
+	sc := bufio.NewScanner(out)
+	var seen []string
+	for sc.Scan() {
+		seen = append(seen, sc.Text())
+		if strings.Contains(sc.Text(), "web: start") {
+			break
+		}
+	}
+	if len(leftovers(t, cli)) == 0 {
+		t.Fatalf("fixture: nothing was started before the interrupt:\n%s", strings.Join(seen, "\n"))
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		t.Fatal("shipctl test did not stop within 2 minutes of Ctrl-C")
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 130 {
+		t.Errorf("exit code after Ctrl-C = %d, want 130; stderr:\n%s", code, stderr.String())
+	}
+	assertClean(t, cli)
+}
+
+func TestShipctlTestTimeout(t *testing.T) {
+	cli := testenv.Docker(t)
+	dir := exampleRepo(t)
+	r := run(t, dir, []string{"EXPECT_VERSION=never-there"}, "test", "--timeout", "3s")
+	if r.code != 3 || !strings.Contains(r.stderr, "timeout") {
+		t.Errorf("a suite over its timeout must exit 3 and say so: %s", r)
+	}
+	assertClean(t, cli)
+}
+
+func TestShipctlTestRefusesUnsupportedKey(t *testing.T) {
+	cli := testenv.Docker(t)
+	dir := exampleRepo(t)
+	compose, _ := os.ReadFile(filepath.Join(dir, "docker-compose.test.yml"))
+	bad := strings.Replace(string(compose), "services:\n", "services:\n  extra:\n    image: ship-test/app:dev\n    devices: [\"/dev/fuse\"]\n", 1)
+	os.WriteFile(filepath.Join(dir, "docker-compose.test.yml"), []byte(bad), 0o644)
+
+	r := run(t, dir, nil, "test")
+	if r.code != 2 {
+		t.Fatalf("an unsupported key must exit 2: %s", r)
+	}
+	line := 1 + strings.Count(bad[:strings.Index(bad, "devices:")], "\n")
+	if want := fmt.Sprintf(`docker-compose.test.yml:%d: service "extra": key "devices" is not supported`, line); !strings.Contains(r.stderr, want) {
+		t.Errorf("the error must name the file, line, service and key: %s", r)
+	}
+	assertClean(t, cli)
+}
+
+func TestShipctlConfigProblemsAllAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "ship.yaml"), []byte(`app: Bad_Name
+registry: https://registry.example.com
+environments:
+  prod:
+    hsots: [deploy@web1]
+    path: /srv/x
+`), 0o644)
+	r := run(t, dir, nil, "test")
+	if r.code != 2 {
+		t.Fatalf("an invalid ship.yaml must exit 2: %s", r)
+	}
+	for _, want := range []string{"ship.yaml:1:", "ship.yaml:2:", "ship.yaml:5:"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q: %s", want, r)
+		}
+	}
+}
+
+func TestVersionAndCompletion(t *testing.T) {
+	r := run(t, t.TempDir(), nil, "version")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "shipctl ") {
+		t.Errorf("shipctl version: %s", r)
+	}
+	r = run(t, t.TempDir(), nil, "completion", "bash")
+	if r.code != 0 || !strings.Contains(r.stdout, "__start_shipctl") {
+		t.Errorf("shipctl completion bash: %s", r)
+	}
+	r = run(t, t.TempDir(), nil, "completion", "tcsh")
+	if r.code != 2 {
+		t.Errorf("an unknown shell must exit 2: %s", r)
+	}
+}
