@@ -26,7 +26,7 @@ say "shipctl test: builds the test stack, runs it, the test service decides"
 
 say "shipctl test with a suite that fails (EXPECT_VERSION=nope): exit code 3"
 set +e
-EXPECT_VERSION=nope "$shipctl" test
+EXPECT_VERSION=nope CHECK_TIMEOUT=3s "$shipctl" test
 code=$?
 set -e
 echo "exit code: $code"

@@ -1,0 +1,131 @@
+// Package plan compares what a release wants on a host with what the host runs, and
+// says what a deploy will do there, service by service. It does no I/O.
+package plan
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/shipdeploy/ship/pkg/compose"
+)
+
+// Action is what happens to one service.
+type Action string
+
+const (
+	Create    Action = "create"    // not running on the host yet
+	Recreate  Action = "recreate"  // running with another configuration or image
+	Unchanged Action = "unchanged" // running as wanted; left alone
+	Remove    Action = "remove"    // running, but no longer in the release
+	Job       Action = "run"       // a pre-deploy job, run to completion first
+)
+
+// Observed is one service as it runs on a host now.
+type Observed struct {
+	Service    string
+	Image      string
+	ConfigHash string
+	Running    bool
+}
+
+// Step is the action for one service.
+type Step struct {
+	Service string
+	Action  Action
+	From    string // the image running now ("" when none)
+	To      string // the image the release runs ("" when removed)
+	Why     string
+}
+
+// Plan is what a deploy does on one host.
+type Plan struct {
+	Host  string
+	Steps []Step
+}
+
+// Changes reports whether the plan changes anything on the host.
+func (p Plan) Changes() bool {
+	for _, s := range p.Steps {
+		if s.Action != Unchanged {
+			return true
+		}
+	}
+	return false
+}
+
+// Diff plans the release p, whose services have the config hashes in wanted (as the
+// engine computes them), against what the host runs.
+func Diff(host string, p *compose.Project, wanted map[string]string, observed []Observed) Plan {
+	plan := Plan{Host: host}
+	running := map[string]Observed{}
+	for _, o := range observed {
+		running[o.Service] = o
+	}
+	for _, name := range p.ServicesInOrder() {
+		svc := p.Services[name]
+		if p.Ship[name].Job != "" {
+			plan.Steps = append(plan.Steps, Step{Service: name, Action: Job, To: svc.Image, Why: p.Ship[name].Job + " job"})
+			continue
+		}
+		o, ok := running[name]
+		step := Step{Service: name, To: svc.Image, From: o.Image}
+		switch {
+		case !ok:
+			step.Action, step.Why = Create, "new service"
+		case o.ConfigHash != wanted[name] && o.Image != svc.Image:
+			step.Action, step.Why = Recreate, "new image"
+		case o.ConfigHash != wanted[name]:
+			step.Action, step.Why = Recreate, "configuration changed"
+		case !o.Running:
+			step.Action, step.Why = Recreate, "not running"
+		default:
+			step.Action = Unchanged
+		}
+		plan.Steps = append(plan.Steps, step)
+	}
+	var gone []string
+	for name := range running {
+		if _, ok := p.Services[name]; !ok {
+			gone = append(gone, name)
+		}
+	}
+	sort.Strings(gone)
+	for _, name := range gone {
+		plan.Steps = append(plan.Steps, Step{Service: name, Action: Remove, From: running[name].Image, Why: "not in the release"})
+	}
+	return plan
+}
+
+// Format renders the plan for a person, one line per service.
+func (p Plan) Format() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s:\n", p.Host)
+	width := 0
+	for _, s := range p.Steps {
+		width = max(width, len(s.Service))
+	}
+	for _, s := range p.Steps {
+		var detail string
+		switch s.Action {
+		case Create, Job:
+			detail = s.To
+		case Recreate:
+			if s.From != s.To {
+				detail = fmt.Sprintf("%s -> %s", s.From, s.To)
+			} else {
+				detail = s.To
+			}
+		case Remove:
+			detail = s.From
+		case Unchanged:
+			detail = s.To
+		}
+		line := fmt.Sprintf("  %-9s %-*s  %s", s.Action, width, s.Service, detail)
+		if s.Why != "" && s.Action != Unchanged {
+			line += "  (" + s.Why + ")"
+		}
+		b.WriteString(strings.TrimRight(line, " ") + "\n")
+	}
+	return b.String()
+}

@@ -1,0 +1,102 @@
+package plan
+
+import (
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/shipdeploy/ship/pkg/compose"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func load(t *testing.T) *compose.Project {
+	t.Helper()
+	p, err := compose.Load(context.Background(), compose.Options{Dir: "testdata", Name: "fml", Environ: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.PinImages(compose.RegistryRef("reg:5000", "bbbbbbbbbbbb"))
+	return p
+}
+
+func TestDiff(t *testing.T) {
+	p := load(t)
+	wanted := map[string]string{"web": "h-web-2", "worker": "h-worker", "db": "h-db", "cache": "h-cache"}
+	tests := []struct {
+		name     string
+		observed []Observed
+		changes  bool
+		actions  map[string]Action
+	}{
+		{
+			name:    "first deploy",
+			changes: true,
+			actions: map[string]Action{"web": Create, "worker": Create, "db": Create, "cache": Create, "migrate": Job},
+		},
+		{
+			name: "new sha",
+			observed: []Observed{
+				{Service: "web", Image: "reg:5000/fml/web:aaaaaaaaaaaa", ConfigHash: "h-web-1", Running: true},
+				{Service: "worker", Image: "reg:5000/fml/worker:bbbbbbbbbbbb", ConfigHash: "h-worker-old", Running: true},
+				{Service: "db", Image: "postgres:16", ConfigHash: "h-db", Running: true},
+				{Service: "cache", Image: "redis:7", ConfigHash: "h-cache", Running: false},
+				{Service: "old", Image: "old:1", ConfigHash: "x", Running: true},
+			},
+			changes: true,
+			actions: map[string]Action{"web": Recreate, "worker": Recreate, "db": Unchanged, "cache": Recreate, "old": Remove, "migrate": Job},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pl := Diff("deploy@web1", p, wanted, tt.observed)
+			if pl.Changes() != tt.changes {
+				t.Errorf("Changes() = %v", pl.Changes())
+			}
+			got := map[string]Action{}
+			for _, s := range pl.Steps {
+				got[s.Service] = s.Action
+			}
+			for svc, want := range tt.actions {
+				if got[svc] != want {
+					t.Errorf("%s: %s, want %s", svc, got[svc], want)
+				}
+			}
+			if len(got) != len(tt.actions) {
+				t.Errorf("steps for %v, want %v", got, tt.actions)
+			}
+			golden(t, filepath.Join("testdata", strings.ReplaceAll(tt.name, " ", "-")+".golden"), pl.Format())
+		})
+	}
+}
+
+func TestNoChanges(t *testing.T) {
+	p := load(t)
+	delete(p.Services, "migrate")
+	var observed []Observed
+	wanted := map[string]string{}
+	for _, name := range p.ServicesInOrder() {
+		wanted[name] = "h-" + name
+		observed = append(observed, Observed{Service: name, Image: p.Services[name].Image, ConfigHash: "h-" + name, Running: true})
+	}
+	if pl := Diff("h", p, wanted, observed); pl.Changes() {
+		t.Fatalf("an unchanged release plans changes:\n%s", pl.Format())
+	}
+}
+
+func golden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		os.WriteFile(path, []byte(got), 0o644)
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to write it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs:\n--- got:\n%s--- want:\n%s", path, got, want)
+	}
+}
