@@ -1,0 +1,62 @@
+package sshx
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/docker/docker/client"
+)
+
+// DialUnix connects to the unix socket at path on the host
+// (direct-streamlocal@openssh.com; sshd must allow StreamLocalForwarding). The
+// connection is closed with the Client, if not before.
+func (c *Client) DialUnix(ctx context.Context, path string) (net.Conn, error) {
+	if err := c.checkOpen(); err != nil {
+		return nil, err
+	}
+	conn, err := c.ssh.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, c.opErr("connect to the socket "+path+" on the host", err)
+	}
+	return conn, nil
+}
+
+// Docker is a client of the Docker engine on the host, reached at its unix
+// socket (DefaultDockerSocket when socket is empty) through this connection, with
+// the API version negotiated. It pings the engine first, so that an engine that
+// is not there is an error here, saying so. The Client closes it.
+func (c *Client) Docker(ctx context.Context, socket string) (*client.Client, error) {
+	if socket == "" {
+		socket = DefaultDockerSocket
+	}
+	if err := c.checkOpen(); err != nil {
+		return nil, err
+	}
+	cli, err := client.NewClientWithOpts(
+		// The docker client wants a host; the address is the socket on the host.
+		client.WithHost("unix://"+socket),
+		client.WithDialContext(func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return c.DialUnix(ctx, socket)
+		}),
+		client.WithAPIVersionNegotiation(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("ssh %s: docker client: %w", c.host, err)
+	}
+	ping, err := cli.Ping(ctx)
+	if err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("ssh %s: reach the Docker engine at %s on the host: %w", c.host, socket, err)
+	}
+	cli.NegotiateAPIVersionPing(ping)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		cli.Close()
+		return nil, fmt.Errorf("ssh %s: %w", c.host, errClosed)
+	}
+	c.dockers = append(c.dockers, cli)
+	return cli, nil
+}
