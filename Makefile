@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X github.com/shipdeploy/ship/pkg/version.Version=$(VERSION)
 PKGS     := ./...
 
-.PHONY: all build example test vet fmt-check unit fuzz demo deps clean
+.PHONY: all build example test vet fmt-check unit fuzz bench demo deps clean
 
 all: build
 
@@ -37,6 +37,13 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzParse -fuzztime=30s ./pkg/config
 	$(GO) test -run '^$$' -fuzz=FuzzShip -fuzztime=30s ./pkg/compose
 	$(GO) test -run '^$$' -fuzz=FuzzLoad -fuzztime=60s -fuzzminimizetime=5s ./pkg/compose
+
+# shipctl build and push of an unchanged project next to docker build and docker push
+# of the same, on this machine's engine and a local registry; prints the ratios.
+BENCHTIME  ?= 10x
+BENCHCOUNT ?= 1
+bench:
+	$(GO) test -run '^$$' -bench '^BenchmarkUnchanged$$' -benchtime $(BENCHTIME) -count $(BENCHCOUNT) -timeout 30m ./test/bench
 
 demo: build example
 	bash scripts/demo.sh

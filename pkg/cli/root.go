@@ -66,6 +66,9 @@ func NewRoot(io *IOStreams) *cobra.Command {
 		newCompletionCmd(g),
 		newInitCmd(g),
 		newTestCmd(g),
+		newBuildCmd(g),
+		newPushCmd(g),
+		newShipCmd(g),
 	)
 	usageArgs(root)
 	return root
@@ -87,6 +90,9 @@ func usageArgs(cmd *cobra.Command) {
 func Main(args []string, io *IOStreams) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// A closed stdout (shipctl ... | head) must not kill us before we clean up: writes
+	// then fail with EPIPE instead.
+	signal.Ignore(syscall.SIGPIPE)
 	root := NewRoot(io)
 	root.SetArgs(args)
 	// compose-go warns through logrus (e.g. a variable that is not set): show those

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -65,6 +64,10 @@ func runTest(ctx context.Context, g *Globals, o *testOptions) error {
 		p.warn(fmt.Sprintf("%v: the result will not be recorded, so push and deploy will not count it", gitErr))
 	}
 
+	auth, err := keychain(g, cfg)
+	if err != nil {
+		return err
+	}
 	api, err := engine.Local()
 	if err != nil {
 		return fmt.Errorf("connect to the Docker engine: %w", err)
@@ -75,6 +78,7 @@ func runTest(ctx context.Context, g *Globals, o *testOptions) error {
 		fmt.Sprintf("==> testing %s with %s (service %q decides)", versionLabel(info, gitErr), file, service))
 	res, err := testrun.Run(ctx, api, testrun.Options{
 		Dir: cfg.Dir, File: file, Service: service, App: cfg.App, Timeout: timeout, Pull: !o.NoPull,
+		Builder: builderChoice(g), Auth: auth,
 		Environ:  environ(g),
 		Progress: func(e testrun.Event) { renderTestEvent(g, p, e) },
 	})
@@ -124,9 +128,9 @@ func renderTestEvent(g *Globals, p *printer, e testrun.Event) {
 	case "log":
 		p.logLine(e.Service, e.Msg)
 		return
-	case "build":
-		// One line per Dockerfile step; the builder's other output only with --debug.
-		if !g.Debug && !g.JSON && !strings.HasPrefix(e.Msg, "Step ") && !strings.HasPrefix(e.Msg, "building ") {
+	case "build_detail":
+		// What the steps wrote: only with --debug (a failing step's output is in the error).
+		if !g.Debug && !g.JSON {
 			return
 		}
 	case "exit":

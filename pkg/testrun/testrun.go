@@ -24,18 +24,21 @@ var ErrTestsFailed = errors.New("tests failed")
 
 // Options describe one run of the test stack.
 type Options struct {
-	Dir      string        // the application's folder
-	File     string        // the test compose file, relative to Dir
-	Service  string        // the service whose exit code decides
-	App      string        // the app's name; the project is <app>-test-<random>
-	Timeout  time.Duration // for the whole run; 0 means no limit
-	Environ  []string      // environment for interpolation; nil means the process's
-	Pull     bool          // pull base images when building
-	Progress func(Event)   // everything that happens, log lines included; may be nil
+	Dir      string          // the application's folder
+	File     string          // the test compose file, relative to Dir
+	Service  string          // the service whose exit code decides
+	App      string          // the app's name; the project is <app>-test-<random>
+	Timeout  time.Duration   // for the whole run; 0 means no limit
+	Environ  []string        // environment for interpolation; nil means the process's
+	Pull     bool            // pull base images when building
+	Builder  string          // image.BuilderAuto, BuilderBuildKit or BuilderClassic
+	Auth     *image.Keychain // registry credentials for base images; nil pulls anonymously
+	Progress func(Event)     // everything that happens, log lines included; may be nil
 }
 
-// Event is one thing that happened during the run. Kind is "build", "engine", "log",
-// "exit" or "cleanup".
+// Event is one thing that happened during the run. Kind is "build" (a builder or
+// build step line), "build_detail" (what a step wrote), "engine", "log", "exit" or
+// "cleanup".
 type Event struct {
 	Kind    string
 	Service string
@@ -118,8 +121,14 @@ func Run(ctx context.Context, api client.APIClient, o Options) (res Result, err 
 		built = append(built, ref)
 		emit("build", name, "building "+ref)
 		err := builder.Build(runCtx, name, *p.Services[name].Build, ref, image.Options{
-			Pull:     o.Pull,
-			Progress: func(e image.Event) { emit("build", e.Service, e.Msg) },
+			Pull: o.Pull, Builder: o.Builder, Auth: o.Auth,
+			Progress: func(e image.Event) {
+				kind := "build_detail"
+				if e.Kind == image.KindStep || e.Kind == image.KindBuilder {
+					kind = "build"
+				}
+				emit(kind, e.Service, e.Msg)
+			},
 		})
 		if err != nil {
 			return res, timedOut(err)

@@ -70,15 +70,41 @@ func leftovers(t *testing.T, cli *client.Client) []string {
 	return left
 }
 
-func assertClean(t *testing.T, cli *client.Client) {
+// newLeftovers snapshots what test runs left before a test and returns what was left
+// since: an earlier, interrupted run's leftovers don't count against the test.
+func newLeftovers(t *testing.T, cli *client.Client) func() []string {
 	t.Helper()
-	if left := leftovers(t, cli); len(left) > 0 {
-		t.Errorf("the test run left behind: %s", strings.Join(left, "; "))
+	before := map[string]bool{}
+	for _, l := range leftovers(t, cli) {
+		before[l] = true
+	}
+	return func() []string {
+		t.Helper()
+		var left []string
+		for _, l := range leftovers(t, cli) {
+			if !before[l] {
+				left = append(left, l)
+			}
+		}
+		return left
+	}
+}
+
+// cleanCheck returns a check that the test's own runs left nothing behind.
+func cleanCheck(t *testing.T, cli *client.Client) func() {
+	t.Helper()
+	left := newLeftovers(t, cli)
+	return func() {
+		t.Helper()
+		if l := left(); len(l) > 0 {
+			t.Errorf("the test run left behind: %s", strings.Join(l, "; "))
+		}
 	}
 }
 
 func TestShipctlTestPasses(t *testing.T) {
 	cli := testenv.Docker(t)
+	assertClean := cleanCheck(t, cli)
 	dir := exampleRepo(t)
 	sha := git(t, dir, "rev-parse", "HEAD")
 
@@ -97,11 +123,12 @@ func TestShipctlTestPasses(t *testing.T) {
 	if st := git(t, dir, "status", "--porcelain"); st != "" {
 		t.Errorf("shipctl test dirtied the tree:\n%s", st)
 	}
-	assertClean(t, cli)
+	assertClean()
 }
 
 func TestShipctlTestFailsWithExit3(t *testing.T) {
 	cli := testenv.Docker(t)
+	assertClean := cleanCheck(t, cli)
 	dir := exampleRepo(t)
 	sha := git(t, dir, "rev-parse", "HEAD")
 
@@ -126,11 +153,13 @@ func TestShipctlTestFailsWithExit3(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, ".git", "ship", "tests", sha+".json")); err == nil {
 		t.Errorf("a failing run was recorded as passed")
 	}
-	assertClean(t, cli)
+	assertClean()
 }
 
 func TestShipctlTestInterruptCleansUp(t *testing.T) {
 	cli := testenv.Docker(t)
+	assertClean := cleanCheck(t, cli)
+	started := newLeftovers(t, cli)
 	dir := exampleRepo(t)
 	// The web service starts slowly, so the run is still waiting for it when interrupted.
 	os.WriteFile(filepath.Join(dir, ".env"), []byte("SLOW_START=30s\n"), 0o644)
@@ -158,7 +187,7 @@ func TestShipctlTestInterruptCleansUp(t *testing.T) {
 			break
 		}
 	}
-	if len(leftovers(t, cli)) == 0 {
+	if len(started()) == 0 {
 		t.Fatalf("fixture: nothing was started before the interrupt:\n%s", strings.Join(seen, "\n"))
 	}
 	cmd.Process.Signal(syscall.SIGINT)
@@ -177,21 +206,23 @@ func TestShipctlTestInterruptCleansUp(t *testing.T) {
 	if code := cmd.ProcessState.ExitCode(); code != 130 {
 		t.Errorf("exit code after Ctrl-C = %d, want 130; stderr:\n%s", code, stderr.String())
 	}
-	assertClean(t, cli)
+	assertClean()
 }
 
 func TestShipctlTestTimeout(t *testing.T) {
 	cli := testenv.Docker(t)
+	assertClean := cleanCheck(t, cli)
 	dir := exampleRepo(t)
 	r := run(t, dir, []string{"EXPECT_VERSION=never-there"}, "test", "--timeout", "3s")
 	if r.code != 3 || !strings.Contains(r.stderr, "timeout") {
 		t.Errorf("a suite over its timeout must exit 3 and say so: %s", r)
 	}
-	assertClean(t, cli)
+	assertClean()
 }
 
 func TestShipctlTestRefusesUnsupportedKey(t *testing.T) {
 	cli := testenv.Docker(t)
+	assertClean := cleanCheck(t, cli)
 	dir := exampleRepo(t)
 	compose, _ := os.ReadFile(filepath.Join(dir, "docker-compose.test.yml"))
 	bad := strings.Replace(string(compose), "services:\n", "services:\n  extra:\n    image: ship-test/app:dev\n    devices: [\"/dev/fuse\"]\n", 1)
@@ -205,7 +236,7 @@ func TestShipctlTestRefusesUnsupportedKey(t *testing.T) {
 	if want := fmt.Sprintf(`docker-compose.test.yml:%d: service "extra": key "devices" is not supported`, line); !strings.Contains(r.stderr, want) {
 		t.Errorf("the error must name the file, line, service and key: %s", r)
 	}
-	assertClean(t, cli)
+	assertClean()
 }
 
 func TestShipctlConfigProblemsAllAtOnce(t *testing.T) {

@@ -129,7 +129,10 @@ func TestRegistryStop(t *testing.T) {
 	}
 	reg.Stop()
 	reg.Stop() // twice is fine
-	_, err := http.Get("http://" + reg.Addr + "/v2/")
+	// A fresh transport: a kept-alive connection from HasManifest would be reset
+	// rather than refused.
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	_, err := fresh.Get("http://" + reg.Addr + "/v2/")
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("GET after Stop: err = %v, want connection refused", err)
 	}

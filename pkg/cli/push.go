@@ -1,0 +1,171 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shipdeploy/ship/pkg/config"
+	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/image"
+	"github.com/shipdeploy/ship/pkg/testrun"
+	"github.com/shipdeploy/ship/pkg/vcs"
+)
+
+type pushOptions struct {
+	Untested   bool
+	AllowDirty bool
+	Latest     bool
+}
+
+func newPushCmd(g *Globals) *cobra.Command {
+	o := &pushOptions{}
+	cmd := &cobra.Command{
+		Use:   "push",
+		Short: "Push the images built for this commit to the registry",
+		Long: `Push the images shipctl build made for the checked-out commit
+(<registry>/<image>:<git sha>) through the Docker Engine API.
+
+A commit is pushed only when shipctl test passed for it (--untested pushes anyway,
+with a warning), and a build of uncommitted changes only with --allow-dirty.
+Before anything is pushed, the registry must answer and accept the credentials:
+SHIP_REGISTRY_USER and SHIP_REGISTRY_PASSWORD, else what docker login saved in
+docker's config.json (credential helpers too). After the push, each image's
+manifest is looked up in the registry.`,
+		Example: `  shipctl push
+  shipctl push --latest
+  SHIP_REGISTRY_USER=ci SHIP_REGISTRY_PASSWORD=... shipctl push --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runPush(cmd.Context(), g, o)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&o.Untested, "untested", false, "push even though no passing test run is recorded for the commit")
+	f.BoolVar(&o.AllowDirty, "allow-dirty", false, "push a build of uncommitted changes (<sha>-dirty-<hash>)")
+	f.BoolVar(&o.Latest, "latest", false, "also tag the images :latest and push that")
+	return cmd
+}
+
+func runPush(ctx context.Context, g *Globals, o *pushOptions) error {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return err
+	}
+	if err := requireRegistry(cfg); err != nil {
+		return err
+	}
+	info, err := head(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	p := newPrinter(g)
+	if err := checkDirty(p, info, o.AllowDirty, "push"); err != nil {
+		return err
+	}
+	if err := checkTested(g, p, info, o.Untested, true); err != nil {
+		return err
+	}
+	proj, err := deployProject(ctx, g, cfg, info.Version(), true)
+	if err != nil {
+		return err
+	}
+	var refs []string
+	for _, t := range image.Targets(proj) {
+		refs = append(refs, t.Ref)
+	}
+	if len(refs) == 0 {
+		p.event("push_done", map[string]any{"version": info.Version(), "images": []string{}},
+			fmt.Sprintf("==> nothing to push: no service in %s has build:", cfg.Compose))
+		return nil
+	}
+	return pushImages(ctx, g, p, cfg, info, refs, o.Latest)
+}
+
+// checkDirty refuses a build of uncommitted changes unless allowed.
+func checkDirty(p *printer, info vcs.Info, allow bool, verb string) error {
+	if info.Clean {
+		return nil
+	}
+	if !allow {
+		return fmt.Errorf("the working tree has uncommitted changes, so its images are %s, not %s: commit first, or pass --allow-dirty to %s them anyway",
+			info.Version(), info.SHA, verb)
+	}
+	p.warn(fmt.Sprintf("%s: a build of uncommitted changes (--allow-dirty)", info.Version()))
+	return nil
+}
+
+// checkTested refuses a version no test run passed for, unless untested says to go on;
+// then it warns on stderr and, with --json, in the events as well. announce says
+// which run it found.
+func checkTested(g *Globals, p *printer, info vcs.Info, untested, announce bool) error {
+	version := info.Version()
+	rec, ok, err := testrun.Passed(info, version)
+	if err != nil {
+		return err
+	}
+	if ok && !announce {
+		return nil
+	}
+	if ok {
+		p.event("tested", map[string]any{"version": version, "tested_at": rec.Time, "file": rec.File},
+			fmt.Sprintf("==> tests passed for %s (%s)", versionLabel(info, nil), rec.Time.Local().Format("2006-01-02 15:04:05")))
+		return nil
+	}
+	if !untested {
+		return fmt.Errorf("no passing test run is recorded for %s: run `shipctl test` first, or pass --untested to push it anyway", version)
+	}
+	msg := fmt.Sprintf("pushing %s UNTESTED: no passing `shipctl test` run is recorded for it (--untested)", version)
+	p.warn(msg)
+	if g.JSON {
+		p.mu.Lock()
+		fmt.Fprintln(g.IO.ErrOut, "warning: "+msg)
+		p.mu.Unlock()
+	}
+	return nil
+}
+
+// pushImages pushes refs and says where they are.
+func pushImages(ctx context.Context, g *Globals, p *printer, cfg *config.Config, info vcs.Info, refs []string, latest bool) error {
+	kc, err := keychain(g, cfg)
+	if err != nil {
+		return err
+	}
+	api, err := engine.Local()
+	if err != nil {
+		return fmt.Errorf("connect to the Docker engine: %w", err)
+	}
+	defer api.Close()
+
+	p.event("push_start", map[string]any{"version": info.Version(), "images": refs, "latest": latest, "registry": cfg.Registry},
+		fmt.Sprintf("==> pushing %d image(s) of %s to %s", len(refs), versionLabel(info, nil), cfg.Registry))
+	v := newProgressView(g, p)
+	pushed, err := image.New(api).Push(ctx, refs, image.PushOptions{Auth: kc, Latest: latest, Live: v.live, Progress: v.show})
+	v.close()
+	if err != nil {
+		return pushHint(err, cfg)
+	}
+	var images []map[string]any
+	for _, pu := range pushed {
+		images = append(images, map[string]any{"image": pu.Ref, "digest": pu.Digest})
+	}
+	p.event("push_done", map[string]any{"version": info.Version(), "images": images},
+		fmt.Sprintf("==> pushed %d image(s) of %s; the registry has each of them", len(pushed), versionLabel(info, nil)))
+	return nil
+}
+
+// pushHint adds what to do to a push error.
+func pushHint(err error, cfg *config.Config) error {
+	host := registryHost(cfg.Registry)
+	switch {
+	case errors.Is(err, image.ErrRegistryDown):
+		return fmt.Errorf("%w\nhint: nothing was pushed; check that the registry is running, and that registry: in %s (or SHIP_REGISTRY) names it", err, cfg.File)
+	case errors.Is(err, image.ErrRegistryAuth):
+		return fmt.Errorf("%w\nhint: nothing was pushed; log in with `docker login %s`, or set SHIP_REGISTRY_USER and SHIP_REGISTRY_PASSWORD", err, host)
+	case errors.Is(err, image.ErrNotBuilt):
+		return fmt.Errorf("%w\nhint: run `shipctl build` first", err)
+	}
+	return err
+}

@@ -1,0 +1,91 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+type shipOptions struct {
+	Env        string
+	NoPull     bool
+	AllowDirty bool
+	Latest     bool
+}
+
+func newShipCmd(g *Globals) *cobra.Command {
+	o := &shipOptions{}
+	cmd := &cobra.Command{
+		Use:   "ship ENV",
+		Short: "Build, test and push the checked-out commit for an environment",
+		Long: `Take the checked-out commit to the environment ENV of ship.yaml, one step
+after the other: build (as shipctl build), test (as shipctl test), push (as
+shipctl push). The first step that fails stops the run, with that step's exit
+code: 1 for a failed build or push, 3 for failed tests.
+
+The deploy step is not in this build of shipctl yet: ship stops after the push
+and says so; nothing on the hosts changes.`,
+		Example: `  shipctl ship staging
+  shipctl ship prod --yes --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Env = args[0]
+			return runShip(cmd.Context(), g, o)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&o.NoPull, "no-pull", false, "do not pull newer base images when building")
+	f.BoolVar(&o.AllowDirty, "allow-dirty", false, "ship a build of uncommitted changes (<sha>-dirty-<hash>)")
+	f.BoolVar(&o.Latest, "latest", false, "also tag the images :latest and push that")
+	return cmd
+}
+
+func runShip(ctx context.Context, g *Globals, o *shipOptions) error {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return err
+	}
+	if _, err := cfg.Env(o.Env); err != nil {
+		return err
+	}
+	if err := requireRegistry(cfg); err != nil {
+		return err
+	}
+	info, err := head(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	p := newPrinter(g)
+	// Refused before anything is built: the push would refuse it at the end.
+	if err := checkDirty(p, info, o.AllowDirty, "ship"); err != nil {
+		return err
+	}
+	p.event("ship_start", map[string]any{"env": o.Env, "version": info.Version(), "sha": info.SHA, "steps": []string{"build", "test", "push"}},
+		fmt.Sprintf("==> shipping %s to %s: build, test, push", versionLabel(info, nil), o.Env))
+	failed := func(step string, err error) error {
+		p.event("ship_failed", map[string]any{"env": o.Env, "step": step, "exit_code": exitCode(err)},
+			fmt.Sprintf("==> ship stopped: the %s step failed", step))
+		return err
+	}
+
+	refs, err := buildImages(ctx, g, p, cfg, info, &buildOptions{NoPull: o.NoPull})
+	if err != nil {
+		return failed("build", err)
+	}
+	if err := runTest(ctx, g, &testOptions{NoPull: o.NoPull}); err != nil {
+		return failed("test", err)
+	}
+	// The run just recorded must be of this very tree: a change made meanwhile is not.
+	if err := checkTested(g, p, info, false, false); err != nil {
+		return failed("push", err)
+	}
+	if len(refs) > 0 {
+		if err := pushImages(ctx, g, p, cfg, info, refs, o.Latest); err != nil {
+			return failed("push", err)
+		}
+	}
+	p.event("ship_done", map[string]any{"env": o.Env, "version": info.Version(), "images": nonNil(refs), "deployed": false},
+		fmt.Sprintf("==> built, tested and pushed %s. Not deployed: this shipctl has no deploy step yet, so nothing on the %s hosts has changed.", versionLabel(info, nil), o.Env))
+	return nil
+}

@@ -1,0 +1,313 @@
+package image
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+
+	"github.com/distribution/reference"
+	"github.com/docker/docker/api/types"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/registry"
+	"github.com/docker/docker/pkg/jsonmessage"
+)
+
+var (
+	// ErrNotBuilt means an image to push is not on the engine.
+	ErrNotBuilt = errors.New("image not built")
+	// ErrPushFailed means the engine could not push an image, or the registry does not
+	// hold what was pushed.
+	ErrPushFailed = errors.New("push failed")
+)
+
+// PushOptions control a push.
+type PushOptions struct {
+	// Auth has the credentials for the registries; nil pushes anonymously.
+	Auth *Keychain
+	// Latest also tags each image :latest and pushes that.
+	Latest bool
+	// Live also reports every change of a layer's progress, not only where it ended.
+	Live bool
+	// Progress receives the push's events; may be nil.
+	Progress func(Event)
+}
+
+func (o PushOptions) emit(e Event) {
+	if o.Progress != nil {
+		o.Progress(e)
+	}
+}
+
+// Layer is one layer of an image being pushed.
+type Layer struct {
+	Ref     string // the image
+	ID      string // the layer's short id
+	Status  string // "Preparing", "Pushing", "Pushed", "Layer already exists", ...
+	Current int64
+	Total   int64
+}
+
+// Done reports whether the layer is in the registry now.
+func (l Layer) Done() bool {
+	return l.Status == "Pushed" || l.Status == "Layer already exists" || strings.HasPrefix(l.Status, "Mounted from")
+}
+
+// Sent reports whether the layer's content was uploaded (rather than found there).
+func (l Layer) Sent() bool { return l.Status == "Pushed" }
+
+// Pushed is an image in the registry.
+type Pushed struct {
+	Ref    string
+	Digest string // of the manifest
+	Size   int
+	Sent   int // layers uploaded
+	Found  int // layers the registry already had
+}
+
+// Push pushes refs (images on the engine, each naming its registry) with the engine.
+// Before anything is pushed it checks that every image is there and that each
+// registry answers and accepts the credentials; afterwards, that each registry holds
+// each manifest. Secrets never appear in events or errors.
+func (b *Builder) Push(ctx context.Context, refs []string, o PushOptions) ([]Pushed, error) {
+	res, err := b.push(ctx, refs, o)
+	return res, o.Auth.RedactError(err)
+}
+
+type pushTarget struct {
+	ref, host, repo, tag string
+	creds                Credentials
+}
+
+func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pushed, error) {
+	// Which registries the engine reaches over plain HTTP is asked in the meantime; it
+	// matters only when HTTPS fails.
+	infoCh := make(chan *registry.ServiceConfig, 1)
+	go func() {
+		info, err := b.api.Info(ctx)
+		if err != nil {
+			infoCh <- nil
+			return
+		}
+		infoCh <- info.RegistryConfig
+	}()
+	var regCfg *registry.ServiceConfig
+	asked := false
+	engineConfig := func() *registry.ServiceConfig {
+		if !asked {
+			regCfg, asked = <-infoCh, true
+		}
+		return regCfg
+	}
+	defer engineConfig()
+
+	var targets []pushTarget
+	for _, ref := range refs {
+		t, err := parseTarget(ref)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := b.api.ImageInspect(ctx, ref); err != nil {
+			if isNotFound(err) {
+				return nil, fmt.Errorf("%w: %s is not on the engine", ErrNotBuilt, ref)
+			}
+			return nil, fmt.Errorf("inspect %s: %w", ref, err)
+		}
+		targets = append(targets, t)
+	}
+
+	clients := map[string]*registryClient{}
+	for i, t := range targets {
+		c, ok := clients[t.host]
+		if !ok {
+			creds, err := o.Auth.Credentials(ctx, t.host)
+			if err != nil {
+				return nil, err
+			}
+			host := t.host
+			c = newRegistryClient(host, creds, func() bool { return insecureRegistry(engineConfig(), host) })
+			if err := c.ping(ctx); err != nil {
+				return nil, err
+			}
+			clients[t.host] = c
+			msg := "registry " + t.host + ": answers"
+			switch {
+			case creds.Empty():
+				msg += " (no credentials)"
+			case creds.From != "":
+				msg += ", credentials accepted (from " + creds.From + ")"
+			default:
+				msg += ", credentials accepted"
+			}
+			o.emit(Event{Kind: KindRegistry, Msg: msg, Ref: t.host})
+		}
+		targets[i].creds = c.creds
+	}
+
+	if o.Latest {
+		var all []pushTarget
+		for _, t := range targets {
+			latest := t
+			latest.tag = "latest"
+			latest.ref = strings.TrimSuffix(t.ref, ":"+t.tag) + ":latest"
+			if err := b.api.ImageTag(ctx, t.ref, latest.ref); err != nil {
+				return nil, fmt.Errorf("tag %s as %s: %w", t.ref, latest.ref, err)
+			}
+			all = append(all, t, latest)
+		}
+		targets = all
+	}
+
+	var done []Pushed
+	for _, t := range targets {
+		p, err := b.pushOne(ctx, t, o)
+		if err != nil {
+			return done, err
+		}
+		done = append(done, p)
+	}
+	for i, t := range targets {
+		digest, ok, err := clients[t.host].manifest(ctx, t.repo, t.tag)
+		if err != nil {
+			return done, fmt.Errorf("check %s in the registry: %w", t.ref, err)
+		}
+		if !ok {
+			return done, fmt.Errorf("%w: the engine pushed %s but the registry does not have it", ErrPushFailed, t.ref)
+		}
+		if done[i].Digest != "" && digest != "" && digest != done[i].Digest {
+			return done, fmt.Errorf("%w: the registry has %s as %s, not the %s the engine pushed", ErrPushFailed, t.ref, digest, done[i].Digest)
+		}
+		if done[i].Digest == "" {
+			done[i].Digest = digest
+		}
+		p := done[i]
+		o.emit(Event{Kind: KindVerified, Msg: fmt.Sprintf("%s: in the registry (%s)", t.ref, p.Digest), Ref: t.ref, Pushed: &p})
+	}
+	return done, nil
+}
+
+func parseTarget(ref string) (pushTarget, error) {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return pushTarget{}, fmt.Errorf("image reference %q: %w", ref, err)
+	}
+	tagged, ok := named.(reference.Tagged)
+	if !ok {
+		return pushTarget{}, fmt.Errorf("image reference %q has no tag", ref)
+	}
+	return pushTarget{ref: ref, host: reference.Domain(named), repo: reference.Path(named), tag: tagged.Tag()}, nil
+}
+
+func (b *Builder) pushOne(ctx context.Context, t pushTarget, o PushOptions) (Pushed, error) {
+	o.emit(Event{Kind: KindPush, Msg: "pushing " + t.ref, Ref: t.ref})
+	authHeader, err := registry.EncodeAuthConfig(registry.AuthConfig{
+		Username: t.creds.Username, Password: t.creds.Password, IdentityToken: t.creds.IdentityToken, ServerAddress: t.host,
+	})
+	if err != nil {
+		return Pushed{}, err
+	}
+	if t.creds.Empty() {
+		authHeader = ""
+	}
+	rc, err := b.api.ImagePush(ctx, t.ref, image.PushOptions{RegistryAuth: authHeader})
+	if err != nil {
+		return Pushed{}, fmt.Errorf("push %s: %w", t.ref, err)
+	}
+	defer rc.Close()
+	p, err := readPush(rc, t.ref, o)
+	if err != nil {
+		return p, err
+	}
+	msg := fmt.Sprintf("pushed %s: %d layer(s) sent, %d already there", t.ref, p.Sent, p.Found)
+	o.emit(Event{Kind: KindPush, Msg: msg, Ref: t.ref, Pushed: &p})
+	return p, nil
+}
+
+// readPush reads the engine's push progress to its end.
+func readPush(r io.Reader, ref string, o PushOptions) (Pushed, error) {
+	p := Pushed{Ref: ref}
+	layers := map[string]*Layer{}
+	dec := json.NewDecoder(r)
+	for {
+		var m jsonmessage.JSONMessage
+		if err := dec.Decode(&m); err != nil {
+			if errors.Is(err, io.EOF) {
+				return p, nil
+			}
+			return p, fmt.Errorf("push %s: read the engine's answer: %w", ref, err)
+		}
+		if m.Error != nil || m.ErrorMessage != "" {
+			msg := m.ErrorMessage
+			if m.Error != nil {
+				msg = m.Error.Message
+			}
+			return p, fmt.Errorf("%w: %s: %s", ErrPushFailed, ref, strings.TrimSpace(msg))
+		}
+		if m.Aux != nil {
+			var res types.PushResult
+			if json.Unmarshal(*m.Aux, &res) == nil && res.Digest != "" {
+				p.Digest, p.Size = res.Digest, res.Size
+			}
+			continue
+		}
+		if m.ID == "" || m.Status == "" {
+			continue
+		}
+		l, ok := layers[m.ID]
+		if !ok {
+			l = &Layer{Ref: ref, ID: m.ID}
+			layers[m.ID] = l
+		}
+		if l.Done() {
+			continue
+		}
+		l.Status = m.Status
+		if m.Progress != nil {
+			l.Current, l.Total = m.Progress.Current, m.Progress.Total
+		}
+		if l.Done() {
+			if l.Sent() {
+				p.Sent++
+			} else {
+				p.Found++
+			}
+		} else if !o.Live {
+			continue
+		}
+		c := *l
+		o.emit(Event{Kind: KindLayer, Msg: c.ID + ": " + c.Status, Layer: &c})
+	}
+}
+
+// insecureRegistry says whether the engine talks to host over plain HTTP (or HTTPS
+// without checking the certificate): named so in its config, or in one of its
+// insecure networks (127.0.0.0/8 by default).
+func insecureRegistry(cfg *registry.ServiceConfig, host string) bool {
+	if cfg == nil {
+		return false
+	}
+	if ic, ok := cfg.IndexConfigs[host]; ok && ic != nil {
+		return !ic.Secure
+	}
+	name := host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		name = h
+	}
+	var ips []net.IP
+	if ip := net.ParseIP(name); ip != nil {
+		ips = []net.IP{ip}
+	} else if found, err := net.LookupIP(name); err == nil {
+		ips = found
+	}
+	for _, ip := range ips {
+		for _, n := range cfg.InsecureRegistryCIDRs {
+			if n != nil && (*net.IPNet)(n).Contains(ip) {
+				return true
+			}
+		}
+	}
+	return false
+}

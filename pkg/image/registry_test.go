@@ -1,0 +1,197 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/docker/docker/api/types/registry"
+)
+
+// fakeRegistry answers /v2/ and manifest HEADs the way a registry does, asking for
+// basic auth, or for a bearer token from its /token endpoint.
+func fakeRegistry(t *testing.T, bearer bool) *httptest.Server {
+	t.Helper()
+	const user, pass, token = "ci", "s3cret-pass", "tok-123"
+	var srv *httptest.Server
+	authorized := func(r *http.Request) bool {
+		if bearer {
+			return r.Header.Get("Authorization") == "Bearer "+token
+		}
+		u, p, ok := r.BasicAuth()
+		return ok && u == user && p == pass
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		if !ok || u != user || p != pass || r.URL.Query().Get("service") != "fake" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		fmt.Fprintf(w, `{"token": %q, "expires_in": 300}`, token)
+	})
+	mux.HandleFunc("/v2/", func(w http.ResponseWriter, r *http.Request) {
+		if !authorized(r) {
+			if bearer {
+				w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s/token",service="fake"`, srv.URL))
+			} else {
+				w.Header().Set("WWW-Authenticate", `Basic realm="fake"`)
+			}
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		switch r.URL.Path {
+		case "/v2/":
+			w.WriteHeader(http.StatusOK)
+		case "/v2/team/web/manifests/abc":
+			if !strings.Contains(r.Header.Get("Accept"), "application/vnd.oci.image.manifest.v1+json") {
+				w.WriteHeader(http.StatusNotAcceptable)
+				return
+			}
+			w.Header().Set("Docker-Content-Digest", "sha256:1234")
+			w.WriteHeader(http.StatusOK)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+		}
+	})
+	srv = httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func yes() bool { return true }
+
+func hostOf(srv *httptest.Server) string { return strings.TrimPrefix(srv.URL, "http://") }
+
+func TestRegistryPing(t *testing.T) {
+	good := Credentials{Username: "ci", Password: "s3cret-pass", From: "the test"}
+	bad := Credentials{Username: "ci", Password: "wrong-pass", From: "the test"}
+	for _, bearer := range []bool{false, true} {
+		srv := fakeRegistry(t, bearer)
+		t.Run(fmt.Sprintf("bearer=%v", bearer), func(t *testing.T) {
+			c := newRegistryClient(hostOf(srv), good, yes)
+			if err := c.ping(context.Background()); err != nil {
+				t.Errorf("good credentials: %v", err)
+			}
+			if c.base != srv.URL {
+				t.Errorf("the scheme settled on %q, want %q (HTTPS failed, the registry is insecure)", c.base, srv.URL)
+			}
+			digest, ok, err := c.manifest(context.Background(), "team/web", "abc")
+			if err != nil || !ok || digest != "sha256:1234" {
+				t.Errorf("manifest team/web:abc = %q, %v, %v", digest, ok, err)
+			}
+			if _, ok, err := c.manifest(context.Background(), "team/web", "nope"); err != nil || ok {
+				t.Errorf("a missing manifest: %v, %v", ok, err)
+			}
+
+			err = newRegistryClient(hostOf(srv), bad, yes).ping(context.Background())
+			if !errors.Is(err, ErrRegistryAuth) || strings.Contains(err.Error(), "wrong-pass") ||
+				!strings.Contains(err.Error(), `user "ci"`) || !strings.Contains(err.Error(), "the test") {
+				t.Errorf("refused credentials: %v", err)
+			}
+			err = newRegistryClient(hostOf(srv), Credentials{}, yes).ping(context.Background())
+			if !errors.Is(err, ErrRegistryAuth) || !strings.Contains(err.Error(), "none were found") {
+				t.Errorf("no credentials: %v", err)
+			}
+		})
+	}
+
+	t.Run("secure registry over plain HTTP", func(t *testing.T) {
+		srv := fakeRegistry(t, false)
+		err := newRegistryClient(hostOf(srv), good, nil).ping(context.Background())
+		if !errors.Is(err, ErrRegistryDown) {
+			t.Errorf("a registry the engine reaches by HTTPS only must not be asked over HTTP: %v", err)
+		}
+	})
+	t.Run("down", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		err = newRegistryClient(addr, good, yes).ping(context.Background())
+		if !errors.Is(err, ErrRegistryDown) || !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "refused") {
+			t.Errorf("a registry that is down: %v", err)
+		}
+	})
+	t.Run("not a registry", func(t *testing.T) {
+		srv := httptest.NewServer(http.NotFoundHandler())
+		defer srv.Close()
+		err := newRegistryClient(hostOf(srv), good, yes).ping(context.Background())
+		if !errors.Is(err, ErrRegistryDown) || !strings.Contains(err.Error(), "404") {
+			t.Errorf("a web server that is not a registry: %v", err)
+		}
+	})
+}
+
+func TestParseChallenge(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		scheme string
+		params map[string]string
+	}{
+		{`Basic realm="x"`, "Basic", map[string]string{"realm": "x"}},
+		{`Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:a/b:pull"`,
+			"Bearer", map[string]string{"realm": "https://auth.example.com/token", "service": "registry.example.com", "scope": "repository:a/b:pull"}},
+		{`Bearer realm="a, b", service=plain`, "Bearer", map[string]string{"realm": "a, b", "service": "plain"}},
+		{`Bearer realm="say \"hi\""`, "Bearer", map[string]string{"realm": `say "hi"`}},
+		{`Basic`, "Basic", map[string]string{}},
+	} {
+		scheme, params := parseChallenge(tc.in)
+		if scheme != tc.scheme || !reflect.DeepEqual(params, tc.params) {
+			t.Errorf("parseChallenge(%q) = %q %v, want %q %v", tc.in, scheme, params, tc.scheme, tc.params)
+		}
+	}
+}
+
+func TestFetchTokenWithRefreshToken(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.FormValue("grant_type") != "refresh_token" || r.FormValue("refresh_token") != "s3cret-refresh" ||
+			r.FormValue("scope") != "repository:a/b:pull" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		fmt.Fprint(w, `{"access_token": "access-1"}`)
+	}))
+	defer srv.Close()
+	tok, err := fetchToken(context.Background(), srv.Client(), tokenRequest{
+		Realm: srv.URL, Service: "s", Scopes: []string{"repository:a/b:pull"}, Creds: Credentials{IdentityToken: "s3cret-refresh"},
+	})
+	if err != nil || tok.Token != "access-1" {
+		t.Errorf("OAuth refresh: %+v, %v", tok, err)
+	}
+}
+
+func TestInsecureRegistry(t *testing.T) {
+	_, loopback, _ := net.ParseCIDR("127.0.0.0/8")
+	cfg := &registry.ServiceConfig{
+		InsecureRegistryCIDRs: []*registry.NetIPNet{(*registry.NetIPNet)(loopback)},
+		IndexConfigs: map[string]*registry.IndexInfo{
+			"docker.io":                 {Name: "docker.io", Secure: true},
+			"insecure.example.com:5000": {Name: "insecure.example.com:5000", Secure: false},
+			"127.0.0.1:5001":            {Name: "127.0.0.1:5001", Secure: true},
+		},
+	}
+	for host, want := range map[string]bool{
+		"127.0.0.1:5000":            true,
+		"127.0.0.1:5001":            false, // named secure in the engine's config
+		"insecure.example.com:5000": true,
+		"docker.io":                 false,
+		"10.1.2.3:5000":             false,
+		"localhost:5000":            true,
+	} {
+		if got := insecureRegistry(cfg, host); got != want {
+			t.Errorf("insecureRegistry(%s) = %v, want %v", host, got, want)
+		}
+	}
+	if insecureRegistry(nil, "127.0.0.1:5000") {
+		t.Error("without the engine's registry config nothing is insecure")
+	}
+}
