@@ -45,6 +45,12 @@ BENCHCOUNT ?= 1
 bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkUnchanged$$' -benchtime $(BENCHTIME) -count $(BENCHCOUNT) -timeout 30m ./test/bench
 
+# pkg/proxy through test/bench/proxyd next to the same backend direct: throughput,
+# p50/p99 at half load, idle RSS, restart gap (plain and with the socket handed over).
+.PHONY: bench-proxy
+bench-proxy:
+	$(GO) test -run '^$$' -bench '^BenchmarkProxy$$' -benchtime 1x -count 1 -timeout 10m ./test/bench
+
 demo: build example
 	bash scripts/demo.sh
 

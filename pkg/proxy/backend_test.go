@@ -1,0 +1,261 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// backend is a real HTTP server on 127.0.0.1 standing in for a container.
+type backend struct {
+	name   string
+	srv    *httptest.Server
+	served atomic.Int64 // requests other than health checks
+	health atomic.Int32 // status of /up; 0 means 200
+	slow   chan struct{}
+}
+
+func (b *backend) addr() string { return b.srv.Listener.Addr().String() }
+
+// newBackend starts a backend answering:
+//
+//	/up         health: 200, or b.health
+//	/           its name
+//	/slow       after b.slow is closed (or the request is cancelled)
+//	/sleep?d=   after the duration d
+//	/headers    the request's Host and X-Forwarded-* as JSON
+//	/ws         a WebSocket echo of text frames
+func newBackend(t *testing.T, name string) *backend {
+	t.Helper()
+	b := &backend{name: name, slow: make(chan struct{})}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/up", func(w http.ResponseWriter, r *http.Request) {
+		if code := b.health.Load(); code != 0 {
+			w.WriteHeader(int(code))
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		b.served.Add(1)
+		io.WriteString(w, name)
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		b.served.Add(1)
+		select {
+		case <-b.slow:
+			io.WriteString(w, name+" slow done")
+		case <-r.Context().Done():
+		}
+	})
+	mux.HandleFunc("/sleep", func(w http.ResponseWriter, r *http.Request) {
+		b.served.Add(1)
+		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
+		time.Sleep(d)
+		io.WriteString(w, name+" slept")
+	})
+	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
+		b.served.Add(1)
+		json.NewEncoder(w).Encode(map[string]string{
+			"host":  r.Host,
+			"xff":   r.Header.Get("X-Forwarded-For"),
+			"xfh":   r.Header.Get("X-Forwarded-Host"),
+			"xfp":   r.Header.Get("X-Forwarded-Proto"),
+			"agent": r.Header.Get("User-Agent"),
+		})
+	})
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		b.served.Add(1)
+		wsEcho(w, r)
+	})
+	b.srv = httptest.NewServer(mux)
+	t.Cleanup(func() {
+		select {
+		case <-b.slow:
+		default:
+			close(b.slow)
+		}
+		b.srv.Close()
+	})
+	return b
+}
+
+// startRoute serves a new route on 127.0.0.1 and shuts it down at the end of the test.
+func startRoute(t *testing.T, o RouteOptions) *Route {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveRoute(t, ln, o)
+}
+
+func serveRoute(t *testing.T, ln net.Listener, o RouteOptions) *Route {
+	t.Helper()
+	r := NewRoute("web", ln, o)
+	done := make(chan error, 1)
+	go func() { done <- r.Serve() }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return r
+}
+
+// fastCheck is a health check that does not keep a test waiting.
+var fastCheck = HealthCheck{Path: "/up", Interval: 20 * time.Millisecond, Timeout: time.Second, Deadline: 5 * time.Second}
+
+func deploy(t *testing.T, r *Route, addr string) {
+	t.Helper()
+	if err := r.Deploy(context.Background(), addr, fastCheck, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func routeURL(r *Route) string { return "http://" + r.Listener().Addr().String() }
+
+// get returns the status and body of a GET.
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// A minimal WebSocket (RFC 6455): the handshake and unfragmented text frames up to 125
+// bytes, enough to see frames cross the proxy both ways.
+
+const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+func wsAccept(key string) string {
+	h := sha1.Sum([]byte(key + wsGUID))
+	return base64.StdEncoding.EncodeToString(h[:])
+}
+
+func wsEcho(w http.ResponseWriter, r *http.Request) {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		http.Error(w, "not a websocket request", http.StatusBadRequest)
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", wsAccept(r.Header.Get("Sec-WebSocket-Key")))
+	if brw.Flush() != nil {
+		return
+	}
+	for {
+		msg, err := wsRead(brw.Reader)
+		if err != nil {
+			return
+		}
+		if wsWrite(conn, "echo: "+msg, false) != nil {
+			return
+		}
+	}
+}
+
+// wsDial opens a WebSocket to url (http://host/path) and checks the handshake.
+func wsDial(t *testing.T, url string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	host := strings.TrimPrefix(url, "http://")
+	path := "/"
+	if i := strings.Index(host, "/"); i >= 0 {
+		host, path = host[:i], host[i:]
+	}
+	conn, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n", path, host, key)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: status %d, want 101", resp.StatusCode)
+	}
+	if got := resp.Header.Get("Sec-WebSocket-Accept"); got != wsAccept(key) {
+		t.Fatalf("handshake: Sec-WebSocket-Accept %q, want %q", got, wsAccept(key))
+	}
+	return conn, br
+}
+
+func wsWrite(w io.Writer, msg string, mask bool) error {
+	if len(msg) > 125 {
+		return errors.New("frame too long for this test")
+	}
+	frame := []byte{0x81, byte(len(msg))} // FIN, text
+	payload := []byte(msg)
+	if mask {
+		key := []byte{1, 2, 3, 4}
+		frame[1] |= 0x80
+		frame = append(frame, key...)
+		for i := range payload {
+			payload[i] ^= key[i%4]
+		}
+	}
+	_, err := w.Write(append(frame, payload...))
+	return err
+}
+
+func wsRead(r io.Reader) (string, error) {
+	var hdr [2]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return "", err
+	}
+	if hdr[0]&0x0f == 0x8 {
+		return "", io.EOF // close frame
+	}
+	n := int(hdr[1] & 0x7f)
+	if n > 125 {
+		return "", errors.New("frame too long for this test")
+	}
+	var key [4]byte
+	masked := hdr[1]&0x80 != 0
+	if masked {
+		if _, err := io.ReadFull(r, key[:]); err != nil {
+			return "", err
+		}
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return "", err
+	}
+	if masked {
+		for i := range payload {
+			payload[i] ^= key[i%4]
+		}
+	}
+	return string(payload), nil
+}

@@ -1,0 +1,368 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrClosed is returned by Deploy on a route that has been shut down.
+var ErrClosed = errors.New("route closed")
+
+// Defaults of RouteOptions.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 75 * time.Second
+	DefaultDialTimeout       = 5 * time.Second
+	DefaultResponseTimeout   = 60 * time.Second
+	DefaultMaxIdleConns      = 256
+	DefaultDrain             = 30 * time.Second
+)
+
+// RouteOptions tune a route; the zero value gives the defaults.
+type RouteOptions struct {
+	// ReadHeaderTimeout bounds the time a client has to send a request's headers (10s).
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout is how long a client's keep-alive connection may wait for its next
+	// request (75s).
+	IdleTimeout time.Duration
+	// DialTimeout bounds opening a connection to the target (5s).
+	DialTimeout time.Duration
+	// ResponseTimeout bounds the wait for the target's response headers once the request
+	// has been sent (60s). The body, a stream or an upgraded connection may then run on
+	// for as long as they last.
+	ResponseTimeout time.Duration
+	// MaxIdleConns is the number of idle keep-alive connections kept to a target (256).
+	MaxIdleConns int
+	// TrustForwarded keeps the X-Forwarded-For/-Host/-Proto headers a client sends
+	// (appending to X-Forwarded-For); set it only when another proxy that sets them is
+	// in front. By default they are replaced, so a client cannot forge them.
+	TrustForwarded bool
+	// Logger receives warnings (proxy errors, drains that timed out) and deploy events.
+	// Nil discards them.
+	Logger *slog.Logger
+}
+
+func (o RouteOptions) withDefaults() RouteOptions {
+	if o.ReadHeaderTimeout <= 0 {
+		o.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.ResponseTimeout <= 0 {
+		o.ResponseTimeout = DefaultResponseTimeout
+	}
+	if o.MaxIdleConns <= 0 {
+		o.MaxIdleConns = DefaultMaxIdleConns
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Route is one routed service: a listener and the live target that its requests go to.
+// The target is picked per request, so keep-alive client connections move to a new target
+// at the swap. A Route is an http.Handler; Serve serves it on its listener.
+type Route struct {
+	name string
+	opts RouteOptions
+	log  *slog.Logger
+	ln   net.Listener
+	srv  *http.Server
+
+	deployMu sync.Mutex // one deploy's health check and swap at a time
+
+	mu     sync.RWMutex // guards live and closed; held for writing only to swap
+	live   *target
+	closed bool
+
+	requests atomic.Uint64
+	serveErr atomic.Pointer[error] // set when Serve ended with an error under a Server
+}
+
+// NewRoute returns a route named name (the compose service, for logs and status) that
+// will serve on ln. The listener is passed in so that it can come from systemd socket
+// activation or from a previous shipd (see Inherit). The route has no target until the
+// first Deploy: until then it answers 503. Deploy may come before Serve: a shipd that
+// restarts should give each route its target first, so that connections wait in the
+// listener's backlog rather than get a 503.
+func NewRoute(name string, ln net.Listener, o RouteOptions) *Route {
+	o = o.withDefaults()
+	r := &Route{
+		name: name,
+		opts: o,
+		log:  o.Logger.With("route", name),
+		ln:   ln,
+	}
+	r.srv = &http.Server{
+		Handler:           r,
+		ReadHeaderTimeout: o.ReadHeaderTimeout,
+		IdleTimeout:       o.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
+	}
+	return r
+}
+
+// Name returns the route's name.
+func (r *Route) Name() string { return r.name }
+
+// Listener returns the route's listener, for instance to hand its socket over to a new
+// process (see ListenerFile).
+func (r *Route) Listener() net.Listener { return r.ln }
+
+// Target returns the address of the live target, or "" before the first deploy.
+func (r *Route) Target() string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.live == nil {
+		return ""
+	}
+	return r.live.addr
+}
+
+// Serve accepts connections on the route's listener until Shutdown; it then returns nil.
+// Any other error is the listener's.
+func (r *Route) Serve() error {
+	err := r.srv.Serve(r.ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("route %s: serve on %s: %w", r.name, r.ln.Addr(), err)
+}
+
+// Shutdown stops accepting connections (closing the listener: a socket shared with
+// another process or route stays open there), closes idle client connections, waits for
+// the requests in flight to finish until ctx is done, then closes the target's backend
+// connections (ending upgraded connections such as WebSockets) and refuses deploys.
+func (r *Route) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	err := r.srv.Shutdown(ctx)
+	// The server closes the listener only if Serve ran.
+	if cerr := r.ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
+		err = cerr
+	}
+	r.mu.RLock()
+	live := r.live
+	r.mu.RUnlock()
+	if live != nil {
+		// Upgraded connections (WebSockets) are not waited for by the server: their
+		// requests are, here, for as long as ctx allows.
+		wait := DefaultDrain
+		if d, ok := ctx.Deadline(); ok {
+			wait = time.Until(d)
+		}
+		if left := live.drain(ctx, wait); left > 0 {
+			r.log.Warn("shutdown: closing requests still in flight", "target", live.addr, "in_flight", left)
+		}
+		live.close()
+	}
+	if err != nil {
+		return fmt.Errorf("route %s: shutdown: %w", r.name, err)
+	}
+	return nil
+}
+
+// Deploy makes addr (host:port) the route's target. It health-checks addr outside any
+// lock; if the check fails the route is not touched and the error Is ErrUnhealthy. On
+// success it swaps the target in one step under a short write lock, so that every request
+// from then on goes to addr, then drains the old target outside the lock: Deploy returns
+// once the requests that were in flight on it have finished, or after drain (30s when
+// zero), and the old target's backend connections are closed. The caller may then stop
+// the old container. ctx bounds the health check only: a caller that goes away during
+// the drain does not cut the requests in flight. A drain that times out is logged, not
+// an error: the new target is live either way.
+//
+// Deploying the live address again only health-checks it. Deploys of one route are
+// serialized up to the swap; their drains may overlap.
+func (r *Route) Deploy(ctx context.Context, addr string, hc HealthCheck, drain time.Duration) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("route %s: deploy %q: %w", r.name, addr, err)
+	}
+	if drain <= 0 {
+		drain = DefaultDrain
+	}
+	old, err := r.checkAndSwap(ctx, addr, hc)
+	if err != nil {
+		return fmt.Errorf("route %s: deploy %s: %w", r.name, addr, err)
+	}
+	if old == nil {
+		return nil
+	}
+	start := time.Now()
+	if left := old.drain(context.WithoutCancel(ctx), drain); left > 0 {
+		r.log.Warn("drain timed out: closing requests still in flight", "target", old.addr, "in_flight", left, "drain", drain.String())
+	} else {
+		r.log.Info("old target drained", "target", old.addr, "took", time.Since(start).Round(time.Millisecond).String())
+	}
+	old.close()
+	return nil
+}
+
+// checkAndSwap health-checks addr and makes it the live target; it returns the target
+// it replaced, if any, for the caller to drain.
+func (r *Route) checkAndSwap(ctx context.Context, addr string, hc HealthCheck) (*target, error) {
+	r.deployMu.Lock()
+	defer r.deployMu.Unlock()
+	if r.isClosed() {
+		return nil, ErrClosed
+	}
+	start := time.Now()
+	if err := hc.Wait(ctx, addr); err != nil {
+		return nil, err
+	}
+	healthy := time.Since(start)
+	next := newTarget(addr, &r.opts, r.log)
+	r.mu.Lock()
+	old, closed := r.live, r.closed
+	switch {
+	case closed:
+	case old != nil && old.addr == addr:
+		next = nil
+	default:
+		r.live = next
+	}
+	r.mu.Unlock()
+	switch {
+	case closed:
+		return nil, ErrClosed
+	case next == nil:
+		return nil, nil
+	}
+	r.log.Info("target switched", "target", addr, "old", oldAddr(old), "healthy_after", healthy.Round(time.Millisecond).String())
+	return old, nil
+}
+
+func oldAddr(t *target) string {
+	if t == nil {
+		return ""
+	}
+	return t.addr
+}
+
+func (r *Route) isClosed() bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.closed
+}
+
+// ServeHTTP proxies req to the live target: 503 before the first deploy, 502 (504 on a
+// timeout) when the target fails. A request that has no body and could not even connect
+// to its target (nothing was sent) is retried once on the live target if a deploy has
+// switched to another one meanwhile.
+func (r *Route) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	r.requests.Add(1)
+	t := r.pick()
+	if t == nil {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "503 service unavailable: no target deployed yet\n")
+		return
+	}
+	r.serveOn(t, w, req)
+}
+
+// serveOn proxies req to t, which pick has counted it on, and retries it on the live
+// target when that is allowed (see ServeHTTP).
+func (r *Route) serveOn(t *target, w http.ResponseWriter, req *http.Request) {
+	rw := getResponseWriter(w)
+	rw.canRetry = req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 && req.TransferEncoding == nil
+	t.serve(rw, req)
+	err := rw.dialErr
+	putResponseWriter(rw)
+	if err == nil {
+		return
+	}
+	if next := r.pick(); next != nil {
+		if next != t {
+			t.log.Info("retrying on the live target", "method", req.Method, "path", req.URL.Path, "live", next.addr, "err", err)
+			next.serve(w, req)
+			return
+		}
+		next.release()
+	}
+	t.log.Warn("proxy error", "method", req.Method, "path", req.URL.Path, "err", err)
+	writeError(w, http.StatusBadGateway, "502 bad gateway: the service is not reachable\n")
+}
+
+// pick returns the live target with the request counted on it (release it when done).
+func (r *Route) pick() *target {
+	r.mu.RLock()
+	t := r.live
+	if t != nil {
+		t.acquire()
+	}
+	r.mu.RUnlock()
+	return t
+}
+
+// serve proxies one request on t and releases it.
+func (t *target) serve(w http.ResponseWriter, req *http.Request) {
+	defer t.release()
+	t.requests.Add(1)
+	t.rp.ServeHTTP(w, req)
+}
+
+// Status is a route's state for shipd's status report.
+type Status struct {
+	Name     string    `json:"name"`
+	Listen   string    `json:"listen"`
+	Target   string    `json:"target,omitempty"`
+	Since    time.Time `json:"since,omitzero"`  // when Target became live
+	Requests uint64    `json:"requests"`        // served by the route since it started
+	Served   uint64    `json:"served"`          // of them, by the live target
+	InFlight int64     `json:"in_flight"`       // on the live target now
+	Error    string    `json:"error,omitempty"` // why the route stopped serving, if it did
+}
+
+// Status reports the route's listener, live target and counters.
+func (r *Route) Status() Status {
+	s := Status{Name: r.name, Listen: r.ln.Addr().String(), Requests: r.requests.Load()}
+	r.mu.RLock()
+	t := r.live
+	r.mu.RUnlock()
+	if t != nil {
+		s.Target = t.addr
+		s.Since = t.since
+		s.Served = t.requests.Load()
+		s.InFlight = t.inflight.Load()
+	}
+	if err := r.serveErr.Load(); err != nil {
+		s.Error = (*err).Error()
+	}
+	return s
+}
+
+// responseWriter lets the error handler leave a request for a retry instead of answering.
+// It unwraps to the server's writer, so flushing and hijacking (WebSockets) still work.
+type responseWriter struct {
+	http.ResponseWriter
+	canRetry bool
+	dialErr  error
+}
+
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+var responseWriters = sync.Pool{New: func() any { return new(responseWriter) }}
+
+func getResponseWriter(w http.ResponseWriter) *responseWriter {
+	rw := responseWriters.Get().(*responseWriter)
+	rw.ResponseWriter = w
+	return rw
+}
+
+func putResponseWriter(rw *responseWriter) {
+	*rw = responseWriter{}
+	responseWriters.Put(rw)
+}
