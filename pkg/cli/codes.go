@@ -3,6 +3,7 @@ package cli
 import (
 	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/config"
+	"github.com/shipdeploy/ship/pkg/deploy"
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/testrun"
 )
@@ -16,6 +17,11 @@ func init() {
 		{compose.ErrInvalid, ExitUsage},
 		{engine.ErrUnsupported, ExitUsage},
 		{testrun.ErrTestsFailed, ExitTestsFailed},
+		// A deploy's error matches the worst that happened on a host; these go in
+		// that order.
+		{deploy.ErrRestoreFailed, ExitRestoreFailed},
+		{deploy.ErrDeployFailed, ExitDeployFailed},
+		{deploy.ErrLocked, ExitLocked},
 	} {
 		errorCodes = append(errorCodes, struct {
 			err  error

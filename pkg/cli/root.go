@@ -69,6 +69,13 @@ func NewRoot(io *IOStreams) *cobra.Command {
 		newBuildCmd(g),
 		newPushCmd(g),
 		newShipCmd(g),
+		newDeployCmd(g),
+		newRollbackCmd(g),
+		newStatusCmd(g),
+		newHistoryCmd(g),
+		newLogsCmd(g),
+		newLockCmd(g),
+		newUnlockCmd(g),
 	)
 	usageArgs(root)
 	return root

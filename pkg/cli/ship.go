@@ -3,29 +3,31 @@ package cli
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 )
 
 type shipOptions struct {
+	hostFlags
 	Env        string
 	NoPull     bool
 	AllowDirty bool
 	Latest     bool
+	LockWait   time.Duration
+	Parallel   int
 }
 
 func newShipCmd(g *Globals) *cobra.Command {
 	o := &shipOptions{}
 	cmd := &cobra.Command{
 		Use:   "ship ENV",
-		Short: "Build, test and push the checked-out commit for an environment",
+		Short: "Build, test, push and deploy the checked-out commit to an environment",
 		Long: `Take the checked-out commit to the environment ENV of ship.yaml, one step
 after the other: build (as shipctl build), test (as shipctl test), push (as
-shipctl push). The first step that fails stops the run, with that step's exit
-code: 1 for a failed build or push, 3 for failed tests.
-
-The deploy step is not in this build of shipctl yet: ship stops after the push
-and says so; nothing on the hosts changes.`,
+shipctl push), deploy (as shipctl deploy). The first step that fails stops the
+run, with that step's exit code: 1 for a failed build or push, 3 for failed
+tests, 4, 5 or 6 for a failed deploy.`,
 		Example: `  shipctl ship staging
   shipctl ship prod --yes --json`,
 		Args: cobra.ExactArgs(1),
@@ -38,6 +40,9 @@ and says so; nothing on the hosts changes.`,
 	f.BoolVar(&o.NoPull, "no-pull", false, "do not pull newer base images when building")
 	f.BoolVar(&o.AllowDirty, "allow-dirty", false, "ship a build of uncommitted changes (<sha>-dirty-<hash>)")
 	f.BoolVar(&o.Latest, "latest", false, "also tag the images :latest and push that")
+	f.DurationVar(&o.LockWait, "lock-wait", 0, "wait this long for another deploy's lock on a host (default: fail at once, exit 6)")
+	f.IntVar(&o.Parallel, "parallel", 0, "hosts deployed at once (default: parallel in ship.yaml, else all)")
+	o.hostFlags.register(cmd)
 	return cmd
 }
 
@@ -61,8 +66,8 @@ func runShip(ctx context.Context, g *Globals, o *shipOptions) error {
 	if err := checkDirty(p, info, o.AllowDirty, "ship"); err != nil {
 		return err
 	}
-	p.event("ship_start", map[string]any{"env": o.Env, "version": info.Version(), "sha": info.SHA, "steps": []string{"build", "test", "push"}},
-		fmt.Sprintf("==> shipping %s to %s: build, test, push", versionLabel(info, nil), o.Env))
+	p.event("ship_start", map[string]any{"env": o.Env, "version": info.Version(), "sha": info.SHA, "steps": []string{"build", "test", "push", "deploy"}},
+		fmt.Sprintf("==> shipping %s to %s: build, test, push, deploy", versionLabel(info, nil), o.Env))
 	failed := func(step string, err error) error {
 		p.event("ship_failed", map[string]any{"env": o.Env, "step": step, "exit_code": exitCode(err)},
 			fmt.Sprintf("==> ship stopped: the %s step failed", step))
@@ -85,7 +90,12 @@ func runShip(ctx context.Context, g *Globals, o *shipOptions) error {
 			return failed("push", err)
 		}
 	}
-	p.event("ship_done", map[string]any{"env": o.Env, "version": info.Version(), "images": nonNil(refs), "deployed": false},
-		fmt.Sprintf("==> built, tested and pushed %s. Not deployed: this shipctl has no deploy step yet, so nothing on the %s hosts has changed.", versionLabel(info, nil), o.Env))
+	if err := runDeploy(ctx, g, &deployOptions{
+		hostFlags: o.hostFlags, Env: o.Env, LockWait: o.LockWait, Parallel: o.Parallel, AllowDirty: o.AllowDirty,
+	}); err != nil {
+		return failed("deploy", err)
+	}
+	p.event("ship_done", map[string]any{"env": o.Env, "version": info.Version(), "images": nonNil(refs), "deployed": true},
+		fmt.Sprintf("==> shipped %s to %s", versionLabel(info, nil), o.Env))
 	return nil
 }

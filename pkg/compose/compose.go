@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
 )
 
@@ -78,8 +79,8 @@ func Load(ctx context.Context, o Options) (p *Project, err error) {
 	if environ == nil {
 		environ = os.Environ()
 	}
-	newOptions := func() (*cli.ProjectOptions, error) {
-		return cli.NewProjectOptions(paths,
+	newOptions := func(extra ...cli.ProjectOptionsFn) (*cli.ProjectOptions, error) {
+		return cli.NewProjectOptions(paths, append([]cli.ProjectOptionsFn{
 			cli.WithWorkingDirectory(o.Dir),
 			cli.WithName(o.Name),
 			cli.WithEnv(environ),
@@ -87,7 +88,7 @@ func Load(ctx context.Context, o Options) (p *Project, err error) {
 			cli.WithDotEnv,
 			cli.WithProfiles(o.Profiles),
 			cli.WithResolvedPaths(true),
-		)
+		}, extra...)...)
 	}
 	po, err := newOptions()
 	if err != nil {
@@ -101,7 +102,9 @@ func Load(ctx context.Context, o Options) (p *Project, err error) {
 
 	var problems []Problem
 	if !o.SkipCheck {
-		mo, err := newOptions()
+		// Keys are never interpolated, so the check reads the model without it (compose-go's
+		// LoadModel would interpolate without the environment and warn of unset variables).
+		mo, err := newOptions(cli.WithInterpolation(false))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
@@ -111,17 +114,7 @@ func Load(ctx context.Context, o Options) (p *Project, err error) {
 		}
 		problems = append(problems, checkModel(model, tp.ServiceNames(), newLocator(paths))...)
 	}
-	for _, name := range tp.ServiceNames() {
-		s := tp.Services[name]
-		ship, errs := parseShip(s.Extensions[ShipKey])
-		for _, e := range errs {
-			problems = append(problems, Problem{File: paths[0], Msg: fmt.Sprintf("service %q: %s: %s", name, ShipKey, e)})
-		}
-		p.Ship[name] = ship
-	}
-	for _, msg := range checkShip(p) {
-		problems = append(problems, Problem{File: paths[0], Msg: msg})
-	}
+	problems = append(problems, p.parseShips(paths[0])...)
 	if len(problems) > 0 {
 		sort.SliceStable(problems, func(i, j int) bool {
 			a, b := problems[i], problems[j]
@@ -151,6 +144,50 @@ func (p Problem) String() string {
 		return p.File + ": " + p.Msg
 	}
 	return fmt.Sprintf("%s:%d: %s", p.File, p.Line, p.Msg)
+}
+
+// parseShips fills in every service's x-ship settings and lists their problems.
+func (p *Project) parseShips(file string) []Problem {
+	var problems []Problem
+	for _, name := range p.ServiceNames() {
+		ship, errs := parseShip(p.Services[name].Extensions[ShipKey])
+		for _, e := range errs {
+			problems = append(problems, Problem{File: file, Msg: fmt.Sprintf("service %q: %s: %s", name, ShipKey, e)})
+		}
+		p.Ship[name] = ship
+	}
+	for _, msg := range checkShip(p) {
+		problems = append(problems, Problem{File: file, Msg: msg})
+	}
+	return problems
+}
+
+// LoadResolved reads a compose file that Load already resolved and that was written
+// out (a release on a host): without interpolation, since a "$" in it is literal, and
+// without the support check it passed when it was made. file names it in errors and
+// workDir is its project's working directory.
+func LoadResolved(ctx context.Context, name, workDir, file string, data []byte) (p *Project, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p, err = nil, fmt.Errorf("%w: %s: compose-go could not parse the file (%v)", ErrInvalid, file, r)
+		}
+	}()
+	tp, err := loader.LoadWithContext(ctx, types.ConfigDetails{
+		WorkingDir:  workDir,
+		ConfigFiles: []types.ConfigFile{{Filename: file, Content: data}},
+		Environment: types.Mapping{},
+	}, func(o *loader.Options) {
+		o.SkipInterpolation = true
+		o.SetProjectName(name, true)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, file, err)
+	}
+	p = &Project{Project: tp, Ship: map[string]Ship{}, Built: map[string]string{}}
+	if problems := p.parseShips(file); len(problems) > 0 {
+		return nil, &Error{Files: []string{file}, Problems: problems}
+	}
+	return p, nil
 }
 
 // Error lists every problem found in the compose files at once.

@@ -95,6 +95,77 @@ func Head(ctx context.Context, dir string) (Info, error) {
 	return info, nil
 }
 
+// shortSHA is the first 12 characters of sha.
+func shortSHA(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+// Commit resolves rev (a sha, a prefix of one, a tag, a branch) in the checkout that
+// holds dir to its full sha and subject.
+func Commit(ctx context.Context, dir, rev string) (sha, subject string, err error) {
+	if strings.HasPrefix(rev, "-") {
+		return "", "", fmt.Errorf("--sha %q: not a commit", rev)
+	}
+	out, err := git(ctx, dir, "rev-parse", "--verify", "--quiet", rev+"^{commit}")
+	if err != nil {
+		return "", "", fmt.Errorf("--sha %s: no such commit in %s", rev, dir)
+	}
+	sha = strings.TrimSpace(out)
+	subject, err = git(ctx, dir, "log", "-1", "--format=%s", sha)
+	if err != nil {
+		return "", "", err
+	}
+	return sha, strings.TrimSpace(subject), nil
+}
+
+// FileAt is the content of file (a path on this machine, inside the checkout that
+// holds dir) at commit sha.
+func FileAt(ctx context.Context, dir, sha, file string) ([]byte, error) {
+	top, err := git(ctx, dir, "rev-parse", "--show-toplevel")
+	if err != nil {
+		return nil, err
+	}
+	top = strings.TrimSpace(top)
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return nil, err
+	}
+	if real, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
+		abs = filepath.Join(real, filepath.Base(abs))
+	}
+	if real, err := filepath.EvalSymlinks(top); err == nil {
+		top = real
+	}
+	rel, err := filepath.Rel(top, abs)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return nil, fmt.Errorf("%s is not in the checkout %s", file, top)
+	}
+	out, err := git(ctx, dir, "show", sha+":"+filepath.ToSlash(rel))
+	if err != nil {
+		return nil, fmt.Errorf("%s at %s: the commit has no such file", filepath.ToSlash(rel), shortSHA(sha))
+	}
+	return []byte(out), nil
+}
+
+// Origin says where a deploy comes from, for release.json and audit.log: the branch
+// HEAD tracks ("origin/main"), else the local branch and machine ("main on
+// build-7"), else the machine.
+func Origin(ctx context.Context, dir string) string {
+	host, _ := os.Hostname()
+	if up, err := git(ctx, dir, "rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{upstream}"); err == nil && strings.TrimSpace(up) != "" {
+		return strings.TrimSpace(up)
+	}
+	if branch, err := git(ctx, dir, "rev-parse", "--abbrev-ref", "HEAD"); err == nil {
+		if b := strings.TrimSpace(branch); b != "" && b != "HEAD" {
+			return b + " on " + host
+		}
+	}
+	return host
+}
+
 func git(ctx context.Context, dir string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "git", args...)
 	cmd.Dir = dir

@@ -1,0 +1,447 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/shipdeploy/ship/pkg/config"
+	"github.com/shipdeploy/ship/pkg/deploy"
+	"github.com/shipdeploy/ship/pkg/image"
+	"github.com/shipdeploy/ship/pkg/sshx"
+	"github.com/shipdeploy/ship/pkg/testrun"
+	"github.com/shipdeploy/ship/pkg/vcs"
+)
+
+// hostFlags are the flags of every command that reaches the hosts.
+type hostFlags struct {
+	AcceptNewHostKey bool
+}
+
+func (h *hostFlags) register(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&h.AcceptNewHostKey, "accept-new-host-key", false,
+		"trust the key of a host no known_hosts file knows, and record it in ~/.ssh/known_hosts (a changed key is refused all the same)")
+}
+
+type deployOptions struct {
+	hostFlags
+	Env        string
+	SHA        string
+	LockWait   time.Duration
+	Parallel   int
+	Untested   bool
+	AllowDirty bool
+}
+
+func newDeployCmd(g *Globals) *cobra.Command {
+	o := &deployOptions{}
+	cmd := &cobra.Command{
+		Use:   "deploy ENV",
+		Short: "Deploy a pushed, tested commit to an environment's hosts",
+		Long: `Deploy the checked-out commit (or --sha) to every host of the environment ENV
+over SSH, without an agent.
+
+Before any host is changed: the images of the commit must be in the registry
+(shipctl push), every host must answer over SSH with its Docker engine, and the
+engine must be able to run the release. Where the environment says confirm: true,
+the plan of each host is shown and a y/N answered (--yes for CI); where it has a
+grace period, a countdown follows, during which Ctrl-C cancels with nothing
+touched.
+
+Then the lock is taken on every host, and each host (parallel: at once) gets
+releases/<sha>/docker-compose.yml, pulls the images, runs the pre-deploy jobs,
+starts the release, waits until it is healthy and switches current to it. A host
+that fails puts its previous release back: exit 4, or 5 when that fails too.
+A host locked by another deploy: exit 6 (wait with --lock-wait).
+
+SSH: keys from ssh-agent, SHIP_SSH_KEY (a private key's text) and ~/.ssh; host
+keys from ~/.ssh/known_hosts and the environment's known_hosts file.`,
+		Example: `  shipctl deploy staging
+  shipctl deploy prod --yes --json
+  shipctl deploy prod --sha 1a2b3c4 --lock-wait 5m`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Env = args[0]
+			return runDeploy(cmd.Context(), g, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.SHA, "sha", "", "deploy this commit instead of HEAD (its images must be pushed)")
+	f.DurationVar(&o.LockWait, "lock-wait", 0, "wait this long for a host locked by another deploy (default: fail at once, exit 6)")
+	f.IntVar(&o.Parallel, "parallel", 0, "hosts deployed at once (default: parallel in ship.yaml; 0 there: all)")
+	f.BoolVar(&o.Untested, "untested", false, "deploy even though no passing test run is recorded for the commit")
+	f.BoolVar(&o.AllowDirty, "allow-dirty", false, "deploy a build of uncommitted changes (<sha>-dirty-<hash>)")
+	o.hostFlags.register(cmd)
+	return cmd
+}
+
+func runDeploy(ctx context.Context, g *Globals, o *deployOptions) error {
+	if o.Parallel < 0 {
+		return usageErrorf("--parallel %d: want 0 (all) or more", o.Parallel)
+	}
+	if o.LockWait < 0 {
+		return usageErrorf("--lock-wait %s: want a duration of 0 or more", o.LockWait)
+	}
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return err
+	}
+	env, err := cfg.Env(o.Env)
+	if err != nil {
+		return err
+	}
+	if err := requireRegistry(cfg); err != nil {
+		return err
+	}
+	info, err := head(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	p := newPrinter(g)
+
+	version, subject := info.Version(), info.Subject
+	var composeAt []byte
+	if o.SHA != "" {
+		sha, subj, err := vcs.Commit(ctx, cfg.Dir, o.SHA)
+		if err != nil {
+			return withCode(ExitUsage, err)
+		}
+		version, subject = sha, subj
+		if sha != info.SHA || !info.Clean {
+			// What that commit runs is its own compose file, not the working tree's.
+			if composeAt, err = vcs.FileAt(ctx, cfg.Dir, sha, cfg.Path(cfg.Compose)); err != nil {
+				return err
+			}
+		}
+	} else if err := checkDirty(p, info, o.AllowDirty, "deploy"); err != nil {
+		return err
+	}
+	if err := checkDeployTested(p, info, version, o.Untested); err != nil {
+		return err
+	}
+	if env.Agent {
+		p.warn(fmt.Sprintf("%s has agent: true, but this shipctl deploys without shipd: the containers are replaced in place, not blue-green", env.Name))
+	}
+
+	h, err := newHostAccess(g, cfg, env, o.hostFlags, p)
+	if err != nil {
+		return err
+	}
+	rel, err := deploy.Prepare(ctx, deploy.PrepareOptions{
+		Config: cfg, Env: env, SHA: version, Subject: subject, Compose: composeAt,
+		Environ: environ(g), LocalRoots: []string{info.Top}, Redactor: h.redact,
+	})
+	if err != nil {
+		return err
+	}
+	sum, err := deploy.Run(ctx, deploy.Options{
+		Target:   h.target,
+		Release:  rel,
+		Registry: &image.Registries{Keychain: h.keychain},
+		From:     vcs.Origin(ctx, cfg.Dir),
+		LockWait: o.LockWait,
+		Parallel: o.Parallel,
+		Confirm:  confirmer(g, p, env, "deploy", true),
+		Notify:   notifier(cfg),
+	})
+	renderSummary(p, "deploy", sum)
+	return err
+}
+
+// checkDeployTested refuses a version no test run passed for, unless --untested.
+func checkDeployTested(p *printer, info vcs.Info, version string, untested bool) error {
+	_, passed, err := testrun.Passed(info, version)
+	if err != nil {
+		return err
+	}
+	if passed {
+		return nil
+	}
+	if !untested {
+		return fmt.Errorf("no passing test run is recorded for %s here: run `shipctl test` on it first, or pass --untested to deploy it anyway", deploy.Short(version))
+	}
+	p.warn(fmt.Sprintf("deploying %s UNTESTED: no passing `shipctl test` run is recorded for it (--untested)", deploy.Short(version)))
+	return nil
+}
+
+// hostAccess is how a command reaches an environment's hosts, with the secrets it
+// must scrub and the registry credentials it sends.
+type hostAccess struct {
+	target   deploy.Target
+	redact   *deploy.Redactor
+	keychain *image.Keychain
+}
+
+func newHostAccess(g *Globals, cfg *config.Config, env *config.Environment, f hostFlags, p *printer) (*hostAccess, error) {
+	redact := deploy.NewRedactor()
+	if env.EnvFile != "" {
+		if err := redact.AddEnvFile(cfg.Path(env.EnvFile)); err != nil {
+			return nil, err
+		}
+	}
+	kc, err := keychain(g, cfg)
+	if err != nil {
+		return nil, err
+	}
+	redact.Also(kc.Redact)
+	opts := sshx.Options{
+		AcceptNewHostKey: f.AcceptNewHostKey,
+		KeyText:          g.IO.Getenv("SHIP_SSH_KEY"),
+		Logger:           g.Logger(),
+	}
+	if env.KnownHosts != "" {
+		opts.KnownHostsFiles = []string{cfg.Path(env.KnownHosts)}
+	}
+	if g.IO.InTTY {
+		opts.Passphrase = func(file string) ([]byte, error) {
+			fmt.Fprintf(g.IO.ErrOut, "Passphrase for %s: ", file)
+			defer fmt.Fprintln(g.IO.ErrOut)
+			return term.ReadPassword(int(os.Stdin.Fd()))
+		}
+	}
+	return &hostAccess{
+		redact:   redact,
+		keychain: kc,
+		target: deploy.Target{
+			App: cfg.App,
+			Env: env,
+			Dial: deploy.SSH(deploy.SSHOptions{
+				SSH: opts, DockerSocket: env.DockerSocket, RegistryAuth: image.PullAuth(kc),
+			}),
+			Redactor: redact,
+			Progress: func(e deploy.Event) { renderDeployEvent(g, p, e) },
+		},
+	}, nil
+}
+
+// notifier is the webhook of ship.yaml, or nil.
+func notifier(cfg *config.Config) *deploy.Notifier {
+	if cfg.Notify.Webhook == "" {
+		return nil
+	}
+	return &deploy.Notifier{URL: cfg.Notify.Webhook}
+}
+
+// renderDeployEvent writes one event of pkg/deploy: "==> msg" for the command, "-->
+// host: msg" for a host, warnings on stderr.
+func renderDeployEvent(g *Globals, p *printer, e deploy.Event) {
+	if e.Level == "" {
+		e.Level = deploy.LevelInfo
+	}
+	if g.JSON {
+		fields := map[string]any{"msg": e.Msg, "level": e.Level}
+		if e.Host != "" {
+			fields["host"] = e.Host
+		}
+		if e.Service != "" {
+			fields["service"] = e.Service
+		}
+		p.event(e.Step, fields, "")
+		return
+	}
+	msg := e.Msg
+	if e.Service != "" && !strings.Contains(msg, e.Service) {
+		msg = e.Service + ": " + msg
+	}
+	if e.Host != "" {
+		msg = e.Host + ": " + msg
+	}
+	switch {
+	case e.Level == deploy.LevelWarn:
+		p.warn(msg)
+	case e.Level == deploy.LevelError && e.Step != deploy.StepDone:
+		p.event(e.Step, nil, "--> FAILED "+msg)
+	case e.Host == "":
+		p.event(e.Step, nil, "==> "+msg)
+	default:
+		p.event(e.Step, nil, "--> "+msg)
+	}
+}
+
+// confirmer shows the preview of a deploy or rollback, asks when the environment
+// wants it, and counts the grace period down (when grace is true). It runs before
+// the first change to any host: its error, or Ctrl-C, stops with nothing touched.
+func confirmer(g *Globals, p *printer, env *config.Environment, verb string, grace bool) func(context.Context, deploy.Preview) error {
+	return func(ctx context.Context, pv deploy.Preview) error {
+		renderPreview(g, p, verb, pv)
+		if env.Confirm && !g.Yes {
+			if !g.IO.InTTY || g.JSON {
+				return usageErrorf("%s asks for a confirmation (confirm: true) and there is no terminal to ask on: run with --yes", env.Name)
+			}
+			ok, err := askYesNo(ctx, g.IO.In, g.IO.ErrOut, fmt.Sprintf("%s %s to %s?", strings.ToUpper(verb[:1])+verb[1:], releaseLabel(pv), env.Name))
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("%s not confirmed: %w", verb, context.Canceled)
+			}
+		}
+		if !grace || env.Grace <= 0 {
+			return nil
+		}
+		return countdown(ctx, g, p, env.Grace)
+	}
+}
+
+func releaseLabel(pv deploy.Preview) string {
+	if pv.SHA == "" {
+		return "each host's previous release"
+	}
+	return deploy.Short(pv.SHA)
+}
+
+func renderPreview(g *Globals, p *printer, verb string, pv deploy.Preview) {
+	if g.JSON {
+		for _, h := range pv.Hosts {
+			steps := make([]map[string]any, 0, len(h.Plan.Steps))
+			for _, s := range h.Plan.Steps {
+				step := map[string]any{"service": s.Service, "action": string(s.Action)}
+				if s.From != "" {
+					step["from"] = s.From
+				}
+				if s.To != "" {
+					step["to"] = s.To
+				}
+				if s.Why != "" {
+					step["why"] = s.Why
+				}
+				steps = append(steps, step)
+			}
+			p.event(deploy.StepPlan, map[string]any{"host": h.Host, "current": h.Current, "sha": pv.SHA, "steps": steps}, "")
+		}
+		return
+	}
+	head := fmt.Sprintf("==> %s %s", verb, releaseLabel(pv))
+	if pv.Subject != "" {
+		head += fmt.Sprintf(" %q", pv.Subject)
+	}
+	head += fmt.Sprintf(" to %s (%d host(s)):", pv.Env, len(pv.Hosts))
+	var b strings.Builder
+	b.WriteString(head)
+	for _, h := range pv.Hosts {
+		b.WriteString("\n")
+		current := "no release yet"
+		if h.Current != "" {
+			current = "current " + deploy.Short(h.Current)
+		}
+		text := strings.TrimRight(h.Plan.Format(), "\n")
+		first, rest, _ := strings.Cut(text, "\n")
+		fmt.Fprintf(&b, "%s (%s)\n%s", strings.TrimSuffix(first, ":"), current, rest)
+		if !h.Plan.Changes() && len(h.Plan.Steps) > 0 {
+			b.WriteString("\n  (no change: every service runs as wanted)")
+		}
+	}
+	p.event(deploy.StepPlan, nil, b.String())
+}
+
+// askYesNo asks question on out and reads the answer from in; only y or yes is yes.
+// Ctrl-C while it waits cancels.
+func askYesNo(ctx context.Context, in io.Reader, out io.Writer, question string) (bool, error) {
+	fmt.Fprintf(out, "? %s [y/N] ", question)
+	answer := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(in).ReadString('\n')
+		answer <- strings.ToLower(strings.TrimSpace(line))
+	}()
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(out)
+		return false, ctx.Err()
+	case a := <-answer:
+		return a == "y" || a == "yes", nil
+	}
+}
+
+// countdown waits out the grace period. On a terminal it counts down on one line of
+// stderr; otherwise it says once how long it waits. Ctrl-C ends it (and the command).
+func countdown(ctx context.Context, g *Globals, p *printer, grace time.Duration) error {
+	secs := int(grace.Round(time.Second).Seconds())
+	p.event(deploy.StepGrace, map[string]any{"seconds": secs},
+		fmt.Sprintf("==> starting in %s; Ctrl-C cancels with nothing touched", grace))
+	live := g.IO.OutTTY && !g.JSON
+	deadline := time.Now().Add(grace)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			if live {
+				fmt.Fprint(g.IO.ErrOut, "\r\033[K")
+			}
+			return nil
+		}
+		if live {
+			fmt.Fprintf(g.IO.ErrOut, "\r\033[Kstarting in %ds (Ctrl-C cancels)", int(left.Round(time.Second).Seconds()))
+		}
+		select {
+		case <-ctx.Done():
+			if live {
+				fmt.Fprint(g.IO.ErrOut, "\r\033[K")
+			}
+			return fmt.Errorf("cancelled during the grace period, nothing touched: %w", ctx.Err())
+		case <-tick.C:
+		case <-time.After(left):
+		}
+	}
+}
+
+// renderSummary says which host is on which release at the end of a deploy or
+// rollback.
+func renderSummary(p *printer, verb string, sum *deploy.Summary) {
+	if sum == nil || len(sum.Hosts) == 0 {
+		return
+	}
+	counts := map[string]int{}
+	hosts := make([]map[string]any, 0, len(sum.Hosts))
+	width := 0
+	for _, h := range sum.Hosts {
+		counts[h.Result]++
+		width = max(width, len(h.Host))
+		m := map[string]any{"host": h.Host, "result": h.Result, "current": h.Current}
+		if h.Err != nil {
+			m["error"] = h.Err.Error()
+		}
+		hosts = append(hosts, m)
+	}
+	var parts []string
+	for _, r := range []string{deploy.ResultDeployed, deploy.ResultFailed, deploy.ResultRestoreFailed, deploy.ResultLocked, deploy.ResultSkipped} {
+		if counts[r] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", counts[r], r))
+		}
+	}
+	what := verb
+	if sum.SHA != "" {
+		what += " of " + deploy.Short(sum.SHA)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "==> %s to %s: %s", what, sum.Env, strings.Join(parts, ", "))
+	for _, h := range sum.Hosts {
+		on := "no release"
+		if h.Current != "" {
+			on = deploy.Short(h.Current)
+		}
+		fmt.Fprintf(&b, "\n  %-*s  on %-12s  %s", width, h.Host, on, resultText(h.Result))
+	}
+	p.event(verb+"_result", map[string]any{"sha": sum.SHA, "env": sum.Env, "hosts": hosts}, b.String())
+}
+
+func resultText(r string) string {
+	switch r {
+	case deploy.ResultFailed:
+		return "failed: runs its previous release"
+	case deploy.ResultRestoreFailed:
+		return "FAILED, and putting the previous release back failed too: check the host"
+	case deploy.ResultLocked:
+		return "locked by another deploy: nothing changed"
+	case deploy.ResultSkipped:
+		return "skipped: nothing changed"
+	}
+	return r
+}

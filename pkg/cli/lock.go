@@ -1,0 +1,134 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shipdeploy/ship/pkg/deploy"
+)
+
+type lockOptions struct {
+	hostFlags
+	Env    string
+	Reason string
+}
+
+func newLockCmd(g *Globals) *cobra.Command {
+	o := &lockOptions{}
+	cmd := &cobra.Command{
+		Use:   "lock ENV",
+		Short: "Lock an environment's hosts against deploys",
+		Long: `Take the deploy lock on every host of the environment ENV, for a person: deploys
+and rollbacks are refused (exit 6, or they wait with --lock-wait) until shipctl
+unlock. A host locked already makes it fail, and releases the locks it took.`,
+		Example: `  shipctl lock prod --reason "database migration, ask alice"`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Env = args[0]
+			return runLock(cmd.Context(), g, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.Reason, "reason", "", "why, for whoever finds the lock")
+	o.hostFlags.register(cmd)
+	return cmd
+}
+
+func runLock(ctx context.Context, g *Globals, o *lockOptions) error {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return err
+	}
+	env, err := cfg.Env(o.Env)
+	if err != nil {
+		return err
+	}
+	p := newPrinter(g)
+	h, err := newHostAccess(g, cfg, env, o.hostFlags, p)
+	if err != nil {
+		return err
+	}
+	if err := deploy.Lock(ctx, h.target, o.Reason); err != nil {
+		return err
+	}
+	p.event("locked", map[string]any{"env": env.Name, "hosts": len(env.Hosts), "reason": o.Reason},
+		fmt.Sprintf("==> locked %s (%d host(s)); shipctl unlock %s releases it", env.Name, len(env.Hosts), env.Name))
+	return nil
+}
+
+type unlockOptions struct {
+	hostFlags
+	Env   string
+	Force bool
+}
+
+func newUnlockCmd(g *Globals) *cobra.Command {
+	o := &unlockOptions{}
+	cmd := &cobra.Command{
+		Use:   "unlock ENV",
+		Short: "Release the deploy lock of an environment's hosts",
+		Long: `Remove the deploy lock of every host of the environment ENV that has one. A lock
+someone else holds (another user@host: their deploy may still be running) is
+removed only after a yes on the terminal, or with --force (or --yes).`,
+		Example: `  shipctl unlock prod
+  shipctl unlock prod --force`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Env = args[0]
+			return runUnlock(cmd.Context(), g, o)
+		},
+	}
+	cmd.Flags().BoolVar(&o.Force, "force", false, "remove locks held by others without asking")
+	o.hostFlags.register(cmd)
+	return cmd
+}
+
+func runUnlock(ctx context.Context, g *Globals, o *unlockOptions) error {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return err
+	}
+	env, err := cfg.Env(o.Env)
+	if err != nil {
+		return err
+	}
+	p := newPrinter(g)
+	h, err := newHostAccess(g, cfg, env, o.hostFlags, p)
+	if err != nil {
+		return err
+	}
+	uo := deploy.UnlockOptions{Force: o.Force || g.Yes}
+	if g.IO.InTTY && !g.JSON {
+		uo.Confirm = func(ctx context.Context, others []deploy.HostLock) error {
+			var lines []string
+			for _, l := range others {
+				lines = append(lines, fmt.Sprintf("  %s: %s", l.Host, l.Holder))
+			}
+			fmt.Fprintf(g.IO.ErrOut, "Locks held by someone else (their deploy may still be running):\n%s\n", strings.Join(lines, "\n"))
+			ok, err := askYesNo(ctx, g.IO.In, g.IO.ErrOut, "Remove them anyway?")
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("unlock not confirmed: %w", context.Canceled)
+			}
+			return nil
+		}
+	}
+	removed, err := deploy.Unlock(ctx, h.target, uo)
+	if err != nil {
+		if errors.Is(err, deploy.ErrLocked) {
+			return fmt.Errorf("%w\nhint: run shipctl unlock %s --force to remove it anyway", err, env.Name)
+		}
+		return err
+	}
+	text := fmt.Sprintf("==> unlocked %s: %d host(s) had a lock", env.Name, len(removed))
+	if len(removed) == 0 {
+		text = fmt.Sprintf("==> %s: no host is locked", env.Name)
+	}
+	p.event("unlocked", map[string]any{"env": env.Name, "hosts": len(removed)}, text)
+	return nil
+}

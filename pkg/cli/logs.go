@@ -1,0 +1,81 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shipdeploy/ship/pkg/deploy"
+	"github.com/shipdeploy/ship/pkg/engine"
+)
+
+type logsOptions struct {
+	hostFlags
+	Env        string
+	Services   []string
+	Follow     bool
+	Tail       string
+	Timestamps bool
+}
+
+func newLogsCmd(g *Globals) *cobra.Command {
+	o := &logsOptions{}
+	cmd := &cobra.Command{
+		Use:   "logs ENV [SERVICE...]",
+		Short: "Show the app's container logs from an environment's hosts",
+		Long: `Show the logs of the app's containers on every host of the environment ENV (of
+the services named, or all), each line prefixed with its service, and its host
+when there are several. With -f, keep following them until Ctrl-C. Values of the
+environment's env_file are shown as [redacted].`,
+		Example: `  shipctl logs prod
+  shipctl logs prod web -f --tail 50`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Env, o.Services = args[0], args[1:]
+			return runLogs(cmd.Context(), g, o)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVarP(&o.Follow, "follow", "f", false, "keep following the logs until Ctrl-C")
+	f.StringVar(&o.Tail, "tail", "100", `lines to show from the end of each container's log ("all": all)`)
+	f.BoolVarP(&o.Timestamps, "timestamps", "t", false, "show the engine's timestamp of each line")
+	o.hostFlags.register(cmd)
+	return cmd
+}
+
+func runLogs(ctx context.Context, g *Globals, o *logsOptions) error {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return err
+	}
+	env, err := cfg.Env(o.Env)
+	if err != nil {
+		return err
+	}
+	p := newPrinter(g)
+	h, err := newHostAccess(g, cfg, env, o.hostFlags, p)
+	if err != nil {
+		return err
+	}
+	many := len(env.Hosts) > 1
+	err = deploy.Logs(ctx, h.target, engine.LogOptions{
+		Services: o.Services, Follow: o.Follow, Tail: o.Tail, Timestamps: o.Timestamps,
+	}, func(host string, l engine.LogLine) {
+		label := l.Service
+		if many {
+			label = host + " " + l.Service
+		}
+		p.service(label)
+		p.mu.Lock()
+		width := p.width
+		p.mu.Unlock()
+		p.event("log", map[string]any{"host": host, "service": l.Service, "stream": l.Stream, "line": l.Text},
+			fmt.Sprintf("%-*s | %s", width, label, strings.TrimRight(l.Text, "\r")))
+	})
+	if err != nil && ctx.Err() != nil && o.Follow {
+		return nil
+	}
+	return err
+}

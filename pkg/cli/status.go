@@ -1,0 +1,140 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shipdeploy/ship/pkg/deploy"
+)
+
+type statusOptions struct {
+	hostFlags
+	Env string
+}
+
+func newStatusCmd(g *Globals) *cobra.Command {
+	o := &statusOptions{}
+	cmd := &cobra.Command{
+		Use:   "status ENV",
+		Short: "Show what runs on each host of an environment",
+		Long: `Show, for every host of the environment ENV, the release current points at,
+when and by whom it was deployed, the app's containers with their state and
+health, and who holds the host's lock, if anyone. A host that cannot be reached
+is shown with the reason, and makes the exit code 1.`,
+		Example: `  shipctl status prod
+  shipctl status prod --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Env = args[0]
+			return runStatus(cmd.Context(), g, o)
+		},
+	}
+	o.hostFlags.register(cmd)
+	return cmd
+}
+
+func runStatus(ctx context.Context, g *Globals, o *statusOptions) error {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return err
+	}
+	env, err := cfg.Env(o.Env)
+	if err != nil {
+		return err
+	}
+	p := newPrinter(g)
+	h, err := newHostAccess(g, cfg, env, o.hostFlags, p)
+	if err != nil {
+		return err
+	}
+	hosts, err := deploy.Status(ctx, h.target)
+	if err != nil {
+		return err
+	}
+	failed := 0
+	for _, st := range hosts {
+		if st.Err != nil {
+			failed++
+		}
+		renderStatus(g, p, st)
+	}
+	if failed > 0 {
+		return fmt.Errorf("status of %s: %d of %d host(s) could not be read", env.Name, failed, len(hosts))
+	}
+	return nil
+}
+
+func renderStatus(g *Globals, p *printer, st deploy.HostStatus) {
+	if g.JSON {
+		fields := map[string]any{"host": st.Host, "current": st.Current}
+		if st.Release != nil {
+			fields["deployed_at"] = st.Release.CurrentSince
+			fields["who"] = st.Release.Who
+			fields["from"] = st.Release.From
+			fields["subject"] = st.Release.Subject
+		}
+		cs := make([]map[string]any, 0, len(st.Containers))
+		for _, c := range st.Containers {
+			cs = append(cs, map[string]any{"name": c.Name, "service": c.Service, "image": c.Image, "state": c.State, "health": c.Health, "exit_code": c.ExitCode})
+		}
+		fields["containers"] = cs
+		if st.Lock != nil {
+			fields["lock"] = st.Lock
+		}
+		if st.Err != nil {
+			fields["error"] = st.Err.Error()
+		}
+		p.event("status", fields, "")
+		return
+	}
+	var b strings.Builder
+	b.WriteString(st.Host)
+	if st.Err != nil {
+		fmt.Fprintf(&b, ": cannot read it: %v", st.Err)
+		p.event("status", nil, b.String())
+		return
+	}
+	switch {
+	case st.Current == "":
+		b.WriteString(": no release")
+	case st.Release != nil:
+		r := st.Release
+		fmt.Fprintf(&b, ": %s", deploy.Short(st.Current))
+		if r.Subject != "" {
+			fmt.Fprintf(&b, " %q", r.Subject)
+		}
+		when := r.CurrentSince
+		if when.IsZero() {
+			when = r.Time
+		}
+		fmt.Fprintf(&b, ", since %s by %s", when.Local().Format("2006-01-02 15:04:05"), r.Who)
+		if r.From != "" {
+			fmt.Fprintf(&b, " from %s", r.From)
+		}
+	default:
+		fmt.Fprintf(&b, ": %s (no release.json)", deploy.Short(st.Current))
+	}
+	width := 0
+	for _, c := range st.Containers {
+		width = max(width, len(c.Service))
+	}
+	for _, c := range st.Containers {
+		state := c.State
+		if c.Health != "" {
+			state += " (" + c.Health + ")"
+		} else if c.State == "exited" {
+			state += fmt.Sprintf(" (%d)", c.ExitCode)
+		}
+		fmt.Fprintf(&b, "\n  %-*s  %-20s  %s", width, c.Service, state, c.Image)
+	}
+	if len(st.Containers) == 0 {
+		b.WriteString("\n  no containers")
+	}
+	if st.Lock != nil {
+		fmt.Fprintf(&b, "\n  locked by %s", st.Lock)
+	}
+	p.event("status", nil, b.String())
+}

@@ -1,0 +1,109 @@
+// Package deploy takes a release of a compose app to the hosts of an environment
+// without an agent, and reads back what they run: Run (shipctl deploy), Rollback,
+// Status, History, Logs, Lock and Unlock. It does the work and reports it as Events;
+// it never prints. The hosts are reached through the Host interface (files and the
+// Docker engine); SSH is the real one, one SSH connection per host per command
+// carrying SFTP and the engine's socket.
+//
+// # On the host
+//
+//	<path>/releases/<sha>/docker-compose.yml  the resolved compose file (mode 0600)
+//	<path>/releases/<sha>/release.json        sha, subject, time, who, from, result, images
+//	<path>/current -> releases/<sha>          relative symlink, switched after healthy
+//	<path>/.lock/holder.json                  the lock: who, machine, pid, command, sha, time
+//	<path>/audit.log                          one JSON line per deploy, rollback, lock, unlock
+//	<path>/.tmp/                              staging for uploads and the new symlink
+//
+// The compose project on the host is named after the app; its working_dir (and the
+// config_files label) is <path>/releases/<sha>.
+//
+// # A deploy
+//
+// Before any host is changed: the compose file is loaded for the environment (its
+// env_file), the images of built services pinned to <registry>/<image>:<sha>, and
+// every image ship built is looked up in the registry (a HEAD of its manifest with
+// the registry credentials); every host is dialled, its SFTP and engine answer, and
+// the engine checks that it can run the release; the plan of each host is made. Then
+// Options.Confirm runs: the command shows the plan, asks when the environment has
+// confirm: true, and counts the grace period down. Ctrl-C until then touches nothing.
+//
+// Then the lock is taken on every host, one host after the other in the order of
+// ship.yaml, before any other change: two deploys never interleave across hosts, and a
+// deploy that finds a host locked (after --lock-wait) releases what it took and
+// changes nothing (ErrLocked, exit 6). Then, on each host (env.parallel at once, 0 =
+// all), independently of the others:
+//
+//  1. upload: docker-compose.yml (0600) and release.json are written under .tmp/ and
+//     renamed into releases/<sha> (a new folder is renamed whole; a redeploy of a
+//     release the host has replaces each file with one rename). A connection cut
+//     in the middle leaves at most a part of a file under .tmp/, which the failed
+//     deploy removes once it has connected again (else the next deploy does).
+//  2. pull: the images the engine lacks, through the host's engine, with the
+//     registry's credentials (X-Registry-Auth) sent with each pull. pull_policy
+//     always pulls every time, never/build never.
+//  3. pre-deploy jobs (x-ship: {job: pre-deploy}), in name order: the job with its
+//     dependencies is started with the new images, and waited for (10 minutes at
+//     most); a non-zero exit stops the deploy with the job's last 20 log lines.
+//  4. apply: the project without its job services, removing orphans (so the finished
+//     job containers go), then a wait until every service is healthy, or running
+//     when it has no health check (2 minutes at most).
+//  5. switch: a new symlink under .tmp/ renamed over current (posix-rename).
+//  6. release.json gets its result, audit.log a line, the lock is released, and old
+//     releases are pruned.
+//
+// A host whose deploy fails before the switch puts its previous release back: that
+// release's compose file, read from releases/<prev>/, is applied again (its images
+// are on the host) and waited on; current never moved. When nothing had been touched
+// yet (the upload or a pull failed), there is nothing to put back. When the host had
+// no previous release, the new release's containers are stopped and removed, its
+// volumes kept. The host's result is "failed" (exit 4) or, when putting back failed,
+// "restore-failed" (exit 5); the exit code is the worst of all hosts. Every host ends
+// with a "done" event saying which release it is on.
+//
+// When the connection to a host broke (the failure itself, often), the deploy
+// connects to it again to do the above; when it cannot, the host's result is
+// "restore-failed" if the engine had been touched (its state is unknown), its lock
+// stays, and the error says to release it with `shipctl unlock`.
+//
+// Ctrl-C after the first change stops the step under way; the host then puts its
+// previous release back as after a failure, and the command exits 130.
+//
+// # Choices
+//
+//   - The release file is compose-go's project marshalled to YAML: interpolated
+//     (env_file values inlined, so mode 0600), images pinned, without build sections
+//     (the hosts pull) and without service env_file entries (their values are already
+//     in environment). It is read back without interpolation, by the deploy itself
+//     too, so that a deploy and a later rollback or restore run the same project; a
+//     "$" in a value stays literal. `docker compose` on the host would need
+//     --no-interpolate to read it the same way.
+//   - A bind mount of a path inside the local checkout (written relative, "./data")
+//     is refused before anything is touched: the hosts do not have that folder. Use a
+//     named volume, or an absolute path, which is used on the host as written.
+//   - Secrets: every value of the environment's env_file and of the services'
+//     env_file files is a secret (values shorter than MinSecretLen excepted: too
+//     common to scrub). They are scrubbed from every event, error, audit line and
+//     notification, and from `shipctl logs`, since the engine's errors and a
+//     container's logs can echo its configuration. Values from the process
+//     environment are not treated as secrets.
+//   - Locks: .lock is created with an atomic mkdir; holder.json inside says who.
+//     A lock left by a deploy or rollback of this same machine whose process is gone
+//     (killed, or cut off from the host) is taken over with a warning; a lock taken
+//     with `shipctl lock`, or on another machine, never is: `shipctl unlock` removes it.
+//   - Prune keeps the newest env.keep releases by release.json time, and current; it
+//     removes the others' folders and untags the images ship built for them that no
+//     kept release uses. Other images (postgres:16) are never removed: another app
+//     may use them. Pruning runs after the lock is released; its failures are
+//     warnings.
+//   - Rollback without a sha goes to the release made current before the current one
+//     (release.json's current_since), so that two rollbacks in a row go back and
+//     forth, like `cd -`. With a sha, any unique prefix of a release on the hosts.
+//     Jobs do not run on a rollback.
+//   - Notifications: JSON POSTed to notify.webhook on start (after the confirmation),
+//     success, failure (a deploy that failed on any host; the results say which host
+//     was restored) and rollback (when a rollback ends, with error set if it failed).
+//     Each attempt has 5s, three attempts with a pause of 1s then 2s; a notification
+//     that fails is a warning, never the deploy's failure.
+//   - --sha deploys another commit: its compose file is read from that commit (git
+//     show), ship.yaml and the env_file from the working tree.
+package deploy

@@ -1,0 +1,198 @@
+package deploy
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/types"
+)
+
+// hook is a webhook that records what it was sent; failures makes the first n
+// requests fail with 500, and delay holds every answer.
+type hook struct {
+	mu       sync.Mutex
+	got      []Notification
+	raw      []string
+	requests int
+	failures int
+	delay    time.Duration
+}
+
+func (h *hook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	h.mu.Lock()
+	h.requests++
+	n := h.requests
+	h.mu.Unlock()
+	if h.delay > 0 {
+		select {
+		case <-time.After(h.delay):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" {
+		http.Error(w, "want a JSON POST", http.StatusBadRequest)
+		return
+	}
+	if n <= h.failures {
+		http.Error(w, "down", http.StatusInternalServerError)
+		return
+	}
+	var m Notification
+	if err := json.Unmarshal(body, &m); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	h.mu.Lock()
+	h.got = append(h.got, m)
+	h.raw = append(h.raw, string(body))
+	h.mu.Unlock()
+}
+
+func (h *hook) events() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, m := range h.got {
+		out = append(out, m.Event)
+	}
+	return out
+}
+
+func newHook(t *testing.T, h *hook) *Notifier {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &Notifier{URL: srv.URL + "/hook/s3cr3t-path", Timeout: 500 * time.Millisecond, Backoff: 10 * time.Millisecond}
+}
+
+func TestNotifications(t *testing.T) {
+	t.Run("start and success", func(t *testing.T) {
+		f := newFixture(t, "docker-compose.yml")
+		h := &hook{}
+		o := f.options(f.release(shaA))
+		o.Notify = newHook(t, h)
+		if _, err := Run(context.Background(), o); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(h.events(), ","); got != "start,success" {
+			t.Fatalf("events = %s", got)
+		}
+		end := h.got[1]
+		if end.App != "shop" || end.Env != "prod" || end.SHA != shaA || len(end.Hosts) != 1 || end.Results[0].Result != ResultDeployed || end.Time.IsZero() || end.Who != "tester@laptop" {
+			t.Errorf("success = %+v", end)
+		}
+	})
+	t.Run("failure, redacted", func(t *testing.T) {
+		f := newFixture(t, "docker-compose.yml")
+		f.mustDeploy(f.release(shaA))
+		f.hosts[0].unhealthy = func(s types.ServiceConfig) bool { return s.Image == ref(shaB) }
+		h := &hook{}
+		o := f.options(f.release(shaB))
+		o.Notify = newHook(t, h)
+		if _, err := Run(context.Background(), o); err == nil {
+			t.Fatal("deploy succeeded")
+		}
+		if got := strings.Join(h.events(), ","); got != "start,failure" {
+			t.Fatalf("events = %s", got)
+		}
+		end := h.got[1]
+		if end.Error == "" || end.Results[0].Current != shaA || end.Results[0].Result != ResultFailed {
+			t.Errorf("failure = %+v", end)
+		}
+		for _, raw := range h.raw {
+			if strings.Contains(raw, secret) {
+				t.Errorf("a notification holds the secret: %s", raw)
+			}
+		}
+	})
+	t.Run("retried", func(t *testing.T) {
+		f := newFixture(t, "docker-compose.yml")
+		h := &hook{failures: 2}
+		o := f.options(f.release(shaA))
+		o.Notify = newHook(t, h)
+		if _, err := Run(context.Background(), o); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(h.events(), ","); got != "start,success" || h.requests != 4 {
+			t.Errorf("events = %s after %d requests", got, h.requests)
+		}
+	})
+	t.Run("a dead webhook is a warning", func(t *testing.T) {
+		f := newFixture(t, "docker-compose.yml")
+		h := &hook{failures: 1000}
+		o := f.options(f.release(shaA))
+		o.Notify = newHook(t, h)
+		if _, err := Run(context.Background(), o); err != nil {
+			t.Fatalf("a failed notification failed the deploy: %v", err)
+		}
+		text := f.eventText()
+		if !strings.Contains(text, "notify 127.0.0.1") || !strings.Contains(text, "3 attempts failed, the last: answered 500") {
+			t.Errorf("no warning:\n%s", text)
+		}
+		if strings.Contains(text, "s3cr3t-path") {
+			t.Errorf("the warning shows the webhook's path:\n%s", text)
+		}
+	})
+	t.Run("time-limited", func(t *testing.T) {
+		h := &hook{delay: 5 * time.Second}
+		n := newHook(t, h)
+		n.Timeout, n.Attempts = 50*time.Millisecond, 2
+		start := time.Now()
+		err := n.Send(context.Background(), Notification{Event: NotifyStart})
+		if err == nil || !strings.Contains(err.Error(), "no answer within 50ms") {
+			t.Errorf("err = %v", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("Send took %s", d)
+		}
+	})
+	t.Run("rollback", func(t *testing.T) {
+		f := newFixture(t, "docker-compose.yml")
+		f.mustDeploy(f.release(shaA))
+		f.mustDeploy(f.release(shaB))
+		h := &hook{}
+		o := RollbackOptions{Target: f.target(), Notify: newHook(t, h)}
+		if _, err := Rollback(context.Background(), o); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(h.events(), ","); got != "rollback" || h.got[0].SHA != shaA || h.got[0].Error != "" {
+			t.Errorf("events = %s: %+v", got, h.got)
+		}
+	})
+}
+
+func TestRedactor(t *testing.T) {
+	r := NewRedactor("short", "a-long-secret", "a-long-secret-and-more")
+	tests := []struct{ in, want string }{
+		{"short is not scrubbed", "short is not scrubbed"},
+		{"token=a-long-secret;", "token=[redacted];"},
+		{"a-long-secret-and-more", "[redacted]"},
+		{"nothing here", "nothing here"},
+	}
+	for _, tt := range tests {
+		if got := r.String(tt.in); got != tt.want {
+			t.Errorf("String(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	err := r.Error(context.DeadlineExceeded)
+	if err != context.DeadlineExceeded {
+		t.Errorf("an error without secrets was wrapped: %v", err)
+	}
+	r.Also(func(s string) string { return strings.ReplaceAll(s, "pw123456", "***") })
+	if got := r.String("pw123456"); got != "***" {
+		t.Errorf("Also: %q", got)
+	}
+	var nilR *Redactor
+	if nilR.String("a-long-secret") != "a-long-secret" || nilR.Len() != 0 {
+		t.Error("a nil Redactor scrubs")
+	}
+}

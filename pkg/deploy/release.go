@@ -1,0 +1,308 @@
+package deploy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/shipdeploy/ship/pkg/compose"
+	"github.com/shipdeploy/ship/pkg/config"
+)
+
+// Release is one version of the app, resolved for the hosts: the compose file as it
+// is uploaded, and the project the hosts' engines run, read back from that file.
+type Release struct {
+	App string
+	// SHA names the release: the commit's sha, or <sha>-dirty-<hash> for a tree with
+	// uncommitted changes (--allow-dirty). It is the images' tag and the folder's name.
+	SHA     string
+	Subject string // the commit's subject
+	// Project is what the hosts run: File loaded back, with working_dir and the
+	// config_files label pointing into the host's releases/<SHA>/.
+	Project *compose.Project
+	// File is the resolved compose file: interpolated, images pinned, no build
+	// sections, env_file values inlined. It can hold secrets: mode 0600 on the host.
+	File []byte
+	// Images are every image the release runs; Built those of them that ship built
+	// and pushed (<registry>/<image>:<SHA>). Both sorted.
+	Images []string
+	Built  []string
+}
+
+// PrepareOptions say which release to prepare.
+type PrepareOptions struct {
+	Config *config.Config
+	Env    *config.Environment
+	// SHA is the release's name and the images' tag.
+	SHA     string
+	Subject string
+	// Compose is the compose file's content at the commit being deployed; nil reads
+	// the working tree's (Config.Compose).
+	Compose []byte
+	// Environ is the environment compose interpolation sees, as KEY=VALUE.
+	Environ []string
+	// LocalRoots are folders of this machine (the checkout): a bind mount of a path
+	// in one of them cannot be deployed. Config.Dir is always one.
+	LocalRoots []string
+	// Redactor learns the values of every env_file; may be nil.
+	Redactor *Redactor
+}
+
+// Prepare loads the compose file for the environment, pins the images of the services
+// ship builds to <registry>/<image>:<SHA>, and resolves it into the file the hosts get.
+// It refuses, before anything is touched, what cannot run on a host: a bind mount of
+// a path in the local checkout.
+func Prepare(ctx context.Context, o PrepareOptions) (*Release, error) {
+	cfg, env := o.Config, o.Env
+	if cfg.Registry == "" {
+		return nil, fmt.Errorf("%w: %s: no registry to deploy from; set registry in the file or SHIP_REGISTRY", config.ErrInvalid, cfg.File)
+	}
+	if o.SHA == "" {
+		return nil, errors.New("prepare: no version to deploy")
+	}
+	files := []string{cfg.Compose}
+	if o.Compose != nil {
+		dir, err := os.MkdirTemp("", "ship-compose-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		name := filepath.Join(dir, filepath.Base(cfg.Compose))
+		if err := os.WriteFile(name, o.Compose, 0o600); err != nil {
+			return nil, err
+		}
+		files = []string{name}
+	}
+	var envFiles []string
+	if env.EnvFile != "" {
+		envFiles = []string{env.EnvFile}
+		if err := o.Redactor.addEnvFile(cfg.Path(env.EnvFile)); err != nil {
+			return nil, err
+		}
+	}
+	p, err := compose.Load(ctx, compose.Options{
+		Dir: cfg.Dir, Files: files, Name: cfg.App, EnvFiles: envFiles, Environ: o.Environ,
+	})
+	if err != nil {
+		return nil, o.Redactor.Error(err)
+	}
+	p.PinImages(compose.RegistryRef(cfg.Registry, o.SHA))
+
+	roots := append([]string{cfg.Dir}, o.LocalRoots...)
+	var problems []string
+	for _, name := range p.ServicesInOrder() {
+		s := p.Services[name]
+		for _, ef := range s.EnvFiles {
+			if err := o.Redactor.addEnvFile(ef.Path); err != nil {
+				return nil, err
+			}
+		}
+		for _, v := range s.Volumes {
+			if v.Type != types.VolumeTypeBind {
+				continue
+			}
+			for _, root := range roots {
+				if root != "" && within(root, v.Source) {
+					problems = append(problems, fmt.Sprintf(
+						"service %q: the bind mount of %s is a folder of this checkout, which the hosts do not have; use a named volume, or an absolute path on the host",
+						name, displayRel(cfg.Dir, v.Source)))
+					break
+				}
+			}
+		}
+		// The hosts get images, not build contexts; env_file values are already in
+		// environment, and the files stay on this machine.
+		s.Build = nil
+		s.EnvFiles = nil
+		p.Services[name] = s
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("%w: %s:\n  %s", compose.ErrInvalid, cfg.Path(cfg.Compose), strings.Join(problems, "\n  "))
+	}
+
+	l := layout{root: env.Path}
+	p.WorkingDir = l.release(o.SHA)
+	p.ComposeFiles = []string{l.composeFile(o.SHA)}
+	data, err := p.MarshalYAML()
+	if err != nil {
+		return nil, fmt.Errorf("write the release's compose file: %w", err)
+	}
+	// What the hosts run is what the file says, read back the way a rollback reads it.
+	back, err := loadRelease(ctx, cfg.App, l, o.SHA, data)
+	if err != nil {
+		return nil, o.Redactor.Error(fmt.Errorf("read back the release's compose file: %w", err))
+	}
+	r := &Release{App: cfg.App, SHA: o.SHA, Subject: o.Subject, Project: back, File: data}
+	seen := map[string]bool{}
+	for _, s := range back.Services {
+		if s.Image != "" && !seen[s.Image] {
+			seen[s.Image] = true
+			r.Images = append(r.Images, s.Image)
+		}
+	}
+	seen = map[string]bool{}
+	for _, ref := range p.Built {
+		if !seen[ref] {
+			seen[ref] = true
+			r.Built = append(r.Built, ref)
+		}
+	}
+	sort.Strings(r.Images)
+	sort.Strings(r.Built)
+	back.Built = p.Built
+	return r, nil
+}
+
+// addEnvFile is AddEnvFile on a Redactor that may be nil.
+func (r *Redactor) addEnvFile(path string) error {
+	if r == nil {
+		return nil
+	}
+	return r.AddEnvFile(path)
+}
+
+// within reports whether p is root or inside it.
+func within(root, p string) bool {
+	rel, err := filepath.Rel(root, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+func displayRel(dir, p string) string {
+	if rel, err := filepath.Rel(dir, p); err == nil {
+		return "./" + filepath.ToSlash(rel)
+	}
+	return p
+}
+
+// loadRelease reads a release's compose file as the host has it, with the app as the
+// project name and the release's folder as its working directory.
+func loadRelease(ctx context.Context, app string, l layout, sha string, data []byte) (*compose.Project, error) {
+	return compose.LoadResolved(ctx, app, l.release(sha), l.composeFile(sha), data)
+}
+
+// jobs are the release's pre-deploy job services, sorted.
+func jobs(p *compose.Project) []string {
+	var out []string
+	for _, name := range p.ServicesInOrder() {
+		if p.Ship[name].Job == compose.JobPreDeploy {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// withoutJobs is the project the engine keeps running: every service but the jobs. Up
+// with RemoveOrphans then removes the finished job containers.
+func withoutJobs(p *compose.Project) *types.Project {
+	cp := *p.Project
+	cp.Services = types.Services{}
+	for name, s := range p.Services {
+		if p.Ship[name].Job == "" {
+			cp.Services[name] = s
+		}
+	}
+	return &cp
+}
+
+// Release results, in release.json.
+const (
+	ReleaseUploaded = "uploaded" // uploaded; the deploy has not finished (or was cut off)
+	ReleaseDeployed = "deployed" // healthy and made current (it may have been replaced since)
+	ReleaseFailed   = "failed"   // did not become current
+)
+
+// ReleaseInfo is a release's release.json.
+type ReleaseInfo struct {
+	SHA     string    `json:"sha"`
+	Subject string    `json:"subject,omitempty"`
+	Time    time.Time `json:"time"`           // when it was uploaded
+	Who     string    `json:"who"`            // user@hostname that deployed it
+	From    string    `json:"from,omitempty"` // the git remote branch, or the machine, it came from
+	Result  string    `json:"result"`
+	// CurrentSince is when it last became current (deploy or rollback).
+	CurrentSince time.Time `json:"current_since,omitzero"`
+	Images       []string  `json:"images,omitempty"`
+	Built        []string  `json:"built,omitempty"`
+}
+
+// readReleases reads every release's release.json on a host, newest (by Time) first. A
+// folder without a readable release.json is listed with only its SHA (and sorts last).
+func readReleases(ctx context.Context, f Files, l layout) ([]ReleaseInfo, error) {
+	entries, err := f.ReadDir(ctx, l.releases())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", l.releases(), err)
+	}
+	var out []ReleaseInfo
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		info := ReleaseInfo{SHA: e.Name()}
+		if data, err := f.ReadFile(ctx, l.releaseJSON(e.Name())); err == nil {
+			var ri ReleaseInfo
+			if json.Unmarshal(data, &ri) == nil {
+				info = ri
+				info.SHA = e.Name()
+			}
+		} else if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		out = append(out, info)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if !out[i].Time.Equal(out[j].Time) {
+			return out[i].Time.After(out[j].Time)
+		}
+		return out[i].SHA < out[j].SHA
+	})
+	return out, nil
+}
+
+// readCurrent is the release current points at; "" when there is none.
+func readCurrent(ctx context.Context, f Files, l layout) (string, error) {
+	target, err := f.Readlink(ctx, l.current())
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", l.current(), err)
+	}
+	return path.Base(target), nil
+}
+
+// readReleaseProject reads and loads a release's compose file from the host.
+func readReleaseProject(ctx context.Context, f Files, app string, l layout, sha string) (*compose.Project, error) {
+	data, err := f.ReadFile(ctx, l.composeFile(sha))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", l.composeFile(sha), err)
+	}
+	return loadRelease(ctx, app, l, sha, data)
+}
+
+// previous is the release to roll back to from current: of the others that were ever
+// current, the one that was made current last.
+func previous(releases []ReleaseInfo, current string) (ReleaseInfo, bool) {
+	var best ReleaseInfo
+	found := false
+	for _, r := range releases {
+		if r.SHA == current || r.CurrentSince.IsZero() {
+			continue
+		}
+		if !found || r.CurrentSince.After(best.CurrentSince) {
+			best, found = r, true
+		}
+	}
+	return best, found
+}

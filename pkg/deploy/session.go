@@ -1,0 +1,150 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shipdeploy/ship/pkg/config"
+)
+
+// Target is what every command needs: the app, its environment and how to reach the
+// environment's hosts.
+type Target struct {
+	App string
+	Env *config.Environment
+	// Dial connects to one host (SSH makes the real one).
+	Dial Dialer
+	// Who is the local user@hostname; default Who().
+	Who string
+	// Progress receives the command's events, one at a time; may be nil.
+	Progress func(Event)
+	// Redactor scrubs secrets from events, errors, audit lines and notifications;
+	// may be nil.
+	Redactor *Redactor
+}
+
+func (t Target) who() string {
+	if t.Who != "" {
+		return t.Who
+	}
+	return Who()
+}
+
+// hostConn is one open host of a session.
+type hostConn struct {
+	name string
+	Host
+}
+
+// session holds one connection per host for the length of a command.
+type session struct {
+	t     Target
+	em    *emitter
+	l     layout
+	hosts []*hostConn
+	// dialErrs are why hosts could not be reached (openEach only).
+	dialErrs []error
+
+	// The connections live until close; until detach, cancelling the command's
+	// context closes them too (nothing has been changed yet, so nothing needs them).
+	life     context.Context
+	stopLife func()
+	detach   func() bool
+}
+
+// open connects to every host at once. The error names each host that failed.
+func open(ctx context.Context, t Target, em *emitter) (*session, error) {
+	if t.Env == nil || len(t.Env.Hosts) == 0 {
+		return nil, fmt.Errorf("%w: the environment has no hosts", config.ErrInvalid)
+	}
+	if t.Dial == nil {
+		return nil, errors.New("no way to reach the hosts (Dial is nil)")
+	}
+	life, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s := &session{t: t, em: em, l: layout{root: t.Env.Path}, life: life, stopLife: stop}
+	s.detach = context.AfterFunc(ctx, stop)
+
+	s.hosts = make([]*hostConn, len(t.Env.Hosts))
+	errs := make([]error, len(t.Env.Hosts))
+	var g errgroup.Group
+	for i, h := range t.Env.Hosts {
+		name := h.String()
+		g.Go(func() error {
+			c, err := t.Dial(life, name)
+			if err != nil {
+				errs[i] = fmt.Errorf("%s: %w", name, err)
+				return nil
+			}
+			s.hosts[i] = &hostConn{name: name, Host: c}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	if err := errors.Join(errs...); err != nil {
+		s.close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, t.Redactor.Error(err)
+	}
+	return s, nil
+}
+
+// reconnect makes sure h's connection still works, and replaces it with a new one
+// when it broke: what follows a failure (putting the previous release back,
+// audit.log, the lock) needs the host. Only the host's own goroutine uses h then.
+func (s *session) reconnect(ctx context.Context, h *hostConn) error {
+	_, err := h.Readlink(ctx, s.l.current())
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	s.em.warn(h.name, StepRestore, fmt.Sprintf("the connection broke (%v); connecting again to put things in order", err))
+	c, err := s.t.Dial(s.life, h.name)
+	if err != nil {
+		return fmt.Errorf("connect again: %w", err)
+	}
+	old := h.Host
+	h.Host = c
+	_ = old.Close()
+	return nil
+}
+
+// hold keeps the connections open when the command's context is cancelled from now
+// on: a change has begun, and putting things back needs them.
+func (s *session) hold() { s.detach() }
+
+func (s *session) close() {
+	s.detach()
+	var wg sync.WaitGroup
+	for _, h := range s.hosts {
+		if h != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = h.Close()
+			}()
+		}
+	}
+	wg.Wait()
+	s.stopLife()
+}
+
+// each runs fn on every host, at most limit at once (0: all), and waits for all.
+func (s *session) each(ctx context.Context, limit int, fn func(ctx context.Context, i int, h *hostConn)) {
+	var g errgroup.Group
+	if limit > 0 {
+		g.SetLimit(limit)
+	}
+	for i, h := range s.hosts {
+		g.Go(func() error {
+			fn(ctx, i, h)
+			return nil
+		})
+	}
+	_ = g.Wait()
+}

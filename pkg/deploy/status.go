@@ -1,0 +1,164 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/shipdeploy/ship/pkg/engine"
+)
+
+// HostStatus is what runs on one host.
+type HostStatus struct {
+	Host string
+	// Current is the release current points at ("" none); Release its release.json
+	// (nil when unreadable).
+	Current string
+	Release *ReleaseInfo
+	// Containers are the app's containers with their state and health.
+	Containers []engine.Container
+	// Lock is who holds the host's lock, if anyone.
+	Lock *Holder
+	// Err is why the host could not be read.
+	Err error
+}
+
+// Status reads every host: its current release, who deployed it and when, its
+// containers and their health, and its lock. A host that cannot be reached is
+// reported in its HostStatus; the error is only for the whole command.
+func Status(ctx context.Context, t Target) ([]HostStatus, error) {
+	em := newEmitter(t.Progress, t.Redactor)
+	s, err := openEach(ctx, t, em)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	out := make([]HostStatus, len(s.hosts))
+	s.each(ctx, 0, func(ctx context.Context, i int, h *hostConn) {
+		st := HostStatus{Host: t.Env.Hosts[i].String()}
+		if h == nil || h.Host == nil {
+			st.Err = s.dialErrs[i]
+			out[i] = st
+			return
+		}
+		st.Err = t.Redactor.Error(hostStatus(ctx, s, h, &st))
+		out[i] = st
+	})
+	return out, nil
+}
+
+func hostStatus(ctx context.Context, s *session, h *hostConn, st *HostStatus) error {
+	current, err := readCurrent(ctx, h, s.l)
+	if err != nil {
+		return err
+	}
+	st.Current = current
+	if current != "" {
+		if info, err := readReleaseInfo(ctx, h, s.l, current); err == nil {
+			st.Release = &info
+		}
+	}
+	if holder, held, err := readHolder(ctx, h, s.l); err == nil && held {
+		st.Lock = &holder
+	}
+	if _, err := h.Ping(ctx); err != nil {
+		return err
+	}
+	st.Containers, err = h.Containers(ctx, s.t.App)
+	return err
+}
+
+// HostHistory is a host's releases and audit.log.
+type HostHistory struct {
+	Host    string
+	Current string
+	// Releases are newest first.
+	Releases []ReleaseInfo
+	// Audit is the end of audit.log, oldest first.
+	Audit []AuditEntry
+	Err   error
+}
+
+// History reads every host's releases and the last limit lines of its audit.log (0:
+// all).
+func History(ctx context.Context, t Target, limit int) ([]HostHistory, error) {
+	em := newEmitter(t.Progress, t.Redactor)
+	s, err := openEach(ctx, t, em)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	out := make([]HostHistory, len(s.hosts))
+	s.each(ctx, 0, func(ctx context.Context, i int, h *hostConn) {
+		hh := HostHistory{Host: t.Env.Hosts[i].String()}
+		if h == nil || h.Host == nil {
+			hh.Err = s.dialErrs[i]
+			out[i] = hh
+			return
+		}
+		var err error
+		if hh.Current, err = readCurrent(ctx, h, s.l); err == nil {
+			if hh.Releases, err = readReleases(ctx, h, s.l); err == nil {
+				hh.Audit, err = readAudit(ctx, h, s.l, limit)
+			}
+		}
+		hh.Err = t.Redactor.Error(err)
+		out[i] = hh
+	})
+	return out, nil
+}
+
+// Logs streams the app's container logs from every host at once; host is the host
+// each line comes from. With follow it runs until ctx ends.
+func Logs(ctx context.Context, t Target, o engine.LogOptions, fn func(host string, l engine.LogLine)) error {
+	em := newEmitter(t.Progress, t.Redactor)
+	s, err := open(ctx, t, em)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	errs := make([]error, len(s.hosts))
+	s.each(ctx, 0, func(ctx context.Context, i int, h *hostConn) {
+		err := h.Logs(ctx, t.App, o, func(l engine.LogLine) {
+			l.Text = t.Redactor.String(l.Text)
+			fn(h.name, l)
+		})
+		if err != nil && ctx.Err() == nil {
+			errs[i] = fmt.Errorf("%s: %w", h.name, err)
+		}
+	})
+	if ctx.Err() != nil && o.Follow {
+		return nil
+	}
+	return t.Redactor.Error(errors.Join(errs...))
+}
+
+// openEach is open that keeps going when some hosts cannot be reached: their
+// connections are nil and their errors in dialErrs.
+func openEach(ctx context.Context, t Target, em *emitter) (*session, error) {
+	if t.Env == nil || len(t.Env.Hosts) == 0 {
+		return nil, errors.New("the environment has no hosts")
+	}
+	if t.Dial == nil {
+		return nil, errors.New("no way to reach the hosts (Dial is nil)")
+	}
+	life, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s := &session{t: t, em: em, l: layout{root: t.Env.Path}, life: life, stopLife: stop}
+	s.detach = context.AfterFunc(ctx, stop)
+	s.hosts = make([]*hostConn, len(t.Env.Hosts))
+	s.dialErrs = make([]error, len(t.Env.Hosts))
+	s.each(ctx, 0, func(_ context.Context, i int, _ *hostConn) {
+		name := t.Env.Hosts[i].String()
+		c, err := t.Dial(life, name)
+		if err != nil {
+			s.dialErrs[i] = t.Redactor.Error(err)
+			return
+		}
+		s.hosts[i] = &hostConn{name: name, Host: c}
+	})
+	if ctx.Err() != nil {
+		s.close()
+		return nil, ctx.Err()
+	}
+	return s, nil
+}
