@@ -179,6 +179,25 @@ type hostAccess struct {
 	keychain *image.Keychain
 }
 
+// environment loads ship.yaml and opens the way to the hosts of its environment name:
+// what every command that works on hosts starts with.
+func (g *Globals) environment(name string, f hostFlags) (*config.Config, *config.Environment, *printer, *hostAccess, error) {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	env, err := cfg.Env(name)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	p := newPrinter(g)
+	h, err := newHostAccess(g, cfg, env, f, p)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	return cfg, env, p, h, nil
+}
+
 func newHostAccess(g *Globals, cfg *config.Config, env *config.Environment, f hostFlags, p *printer) (*hostAccess, error) {
 	redact := deploy.NewRedactor()
 	if env.EnvFile != "" {

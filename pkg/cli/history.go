@@ -42,16 +42,7 @@ func runHistory(ctx context.Context, g *Globals, o *historyOptions) error {
 	if o.Limit < 0 {
 		return usageErrorf("--lines %d: want 0 (all) or more", o.Limit)
 	}
-	cfg, err := g.loadConfig()
-	if err != nil {
-		return err
-	}
-	env, err := cfg.Env(o.Env)
-	if err != nil {
-		return err
-	}
-	p := newPrinter(g)
-	h, err := newHostAccess(g, cfg, env, o.hostFlags, p)
+	_, env, p, h, err := g.environment(o.Env, o.hostFlags)
 	if err != nil {
 		return err
 	}

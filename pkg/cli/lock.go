@@ -38,16 +38,7 @@ unlock. A host locked already makes it fail, and releases the locks it took.`,
 }
 
 func runLock(ctx context.Context, g *Globals, o *lockOptions) error {
-	cfg, err := g.loadConfig()
-	if err != nil {
-		return err
-	}
-	env, err := cfg.Env(o.Env)
-	if err != nil {
-		return err
-	}
-	p := newPrinter(g)
-	h, err := newHostAccess(g, cfg, env, o.hostFlags, p)
+	_, env, p, h, err := g.environment(o.Env, o.hostFlags)
 	if err != nil {
 		return err
 	}
@@ -87,16 +78,7 @@ removed only after a yes on the terminal, or with --force (or --yes).`,
 }
 
 func runUnlock(ctx context.Context, g *Globals, o *unlockOptions) error {
-	cfg, err := g.loadConfig()
-	if err != nil {
-		return err
-	}
-	env, err := cfg.Env(o.Env)
-	if err != nil {
-		return err
-	}
-	p := newPrinter(g)
-	h, err := newHostAccess(g, cfg, env, o.hostFlags, p)
+	_, env, p, h, err := g.environment(o.Env, o.hostFlags)
 	if err != nil {
 		return err
 	}

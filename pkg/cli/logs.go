@@ -46,16 +46,7 @@ environment's env_file are shown as [redacted].`,
 }
 
 func runLogs(ctx context.Context, g *Globals, o *logsOptions) error {
-	cfg, err := g.loadConfig()
-	if err != nil {
-		return err
-	}
-	env, err := cfg.Env(o.Env)
-	if err != nil {
-		return err
-	}
-	p := newPrinter(g)
-	h, err := newHostAccess(g, cfg, env, o.hostFlags, p)
+	_, env, p, h, err := g.environment(o.Env, o.hostFlags)
 	if err != nil {
 		return err
 	}

@@ -55,16 +55,7 @@ func runRollback(ctx context.Context, g *Globals, o *rollbackOptions) error {
 	if o.Parallel < 0 {
 		return usageErrorf("--parallel %d: want 0 (all) or more", o.Parallel)
 	}
-	cfg, err := g.loadConfig()
-	if err != nil {
-		return err
-	}
-	env, err := cfg.Env(o.Env)
-	if err != nil {
-		return err
-	}
-	p := newPrinter(g)
-	h, err := newHostAccess(g, cfg, env, o.hostFlags, p)
+	cfg, env, p, h, err := g.environment(o.Env, o.hostFlags)
 	if err != nil {
 		return err
 	}

@@ -37,16 +37,7 @@ is shown with the reason, and makes the exit code 1.`,
 }
 
 func runStatus(ctx context.Context, g *Globals, o *statusOptions) error {
-	cfg, err := g.loadConfig()
-	if err != nil {
-		return err
-	}
-	env, err := cfg.Env(o.Env)
-	if err != nil {
-		return err
-	}
-	p := newPrinter(g)
-	h, err := newHostAccess(g, cfg, env, o.hostFlags, p)
+	_, env, p, h, err := g.environment(o.Env, o.hostFlags)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/compose-spec/compose-go/v2/dotenv"
+
+	"github.com/shipdeploy/ship/pkg/image"
 )
 
 // MinSecretLen is the length below which a value is not scrubbed: shorter values
@@ -116,20 +118,8 @@ func (r *Redactor) String(s string) string {
 // Error returns err with every secret scrubbed from its message; errors.Is and
 // errors.As still see the original.
 func (r *Redactor) Error(err error) error {
-	if err == nil || r == nil {
+	if r == nil {
 		return err
 	}
-	msg := r.String(err.Error())
-	if msg == err.Error() {
-		return err
-	}
-	return &redactedError{msg: msg, err: err}
+	return image.RedactError(err, r.String)
 }
-
-type redactedError struct {
-	msg string
-	err error
-}
-
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.err }

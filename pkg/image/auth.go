@@ -132,10 +132,19 @@ func (k *Keychain) Redact(s string) string {
 // RedactError returns err with every known secret scrubbed from its message; errors.Is
 // and errors.As still see the original.
 func (k *Keychain) RedactError(err error) error {
-	if err == nil || k == nil {
+	if k == nil {
 		return err
 	}
-	msg := k.Redact(err.Error())
+	return RedactError(err, k.Redact)
+}
+
+// RedactError returns err with its message passed through redact; errors.Is and
+// errors.As still see the original.
+func RedactError(err error, redact func(string) string) error {
+	if err == nil {
+		return err
+	}
+	msg := redact(err.Error())
 	if msg == err.Error() {
 		return err
 	}
