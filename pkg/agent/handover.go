@@ -1,0 +1,92 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shipdeploy/ship/pkg/proxy"
+)
+
+// Handover: a restart that refuses no connection.
+//
+// A plain restart (systemctl restart, or a crash and Restart=always) closes the
+// routes' listening sockets with the old process and opens them again in the new one:
+// in between, connections are refused (see the README for the measured gap). On
+// SIGHUP (`systemctl reload shipd`) shipd instead hands its sockets over:
+//
+//  1. it refuses new deploys (a running one makes the handover wait for a next SIGHUP);
+//  2. it starts its successor, the executable at its own path (an upgraded binary if
+//     it was replaced), with the same arguments, passing each route's listening socket
+//     as fds 3.. (LISTEN_FDS, as socket activation does; see proxy.Inherit) and a pipe
+//     to say when it is ready;
+//  3. the successor reads the state, reconciles, serves on the inherited sockets (they
+//     never closed: connections wait in their backlog meanwhile), replaces the API
+//     socket (a rename, so the path always has one) and writes "ready" to the pipe;
+//  4. the old shipd tells systemd MAINPID=<successor> and READY=1, stops accepting,
+//     lets its in-flight requests finish and exits 0. With Restart=always systemd now
+//     watches the successor.
+//
+// If the successor is not ready within handover_timeout it is killed and the old
+// shipd goes on serving. Under systemd the unit needs nothing more than
+// ExecReload=/bin/kill -HUP $MAINPID; the successor stays in the unit's cgroup.
+
+// handover starts the successor and returns once it serves (see above).
+func (a *agent) handover(ctx context.Context, args []string) error {
+	a.mu.Lock()
+	if len(a.busy) > 0 {
+		var running []string
+		for app, what := range a.busy {
+			running = append(running, app+": "+what)
+		}
+		a.mu.Unlock()
+		sort.Strings(running)
+		return fmt.Errorf("a deploy is running (%s); send SIGHUP again once it is done", strings.Join(running, ", "))
+	}
+	a.closing = true
+	live := make([]*liveRoute, 0, len(a.routes))
+	for _, lr := range a.routes {
+		live = append(live, lr)
+	}
+	a.mu.Unlock()
+	resume := func() {
+		a.mu.Lock()
+		a.closing = false
+		a.mu.Unlock()
+	}
+	a.log.Info("handover: starting the successor", "routes", len(live))
+	start := time.Now()
+
+	exe, err := os.Executable()
+	if err != nil {
+		resume()
+		return fmt.Errorf("handover: find the executable: %w", err)
+	}
+	lns := make([]net.Listener, 0, len(live))
+	for _, lr := range live {
+		lns = append(lns, lr.route.Listener())
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), a.notify.childEnv()...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	sctx, cancel := context.WithTimeout(ctx, a.cfg.HandoverTimeout)
+	defer cancel()
+	if err := proxy.StartSuccessor(sctx, cmd, lns); err != nil {
+		resume()
+		return fmt.Errorf("handover: %w", err)
+	}
+	pid := cmd.Process.Pid
+	// Reap the successor should it die while this process still runs.
+	go func() { _ = cmd.Wait() }()
+	if err := a.notify.notify("MAINPID="+strconv.Itoa(pid), "READY=1"); err != nil {
+		a.log.Warn("handover: tell systemd the new main pid", "err", err)
+	}
+	a.log.Info("handover: the successor serves; this shipd stops", "successor", pid, "took", time.Since(start).Round(time.Millisecond).String())
+	return nil
+}
