@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X github.com/shipdeploy/ship/pkg/version.Version=$(VERSION)
 PKGS     := ./...
 
-.PHONY: all build example test vet fmt-check unit fuzz bench demo deps clean
+.PHONY: all build example registry test vet fmt-check unit fuzz bench demo deps clean
 
 all: build
 
@@ -38,11 +38,19 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzShip -fuzztime=30s ./pkg/compose
 	$(GO) test -run '^$$' -fuzz=FuzzLoad -fuzztime=60s -fuzzminimizetime=5s ./pkg/compose
 
+# The benchmarks, one after the other (never in parallel: each one times this machine):
+# build, proxy and deploy. Each prints its table; the run fails if one of them does.
+bench:
+	@status=0; for b in bench-build bench-proxy bench-deploy; do \
+		$(MAKE) --no-print-directory $$b || status=1; \
+	done; exit $$status
+
 # shipctl build and push of an unchanged project next to docker build and docker push
 # of the same, on this machine's engine and a local registry; prints the ratios.
 BENCHTIME  ?= 10x
 BENCHCOUNT ?= 1
-bench:
+.PHONY: bench-build
+bench-build:
 	$(GO) test -run '^$$' -bench '^BenchmarkUnchanged$$' -benchtime $(BENCHTIME) -count $(BENCHCOUNT) -timeout 30m ./test/bench
 
 # pkg/proxy through test/bench/proxyd next to the same backend direct: throughput,
@@ -51,7 +59,27 @@ bench:
 bench-proxy:
 	$(GO) test -run '^$$' -bench '^BenchmarkProxy$$' -benchtime 1x -count 1 -timeout 10m ./test/bench
 
-demo: build example
+# shipctl deploy to 1 and to 4 hosts (sshds on 127.0.0.2-5, a registry process, this
+# machine's engine), its no-op redeploy, and the plain script it replaces (scp, then
+# docker-compose pull && up -d over ssh): wall time, shipctl's own overhead, SSH
+# connections and round trips per host. Needs root (the hosts' mount namespaces);
+# installs sshd and Debian's docker-compose (the script's) when missing.
+# BENCH_RUNS=n deploys per row (default 5).
+.PHONY: bench-deploy
+bench-deploy: deps
+	@command -v docker-compose >/dev/null 2>&1 || { \
+		echo "bench-deploy: installing Debian's docker-compose, for the plain-script baseline"; \
+		sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
+	$(GO) test -run '^$$' -bench '^BenchmarkDeploy$$' -benchtime 1x -count 1 -timeout 20m ./test/bench
+
+# The demo's registry process (test/cmd/registry); the deploy benchmark builds its own.
+registry:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/registry ./test/cmd/registry
+
+# examples/ through shipctl against a registry and an sshd on 127.0.0.1: ship v1, ship
+# v2, status, history, rollback; everything it starts is removed when it ends.
+demo: build example registry
 	bash scripts/demo.sh
 
 clean:

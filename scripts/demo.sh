@@ -1,38 +1,244 @@
 #!/usr/bin/env bash
-# The demo: takes examples/ through shipctl on this machine. Run it with `make demo`.
-# For now it runs the example's test suite (a passing run, then a failing one) and shows
-# that nothing is left behind; it grows with the deploy work.
+# The demo: takes examples/ through shipctl on this machine. Run it with `make demo`,
+# which builds bin/shipctl, bin/registry and the example app first.
+#
+# This machine plays the server: the script starts a registry (bin/registry) and an
+# OpenSSH sshd on 127.0.0.1, both on free ports and with their own generated keys
+# and known_hosts, all in a temporary folder; nothing in ~/.ssh is read or changed
+# (shipctl runs with HOME in that folder). Then, with the output a user sees:
+#
+#   shipctl ship demo --yes     v1: build, test, push, deploy; curl shows v1
+#   (VERSION: v2 in docker-compose.yml, committed)
+#   shipctl ship demo --yes     v2; curl shows v2
+#   shipctl status demo / shipctl history demo
+#   shipctl rollback demo --yes back to v1; curl shows v1
+#
+# Everything it started or made goes when it ends, also on Ctrl-C or a failure: the
+# containers, network and images of the demo's project, the registry, sshd and the
+# temporary folder. It exits non-zero when any step misbehaves.
 set -euo pipefail
+
 root="$(cd "$(dirname "$0")/.." && pwd)"
 shipctl="$root/bin/shipctl"
-[ -x "$shipctl" ] || { echo "demo: bin/shipctl is missing; run 'make demo'" >&2; exit 1; }
+registry="$root/bin/registry"
+sshd=/usr/sbin/sshd # absolute: sshd re-executes itself
+app=example         # app: in examples/ship.yaml, the compose project on the "server"
+start=$SECONDS
 
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
 say() { printf '\n\033[1m### %s\033[0m\n' "$*"; }
+die() {
+	echo "demo: $*" >&2
+	exit 1
+}
 
-say "The example app as an application repository of its own: $work"
-cp -r "$root/examples/." "$work/"
-rm -f "$work/app/app"
-(cd "$root" && CGO_ENABLED=0 go build -trimpath -o "$work/app/app" ./examples/app)
-printf 'app/app\n' > "$work/.gitignore"
-git -C "$work" init -q
-git -C "$work" add .
-git -C "$work" -c user.name=demo -c user.email=demo@example.com commit -q -m "example app v1"
-cd "$work"
+for bin in "$shipctl" "$registry"; do
+	[ -x "$bin" ] || die "${bin#"$root"/} is missing; run 'make demo'"
+done
+if [ ! -x "$sshd" ]; then
+	echo "demo: no $sshd; installing openssh-server (scripts/install-deps.sh)" >&2
+	sh "$root/scripts/install-deps.sh"
+fi
+for cmd in docker git ssh-keygen timeout; do
+	command -v "$cmd" >/dev/null || die "$cmd is missing (scripts/install-deps.sh installs what the demo needs)"
+done
+docker info >/dev/null 2>&1 || die "the Docker engine does not answer (docker info); scripts/install-deps.sh says how to fix it"
+if [ -n "$(docker ps -aq --filter "label=com.docker.compose.project=$app")" ]; then
+	die "containers of a compose project named $app are already on this engine; the demo would replace them.
+Remove them first: docker rm -f \$(docker ps -aq --filter label=com.docker.compose.project=$app)"
+fi
 
-say "shipctl test: builds the test stack, runs it, the test service decides"
-"$shipctl" test
+work="$(mktemp -d "${TMPDIR:-/tmp}/ship-demo.XXXXXX")"
+reg_pid='' sshd_pid='' reg_addr=''
+cleanup() {
+	local code=$?
+	set +e
+	trap - EXIT INT TERM
+	printf '\n\033[1m### Cleaning up\033[0m\n'
+	docker ps -aq --filter "label=com.docker.compose.project=$app" | xargs -r docker rm -f >/dev/null
+	docker network ls -q --filter "label=com.docker.compose.project=$app" | xargs -r docker network rm >/dev/null
+	if [ -n "$reg_addr" ]; then
+		# Every tag of the demo's registry: built by shipctl, or pulled by the "server"
+		# (the same engine).
+		docker images --format '{{.Repository}}:{{.Tag}}' | grep -F "$reg_addr/" | xargs -r docker rmi -f >/dev/null
+	fi
+	for pid in $sshd_pid $reg_pid; do
+		kill "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+	done
+	rm -rf "$work"
+	left=$(docker ps -aq --filter "label=com.docker.compose.project=$app" | wc -l)
+	echo "containers, network and images of $app removed ($left containers left); registry, sshd and $work gone"
+	if [ "$code" -eq 0 ]; then
+		echo "demo: done in $((SECONDS - start))s"
+	else
+		echo "demo: FAILED (exit $code) after $((SECONDS - start))s" >&2
+	fi
+	exit "$code"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-say "shipctl test with a suite that fails (EXPECT_VERSION=nope): exit code 3"
-set +e
-EXPECT_VERSION=nope CHECK_TIMEOUT=3s "$shipctl" test
-code=$?
-set -e
-echo "exit code: $code"
-[ "$code" -eq 3 ] || { echo "demo: expected exit code 3" >&2; exit 1; }
+# free_port prints a port of 127.0.0.1 that nothing listens on.
+free_port() {
+	local p
+	for _ in $(seq 100); do
+		p=$((20000 + RANDOM % 40000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return
+		fi
+	done
+	die "no free port found on 127.0.0.1"
+}
 
-say "What the two runs left on the Docker engine (nothing):"
-left=$(docker ps -a --filter label=com.docker.compose.project --format '{{.Label "com.docker.compose.project"}}' | grep -c '^example-test-' || true)
-echo "containers of example-test-* projects: $left"
-[ "$left" -eq 0 ] || exit 1
+# get URL: the body of an HTTP GET, with curl when there is one.
+get() {
+	if command -v curl >/dev/null; then
+		curl -fsS --max-time 5 "$1"
+		return
+	fi
+	local hostport=${1#http://} rest
+	rest=/${hostport#*/}
+	hostport=${hostport%%/*}
+	exec 3<>"/dev/tcp/${hostport%:*}/${hostport#*:}"
+	printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$rest" "$hostport" >&3
+	sed '1,/^\r$/d' <&3
+	exec 3<&-
+}
+
+# show_app checks that the app answers with version $1, showing the request.
+show_app() {
+	local url="http://127.0.0.1:$WEB_PORT/" body
+	echo "\$ curl -s $url"
+	body=$(get "$url") || die "the app does not answer on $url"
+	echo "$body"
+	case "$body" in
+	*"($1)"*) ;;
+	*) die "expected the app to be $1" ;;
+	esac
+}
+
+# ship runs shipctl as the user would type it, isolated from ~/.ssh, ~/.docker and
+# ssh-agent: only the demo's key and known_hosts are used.
+ship() {
+	printf '$ shipctl %s\n' "$*"
+	HOME="$work/home" SSH_AUTH_SOCK='' "$shipctl" "$@"
+}
+
+say "A registry on 127.0.0.1 (bin/registry, storage in $work/registry)"
+mkdir -p "$work/registry" "$work/home"
+"$registry" -dir "$work/registry" -max-life 10m >"$work/registry.out" 2>"$work/registry.log" &
+reg_pid=$!
+for _ in $(seq 100); do
+	read -r ready reg_addr _ <"$work/registry.out" 2>/dev/null || true
+	[ "${ready:-}" = ready ] && break
+	kill -0 "$reg_pid" 2>/dev/null || die "the registry did not start: $(cat "$work/registry.log")"
+	sleep 0.1
+done
+[ -n "$reg_addr" ] || die "the registry did not say where it listens"
+echo "registry: http://$reg_addr"
+
+say "The server: an sshd on 127.0.0.1 with its own host key; a user key for shipctl"
+user="$(id -un)"
+ssh_dir="$work/sshd"
+mkdir -p "$ssh_dir"
+ssh-keygen -q -t ed25519 -N '' -C "ship demo host" -f "$ssh_dir/host_key"
+ssh-keygen -q -t ed25519 -N '' -C "ship demo user" -f "$ssh_dir/user_key"
+cp "$ssh_dir/user_key.pub" "$ssh_dir/authorized_keys"
+ssh_port=$(free_port)
+cat >"$ssh_dir/sshd_config" <<EOF
+ListenAddress 127.0.0.1
+Port $ssh_port
+HostKey $ssh_dir/host_key
+AuthorizedKeysFile $ssh_dir/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+StrictModes no
+UsePAM no
+PermitRootLogin prohibit-password
+PidFile $ssh_dir/sshd.pid
+AllowStreamLocalForwarding yes
+AllowTcpForwarding local
+Subsystem sftp internal-sftp
+LogLevel VERBOSE
+EOF
+# sshd's privilege separation directory, which a fresh machine may lack.
+if [ "$(id -u)" -eq 0 ] && [ ! -d /run/sshd ]; then
+	install -d -m 0755 /run/sshd
+fi
+# timeout bounds sshd's life if this script is killed without a chance to clean up.
+timeout 10m "$sshd" -D -e -f "$ssh_dir/sshd_config" 2>"$ssh_dir/sshd.log" &
+sshd_pid=$!
+banner=
+for _ in $(seq 50); do
+	banner=$( (exec 3<>"/dev/tcp/127.0.0.1/$ssh_port" && read -r -t 2 line <&3 && echo "$line") 2>/dev/null || true)
+	case "$banner" in SSH-2.0-*) break ;; esac
+	kill -0 "$sshd_pid" 2>/dev/null || die "sshd did not start: $(cat "$ssh_dir/sshd.log")"
+	sleep 0.1
+done
+case "$banner" in SSH-2.0-*) ;; *) die "sshd does not answer on 127.0.0.1:$ssh_port: $(cat "$ssh_dir/sshd.log")" ;; esac
+echo "sshd: $user@127.0.0.1:$ssh_port (${banner%$'\r'})"
+
+say "The example app as an application repository of its own: $work/app"
+repo="$work/app"
+mkdir -p "$repo"
+cp -r "$root/examples/." "$repo/"
+# The app's binary: built by `make demo` (make example), else here.
+if [ ! -x "$repo/app/app" ]; then
+	(cd "$root" && CGO_ENABLED=0 go build -trimpath -o "$repo/app/app" ./examples/app)
+fi
+printf 'app/app\n' >"$repo/.gitignore"
+# The demo environment points at the sshd just started; its host key goes into
+# deploy/known_hosts, committed with the app as a CI machine would have it.
+awk '/^environments:/ { exit } { print }' "$root/examples/ship.yaml" >"$repo/ship.yaml"
+cat >>"$repo/ship.yaml" <<EOF
+environments:
+  demo:
+    # The demo's sshd on this machine, started by scripts/demo.sh.
+    hosts: [$user@127.0.0.1:$ssh_port]
+    path: $work/srv/$app
+    known_hosts: deploy/known_hosts
+EOF
+mkdir -p "$repo/deploy"
+echo "[127.0.0.1]:$ssh_port $(cut -d' ' -f1,2 "$ssh_dir/host_key.pub")" >"$repo/deploy/known_hosts"
+git -C "$repo" init -q
+git -C "$repo" add .
+git -C "$repo" -c user.name=demo -c user.email=demo@example.com commit -q -m "example app v1"
+cd "$repo"
+sed -n '/^environments:/,$p' ship.yaml
+
+export SHIP_REGISTRY="$reg_addr"
+SHIP_SSH_KEY="$(cat "$ssh_dir/user_key")"
+export SHIP_SSH_KEY
+export SHIP_REGISTRY_USER='' SHIP_REGISTRY_PASSWORD=''
+WEB_PORT=$(free_port)
+export WEB_PORT # the app's published port on the server (examples/docker-compose.yml)
+echo "SHIP_REGISTRY=$SHIP_REGISTRY SHIP_SSH_KEY=(the user key) WEB_PORT=$WEB_PORT"
+
+say "v1: shipctl ship builds, tests, pushes and deploys the checked-out commit"
+ship ship demo --yes
+show_app v1
+
+say "v2: VERSION v2 in docker-compose.yml, committed, shipped"
+# shellcheck disable=SC2016 # the compose file's own ${...}, not the shell's
+sed -i 's/VERSION: ${VERSION:-v1}/VERSION: ${VERSION:-v2}/' docker-compose.yml
+grep -q 'VERSION:-v2' docker-compose.yml || die "could not set VERSION to v2 in docker-compose.yml"
+git -c user.name=demo -c user.email=demo@example.com commit -q -am "example app v2"
+git log --oneline
+ship ship demo --yes
+show_app v2
+
+say "What runs on the server"
+ship status demo
+
+say "The releases on the server and its audit log"
+ship history demo
+
+say "Back to v1: shipctl rollback goes to the release current before this one"
+ship rollback demo --yes
+show_app v1
+
+say "On the server, under $work/srv/$app:"
+(cd "$work/srv/$app" && ls -l current && ls releases)

@@ -64,19 +64,37 @@ var quietRegistry sync.Once
 // tests run with -v.
 func Registry(t testing.TB, opts ...RegistryOption) *RegistryServer {
 	t.Helper()
+	quietRegistry.Do(func() {
+		if !testing.Verbose() {
+			RegistryLog(io.Discard)
+		}
+	})
+	r, err := StartRegistry("127.0.0.1:0", t.TempDir(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// RegistryLog sends the logs of every registry of this process to w. The registry
+// logs through logrus's standard logger; nothing else in ship uses logrus.
+func RegistryLog(w io.Writer) {
+	logrus.SetOutput(w)
+}
+
+// StartRegistry starts a registry listening on addr ("127.0.0.1:0": a free port) with
+// its storage (and htpasswd file, WithAuth) under dir, for a process that is not a
+// test: test/cmd/registry. The caller stops it with Stop.
+func StartRegistry(addr, dir string, opts ...RegistryOption) (*RegistryServer, error) {
 	var o registryOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
-	quietRegistry.Do(func() {
-		if !testing.Verbose() {
-			// The registry logs through logrus's standard logger; nothing else in
-			// ship uses logrus.
-			logrus.SetOutput(io.Discard)
-		}
-	})
-
-	dir := t.TempDir()
+	secret, err := randomHex()
+	if err != nil {
+		return nil, err
+	}
 	cfg := &configuration.Configuration{
 		Storage: configuration.Storage{
 			"filesystem": configuration.Parameters{"rootdirectory": filepath.Join(dir, "data")},
@@ -85,27 +103,27 @@ func Registry(t testing.TB, opts ...RegistryOption) *RegistryServer {
 			"delete":      configuration.Parameters{"enabled": true},
 		},
 	}
-	cfg.HTTP.Secret = randomHex(t)
+	cfg.HTTP.Secret = secret
 	if o.user != "" {
 		hash, err := bcrypt.GenerateFromPassword([]byte(o.password), bcrypt.MinCost)
 		if err != nil {
-			t.Fatal(err)
+			return nil, fmt.Errorf("registry: %w", err)
 		}
 		file := filepath.Join(dir, "htpasswd")
 		if err := os.WriteFile(file, []byte(o.user+":"+string(hash)+"\n"), 0o600); err != nil {
-			t.Fatal(err)
+			return nil, fmt.Errorf("registry: %w", err)
 		}
 		cfg.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "ship-test", "path": file}}
 	}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Fatalf("registry: listen: %v", err)
+		return nil, fmt.Errorf("registry: listen: %w", err)
 	}
 	app, err := newRegistryApp(cfg)
 	if err != nil {
 		ln.Close()
-		t.Fatalf("registry: %v", err)
+		return nil, fmt.Errorf("registry: %w", err)
 	}
 	r := &RegistryServer{
 		Addr: ln.Addr().String(), User: o.user, Password: o.password,
@@ -116,8 +134,7 @@ func Registry(t testing.TB, opts ...RegistryOption) *RegistryServer {
 		defer close(r.done)
 		_ = r.srv.Serve(ln)
 	}()
-	t.Cleanup(r.Stop)
-	return r
+	return r, nil
 }
 
 // newRegistryApp turns NewApp's panics on a bad configuration into an error.
@@ -240,11 +257,10 @@ func (r *RegistryServer) Push(t testing.TB, cli *client.Client, ref string) {
 	}
 }
 
-func randomHex(t testing.TB) string {
-	t.Helper()
+func randomHex() (string, error) {
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	return hex.EncodeToString(b)
+	return hex.EncodeToString(b), nil
 }

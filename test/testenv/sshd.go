@@ -44,6 +44,30 @@ type SSHServer struct {
 	keyN    int
 	log     *lockedBuffer // stdout and stderr of every run of sshd
 	proc    *sshdProcess
+	opts    sshdOptions
+}
+
+// SSHDOption changes how SSHDOn configures or starts sshd.
+type SSHDOption func(*sshdOptions)
+
+type sshdOptions struct {
+	wrapper  []string
+	settings [][2]string // sshd_config keyword and value, in order
+}
+
+// SSHDWrapper starts sshd through argv: a command that ends by executing the arguments
+// that follow it, sshd's path and its own arguments (unshare(1), for a mount
+// namespace of its own). The wrapper must exec sshd, not fork it: stopping sshd
+// signals the process started.
+func SSHDWrapper(argv ...string) SSHDOption {
+	return func(o *sshdOptions) { o.wrapper = append([]string(nil), argv...) }
+}
+
+// SSHDSetting sets an sshd_config keyword: it replaces the line SSHDOn would write for
+// that keyword (LogLevel VERBOSE, Subsystem sftp internal-sftp, ...), or is added.
+// Example: SSHDSetting("LogLevel", "DEBUG1").
+func SSHDSetting(keyword, value string) SSHDOption {
+	return func(o *sshdOptions) { o.settings = append(o.settings, [2]string{keyword, value}) }
 }
 
 // sshdProcess is one run of sshd.
@@ -56,14 +80,14 @@ type sshdProcess struct {
 
 // SSHD starts an sshd on 127.0.0.1 on a free port and stops it when the test ends.
 // Without /usr/sbin/sshd the test fails in CI and is skipped elsewhere.
-func SSHD(t testing.TB) *SSHServer {
+func SSHD(t testing.TB, opts ...SSHDOption) *SSHServer {
 	t.Helper()
-	return SSHDOn(t, "127.0.0.1")
+	return SSHDOn(t, "127.0.0.1", opts...)
 }
 
 // SSHDOn is SSHD on a given loopback address ("127.0.0.2", for a second "host"), with
 // a free port, or with the port given in addr ("127.0.0.2:2222").
-func SSHDOn(t testing.TB, addr string) *SSHServer {
+func SSHDOn(t testing.TB, addr string, opts ...SSHDOption) *SSHServer {
 	t.Helper()
 	if _, err := os.Stat(sshdPath); err != nil {
 		Missing(t, "OpenSSH sshd", "run scripts/install-deps.sh (apt-get install openssh-server)")
@@ -92,6 +116,9 @@ func SSHDOn(t testing.TB, addr string) *SSHServer {
 	}
 
 	s := &SSHServer{Host: host, User: name, dir: t.TempDir(), log: &lockedBuffer{}}
+	for _, opt := range opts {
+		opt(&s.opts)
+	}
 	s.UserKeyFile = filepath.Join(s.dir, "id_ed25519")
 	userPub, signer := writeKey(t, s.UserKeyFile)
 	s.UserSigner = signer
@@ -186,6 +213,20 @@ func (s *SSHServer) Authorize(t testing.TB, key ssh.PublicKey) {
 	}
 }
 
+// PID is the process ID of the running sshd (0 when it is not running): with
+// SSHDWrapper, of the wrapper, which became sshd.
+func (s *SSHServer) PID() int {
+	if s.proc == nil || s.proc.cmd.Process == nil {
+		return 0
+	}
+	select {
+	case <-s.proc.done:
+		return 0
+	default:
+	}
+	return s.proc.cmd.Process.Pid
+}
+
 // Log is what sshd has written to its stderr so far (LogLevel VERBOSE).
 func (s *SSHServer) Log() string {
 	return s.log.String()
@@ -210,7 +251,7 @@ func (s *SSHServer) newHostKey(t testing.TB) string {
 func (s *SSHServer) start(t testing.TB, hostKeyFile string) error {
 	t.Helper()
 	s.cfgFile = filepath.Join(s.dir, "sshd_config")
-	cfg := strings.Join([]string{
+	lines := []string{
 		"ListenAddress " + s.Host,
 		"Port " + strconv.Itoa(s.Port),
 		"HostKey " + hostKeyFile,
@@ -226,14 +267,16 @@ func (s *SSHServer) start(t testing.TB, hostKeyFile string) error {
 		"AllowTcpForwarding yes",
 		"Subsystem sftp internal-sftp",
 		"LogLevel VERBOSE",
-		"",
-	}, "\n")
+	}
+	lines = applySettings(lines, s.opts.settings)
+	cfg := strings.Join(append(lines, ""), "\n")
 	if err := os.WriteFile(s.cfgFile, []byte(cfg), 0o600); err != nil {
 		return err
 	}
 
 	p := &sshdProcess{done: make(chan struct{})}
-	p.cmd = exec.Command(sshdPath, "-D", "-e", "-f", s.cfgFile)
+	argv := append(append([]string(nil), s.opts.wrapper...), sshdPath, "-D", "-e", "-f", s.cfgFile)
+	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Stdout = s.log
 	p.cmd.Stderr = s.log
 	// Left in the test's process group on purpose: a Ctrl-C on `go test`, which
@@ -251,6 +294,34 @@ func (s *SSHServer) start(t testing.TB, hostKeyFile string) error {
 		return fmt.Errorf("sshd on %s: %w", s.Addr, err)
 	}
 	return nil
+}
+
+// applySettings replaces the lines of lines whose keyword a setting names (the first
+// word, any case; for Subsystem, the first two) and adds the others at the end.
+func applySettings(lines []string, settings [][2]string) []string {
+	key := func(line string) string {
+		f := strings.Fields(strings.ToLower(line))
+		switch {
+		case len(f) == 0:
+			return ""
+		case f[0] == "subsystem" && len(f) > 1:
+			return f[0] + " " + f[1]
+		}
+		return f[0]
+	}
+	for _, kv := range settings {
+		line := kv[0] + " " + kv[1]
+		replaced := false
+		for i, l := range lines {
+			if key(l) == key(line) {
+				lines[i], replaced = line, true
+			}
+		}
+		if !replaced {
+			lines = append(lines, line)
+		}
+	}
+	return lines
 }
 
 // stop ends the running sshd, if any, and waits for it.

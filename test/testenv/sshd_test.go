@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -213,4 +215,52 @@ func dockerSocket(t *testing.T) string {
 	}
 	t.Skipf("DOCKER_HOST=%s is not a unix socket", host)
 	return ""
+}
+
+func TestApplySettings(t *testing.T) {
+	base := []string{"Port 22", "LogLevel VERBOSE", "Subsystem sftp internal-sftp", "Subsystem other /bin/other"}
+	tests := []struct {
+		name     string
+		settings [][2]string
+		want     []string
+	}{
+		{"none", nil, base},
+		{"replace", [][2]string{{"LogLevel", "DEBUG1"}},
+			[]string{"Port 22", "LogLevel DEBUG1", "Subsystem sftp internal-sftp", "Subsystem other /bin/other"}},
+		{"any case", [][2]string{{"loglevel", "DEBUG1"}},
+			[]string{"Port 22", "loglevel DEBUG1", "Subsystem sftp internal-sftp", "Subsystem other /bin/other"}},
+		{"subsystem by name", [][2]string{{"Subsystem", "sftp /usr/lib/openssh/sftp-server"}},
+			[]string{"Port 22", "LogLevel VERBOSE", "Subsystem sftp /usr/lib/openssh/sftp-server", "Subsystem other /bin/other"}},
+		{"added", [][2]string{{"PermitUserRC", "no"}}, append(slices.Clone(base), "PermitUserRC no")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := applySettings(slices.Clone(base), tt.settings)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("applySettings = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSSHDOptions(t *testing.T) {
+	// env(1) execs what follows it, as a wrapper must.
+	s := SSHD(t, SSHDWrapper("env", "SHIP_SSHD_WRAPPED=1"), SSHDSetting("LogLevel", "DEBUG1"))
+	c, err := ssh.Dial("tcp", s.Addr, s.ClientConfig())
+	if err != nil {
+		t.Fatalf("dial %s: %v", s.Addr, err)
+	}
+	c.Close()
+	if !strings.Contains(s.Log(), "debug1: ") {
+		t.Errorf("no debug1 lines with LogLevel DEBUG1:\n%s", s.Log())
+	}
+	pid := s.PID()
+	if pid == 0 {
+		t.Fatal("PID = 0 for a running sshd")
+	}
+	// The wrapper became sshd: the process started is sshd itself.
+	comm, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
+	if err == nil && strings.TrimSpace(string(comm)) != "sshd" {
+		t.Errorf("process %d is %q, want sshd", pid, strings.TrimSpace(string(comm)))
+	}
 }
