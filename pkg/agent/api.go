@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
@@ -135,11 +136,12 @@ func (a *agent) handleRollback(w http.ResponseWriter, r *http.Request) {
 // and result. The deploy does not depend on the client: it runs to its end (or to
 // shipd's stop) even when the client goes away.
 func (a *agent) serveDeploy(w http.ResponseWriter, r *http.Request, req request) {
-	unlock, err := a.acquire(req.app, req.kind+" of "+releaseName(req.sha))
+	release, err := a.acquire(req.app, req.kind+" of "+releaseName(req.sha))
 	if err != nil {
 		writeAPIError(w, err)
 		return
 	}
+	unlock := sync.OnceFunc(release)
 	defer unlock()
 	ctx := a.deployCtx
 	dir := appDir(req.path)
@@ -170,7 +172,7 @@ func (a *agent) serveDeploy(w http.ResponseWriter, r *http.Request, req request)
 		writeAPIError(w, fmt.Errorf("read release %s: %w", req.sha, err))
 		return
 	}
-	if err := a.checkRelease(req.app, p); err != nil {
+	if err := a.checkRelease(req.app, dir, req.sha, p); err != nil {
 		writeAPIError(w, badRequest(err.Error()))
 		return
 	}
@@ -198,6 +200,9 @@ func (a *agent) serveDeploy(w http.ResponseWriter, r *http.Request, req request)
 		send(agentapi.Message{Event: &ev})
 	}}
 	res := a.deploy(ctx, req, p, em)
+	// The app is free before the client hears the result: its next deploy may follow at
+	// once, and must not find the lock still held.
+	unlock()
 	em.mu.Lock()
 	send(agentapi.Message{Result: &res})
 	em.mu.Unlock()

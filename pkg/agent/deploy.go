@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
@@ -140,67 +139,32 @@ func checkRequest(app, path, sha string, needSHA bool) error {
 	return nil
 }
 
-// loadRelease reads a release's compose file as the agentless deploy reads it: no
-// interpolation (the file is already resolved, and a "$" in a value is literal), the app
-// as the project name, the release's folder as the working directory; so the config
-// hashes match and a later agentless deploy leaves shipd's containers alone. The
-// x-ship settings and ship's support check come from compose.Load of the same file.
+// loadRelease reads a release's compose file as the agentless deploy reads it
+// (compose.LoadResolved): no interpolation (the file is already resolved, and a "$" in a
+// value is literal), the app as the project name, the release's folder as the working
+// directory; so the config hashes match and a later agentless deploy leaves shipd's
+// containers alone. ship's support check ran when shipctl made the file.
 func loadRelease(ctx context.Context, app string, dir appDir, sha string) (*compose.Project, error) {
 	file := dir.composeFile(sha)
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return nil, err
 	}
-	checked, err := compose.Load(ctx, compose.Options{
-		Dir: dir.release(sha), Files: []string{filepath.Base(file)}, Name: app, Environ: []string{},
-	})
-	if err != nil {
-		return nil, err
-	}
-	raw, err := loader.LoadWithContext(ctx, types.ConfigDetails{
-		WorkingDir:  dir.release(sha),
-		ConfigFiles: []types.ConfigFile{{Filename: file, Content: data}},
-		Environment: types.Mapping{},
-	}, func(o *loader.Options) {
-		o.SkipInterpolation = true
-		o.SetProjectName(app, true)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", compose.ErrInvalid, file, err)
-	}
-	raw.ComposeFiles = []string{file}
-	return &compose.Project{Project: raw, Ship: checked.Ship, Built: map[string]string{}}, nil
+	return compose.LoadResolved(ctx, app, dir.release(sha), file, data)
 }
 
-// checkRelease refuses, by service and all at once, what shipd cannot deploy.
-func (a *agent) checkRelease(app string, p *compose.Project) error {
+// checkRelease refuses, by service and all at once, what shipd cannot deploy: the
+// rules of compose's CheckAgent (the same that shipctl checks before it uploads), and
+// a listen address another app serves.
+func (a *agent) checkRelease(app string, dir appDir, sha string, p *compose.Project) error {
 	var problems []string
+	for _, pr := range p.AgentProblems(dir.composeFile(sha)) {
+		problems = append(problems, pr.String())
+	}
 	for _, name := range p.ServicesInOrder() {
-		s, ship := p.Services[name], p.Ship[name]
-		if ship.Job != "" {
-			for dep := range s.DependsOn {
-				if p.Ship[dep].Routed() {
-					problems = append(problems, fmt.Sprintf("service %q: a pre-deploy job runs before any switch, so it cannot depend on the routed service %q", name, dep))
-				}
-			}
+		ship := p.Ship[name]
+		if !ship.Routed() || ship.Job != "" {
 			continue
-		}
-		if !ship.Routed() {
-			continue
-		}
-		if len(s.Ports) > 0 {
-			problems = append(problems, fmt.Sprintf("service %q publishes ports, but shipd serves it on %s (x-ship.listen) and runs two containers of it during a deploy; remove ports: from the service", name, ship.Listen))
-		}
-		if s.ContainerName != "" {
-			problems = append(problems, fmt.Sprintf("service %q has container_name %q, but shipd runs two containers of it during a deploy; remove container_name", name, s.ContainerName))
-		}
-		if s.NetworkMode != "" {
-			problems = append(problems, fmt.Sprintf("service %q has network_mode %q, but shipd reaches it on the project network; remove network_mode", name, s.NetworkMode))
-		}
-		for _, v := range s.Volumes {
-			if v.Type == types.VolumeTypeVolume && v.Source != "" && !v.ReadOnly {
-				problems = append(problems, fmt.Sprintf("service %q mounts the named volume %q writable, but shipd runs two containers of it during a deploy (never two copies on one volume); mount it read_only, or move the data to a service that is not routed", name, v.Source))
-			}
 		}
 		if other := a.listenConflict(app, name, ship.Listen); other != "" {
 			problems = append(problems, fmt.Sprintf("service %q: listen %s is already served by %s", name, ship.Listen, other))

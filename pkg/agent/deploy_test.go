@@ -117,7 +117,7 @@ volumes:
 		t.Fatal(err)
 	}
 	a.routes["other/site"] = &liveRoute{app: "other", service: "site", listen: "0.0.0.0:9090", route: proxy.NewRoute("other/site", ln, proxy.RouteOptions{})}
-	err = a.checkRelease("web", p)
+	err = a.checkRelease("web", dir, "abc", p)
 	if err == nil {
 		t.Fatal("accepted")
 	}

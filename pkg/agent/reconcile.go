@@ -141,6 +141,14 @@ func (a *agent) reconcileApp(ctx context.Context, eng *engine.Engine, app *AppSt
 		}
 	}
 
+	// After a cut-off deploy the services that are not routed may run either
+	// release: the current one is put back, blue-green, once the routes serve.
+	resume := ""
+	if cut != nil {
+		if _, err := os.Stat(appDir(app.Path).composeFile(app.Release)); app.Release != "" && err == nil {
+			resume = app.Release
+		}
+	}
 	var summary []string
 	a.saveState(func(s *State) {
 		as := s.app(app.App, app.Path)
@@ -160,19 +168,20 @@ func (a *agent) reconcileApp(ctx context.Context, eng *engine.Engine, app *AppSt
 		}
 		if cut != nil {
 			as.Deploying = nil
+			if resume != "" {
+				// The restore is marked from here on, so that a client asking for the
+				// cut-off deploy's outcome (GET /v1/status) waits for it; a restart
+				// meanwhile starts it again.
+				as.Deploying = &Deploying{Kind: kindRestore, Release: resume, From: resume, Started: time.Now().UTC()}
+			}
 			as.LastResult = agentapi.ResultFailed
 			as.LastError = fmt.Sprintf("%s of %s was cut off by a shipd restart", cut.Kind, short(cut.Release))
 			as.LastTime = time.Now().UTC()
 		}
 	})
-	// After a cut-off deploy the services that are not routed may run either
-	// release: the current one is put back, blue-green, once the routes serve.
-	resume := ""
 	if cut != nil {
 		a.recordCutOff(log, app, cut, summary)
-		if _, err := os.Stat(appDir(app.Path).composeFile(app.Release)); app.Release != "" && err == nil {
-			resume = app.Release
-		} else {
+		if resume == "" {
 			log.Warn("reconcile: no earlier release to put back; the services run what the cut-off deploy left", "release", app.Release)
 		}
 	}
@@ -207,7 +216,7 @@ func (a *agent) restoreAfterCut(ctx context.Context, app, path, sha string) {
 	req := a.baseRequest(kindRestore, app, path, sha, nil, nil, 0, agentapi.Origin{Who: "shipd"})
 	p, err := loadRelease(ctx, app, appDir(path), sha)
 	if err == nil {
-		err = a.checkRelease(app, p)
+		err = a.checkRelease(app, appDir(path), sha, p)
 	}
 	if err == nil {
 		a.saveState(func(s *State) {

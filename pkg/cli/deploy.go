@@ -46,7 +46,7 @@ func newDeployCmd(g *Globals) *cobra.Command {
 		Use:   "deploy ENV",
 		Short: "Deploy a pushed, tested commit to an environment's hosts",
 		Long: `Deploy the checked-out commit (or --sha) to every host of the environment ENV
-over SSH, without an agent.
+over SSH: without an agent, or through shipd where the environment has agent: true.
 
 Before any host is changed: the images of the commit must be in the registry
 (shipctl push), every host must answer over SSH with its Docker engine, and the
@@ -60,6 +60,20 @@ releases/<sha>/docker-compose.yml, pulls the images, runs the pre-deploy jobs,
 starts the release, waits until it is healthy and switches current to it. A host
 that fails puts its previous release back: exit 4, or 5 when that fails too.
 A host locked by another deploy: exit 6 (wait with --lock-wait).
+
+With agent: true, shipd must answer on every host before anything changes
+(shipctl agent install ENV), and the compose file must suit a blue-green swap
+(a routed service has no ports:, container_name, network_mode or writable named
+volume). After the upload, shipctl asks shipd, through the same SSH connection,
+to deploy the release and shows its events: the new containers start beside the
+old ones, are health-checked, and traffic moves to them in one step. A new
+container that fails its health check never gets traffic: the old one keeps
+serving, and the deploy exits 4 with the container's last log lines. When
+shipd's answer is cut (shipd restarted, the connection broke), shipctl asks
+shipd how the deploy ended (for up to 2 minutes) and exits accordingly; shipd
+puts the previous release back after a restart in the middle of a deploy, so
+that is exit 4. SHIP_AGENT_SOCKET names shipd's socket on the hosts when it is
+not /run/shipd/shipd.sock.
 
 SSH: keys from ssh-agent, SHIP_SSH_KEY (a private key's text) and ~/.ssh; host
 keys from ~/.ssh/known_hosts and the environment's known_hosts file.`,
@@ -126,10 +140,6 @@ func runDeploy(ctx context.Context, g *Globals, o *deployOptions) error {
 	if err := checkDeployTested(p, info, version, o.Untested); err != nil {
 		return err
 	}
-	if env.Agent {
-		p.warn(fmt.Sprintf("%s has agent: true, but this shipctl deploys without shipd: the containers are replaced in place, not blue-green", env.Name))
-	}
-
 	h, err := newHostAccess(g, cfg, env, o.hostFlags, p)
 	if err != nil {
 		return err
@@ -233,9 +243,11 @@ func newHostAccess(g *Globals, cfg *config.Config, env *config.Environment, f ho
 			Env: env,
 			Dial: deploy.SSH(deploy.SSHOptions{
 				SSH: opts, DockerSocket: env.DockerSocket, RegistryAuth: image.PullAuth(kc),
+				AgentSocket: g.IO.Getenv("SHIP_AGENT_SOCKET"),
 			}),
-			Redactor: redact,
-			Progress: func(e deploy.Event) { renderDeployEvent(g, p, e) },
+			RegistryAuth: image.PullAuth(kc),
+			Redactor:     redact,
+			Progress:     func(e deploy.Event) { renderDeployEvent(g, p, e) },
 		},
 	}, nil
 }

@@ -76,6 +76,7 @@ func NewRoot(io *IOStreams) *cobra.Command {
 		newLogsCmd(g),
 		newLockCmd(g),
 		newUnlockCmd(g),
+		newAgentCmd(g),
 	)
 	usageArgs(root)
 	return root

@@ -23,7 +23,10 @@ func newStatusCmd(g *Globals) *cobra.Command {
 		Long: `Show, for every host of the environment ENV, the release current points at,
 when and by whom it was deployed, the app's containers with their state and
 health, and who holds the host's lock, if anyone. A host that cannot be reached
-is shown with the reason, and makes the exit code 1.`,
+is shown with the reason, and makes the exit code 1. Where the environment has
+agent: true, shipd's routes of the app are shown too (listen address, the
+container it routes to, its release, since when); shipctl agent status shows
+all of shipd.`,
 		Example: `  shipctl status prod
   shipctl status prod --json`,
 		Args: cobra.ExactArgs(1),
@@ -37,7 +40,7 @@ is shown with the reason, and makes the exit code 1.`,
 }
 
 func runStatus(ctx context.Context, g *Globals, o *statusOptions) error {
-	_, env, p, h, err := g.environment(o.Env, o.hostFlags)
+	cfg, env, p, h, err := g.environment(o.Env, o.hostFlags)
 	if err != nil {
 		return err
 	}
@@ -50,7 +53,7 @@ func runStatus(ctx context.Context, g *Globals, o *statusOptions) error {
 		if st.Err != nil {
 			failed++
 		}
-		renderStatus(g, p, st)
+		renderStatus(g, p, cfg.App, st)
 	}
 	if failed > 0 {
 		return fmt.Errorf("status of %s: %d of %d host(s) could not be read", env.Name, failed, len(hosts))
@@ -58,7 +61,7 @@ func runStatus(ctx context.Context, g *Globals, o *statusOptions) error {
 	return nil
 }
 
-func renderStatus(g *Globals, p *printer, st deploy.HostStatus) {
+func renderStatus(g *Globals, p *printer, app string, st deploy.HostStatus) {
 	if g.JSON {
 		fields := map[string]any{"host": st.Host, "current": st.Current}
 		if st.Release != nil {
@@ -74,6 +77,12 @@ func renderStatus(g *Globals, p *printer, st deploy.HostStatus) {
 		fields["containers"] = cs
 		if st.Lock != nil {
 			fields["lock"] = st.Lock
+		}
+		if st.Agent != nil {
+			fields["agent"] = map[string]any{"version": st.Agent.Version, "uptime": st.Agent.Uptime, "routes": appRoutes(st.Agent, app)}
+		}
+		if st.AgentErr != nil {
+			fields["agent_error"] = st.AgentErr.Error()
 		}
 		if st.Err != nil {
 			fields["error"] = st.Err.Error()
@@ -126,6 +135,17 @@ func renderStatus(g *Globals, p *printer, st deploy.HostStatus) {
 	}
 	if st.Lock != nil {
 		fmt.Fprintf(&b, "\n  locked by %s", st.Lock)
+	}
+	if st.Agent != nil {
+		fmt.Fprintf(&b, "\n  shipd %s, up %s", shipdVersion(st.Agent.Version), st.Agent.Uptime.Std())
+		routes := appRoutes(st.Agent, app)
+		if len(routes) == 0 {
+			b.WriteString(": no routes for " + app)
+		}
+		writeRoutes(&b, "    ", routes, false)
+	}
+	if st.AgentErr != nil {
+		fmt.Fprintf(&b, "\n  shipd: %v", st.AgentErr)
 	}
 	p.event("status", nil, b.String())
 }

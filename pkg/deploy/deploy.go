@@ -64,6 +64,10 @@ type Options struct {
 	WaitTimeout time.Duration
 	// JobTimeout bounds each pre-deploy job; default 10m.
 	JobTimeout time.Duration
+	// AgentWait bounds, in agent environments, the wait for shipd to answer again when
+	// its answer was cut (shipd restarted, the connection broke); default
+	// DefaultAgentWait.
+	AgentWait time.Duration
 	// Confirm is called once every host has passed the preflight, before the first
 	// change to any host: it shows the preview, asks, counts down. An error (or the
 	// context ending) stops the deploy with nothing touched.
@@ -139,6 +143,9 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	if o.JobTimeout <= 0 {
 		o.JobTimeout = DefaultJobTimeout
+	}
+	if o.AgentWait <= 0 {
+		o.AgentWait = DefaultAgentWait
 	}
 	parallel := o.Parallel
 	if parallel <= 0 {
@@ -278,6 +285,13 @@ func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Proj
 	if current != "" {
 		on = "current " + short(current)
 	}
+	if s.t.Env.Agent {
+		st, err := agentPreflight(ctx, s, h)
+		if err != nil {
+			return HostPreview{}, err
+		}
+		on += fmt.Sprintf("; shipd %s, up %s", agentVersion(st), st.Uptime.Std())
+	}
 	s.em.info(h.name, StepPreflight, fmt.Sprintf("ready: SFTP, Docker engine %s; %s", version, on))
 	return HostPreview{Host: h.name, Current: current, Plan: plan.Diff(h.name, p, hashes, observed)}, nil
 }
@@ -329,7 +343,7 @@ func (r *hostRun) info(step, msg string) { r.em.info(r.h.name, step, msg) }
 func (r *hostRun) warn(step, msg string) { r.em.warn(r.h.name, step, msg) }
 
 func (r *hostRun) run(ctx context.Context) HostResult {
-	for _, step := range []struct {
+	steps := []struct {
 		name string
 		fn   func(context.Context) error
 	}{
@@ -338,13 +352,24 @@ func (r *hostRun) run(ctx context.Context) HostResult {
 		{StepJob, r.jobs},
 		{StepApply, r.apply},
 		{StepSwitch, r.switchCurrent},
-	} {
+	}
+	if r.o.Env.Agent {
+		// shipd does the rest: the upload is the last step of shipctl's own.
+		steps = steps[:1]
+	}
+	for _, step := range steps {
 		if err := ctx.Err(); err != nil {
 			return r.fail(ctx, step.name, err)
 		}
 		if err := step.fn(ctx); err != nil {
 			return r.fail(ctx, step.name, err)
 		}
+	}
+	if r.o.Env.Agent {
+		if err := ctx.Err(); err != nil {
+			return r.fail(ctx, StepApply, err)
+		}
+		return r.agent(ctx)
 	}
 	// The release is current: what follows cannot undo that, and its failures are
 	// warnings.

@@ -1,6 +1,7 @@
-// Package deploy takes a release of a compose app to the hosts of an environment
-// without an agent, and reads back what they run: Run (shipctl deploy), Rollback,
-// Status, History, Logs, Lock and Unlock. It does the work and reports it as Events;
+// Package deploy takes a release of a compose app to the hosts of an environment,
+// without an agent or through shipd (agent: true, see "Through shipd"), and reads back
+// what they run: Run (shipctl deploy), Rollback, Status, History, Logs, Lock and Unlock;
+// AgentStatus and InstallAgent for shipd itself. It does the work and reports it as Events;
 // it never prints. The hosts are reached through the Host interface (files and the
 // Docker engine); SSH is the real one, one SSH connection per host per command
 // carrying SFTP and the engine's socket.
@@ -67,6 +68,46 @@
 //
 // Ctrl-C after the first change stops the step under way; the host then puts its
 // previous release back as after a failure, and the command exits 130.
+//
+// # Through shipd
+//
+// An environment with agent: true deploys through shipd, the agent on each host
+// (pkg/agent), which swaps blue-green behind its own proxy. Everything up to the upload
+// is the agentless path's, with two more checks before anything changes: Prepare
+// refuses what shipd cannot swap (compose's CheckAgent: a routed service with ports:,
+// container_name, network_mode or a writable named volume, a pre-deploy job that
+// depends on a routed service), naming file:line and service; and the preflight asks
+// shipd on every host for its status (ErrNoAgent: `shipctl agent install ENV`). Then,
+// per host, after the lock and the upload, shipctl asks shipd to deploy the release
+// (agentapi, over the host's SSH connection: direct-streamlocal to shipd's socket,
+// agentapi.DefaultSocket unless SSHOptions.AgentSocket, which the CLI takes from
+// SHIP_AGENT_SOCKET; there is no ship.yaml key for it). The request carries the
+// registry credentials of the release's images (Target.RegistryAuth), which shipd
+// pulls with and never keeps. shipd's events are shown as the deploy's own (its "done"
+// is left out: shipctl says where the host ends once the lock is released). shipd
+// pulls, runs the jobs, swaps, switches current and writes release.json's result and
+// audit.log (with "agent": "shipd"): shipctl writes neither again. Then the lock is
+// released and old releases pruned, as without an agent.
+//
+// The outcome maps onto the host results: deployed; failed (exit 4: the new container
+// failed its health check and never got traffic, or shipd put the previous release
+// back), with the failed container's last log lines in the error; restore-failed (5);
+// shipd busy with the app (a restore after its restart) is "locked" (6). A request
+// shipd refused before starting (bad request, unknown release, stopping) changed
+// nothing: shipctl records it in audit.log and release.json as the agentless path
+// records such a failure. When shipd's answer is cut (shipd restarted, the connection
+// broke), shipctl asks shipd's status until it answers again (Options.AgentWait, 2
+// minutes by default; systemd restarts it at once) and the deploy, or the restore shipd
+// runs after a restart, is over; shipd's record of it decides the result. A deploy cut
+// by a restart of shipd did not happen: shipd puts the release that was current back,
+// so that is "failed" (exit 4). When shipd does not answer in time the outcome is
+// unknown: "restore-failed" (5), and the error says to look with `shipctl agent status`.
+// Ctrl-C cannot stop a deploy shipd has started: shipctl says so, releases its lock and
+// exits 130 while shipd carries on.
+//
+// Rollback goes through shipd the same way (agentapi's rollback, blue-green). Status
+// adds shipd's routes of the app; AgentStatus is shipd's whole status, per host.
+// InstallAgent is `shipctl agent install` (install.go).
 //
 // # Choices
 //

@@ -15,7 +15,10 @@ const (
 	StepPull      = "pull"      // an image pulled through the host's engine
 	StepJob       = "job"       // a pre-deploy job
 	StepApply     = "apply"     // the engine creates, recreates or starts a service
-	StepSwitch    = "switch"    // current points at the release
+	StepSwitch    = "switch"    // current points at the release (through shipd: a route switched too)
+	StepHealth    = "health"    // through shipd: a new container health-checked before it gets traffic
+	StepDrain     = "drain"     // through shipd: the old container drained and removed
+	StepInstall   = "install"   // shipctl agent install: a file written, systemd told
 	StepAudit     = "audit"     // a line appended to audit.log
 	StepPrune     = "prune"     // old releases and their images removed
 	StepRestore   = "restore"   // the previous release put back after a failure

@@ -128,6 +128,21 @@ func Prepare(ctx context.Context, o PrepareOptions) (*Release, error) {
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("%w: %s:\n  %s", compose.ErrInvalid, cfg.Path(cfg.Compose), strings.Join(problems, "\n  "))
 	}
+	if env.Agent {
+		// What shipd would refuse, refused here, before anything is uploaded.
+		if err := p.CheckAgent(); err != nil {
+			var ae *compose.AgentError
+			if o.Compose != nil && errors.As(err, &ae) {
+				// The file of the commit was read from a temporary copy: name the
+				// repository's.
+				ae.Files = []string{cfg.Path(cfg.Compose)}
+				for i := range ae.Problems {
+					ae.Problems[i].File = cfg.Path(cfg.Compose)
+				}
+			}
+			return nil, o.Redactor.Error(err)
+		}
+	}
 
 	l := layout{root: env.Path}
 	p.WorkingDir = l.release(o.SHA)

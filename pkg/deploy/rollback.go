@@ -24,6 +24,8 @@ type RollbackOptions struct {
 	LockWait    time.Duration
 	Parallel    int
 	WaitTimeout time.Duration
+	// AgentWait is Options.AgentWait.
+	AgentWait time.Duration
 	// Confirm is called after the preflight, before the first change (see Options).
 	Confirm func(ctx context.Context, p Preview) error
 	Notify  *Notifier
@@ -37,6 +39,9 @@ func Rollback(ctx context.Context, o RollbackOptions) (*Summary, error) {
 	em := newEmitter(o.Progress, o.Redactor)
 	if o.WaitTimeout <= 0 {
 		o.WaitTimeout = DefaultWaitTimeout
+	}
+	if o.AgentWait <= 0 {
+		o.AgentWait = DefaultAgentWait
 	}
 	parallel := o.Parallel
 	if parallel <= 0 {
@@ -140,6 +145,11 @@ func rollbackPreflight(ctx context.Context, s *session, h *hostConn, want string
 	if err := h.Check(ctx, p.Project, nil); err != nil {
 		return HostPreview{}, "", nil, err
 	}
+	if s.t.Env.Agent {
+		if _, err := agentPreflight(ctx, s, h); err != nil {
+			return HostPreview{}, "", nil, err
+		}
+	}
 	cs, err := h.Containers(ctx, s.t.App)
 	if err != nil {
 		return HostPreview{}, "", nil, err
@@ -212,6 +222,9 @@ type rollbackRun struct {
 }
 
 func (r *rollbackRun) run(ctx context.Context) HostResult {
+	if r.o.Env.Agent {
+		return r.agent(ctx)
+	}
 	host := r.h.name
 	r.em.info(host, StepApply, fmt.Sprintf("applying %s", short(r.to)))
 	err := pullImages(ctx, r.h, r.project, r.em, host)

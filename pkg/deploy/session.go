@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -26,6 +27,10 @@ type Target struct {
 	// Redactor scrubs secrets from events, errors, audit lines and notifications;
 	// may be nil.
 	Redactor *Redactor
+	// RegistryAuth returns the X-Registry-Auth value for pulling ref ("" anonymous):
+	// sent to shipd with a deploy or rollback (agent environments), which pulls with it
+	// and never keeps it. The agentless path pulls with SSHOptions.RegistryAuth.
+	RegistryAuth func(ref string) (string, error)
 }
 
 func (t Target) who() string {
@@ -39,6 +44,9 @@ func (t Target) who() string {
 type hostConn struct {
 	name string
 	Host
+	// shipdLast is when the app's last deploy through shipd ended, as shipd said in
+	// the preflight (agent environments).
+	shipdLast time.Time
 }
 
 // session holds one connection per host for the length of a command.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"sync"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/docker/docker/pkg/jsonmessage"
 	"github.com/pkg/sftp"
 
+	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/sshx"
 )
@@ -27,17 +29,27 @@ type SSHOptions struct {
 	DockerSocket string
 	// RegistryAuth returns the X-Registry-Auth value for pulling ref ("" anonymous).
 	RegistryAuth func(ref string) (string, error)
+	// AgentSocket is shipd's API socket on the hosts; default agentapi.DefaultSocket.
+	AgentSocket string
 }
 
 // SSH is the real Dialer: one SSH connection per host that carries SFTP for the
-// files and the engine's socket (direct-streamlocal) for the Docker API.
+// files, the engine's socket (direct-streamlocal) for the Docker API and shipd's socket
+// for its API.
 func SSH(o SSHOptions) Dialer {
+	if o.AgentSocket == "" {
+		o.AgentSocket = agentapi.DefaultSocket
+	}
 	return func(ctx context.Context, dest string) (Host, error) {
 		c, err := sshx.Dial(ctx, dest, o.SSH)
 		if err != nil {
 			return nil, err
 		}
-		return &sshHost{c: c, socket: o.DockerSocket, auth: o.RegistryAuth}, nil
+		h := &sshHost{c: c, socket: o.DockerSocket, auth: o.RegistryAuth}
+		h.shipd = agentapi.NewClient(func(ctx context.Context) (net.Conn, error) {
+			return c.DialUnix(ctx, o.AgentSocket)
+		})
+		return h, nil
 	}
 }
 
@@ -48,12 +60,28 @@ type sshHost struct {
 	socket string
 	auth   func(string) (string, error)
 
+	shipd *agentapi.Client
+
 	mu  sync.Mutex
 	api *client.Client
 	eng *engine.Engine
 }
 
-func (h *sshHost) Close() error { return h.c.Close() }
+func (h *sshHost) Close() error {
+	h.shipd.Close()
+	return h.c.Close()
+}
+
+// Shipd is shipd's API on the host, through this connection.
+func (h *sshHost) Shipd() Shipd { return h.shipd }
+
+// Run runs a command on the host (agent install: uname and systemctl only).
+func (h *sshHost) Run(ctx context.Context, cmd string) ([]byte, []byte, error) {
+	return h.c.Run(ctx, cmd)
+}
+
+// LoginUser is the user the connection logged in as.
+func (h *sshHost) LoginUser() string { return h.c.SSH().User() }
 
 func (h *sshHost) sftp(ctx context.Context) (*sftp.Client, error) {
 	if err := ctx.Err(); err != nil {

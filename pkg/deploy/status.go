@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/engine"
 )
 
@@ -19,6 +20,10 @@ type HostStatus struct {
 	Containers []engine.Container
 	// Lock is who holds the host's lock, if anyone.
 	Lock *Holder
+	// Agent is shipd's status, in agent environments: its routes and apps. AgentErr
+	// is why shipd could not be asked (the rest of the status stands).
+	Agent    *agentapi.Status
+	AgentErr error
 	// Err is why the host could not be read.
 	Err error
 }
@@ -60,6 +65,13 @@ func hostStatus(ctx context.Context, s *session, h *hostConn, st *HostStatus) er
 	}
 	if holder, held, err := readHolder(ctx, h, s.l); err == nil && held {
 		st.Lock = &holder
+	}
+	if s.t.Env.Agent {
+		as, err := agentStatus(ctx, h.Host)
+		if err != nil {
+			err = fmt.Errorf("%w: %v; install and start it with `shipctl agent install %s`", ErrNoAgent, err, s.t.Env.Name)
+		}
+		st.Agent, st.AgentErr = as, s.t.Redactor.Error(err)
 	}
 	if _, err := h.Ping(ctx); err != nil {
 		return err

@@ -1,0 +1,492 @@
+package cli
+
+import (
+	"context"
+	"debug/buildinfo"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shipdeploy/ship/pkg/agentapi"
+	"github.com/shipdeploy/ship/pkg/deploy"
+	"github.com/shipdeploy/ship/pkg/version"
+)
+
+func newAgentCmd(g *Globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Install shipd on an environment's hosts, and ask it how it is",
+		Long: `shipd is ship's agent on a host: for environments with agent: true it deploys
+blue-green behind its own proxy (see docs/shipd.md). shipctl reaches it through
+its SSH connection to the host, at /run/shipd/shipd.sock (SHIP_AGENT_SOCKET
+names another socket).`,
+	}
+	cmd.AddCommand(newAgentInstallCmd(g), newAgentStatusCmd(g))
+	return cmd
+}
+
+type agentInstallOptions struct {
+	hostFlags
+	Env     string
+	Prefix  string
+	Binary  string
+	SSHUser string
+	Force   bool
+}
+
+func newAgentInstallCmd(g *Globals) *cobra.Command {
+	o := &agentInstallOptions{}
+	cmd := &cobra.Command{
+		Use:   "install ENV",
+		Short: "Install shipd on every host of an environment and start it",
+		Long: `Install shipd on every host of the environment ENV, over SSH:
+
+  /usr/local/bin/shipd              the shipd of this shipctl's version, for the
+                                    host's architecture (uname -m)
+  /etc/shipd/shipd.yaml             the defaults (configs/shipd.yaml), its socket
+                                    owned by the deploy user's group; an existing
+                                    one is kept unless --force
+  /etc/systemd/system/shipd.service configs/shipd.service, run as the deploy user
+                                    (the environment's SSH user)
+
+Each file is written to a temporary name and renamed, and left alone when it has
+the content already. Then systemctl daemon-reload, enable and start shipd; when
+it runs already: reload (a handover that refuses no connection) if the binary or
+shipd.yaml changed, restart if the unit changed, nothing if nothing did. Run it
+again after upgrading shipctl.
+
+The shipd binary is looked for next to shipctl's executable: shipd-linux-ARCH,
+then shipd when it is for that architecture (make build puts bin/shipd beside
+bin/shipctl); --binary names another. It must be of shipctl's version.
+
+The SSH user must be able to write those paths and run systemctl (root): with a
+deploy user in ship.yaml, log in as root with --ssh-user root; shipd still runs
+as the deploy user. --prefix DIR installs under DIR instead (tests, unusual
+layouts), and the unit then points at the files there.
+
+A host without systemd (no /run/systemd/system) gets the files, and shipd is not
+started: shipctl warns, shows the command that starts it, and exits 0.`,
+		Example: `  shipctl agent install prod --ssh-user root
+  shipctl agent install staging --binary ./dist/shipd-linux-arm64`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Env = args[0]
+			return runAgentInstall(cmd.Context(), g, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Prefix, "prefix", "", "install under this folder of the hosts instead of / (absolute)")
+	f.StringVar(&o.Binary, "binary", "", "the shipd executable to install (default: found next to shipctl)")
+	f.StringVar(&o.SSHUser, "ssh-user", "", "log in as this user (e.g. root) instead of the environment's")
+	f.BoolVar(&o.Force, "force", false, "replace an existing /etc/shipd/shipd.yaml")
+	o.hostFlags.register(cmd)
+	return cmd
+}
+
+func runAgentInstall(ctx context.Context, g *Globals, o *agentInstallOptions) error {
+	if o.Prefix != "" && (!strings.HasPrefix(o.Prefix, "/") || strings.Contains(o.Prefix, "..")) {
+		return usageErrorf("--prefix %q: want an absolute folder on the hosts", o.Prefix)
+	}
+	o.Prefix = strings.TrimRight(o.Prefix, "/")
+	_, _, p, h, err := g.environment(o.Env, o.hostFlags)
+	if err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if real, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = real
+	}
+	finder := &shipdFinder{explicit: o.Binary, dir: filepath.Dir(exe), want: ownBuild()}
+	hosts, err := deploy.InstallAgent(ctx, deploy.InstallOptions{
+		Target: h.target, Binary: finder.find, Prefix: o.Prefix, Force: o.Force, SSHUser: o.SSHUser,
+	})
+	for _, hi := range hosts {
+		renderInstall(g, p, hi)
+	}
+	if err != nil {
+		return err
+	}
+	if o.Binary != "" && finder.mismatch != "" {
+		p.warn(finder.mismatch)
+	}
+	return nil
+}
+
+func renderInstall(g *Globals, p *printer, hi deploy.HostInstall) {
+	if g.JSON {
+		files := make([]map[string]any, 0, len(hi.Files))
+		for _, f := range hi.Files {
+			files = append(files, map[string]any{"path": f.Path, "action": f.Action, "size": f.Size})
+		}
+		fields := map[string]any{"host": hi.Host, "arch": hi.Arch, "from": hi.From, "user": hi.User, "group": hi.Group,
+			"files": files, "systemd": hi.Systemd, "service": hi.Service}
+		if hi.Version != "" {
+			fields["version"] = hi.Version
+		}
+		if hi.Service == deploy.ServiceNoSystemd {
+			fields["command"] = hi.Command
+		}
+		if hi.Err != nil {
+			fields["error"] = hi.Err.Error()
+		}
+		p.event("agent_install", fields, "")
+		if hi.Service == deploy.ServiceNoSystemd {
+			p.warn(fmt.Sprintf("%s has no systemd: shipd was installed but NOT started; run `%s` as %s under a supervisor", hi.Host, hi.Command, hi.User))
+		}
+		return
+	}
+	if hi.Err != nil {
+		p.event("agent_install", nil, fmt.Sprintf("==> %s: agent install FAILED: %v", hi.Host, hi.Err))
+		return
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "==> %s: shipd for linux/%s, run as %s:%s; files:", hi.Host, hi.Arch, hi.User, hi.Group)
+	counts := map[string]int{}
+	for _, f := range hi.Files {
+		counts[f.Action]++
+	}
+	for _, a := range []string{deploy.FileWritten, deploy.FileReplaced, deploy.FileUnchanged, deploy.FileKept} {
+		if counts[a] > 0 {
+			fmt.Fprintf(&b, " %d %s", counts[a], a)
+		}
+	}
+	switch hi.Service {
+	case deploy.ServiceNoSystemd:
+		b.WriteString("; no systemd: shipd NOT started")
+	case deploy.ServiceRunning:
+		fmt.Fprintf(&b, "; shipd.service runs unchanged, left alone (%s)", hi.Version)
+	default:
+		fmt.Fprintf(&b, "; shipd.service %s, %s answers", hi.Service, hi.Version)
+	}
+	p.event("agent_install", nil, b.String())
+	if hi.Service == deploy.ServiceNoSystemd {
+		p.warn(fmt.Sprintf(`%s does not run systemd (no /run/systemd/system): shipd was installed but NOT started.
+  Start it as %s under the host's own supervisor:
+    %s
+  and point shipctl at its socket with SHIP_AGENT_SOCKET if shipd.yaml names another.`, hi.Host, hi.User, hi.Command))
+	}
+}
+
+type agentStatusOptions struct {
+	hostFlags
+	Env string
+}
+
+func newAgentStatusCmd(g *Globals) *cobra.Command {
+	o := &agentStatusOptions{}
+	cmd := &cobra.Command{
+		Use:   "status ENV",
+		Short: "Show shipd on each host of an environment: version, uptime, routes, releases",
+		Long: `Ask shipd on every host of the environment ENV how it is: its version, pid and
+uptime; each route (app/service, the address it listens on, the container and
+address it routes to, that container's release, since when, requests served);
+and each app's live release, the one before, a deploy running, and how the last
+deploy ended. A host whose shipd does not answer makes the exit code 1.`,
+		Example: `  shipctl agent status prod
+  shipctl agent status prod --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Env = args[0]
+			return runAgentStatus(cmd.Context(), g, o)
+		},
+	}
+	o.hostFlags.register(cmd)
+	return cmd
+}
+
+func runAgentStatus(ctx context.Context, g *Globals, o *agentStatusOptions) error {
+	_, env, p, h, err := g.environment(o.Env, o.hostFlags)
+	if err != nil {
+		return err
+	}
+	hosts, err := deploy.AgentStatus(ctx, h.target)
+	if err != nil {
+		return err
+	}
+	failed := 0
+	for _, ha := range hosts {
+		if ha.Err != nil {
+			failed++
+		}
+		renderAgentStatus(g, p, ha)
+	}
+	if failed > 0 {
+		return fmt.Errorf("agent status of %s: shipd did not answer on %d of %d host(s)", env.Name, failed, len(hosts))
+	}
+	return nil
+}
+
+func renderAgentStatus(g *Globals, p *printer, ha deploy.HostAgent) {
+	if g.JSON {
+		fields := map[string]any{"host": ha.Host}
+		if ha.Status != nil {
+			fields["shipd"] = ha.Status
+		}
+		if ha.Err != nil {
+			fields["error"] = ha.Err.Error()
+		}
+		p.event("agent_status", fields, "")
+		return
+	}
+	var b strings.Builder
+	if ha.Err != nil {
+		fmt.Fprintf(&b, "%s: %v", ha.Host, ha.Err)
+		p.event("agent_status", nil, b.String())
+		return
+	}
+	st := ha.Status
+	fmt.Fprintf(&b, "%s: shipd %s, pid %d, up %s (since %s)", ha.Host, shipdVersion(st.Version), st.PID, st.Uptime.Std(), st.Started.Local().Format("2006-01-02 15:04:05"))
+	b.WriteString("\n  routes:")
+	if len(st.Routes) == 0 {
+		b.WriteString(" none")
+	}
+	writeRoutes(&b, "    ", st.Routes, true)
+	b.WriteString("\n  apps:")
+	if len(st.Apps) == 0 {
+		b.WriteString(" none")
+	}
+	for _, a := range st.Apps {
+		fmt.Fprintf(&b, "\n    %s  live %s", a.App, releaseOrNone(a.Release))
+		if !a.Since.IsZero() {
+			fmt.Fprintf(&b, " since %s", a.Since.Local().Format("2006-01-02 15:04:05"))
+		}
+		if a.Previous != "" {
+			fmt.Fprintf(&b, ", previous %s", deploy.Short(a.Previous))
+		}
+		if a.Deploying != "" {
+			fmt.Fprintf(&b, "; deploying %s now", deploy.Short(a.Deploying))
+		}
+		if a.LastResult != "" {
+			fmt.Fprintf(&b, "; last: %s", a.LastResult)
+			if !a.LastTime.IsZero() {
+				fmt.Fprintf(&b, " at %s", a.LastTime.Local().Format("2006-01-02 15:04:05"))
+			}
+			if a.LastError != "" && a.LastResult != agentapi.ResultDeployed {
+				fmt.Fprintf(&b, " (%s)", firstLine(a.LastError))
+			}
+		}
+		fmt.Fprintf(&b, "\n      %s", a.Path)
+	}
+	p.event("agent_status", nil, b.String())
+}
+
+// appRoutes are shipd's routes of one app.
+func appRoutes(st *agentapi.Status, app string) []agentapi.Route {
+	out := []agentapi.Route{}
+	for _, r := range st.Routes {
+		if r.App == app {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// writeRoutes writes one line per route: service (app/service with withApp), listen,
+// target, the container and its release, since when, requests.
+func writeRoutes(b *strings.Builder, indent string, routes []agentapi.Route, withApp bool) {
+	width := 0
+	name := func(r agentapi.Route) string {
+		if withApp {
+			return r.App + "/" + r.Service
+		}
+		return r.Service
+	}
+	for _, r := range routes {
+		width = max(width, len(name(r)))
+	}
+	for _, r := range routes {
+		target := r.Target
+		if target == "" {
+			target = "(no container: answers 503)"
+		}
+		fmt.Fprintf(b, "\n%s%-*s  %s -> %s", indent, width, name(r), r.Listen, target)
+		var about []string
+		if r.Container != "" {
+			about = append(about, r.Container)
+		}
+		if r.Release != "" {
+			about = append(about, "release "+deploy.Short(r.Release))
+		}
+		if !r.Since.IsZero() {
+			about = append(about, "since "+r.Since.Local().Format("2006-01-02 15:04:05"))
+		}
+		about = append(about, fmt.Sprintf("%d requests", r.Requests))
+		if r.InFlight > 0 {
+			about = append(about, fmt.Sprintf("%d in flight", r.InFlight))
+		}
+		fmt.Fprintf(b, "  (%s)", strings.Join(about, ", "))
+		if r.Error != "" {
+			fmt.Fprintf(b, " error: %s", r.Error)
+		}
+	}
+}
+
+func releaseOrNone(sha string) string {
+	if sha == "" {
+		return "no release"
+	}
+	return deploy.Short(sha)
+}
+
+func firstLine(s string) string {
+	first, _, _ := strings.Cut(s, "\n")
+	return first
+}
+
+// shipdVersion is shipd's version without its program name.
+func shipdVersion(v string) string { return strings.TrimPrefix(v, "shipd ") }
+
+// build is what identifies a build of ship: the version set at link time and the
+// commit it was built from (when known).
+type build struct {
+	version, commit string
+}
+
+func (b build) String() string {
+	if b.commit == "" {
+		return b.version
+	}
+	return b.version + " (" + b.commit + ")"
+}
+
+// matches reports whether two builds are of the same version: the same Version, and
+// the same commit when both know theirs.
+func (b build) matches(o build) bool {
+	return b.version == o.version && (b.commit == "" || o.commit == "" || b.commit == o.commit)
+}
+
+func ownBuild() build { return build{version: version.Version, commit: version.Commit()} }
+
+var versionFlag = regexp.MustCompile(`-X[= ]?'?"?github\.com/shipdeploy/ship/pkg/version\.Version=([^\s'"]+)`)
+
+// shipdFile is an executable's build, read from the Go build information in it.
+type shipdFile struct {
+	path, goos, goarch string
+	build              build
+}
+
+func readShipd(path string) (shipdFile, error) {
+	bi, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return shipdFile{}, fmt.Errorf("%s: not a Go executable: %w", path, err)
+	}
+	if bi.Path != "github.com/shipdeploy/ship/cmd/shipd" {
+		return shipdFile{}, fmt.Errorf("%s is not shipd (it is %s)", path, bi.Path)
+	}
+	f := shipdFile{path: path, build: build{version: "dev"}}
+	var rev, dirty string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "GOOS":
+			f.goos = s.Value
+		case "GOARCH":
+			f.goarch = s.Value
+		case "-ldflags":
+			if m := versionFlag.FindStringSubmatch(s.Value); m != nil {
+				f.build.version = m[1]
+			}
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "-dirty"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev != "" {
+		f.build.commit = rev + dirty
+	}
+	return f, nil
+}
+
+// shipdFinder finds the shipd executable for a host's architecture: --binary, else
+// shipd-linux-ARCH or shipd next to shipctl's executable, of shipctl's version.
+type shipdFinder struct {
+	explicit string
+	dir      string
+	want     build
+
+	mu       sync.Mutex
+	cache    map[string]shipdFound
+	mismatch string // --binary is of another version: warned about
+}
+
+type shipdFound struct {
+	data []byte
+	from string
+	err  error
+}
+
+func (f *shipdFinder) find(arch string) ([]byte, string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if got, ok := f.cache[arch]; ok {
+		return got.data, got.from, got.err
+	}
+	data, from, err := f.look(arch)
+	if f.cache == nil {
+		f.cache = map[string]shipdFound{}
+	}
+	f.cache[arch] = shipdFound{data, from, err}
+	return data, from, err
+}
+
+func (f *shipdFinder) look(arch string) ([]byte, string, error) {
+	platform := "linux/" + arch
+	if f.explicit != "" {
+		sf, err := readShipd(f.explicit)
+		if err != nil {
+			return nil, "", withCode(ExitUsage, fmt.Errorf("--binary %w", err))
+		}
+		if sf.goos != "linux" || sf.goarch != arch {
+			return nil, "", withCode(ExitUsage, fmt.Errorf("--binary %s is for %s/%s, the host is %s", f.explicit, sf.goos, sf.goarch, platform))
+		}
+		if !sf.build.matches(f.want) {
+			f.mismatch = fmt.Sprintf("installing shipd %s (--binary) with shipctl %s: the versions differ", sf.build, f.want)
+		}
+		data, err := os.ReadFile(f.explicit)
+		return data, f.explicit, err
+	}
+	names := []string{"shipd-linux-" + arch, "shipd"}
+	var why []string
+	for _, name := range names {
+		path := filepath.Join(f.dir, name)
+		if _, err := os.Stat(path); err != nil {
+			why = append(why, name+": not there")
+			continue
+		}
+		sf, err := readShipd(path)
+		switch {
+		case err != nil:
+			why = append(why, err.Error())
+			continue
+		case sf.goos != "linux" || sf.goarch != arch:
+			why = append(why, fmt.Sprintf("%s is for %s/%s", name, sf.goos, sf.goarch))
+			continue
+		case !sf.build.matches(f.want):
+			why = append(why, fmt.Sprintf("%s is shipd %s, not %s", name, sf.build, f.want))
+			continue
+		}
+		data, err := os.ReadFile(path)
+		return data, path, err
+	}
+	hint := "`make build` builds bin/shipd beside bin/shipctl"
+	if runtime.GOOS != "linux" || runtime.GOARCH != arch {
+		hint = fmt.Sprintf("build it with CGO_ENABLED=0 GOOS=linux GOARCH=%s go build -trimpath -ldflags '-X github.com/shipdeploy/ship/pkg/version.Version=%s' -o %s ./cmd/shipd",
+			arch, f.want.version, filepath.Join(f.dir, "shipd-linux-"+arch))
+	}
+	return nil, "", fmt.Errorf("no shipd %s for %s next to shipctl in %s (%s): %s; or name one with --binary",
+		f.want, platform, f.dir, strings.Join(why, "; "), hint)
+}

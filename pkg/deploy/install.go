@@ -1,0 +1,427 @@
+package deploy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/shipdeploy/ship/configs"
+	"github.com/shipdeploy/ship/pkg/config"
+	"github.com/shipdeploy/ship/pkg/sshx"
+)
+
+// Where `shipctl agent install` puts shipd on a host (under InstallOptions.Prefix).
+const (
+	ShipdBinaryPath = "/usr/local/bin/shipd"
+	ShipdConfigPath = "/etc/shipd/shipd.yaml"
+	ShipdUnitPath   = "/etc/systemd/system/shipd.service"
+)
+
+// systemdRunDir exists on a host whose init is systemd (sd_booted(3)).
+const systemdRunDir = "/run/systemd/system"
+
+// What an install did to a file (InstalledFile.Action).
+const (
+	FileWritten   = "written"   // it was not there
+	FileReplaced  = "replaced"  // it was there with other content
+	FileUnchanged = "unchanged" // it was there with this content
+	FileKept      = "kept"      // shipd.yaml was there with other content, and Force was not given
+)
+
+// What an install did to the shipd service (HostInstall.Service).
+const (
+	ServiceStarted   = "started"    // it was not running
+	ServiceRestarted = "restarted"  // the unit changed (the listening sockets wait in systemd's store)
+	ServiceReloaded  = "reloaded"   // the binary or shipd.yaml changed: handover, no connection refused
+	ServiceRunning   = "running"    // nothing changed and it runs: left alone
+	ServiceNoSystemd = "no-systemd" // the host has no systemd: the files are in place, shipd was not started
+)
+
+// Remote is what agent install needs of a host beyond its files: a command (uname,
+// systemctl) and the user the connection logged in as. The SSH Host has both.
+type Remote interface {
+	Run(ctx context.Context, cmd string) (stdout, stderr []byte, err error)
+	LoginUser() string
+}
+
+// InstallOptions say how to install shipd on an environment's hosts.
+type InstallOptions struct {
+	Target
+	// Binary returns shipd's executable for a host's architecture (a GOARCH: amd64,
+	// arm64, ...) and where it comes from, for messages.
+	Binary func(arch string) (data []byte, from string, err error)
+	// Prefix goes before every path installed (tests, unusual layouts): the unit then
+	// runs Prefix/usr/local/bin/shipd with Prefix/etc/shipd/shipd.yaml. "" installs at
+	// the real paths.
+	Prefix string
+	// Force replaces a shipd.yaml that is there and differs (by default it is kept).
+	Force bool
+	// SSHUser logs in as this user instead of the environment's (root, which may write
+	// /usr/local/bin and run systemctl); shipd still runs as the environment's user.
+	SSHUser string
+}
+
+// InstalledFile is one file an install wrote or left.
+type InstalledFile struct {
+	Path   string
+	Action string
+	Size   int
+}
+
+// HostInstall is what an install did on one host.
+type HostInstall struct {
+	Host string
+	// Arch is the host's architecture as a GOARCH; From where its shipd came from.
+	Arch, From string
+	// User and Group run shipd (User=, Group= and socket_group).
+	User, Group string
+	Files       []InstalledFile
+	// Systemd says whether the host runs systemd; Service what was done to shipd.service.
+	Systemd bool
+	Service string
+	// Command starts shipd by hand (where there is no systemd).
+	Command string
+	// Version is the version of the shipd that answers after the install (systemd only).
+	Version string
+	Err     error
+}
+
+// InstallAgent installs shipd on every host of the environment: the binary for the
+// host's architecture, shipd.yaml and the systemd unit over SFTP (each written to a
+// temporary name and renamed, each left alone when it has the content already), then
+// `systemctl daemon-reload`, `enable` and `start` (or `reload` when it ran and the
+// binary or shipd.yaml changed, `restart` when the unit changed). Running it again with
+// nothing changed restarts nothing. On a host without systemd the files are put in
+// place and shipd is not started (Service ServiceNoSystemd). The error names the hosts
+// that failed.
+func InstallAgent(ctx context.Context, o InstallOptions) ([]HostInstall, error) {
+	if o.Binary == nil {
+		return nil, errors.New("agent install: no shipd binary")
+	}
+	t := o.Target
+	if o.SSHUser != "" && t.Env != nil {
+		env := *t.Env
+		env.Hosts = make([]config.Host, len(t.Env.Hosts))
+		for i, h := range t.Env.Hosts {
+			h.User = o.SSHUser
+			env.Hosts[i] = h
+		}
+		t.Env = &env
+	}
+	em := newEmitter(t.Progress, t.Redactor)
+	s, err := openEach(ctx, t, em)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	out := make([]HostInstall, len(s.hosts))
+	s.each(ctx, 0, func(ctx context.Context, i int, h *hostConn) {
+		hi := HostInstall{Host: o.Env.Hosts[i].String()}
+		if h == nil || h.Host == nil {
+			hi.Err = s.dialErrs[i]
+		} else {
+			hi.Err = t.Redactor.Error(installHost(ctx, s, h, o, o.Env.Hosts[i].User, &hi))
+		}
+		if hi.Err != nil {
+			em.fail(hi.Host, StepInstall, hi.Err.Error())
+		}
+		out[i] = hi
+	})
+	var errs []error
+	for _, hi := range out {
+		if hi.Err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", hi.Host, hi.Err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return out, fmt.Errorf("agent install: %w", err)
+	}
+	return out, nil
+}
+
+func installHost(ctx context.Context, s *session, h *hostConn, o InstallOptions, deployUser string, hi *HostInstall) error {
+	rem, ok := h.Host.(Remote)
+	if !ok {
+		return errors.New("this connection cannot run commands")
+	}
+	em := s.em
+	out, _, err := rem.Run(ctx, "uname -m")
+	if err != nil {
+		return fmt.Errorf("find the architecture: %w", err)
+	}
+	machine := strings.TrimSpace(string(out))
+	if hi.Arch = GoArch(machine); hi.Arch == "" {
+		return fmt.Errorf("architecture %q (uname -m): shipd is not built for it", machine)
+	}
+	bin, from, err := o.Binary(hi.Arch)
+	if err != nil {
+		return err
+	}
+	hi.From = from
+	hi.User = deployUser
+	if hi.User == "" {
+		hi.User = rem.LoginUser()
+	}
+	hi.Group = primaryGroup(ctx, h, hi.User)
+	em.info(h.name, StepInstall, fmt.Sprintf("linux/%s (%s): shipd from %s; it runs as %s:%s", hi.Arch, machine, from, hi.User, hi.Group))
+
+	binPath := o.Prefix + ShipdBinaryPath
+	cfgPath := o.Prefix + ShipdConfigPath
+	unitPath := o.Prefix + ShipdUnitPath
+	var oldUnit string
+	if data, err := h.ReadFile(ctx, unitPath); err == nil {
+		oldUnit = string(data)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	unit := unitFile(binPath, cfgPath, hi.User, hi.Group, rwPaths(oldUnit, o.Env.Path))
+	changed := map[string]bool{}
+	for _, f := range []struct {
+		path    string
+		data    []byte
+		mode    fs.FileMode
+		replace bool
+	}{
+		{binPath, bin, 0o755, true},
+		{cfgPath, []byte(shipdYAML(hi.Group)), 0o644, o.Force},
+		{unitPath, []byte(unit), 0o644, true},
+	} {
+		action, err := putFile(ctx, h, f.path, f.data, f.mode, f.replace)
+		if err != nil {
+			return fmt.Errorf("install %s: %w", f.path, err)
+		}
+		hi.Files = append(hi.Files, InstalledFile{Path: f.path, Action: action, Size: len(f.data)})
+		changed[f.path] = action == FileWritten || action == FileReplaced
+		switch action {
+		case FileKept:
+			em.warn(h.name, StepInstall, fmt.Sprintf("%s is there and differs from the default: kept (--force replaces it)", f.path))
+		default:
+			em.info(h.name, StepInstall, fmt.Sprintf("%s %s (%d bytes)", f.path, action, len(f.data)))
+		}
+	}
+	hi.Command = fmt.Sprintf("%s run --config %s", binPath, cfgPath)
+
+	if _, err := h.ReadDir(ctx, systemdRunDir); errors.Is(err, fs.ErrNotExist) {
+		hi.Service = ServiceNoSystemd
+		em.info(h.name, StepInstall, fmt.Sprintf("the host does not run systemd (%s is missing): shipd is not started", systemdRunDir))
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("look for systemd: %w", err)
+	}
+	hi.Systemd = true
+	return systemd(ctx, h, rem, o.Prefix, unitPath, changed[unitPath], changed[binPath] || changed[cfgPath], hi)
+}
+
+// systemd makes shipd.service run: daemon-reload when the unit changed, enable, and
+// start, restart (the unit changed) or reload (the binary or shipd.yaml changed; a
+// handover). Then it waits for shipd to answer.
+func systemd(ctx context.Context, h *hostConn, rem Remote, prefix, unitPath string, unitChanged, changed bool, hi *HostInstall) error {
+	run := func(args ...string) error {
+		cmd := sshx.ShellQuote(args...)
+		_, stderr, err := rem.Run(ctx, cmd)
+		if err != nil {
+			if msg := strings.TrimSpace(string(stderr)); msg != "" {
+				return fmt.Errorf("%s: %w: %s", cmd, err, msg)
+			}
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		return nil
+	}
+	unit := "shipd.service"
+	enableArg := unit
+	if prefix != "" {
+		// Outside systemd's search path: enable links the file in.
+		enableArg = unitPath
+	}
+	if unitChanged {
+		if err := run("systemctl", "daemon-reload"); err != nil {
+			return err
+		}
+	}
+	if unitChanged || run("systemctl", "is-enabled", "--quiet", unit) != nil {
+		if err := run("systemctl", "enable", "--quiet", enableArg); err != nil {
+			return err
+		}
+	}
+	active := run("systemctl", "is-active", "--quiet", unit) == nil
+	var err error
+	switch {
+	case !active:
+		hi.Service, err = ServiceStarted, run("systemctl", "start", unit)
+	case unitChanged:
+		hi.Service, err = ServiceRestarted, run("systemctl", "restart", unit)
+	case changed:
+		hi.Service, err = ServiceReloaded, run("systemctl", "reload", unit)
+	default:
+		hi.Service = ServiceRunning
+	}
+	if err != nil {
+		return fmt.Errorf("%w (agent install needs a user that may run systemctl: --ssh-user root)", err)
+	}
+	// shipd answers once it serves; a reload answers from its successor.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := agentStatus(ctx, h.Host)
+		if err == nil {
+			hi.Version = st.Version
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("shipd.service is %s but shipd does not answer (%v); see journalctl -u shipd on %s", hi.Service, err, h.name)
+		}
+		sleep(ctx, 250*time.Millisecond)
+	}
+}
+
+// putFile writes data to name unless it holds that already: to a temporary name in the
+// same folder, renamed over it. An existing file that differs is replaced only with
+// replace.
+func putFile(ctx context.Context, f Files, name string, data []byte, mode fs.FileMode, replace bool) (string, error) {
+	action := FileWritten
+	old, err := f.ReadFile(ctx, name)
+	switch {
+	case err == nil && bytes.Equal(old, data):
+		return FileUnchanged, nil
+	case err == nil && !replace:
+		return FileKept, nil
+	case err == nil:
+		action = FileReplaced
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", err
+	}
+	dir := path.Dir(name)
+	if err := f.MkdirAll(ctx, dir); err != nil {
+		return "", err
+	}
+	tmp := path.Join(dir, "."+path.Base(name)+".ship-"+randomSuffix()+".tmp")
+	if err := f.WriteFile(ctx, tmp, data, mode); err != nil {
+		_ = f.RemoveAll(context.WithoutCancel(ctx), tmp)
+		return "", err
+	}
+	if err := f.Rename(ctx, tmp, name); err != nil {
+		_ = f.RemoveAll(context.WithoutCancel(ctx), tmp)
+		return "", err
+	}
+	return action, nil
+}
+
+// GoArch is the GOARCH of a `uname -m`; "" for one shipd is not built for.
+func GoArch(machine string) string {
+	switch machine {
+	case "x86_64", "amd64":
+		return "amd64"
+	case "aarch64", "arm64", "aarch64_be":
+		return "arm64"
+	case "armv7l", "armv6l", "armv7", "armv6":
+		return "arm"
+	case "i386", "i686":
+		return "386"
+	case "riscv64":
+		return "riscv64"
+	case "ppc64le":
+		return "ppc64le"
+	case "s390x":
+		return "s390x"
+	}
+	return ""
+}
+
+// primaryGroup is the name of user's primary group, from the host's /etc/passwd and
+// /etc/group; the user's own name when they do not say.
+func primaryGroup(ctx context.Context, f Files, user string) string {
+	field := func(file string, key string, want, at int) string {
+		data, err := f.ReadFile(ctx, file)
+		if err != nil {
+			return ""
+		}
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		for sc.Scan() {
+			parts := strings.Split(sc.Text(), ":")
+			if len(parts) > max(want, at) && parts[at] == key {
+				return parts[want]
+			}
+		}
+		return ""
+	}
+	if gid := field("/etc/passwd", user, 3, 0); gid != "" {
+		if name := field("/etc/group", gid, 0, 2); name != "" {
+			return name
+		}
+	}
+	return user
+}
+
+// rwPaths are the folders shipd.service lets shipd write: /srv, those an existing unit
+// lists (another app's), and the app's path when it is elsewhere.
+func rwPaths(oldUnit, appPath string) []string {
+	set := map[string]bool{"/srv": true}
+	for _, line := range strings.Split(oldUnit, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "ReadWritePaths="); ok {
+			for _, p := range strings.Fields(v) {
+				set[p] = true
+			}
+		}
+	}
+	if appPath != "" && appPath != "/srv" && !strings.HasPrefix(appPath, "/srv/") {
+		set[appPath] = true
+	}
+	out := make([]string, 0, len(set))
+	for p := range set {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// unitFile is configs/shipd.service for this host: shipd at binPath with cfgPath, run
+// as user:group, allowed to write paths.
+func unitFile(binPath, cfgPath, user, group string, paths []string) string {
+	lines := strings.Split(configs.ShipdService, "\n")
+	for i, line := range lines {
+		key, _, ok := strings.Cut(line, "=")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		switch key {
+		case "ExecStart":
+			lines[i] = "ExecStart=" + unitQuote(binPath) + " run --config " + unitQuote(cfgPath)
+		case "User":
+			lines[i] = "User=" + user
+		case "Group":
+			lines[i] = "Group=" + group
+		case "ReadWritePaths":
+			quoted := make([]string, len(paths))
+			for j, p := range paths {
+				quoted[j] = unitQuote(p)
+			}
+			lines[i] = "ReadWritePaths=" + strings.Join(quoted, " ")
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// unitQuote quotes a path for a unit file where it needs it.
+func unitQuote(s string) string {
+	if !strings.ContainsAny(s, " \t\"'\\") {
+		return s
+	}
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+// shipdYAML is configs/shipd.yaml with the socket owned by group.
+func shipdYAML(group string) string {
+	lines := strings.Split(configs.ShipdYAML, "\n")
+	for i, line := range lines {
+		if strings.HasPrefix(line, "socket_group:") {
+			lines[i] = "socket_group: " + group
+		}
+	}
+	return strings.Join(lines, "\n")
+}
