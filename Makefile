@@ -4,13 +4,20 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X github.com/shipdeploy/ship/pkg/version.Version=$(VERSION)
 PKGS     := ./...
 
-.PHONY: all build example registry test vet fmt-check unit fuzz bench demo deps clean
+.PHONY: all build build-cross example registry loadgen test vet fmt-check unit fuzz bench demo deps clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/shipctl ./cmd/shipctl
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/shipd ./cmd/shipd
+
+# shipd for the hosts' architectures, next to shipctl: `shipctl agent install` picks the
+# one of its own version for each host (bin/shipd-linux-<arch>).
+build-cross: build
+	for arch in amd64 arm64; do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/shipd-linux-$$arch ./cmd/shipd || exit 1; \
+	done
 
 # The example app is a static binary copied into a FROM scratch image.
 example:
@@ -39,9 +46,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzLoad -fuzztime=60s -fuzzminimizetime=5s ./pkg/compose
 
 # The benchmarks, one after the other (never in parallel: each one times this machine):
-# build, proxy and deploy. Each prints its table; the run fails if one of them does.
+# build, proxy, deploy and zero downtime. Each prints its table; the run fails if one
+# of them does.
 bench:
-	@status=0; for b in bench-build bench-proxy bench-deploy; do \
+	@status=0; for b in bench-build bench-proxy bench-deploy bench-zerodowntime; do \
 		$(MAKE) --no-print-directory $$b || status=1; \
 	done; exit $$status
 
@@ -73,13 +81,25 @@ bench-deploy: deps
 		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
 	$(GO) test -run '^$$' -bench '^BenchmarkDeploy$$' -benchtime 1x -count 1 -timeout 20m ./test/bench
 
+# The highest fixed rate at which deploys through shipd keep zero failed requests, on
+# this machine, next to the agentless path (a recreate behind a published port); and
+# shipd's idle RSS. BENCH_DEPLOYS=n deploys per rate, BENCH_MAX_RATE caps the search.
+.PHONY: bench-zerodowntime
+bench-zerodowntime:
+	$(GO) test -run '^$$' -bench '^BenchmarkZeroDowntime$$' -benchtime 1x -count 1 -timeout 20m ./test/bench
+
 # The demo's registry process (test/cmd/registry); the deploy benchmark builds its own.
 registry:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/registry ./test/cmd/registry
 
+# The load generator (test/loadgen), for the demo's live swap through shipd.
+loadgen:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/loadgen ./test/loadgen/cmd/loadgen
+
 # examples/ through shipctl against a registry and an sshd on 127.0.0.1: ship v1, ship
-# v2, status, history, rollback; everything it starts is removed when it ends.
-demo: build example registry
+# v2, status, history, rollback; then through shipd, v3 and v4 swapped under load;
+# everything it starts is removed when it ends.
+demo: build example registry loadgen
 	bash scripts/demo.sh
 
 clean:

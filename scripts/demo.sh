@@ -12,6 +12,11 @@
 #   shipctl ship demo --yes     v2; curl shows v2
 #   shipctl status demo / shipctl history demo
 #   shipctl rollback demo --yes back to v1; curl shows v1
+#   then shipd, the agent, on the "server" (a plain process here: no systemd):
+#   shipctl ship demo --yes     v3 through shipd (agent: true; web served on its listen)
+#   shipctl ship demo --yes     v4 swapped blue-green while a load generator sends 100
+#                               requests/s through shipd: the failed requests are counted
+#                               and must be 0
 #
 # Everything it started or made goes when it ends, also on Ctrl-C or a failure: the
 # containers, network and images of the demo's project, the registry, sshd and the
@@ -31,7 +36,9 @@ die() {
 	exit 1
 }
 
-for bin in "$shipctl" "$registry"; do
+shipd="$root/bin/shipd"
+loadgen="$root/bin/loadgen"
+for bin in "$shipctl" "$registry" "$shipd" "$loadgen"; do
 	[ -x "$bin" ] || die "${bin#"$root"/} is missing; run 'make demo'"
 done
 if [ ! -x "$sshd" ]; then
@@ -48,7 +55,7 @@ Remove them first: docker rm -f \$(docker ps -aq --filter label=com.docker.compo
 fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/ship-demo.XXXXXX")"
-reg_pid='' sshd_pid='' reg_addr=''
+reg_pid='' sshd_pid='' reg_addr='' shipd_pid='' load_pid=''
 cleanup() {
 	local code=$?
 	set +e
@@ -61,13 +68,13 @@ cleanup() {
 		# (the same engine).
 		docker images --format '{{.Repository}}:{{.Tag}}' | grep -F "$reg_addr/" | xargs -r docker rmi -f >/dev/null
 	fi
-	for pid in $sshd_pid $reg_pid; do
+	for pid in $load_pid $shipd_pid $sshd_pid $reg_pid; do
 		kill "$pid" 2>/dev/null
 		wait "$pid" 2>/dev/null
 	done
 	rm -rf "$work"
 	left=$(docker ps -aq --filter "label=com.docker.compose.project=$app" | wc -l)
-	echo "containers, network and images of $app removed ($left containers left); registry, sshd and $work gone"
+	echo "containers, network and images of $app removed ($left containers left); shipd, registry, sshd and $work gone"
 	if [ "$code" -eq 0 ]; then
 		echo "demo: done in $((SECONDS - start))s"
 	else
@@ -242,3 +249,54 @@ show_app v1
 
 say "On the server, under $work/srv/$app:"
 (cd "$work/srv/$app" && ls -l current && ls releases)
+
+say "shipd, the agent: started on the server (by systemd on a real one; a plain process here)"
+shipd_dir="$work/shipd"
+mkdir -p "$shipd_dir"
+printf 'socket: %s\nstate: %s\nhealth:\n  interval: 500ms\n  timeout: 2s\n  deadline: 20s\n' \
+	"$shipd_dir/shipd.sock" "$shipd_dir/state.json" >"$shipd_dir/shipd.yaml"
+"$shipd" run --config "$shipd_dir/shipd.yaml" >"$shipd_dir/shipd.log" 2>&1 &
+shipd_pid=$!
+for _ in $(seq 100); do
+	[ -S "$shipd_dir/shipd.sock" ] && break
+	kill -0 "$shipd_pid" 2>/dev/null || die "shipd did not start: $(cat "$shipd_dir/shipd.log")"
+	sleep 0.1
+done
+[ -S "$shipd_dir/shipd.sock" ] || die "shipd did not open its socket: $(cat "$shipd_dir/shipd.log")"
+# shipctl reaches shipd's socket through its SSH connection; not the default path here.
+export SHIP_AGENT_SOCKET="$shipd_dir/shipd.sock"
+echo "shipd: pid $shipd_pid, API on $SHIP_AGENT_SOCKET (reached through ssh)"
+
+say "v3 through shipd: agent: true; web publishes no port, shipd serves it on its listen address"
+LISTEN_PORT=$(free_port)
+# shellcheck disable=SC2016 # the compose file's own ${...}
+sed -i -e '/# So the demo can curl it on the host./d' -e '/WEB_PORT:-18080/d' -e '/^    ports:$/d' \
+	-e "s/listen: \":8080\"/listen: \"127.0.0.1:$LISTEN_PORT\"/" \
+	-e 's/VERSION: ${VERSION:-v2}/VERSION: ${VERSION:-v3}/' docker-compose.yml
+sed -i 's|^    known_hosts: deploy/known_hosts$|&\n    agent: true|' ship.yaml
+grep -q 'agent: true' ship.yaml || die "could not set agent: true in ship.yaml"
+grep -q "listen: \"127.0.0.1:$LISTEN_PORT\"" docker-compose.yml || die "could not set web's listen address"
+git -c user.name=demo -c user.email=demo@example.com commit -q -am "example app v3, through shipd"
+sed -n '/^  web:/,$p' docker-compose.yml
+ship ship demo --yes
+WEB_PORT=$LISTEN_PORT show_app v3
+
+say "v4, swapped blue-green while a load generator sends 100 requests/s through shipd"
+# shellcheck disable=SC2016
+sed -i 's/VERSION: ${VERSION:-v3}/VERSION: ${VERSION:-v4}/' docker-compose.yml
+git -c user.name=demo -c user.email=demo@example.com commit -q -am "example app v4"
+"$loadgen" -url "http://127.0.0.1:$LISTEN_PORT/" -rate 100 -duration 20s -fresh 0.3 -conns 4 -json \
+	>"$work/load.json" 2>"$work/load.err" &
+load_pid=$!
+sleep 1
+ship ship demo --yes
+wait "$load_pid" || true
+load_pid=''
+WEB_PORT=$LISTEN_PORT show_app v4
+count() { grep -o "\"$1\": *[0-9]*" "$work/load.json" | grep -o '[0-9]*$'; }
+requests=$(count requests) non2xx=$(count non_2xx) connerr=$(count conn_errors)
+[ -n "$requests" ] || die "the load generator wrote no report: $(cat "$work/load.err")"
+echo "load through shipd during the swap: $requests requests, $non2xx non-2xx, $connerr connection errors"
+failed=$((non2xx + connerr))
+echo "failed requests: $failed"
+[ "$failed" -eq 0 ] || die "requests failed during the blue-green swap"
