@@ -144,7 +144,7 @@ func (a *agent) serveDeploy(w http.ResponseWriter, r *http.Request, req request)
 	unlock := sync.OnceFunc(release)
 	defer unlock()
 	ctx := a.deployCtx
-	dir := appDir(req.path)
+	dir := newAppDir(req.path)
 	if req.kind == kindRollback {
 		current, err := dir.readCurrent()
 		if err != nil {
@@ -163,7 +163,7 @@ func (a *agent) serveDeploy(w http.ResponseWriter, r *http.Request, req request)
 	cancel()
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		writeAPIError(w, &agentapi.Error{Code: agentapi.CodeNotFound, Msg: fmt.Sprintf("release %s of %s is not on the host: %s is missing; upload it first", short(req.sha), req.app, dir.composeFile(req.sha)), Status: http.StatusNotFound})
+		writeAPIError(w, &agentapi.Error{Code: agentapi.CodeNotFound, Msg: fmt.Sprintf("release %s of %s is not on the host: %s is missing; upload it first", short(req.sha), req.app, dir.ComposeFile(req.sha)), Status: http.StatusNotFound})
 		return
 	case errors.Is(err, compose.ErrInvalid):
 		writeAPIError(w, badRequest(err.Error()))

@@ -19,6 +19,7 @@ import (
 	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/proxy"
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // A deploy inside shipd (for `agent: true` environments). shipctl has uploaded
@@ -145,12 +146,12 @@ func checkRequest(app, path, sha string, needSHA bool) error {
 // directory; so the config hashes match and a later agentless deploy leaves shipd's
 // containers alone. ship's support check ran when shipctl made the file.
 func loadRelease(ctx context.Context, app string, dir appDir, sha string) (*compose.Project, error) {
-	file := dir.composeFile(sha)
+	file := dir.ComposeFile(sha)
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return nil, err
 	}
-	return compose.LoadResolved(ctx, app, dir.release(sha), file, data)
+	return compose.LoadResolved(ctx, app, dir.Release(sha), file, data)
 }
 
 // checkRelease refuses, by service and all at once, what shipd cannot deploy: the
@@ -158,7 +159,7 @@ func loadRelease(ctx context.Context, app string, dir appDir, sha string) (*comp
 // a listen address another app serves.
 func (a *agent) checkRelease(app string, dir appDir, sha string, p *compose.Project) error {
 	var problems []string
-	for _, pr := range p.AgentProblems(dir.composeFile(sha)) {
+	for _, pr := range p.AgentProblems(dir.ComposeFile(sha)) {
 		problems = append(problems, pr.String())
 	}
 	for _, name := range p.ServicesInOrder() {
@@ -759,7 +760,7 @@ func (d *deployment) cleanup(ctx context.Context) {
 // The caller holds the app's lock.
 func (a *agent) deploy(ctx context.Context, req request, p *compose.Project, em *emitter) agentapi.Result {
 	start := time.Now()
-	dir := appDir(req.path)
+	dir := newAppDir(req.path)
 	bg := context.WithoutCancel(ctx)
 	prev, err := dir.readCurrent()
 	if err != nil {
@@ -780,8 +781,8 @@ func (a *agent) deploy(ctx context.Context, req request, p *compose.Project, em 
 	}
 	if err == nil {
 		res.Result, res.Current = agentapi.ResultDeployed, req.sha
-		em.info(agentapi.StepSwitch, "", fmt.Sprintf("%s -> releases/%s", dir.current(), req.sha))
-		if err := dir.setReleaseResult(req.sha, "deployed", true); err != nil {
+		em.info(agentapi.StepSwitch, "", fmt.Sprintf("%s -> %s", dir.Current(), release.CurrentLink(req.sha)))
+		if err := dir.setReleaseResult(req.sha, release.Deployed, true); err != nil {
 			em.warn(agentapi.StepAudit, "", err.Error())
 		}
 	} else {
@@ -808,14 +809,14 @@ func (a *agent) deploy(ctx context.Context, req request, p *compose.Project, em 
 			res.Error = fmt.Sprintf("%v; nothing was switched, %s keeps serving", err, releaseName(prev))
 		}
 		if req.kind == kindDeploy {
-			if err := dir.setReleaseResult(req.sha, "failed", false); err != nil {
+			if err := dir.setReleaseResult(req.sha, release.Failed, false); err != nil {
 				em.warn(agentapi.StepAudit, "", err.Error())
 			}
 		}
 	}
 	res.Duration = agentapi.Duration(time.Since(start).Round(time.Millisecond))
 
-	entry := auditEntry{
+	entry := release.AuditEntry{
 		Event: req.kind, App: req.app, Env: req.origin.Env, Host: req.origin.Host, SHA: req.sha, Prev: prev,
 		Who: req.origin.Who, From: req.origin.From, Result: res.Result, Current: res.Current, Error: res.Error, Agent: "shipd",
 	}
@@ -864,7 +865,7 @@ func (a *agent) restore(ctx context.Context, failed request, prev string, em *em
 		}})
 	}
 	em.info(agentapi.StepRestore, "", "putting back "+short(prev))
-	p, err := loadRelease(ctx, failed.app, appDir(failed.path), prev)
+	p, err := loadRelease(ctx, failed.app, newAppDir(failed.path), prev)
 	if err != nil {
 		return err
 	}

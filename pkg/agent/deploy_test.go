@@ -57,18 +57,18 @@ func TestLookupAuth(t *testing.T) {
 	}
 }
 
-// release writes a compose file as releases/<sha>/docker-compose.yml under dir.
-func release(t *testing.T, dir appDir, sha, yaml string) {
+// writeRelease writes a compose file as releases/<sha>/docker-compose.yml under dir.
+func writeRelease(t *testing.T, dir appDir, sha, yaml string) {
 	t.Helper()
-	os.MkdirAll(dir.release(sha), 0o755)
-	if err := os.WriteFile(dir.composeFile(sha), []byte(yaml), 0o600); err != nil {
+	os.MkdirAll(dir.Release(sha), 0o755)
+	if err := os.WriteFile(dir.ComposeFile(sha), []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestLoadReleaseKeepsDollarsLiteral(t *testing.T) {
-	dir := appDir(t.TempDir())
-	release(t, dir, "abc", "services:\n  web:\n    image: app\n    environment:\n      PASSWORD: a$b\n    x-ship: {port: 8080, listen: ':80', health: /up}\n")
+	dir := newAppDir(t.TempDir())
+	writeRelease(t, dir, "abc", "services:\n  web:\n    image: app\n    environment:\n      PASSWORD: a$b\n    x-ship: {port: 8080, listen: ':80', health: /up}\n")
 	p, err := loadRelease(context.Background(), "web", dir, "abc")
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +76,7 @@ func TestLoadReleaseKeepsDollarsLiteral(t *testing.T) {
 	if v := p.Services["web"].Environment["PASSWORD"]; v == nil || *v != "a$b" {
 		t.Errorf("PASSWORD = %v: a resolved release file is not interpolated again", v)
 	}
-	if s := p.Ship["web"]; s.Port != 8080 || s.Health != "/up" || p.Name != "web" || p.WorkingDir != dir.release("abc") {
+	if s := p.Ship["web"]; s.Port != 8080 || s.Health != "/up" || p.Name != "web" || p.WorkingDir != dir.Release("abc") {
 		t.Errorf("project %s in %s, x-ship %+v", p.Name, p.WorkingDir, s)
 	}
 	if _, err := loadRelease(context.Background(), "web", dir, "missing"); !os.IsNotExist(err) {
@@ -85,8 +85,8 @@ func TestLoadReleaseKeepsDollarsLiteral(t *testing.T) {
 }
 
 func TestCheckReleaseRefusesByService(t *testing.T) {
-	dir := appDir(t.TempDir())
-	release(t, dir, "abc", `services:
+	dir := newAppDir(t.TempDir())
+	writeRelease(t, dir, "abc", `services:
   web:
     image: app
     ports: ["8080:8080"]
@@ -145,8 +145,8 @@ volumes:
 }
 
 func TestServiceOrderFollowsDependencies(t *testing.T) {
-	dir := appDir(t.TempDir())
-	release(t, dir, "abc", `services:
+	dir := newAppDir(t.TempDir())
+	writeRelease(t, dir, "abc", `services:
   a: {image: x, depends_on: [c]}
   b: {image: x}
   c: {image: x, depends_on: [b]}

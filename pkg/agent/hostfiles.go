@@ -11,34 +11,25 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
-// An app's folder on the host, as pkg/deploy lays it out (DESIGN.md, "On the host"):
-//
-//	<path>/releases/<sha>/docker-compose.yml   uploaded by shipctl
-//	<path>/releases/<sha>/release.json         uploaded by shipctl; shipd sets result and current_since
-//	<path>/current -> releases/<sha>           switched by shipd once the release serves
-//	<path>/audit.log                           one JSON line per deploy or rollback
-//	<path>/.tmp/                               staging for atomic renames
-type appDir string
+// appDir is an app's folder on the host, laid out as pkg/release says: shipctl uploads
+// releases/<sha>/ (docker-compose.yml and release.json); shipd sets the release's result
+// and current_since, switches current once the release serves and appends to audit.log.
+type appDir struct{ release.Layout }
 
-func (d appDir) release(sha string) string { return filepath.Join(string(d), "releases", sha) }
-func (d appDir) composeFile(sha string) string {
-	return filepath.Join(d.release(sha), "docker-compose.yml")
-}
-func (d appDir) releaseJSON(sha string) string { return filepath.Join(d.release(sha), "release.json") }
-func (d appDir) current() string               { return filepath.Join(string(d), "current") }
-func (d appDir) audit() string                 { return filepath.Join(string(d), "audit.log") }
-func (d appDir) tmp() string                   { return filepath.Join(string(d), ".tmp") }
+func newAppDir(path string) appDir { return appDir{release.Layout(path)} }
 
 // readCurrent is the release current points at; "" when there is none.
 func (d appDir) readCurrent() (string, error) {
-	target, err := os.Readlink(d.current())
+	target, err := os.Readlink(d.Current())
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("read %s: %w", d.current(), err)
+		return "", fmt.Errorf("read %s: %w", d.Current(), err)
 	}
 	return filepath.Base(target), nil
 }
@@ -46,42 +37,23 @@ func (d appDir) readCurrent() (string, error) {
 // switchCurrent points current at the release in one step: a new symlink under .tmp/
 // (what pkg/deploy writes: "releases/<sha>", relative), renamed over current.
 func (d appDir) switchCurrent(sha string) error {
-	if err := os.MkdirAll(d.tmp(), 0o755); err != nil {
+	if err := os.MkdirAll(d.Tmp(), 0o755); err != nil {
 		return fmt.Errorf("switch current: %w", err)
 	}
-	tmp := filepath.Join(d.tmp(), "current-"+randomSuffix())
-	if err := os.Symlink("releases/"+sha, tmp); err != nil {
+	tmp := filepath.Join(d.Tmp(), "current-"+randomSuffix())
+	if err := os.Symlink(release.CurrentLink(sha), tmp); err != nil {
 		return fmt.Errorf("switch current: %w", err)
 	}
-	if err := os.Rename(tmp, d.current()); err != nil {
+	if err := os.Rename(tmp, d.Current()); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("switch current: %w", err)
 	}
 	return nil
 }
 
-// auditEntry is one line of audit.log, in pkg/deploy's format (deploy.AuditEntry).
-type auditEntry struct {
-	Time    time.Time `json:"time"`
-	Event   string    `json:"event"` // "deploy" or "rollback"
-	App     string    `json:"app"`
-	Env     string    `json:"env"`
-	Host    string    `json:"host"`
-	SHA     string    `json:"sha,omitempty"`
-	Prev    string    `json:"prev,omitempty"`
-	Who     string    `json:"who"`
-	From    string    `json:"from,omitempty"`
-	Result  string    `json:"result"`
-	Current string    `json:"current,omitempty"`
-	Error   string    `json:"error,omitempty"`
-	Reason  string    `json:"reason,omitempty"`
-	// Agent marks the lines shipd wrote.
-	Agent string `json:"agent,omitempty"`
-}
-
 // appendAudit adds one line to audit.log (O_APPEND: concurrent writers never
 // interleave within a line).
-func (d appDir) appendAudit(e auditEntry) error {
+func (d appDir) appendAudit(e release.AuditEntry) error {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
@@ -89,16 +61,16 @@ func (d appDir) appendAudit(e auditEntry) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(d.audit(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(d.Audit(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
-		return fmt.Errorf("append to %s: %w", d.audit(), err)
+		return fmt.Errorf("append to %s: %w", d.Audit(), err)
 	}
 	_, err = f.Write(append(data, '\n'))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("append to %s: %w", d.audit(), err)
+		return fmt.Errorf("append to %s: %w", d.Audit(), err)
 	}
 	return nil
 }
@@ -106,7 +78,7 @@ func (d appDir) appendAudit(e auditEntry) error {
 // setReleaseResult sets result (and, when it became current, current_since) in the
 // release's release.json, keeping every other field as shipctl wrote it.
 func (d appDir) setReleaseResult(sha, result string, current bool) error {
-	name := d.releaseJSON(sha)
+	name := d.Info(sha)
 	info := map[string]any{}
 	data, err := os.ReadFile(name)
 	switch {
@@ -130,29 +102,22 @@ func (d appDir) setReleaseResult(sha, result string, current bool) error {
 	return writeFileAtomic(name, append(out, '\n'), 0o644)
 }
 
-// releaseInfo is what shipd reads of a release.json.
-type releaseInfo struct {
-	SHA          string    `json:"sha"`
-	Time         time.Time `json:"time"`
-	CurrentSince time.Time `json:"current_since"`
-}
-
 // releases lists the releases on the host, newest upload first.
-func (d appDir) releases() ([]releaseInfo, error) {
-	entries, err := os.ReadDir(filepath.Join(string(d), "releases"))
+func (d appDir) releases() ([]release.Info, error) {
+	entries, err := os.ReadDir(d.Releases())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	var out []releaseInfo
+	var out []release.Info
 	for _, e := range entries {
 		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		info := releaseInfo{SHA: e.Name()}
-		if data, err := os.ReadFile(d.releaseJSON(e.Name())); err == nil {
+		info := release.Info{SHA: e.Name()}
+		if data, err := os.ReadFile(d.Info(e.Name())); err == nil {
 			_ = json.Unmarshal(data, &info)
 			info.SHA = e.Name()
 		}
@@ -167,53 +132,14 @@ func (d appDir) releases() ([]releaseInfo, error) {
 	return out, nil
 }
 
-// rollbackTarget picks the release to go back to, as pkg/deploy does: the one want
-// names (a unique sha prefix), or else, of the others that were ever current, the one
-// made current last.
+// rollbackTarget picks the release on the host that a rollback to want goes back to
+// (see release.RollbackTarget).
 func (d appDir) rollbackTarget(current, want string) (string, error) {
 	rels, err := d.releases()
 	if err != nil {
 		return "", err
 	}
-	var have []string
-	for _, r := range rels {
-		have = append(have, short(r.SHA))
-	}
-	list := "the host has none"
-	if len(have) > 0 {
-		list = "the host has " + strings.Join(have, ", ")
-	}
-	if want == "" {
-		var best releaseInfo
-		for _, r := range rels {
-			if r.SHA == current || r.CurrentSince.IsZero() {
-				continue
-			}
-			if best.SHA == "" || r.CurrentSince.After(best.CurrentSince) {
-				best = r
-			}
-		}
-		if best.SHA == "" {
-			return "", fmt.Errorf("no previous release to roll back to (current: %s; %s)", releaseName(current), list)
-		}
-		return best.SHA, nil
-	}
-	var match []string
-	for _, r := range rels {
-		if r.SHA == want {
-			return r.SHA, nil
-		}
-		if strings.HasPrefix(r.SHA, want) {
-			match = append(match, r.SHA)
-		}
-	}
-	switch len(match) {
-	case 0:
-		return "", fmt.Errorf("release %s is not on the host (%s)", want, list)
-	case 1:
-		return match[0], nil
-	}
-	return "", fmt.Errorf("%q names %d releases (%s); give more of the sha", want, len(match), strings.Join(match, ", "))
+	return release.RollbackTarget(rels, current, want)
 }
 
 func randomSuffix() string {

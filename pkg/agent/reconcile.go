@@ -15,6 +15,7 @@ import (
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/proxy"
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // Reconcile at start. The state file says, per routed service, which container was
@@ -145,7 +146,7 @@ func (a *agent) reconcileApp(ctx context.Context, eng *engine.Engine, app *AppSt
 	// release: the current one is put back, blue-green, once the routes serve.
 	resume := ""
 	if cut != nil {
-		if _, err := os.Stat(appDir(app.Path).composeFile(app.Release)); app.Release != "" && err == nil {
+		if _, err := os.Stat(newAppDir(app.Path).ComposeFile(app.Release)); app.Release != "" && err == nil {
 			resume = app.Release
 		}
 	}
@@ -214,9 +215,9 @@ func (a *agent) restoreAfterCut(ctx context.Context, app, path, sha string) {
 	defer unlock()
 	log.Info("reconcile: putting the current release back")
 	req := a.baseRequest(kindRestore, app, path, sha, nil, nil, 0, agentapi.Origin{Who: "shipd"})
-	p, err := loadRelease(ctx, app, appDir(path), sha)
+	p, err := loadRelease(ctx, app, newAppDir(path), sha)
 	if err == nil {
-		err = a.checkRelease(app, appDir(path), sha, p)
+		err = a.checkRelease(app, newAppDir(path), sha, p)
 	}
 	if err == nil {
 		a.saveState(func(s *State) {
@@ -245,7 +246,7 @@ func (a *agent) restoreAfterCut(ctx context.Context, app, path, sha string) {
 
 // recordCutOff writes the cut-off deploy's outcome to audit.log and release.json.
 func (a *agent) recordCutOff(log *slog.Logger, app *AppState, cut *Deploying, summary []string) {
-	dir := appDir(app.Path)
+	dir := newAppDir(app.Path)
 	current, err := dir.readCurrent()
 	if err != nil {
 		log.Warn("reconcile", "err", err)
@@ -256,7 +257,7 @@ func (a *agent) recordCutOff(log *slog.Logger, app *AppState, cut *Deploying, su
 	}
 	log.Warn("reconcile: "+cut.Kind+" recorded as failed", "release", cut.Release, "detail", msg)
 	if cut.Kind == kindDeploy {
-		if err := dir.setReleaseResult(cut.Release, "failed", false); err != nil {
+		if err := dir.setReleaseResult(cut.Release, release.Failed, false); err != nil {
 			log.Warn("reconcile", "err", err)
 		}
 	}
@@ -264,7 +265,7 @@ func (a *agent) recordCutOff(log *slog.Logger, app *AppState, cut *Deploying, su
 	if kind == kindRestore {
 		kind = kindDeploy
 	}
-	if err := dir.appendAudit(auditEntry{
+	if err := dir.appendAudit(release.AuditEntry{
 		Event: kind, App: app.App, SHA: cut.Release, Prev: cut.From, Who: "shipd", Result: agentapi.ResultFailed,
 		Current: current, Error: msg, Agent: "shipd",
 	}); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/compose"
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // The agent path (environments with agent: true): see doc.go, "Through shipd".
@@ -122,7 +123,7 @@ type agentCall struct {
 	s    *session
 	h    *hostConn
 	em   *emitter
-	kind string // AuditDeploy or AuditRollback
+	kind string // release.AuditDeploy or release.AuditRollback
 	sha  string // the release asked for
 	prev string // current before
 	// wait bounds the wait for shipd to answer again after a cut answer; settle the
@@ -288,7 +289,7 @@ func (r *hostRun) agent(ctx context.Context) HostResult {
 		return r.fail(ctx, StepApply, err)
 	}
 	c := &agentCall{
-		s: r.s, h: r.h, em: r.em, kind: AuditDeploy, sha: r.rel.SHA, prev: r.prev,
+		s: r.s, h: r.h, em: r.em, kind: release.AuditDeploy, sha: r.rel.SHA, prev: r.prev,
 		wait: r.o.AgentWait, settle: r.o.WaitTimeout + r.o.JobTimeout + 2*time.Minute,
 	}
 	req := agentapi.DeployRequest{
@@ -305,7 +306,7 @@ func (r *hostRun) agent(ctx context.Context) HostResult {
 		// shipd did not run it: record the refusal as the agentless deploy records a
 		// failure that changed nothing.
 		r.em.fail(r.h.name, StepApply, res.Err.Error())
-		r.setResult(bg, ReleaseFailed, false)
+		r.setResult(bg, release.Failed, false)
 		r.audit(bg, res.Result, res.Current, res.Err)
 	}
 	r.unlock(bg)
@@ -341,7 +342,7 @@ func (r *rollbackRun) agent(ctx context.Context) HostResult {
 		return HostResult{Host: host, Result: ResultFailed, Current: r.from, Err: err}
 	}
 	c := &agentCall{
-		s: r.s, h: r.h, em: r.em, kind: AuditRollback, sha: r.to, prev: r.from,
+		s: r.s, h: r.h, em: r.em, kind: release.AuditRollback, sha: r.to, prev: r.from,
 		wait: r.o.AgentWait, settle: r.o.WaitTimeout + 2*time.Minute,
 	}
 	req := agentapi.RollbackRequest{
@@ -355,15 +356,15 @@ func (r *rollbackRun) agent(ctx context.Context) HostResult {
 	bg := context.WithoutCancel(ctx)
 	if !recorded {
 		r.em.fail(host, StepApply, res.Err.Error())
-		e := AuditEntry{
-			Event: AuditRollback, App: r.o.App, Env: r.o.Env.Name, Host: host, SHA: r.to, Prev: r.from,
+		e := release.AuditEntry{
+			Event: release.AuditRollback, App: r.o.App, Env: r.o.Env.Name, Host: host, SHA: r.to, Prev: r.from,
 			Who: r.me.Who, Result: res.Result, Current: res.Current, Error: res.Err.Error(),
 		}
 		if aerr := appendAudit(bg, r.h, r.l, e, r.o.Redactor); aerr != nil {
 			r.em.warn(host, StepAudit, aerr.Error())
 		}
 	}
-	if lerr := release(bg, r.h, r.l, host, r.me, r.em); lerr != nil {
+	if lerr := releaseLock(bg, r.h, r.l, host, r.me, r.em); lerr != nil {
 		r.em.warn(host, StepLock, lerr.Error()+"; release it with shipctl unlock")
 	}
 	r.em.emit(agentDone(host, res, "rollback to "+short(r.to), "rolled back from "+releaseName(r.from)))

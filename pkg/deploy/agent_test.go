@@ -13,6 +13,7 @@ import (
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/compose"
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // fakeShipd is shipd on a fakeHost: deploy says what a deploy does (it gets the host to
@@ -299,7 +300,7 @@ func TestAgentDeployLockedByShipd(t *testing.T) {
 	if a := f.audit(h); len(a) != 1 || a[0].Result != ResultLocked {
 		t.Errorf("audit = %+v", a)
 	}
-	if info := releaseJSON(t, h, shaA); info.Result != ReleaseFailed {
+	if info := releaseJSON(t, h, shaA); info.Result != release.Failed {
 		t.Errorf("release.json = %+v", info)
 	}
 	if h.exists(root + "/.lock") {

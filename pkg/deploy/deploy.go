@@ -19,6 +19,7 @@ import (
 	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/plan"
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // Sentinel errors, checked with errors.Is; the errors that match them name the hosts.
@@ -307,7 +308,7 @@ func (s *session) lockAll(ctx context.Context, me Holder, wait time.Duration, re
 			continue
 		}
 		for j := range i {
-			if rerr := release(context.WithoutCancel(ctx), s.hosts[j], s.l, s.hosts[j].name, me, s.em); rerr != nil {
+			if rerr := releaseLock(context.WithoutCancel(ctx), s.hosts[j], s.l, s.hosts[j].name, me, s.em); rerr != nil {
 				s.em.warn(s.hosts[j].name, StepLock, rerr.Error()+"; release it with shipctl unlock")
 			}
 		}
@@ -329,7 +330,7 @@ type hostRun struct {
 	o    *Options
 	s    *session
 	em   *emitter
-	l    layout
+	l    release.Layout
 	h    *hostConn
 	rel  *Release
 	prev string // current before the deploy; "" none
@@ -374,7 +375,7 @@ func (r *hostRun) run(ctx context.Context) HostResult {
 	// The release is current: what follows cannot undo that, and its failures are
 	// warnings.
 	bg := context.WithoutCancel(ctx)
-	r.setResult(bg, ReleaseDeployed, true)
+	r.setResult(bg, release.Deployed, true)
 	r.audit(bg, ResultDeployed, r.rel.SHA, nil)
 	r.unlock(bg)
 	if err := prune(bg, r.h, r.l, r.o.Env.Keep, r.rel.SHA, r.h.name, r.em); err != nil {
@@ -405,7 +406,7 @@ func (r *hostRun) fail(ctx context.Context, step string, err error) HostResult {
 	}
 	if !r.uploaded {
 		// A part of the upload may be under .tmp/.
-		_ = r.h.RemoveAll(bg, r.l.tmp())
+		_ = r.h.RemoveAll(bg, r.l.Tmp())
 	}
 	if r.touched {
 		current, rerr := r.restore(bg)
@@ -420,7 +421,7 @@ func (r *hostRun) fail(ctx context.Context, step string, err error) HostResult {
 		r.info(StepRestore, fmt.Sprintf("nothing was changed: %s is still current", releaseName(r.prev)))
 	}
 	if r.uploaded {
-		r.setResult(bg, ReleaseFailed, false)
+		r.setResult(bg, release.Failed, false)
 	}
 	r.audit(bg, res.Result, res.Current, res.Err)
 	r.unlock(bg)
@@ -449,17 +450,17 @@ func releaseName(sha string) string {
 // partial file, even when the connection is cut in the middle.
 func (r *hostRun) upload(ctx context.Context) error {
 	f, l, sha := r.h, r.l, r.rel.SHA
-	if err := f.RemoveAll(ctx, l.tmp()); err != nil {
-		return fmt.Errorf("empty %s: %w", l.tmp(), err)
+	if err := f.RemoveAll(ctx, l.Tmp()); err != nil {
+		return fmt.Errorf("empty %s: %w", l.Tmp(), err)
 	}
-	for _, dir := range []string{l.tmp(), l.releases()} {
+	for _, dir := range []string{l.Tmp(), l.Releases()} {
 		if err := f.MkdirAll(ctx, dir); err != nil {
 			return fmt.Errorf("create %s: %w", dir, err)
 		}
 	}
-	info := ReleaseInfo{
+	info := release.Info{
 		SHA: sha, Subject: r.rel.Subject, Time: time.Now().UTC(), Who: r.me.Who, From: r.o.From,
-		Result: ReleaseUploaded, Images: r.rel.Images, Built: r.rel.Built,
+		Result: release.Uploaded, Images: r.rel.Images, Built: r.rel.Built,
 	}
 	if old, err := readReleaseInfo(ctx, f, l, sha); err == nil {
 		info.CurrentSince = old.CurrentSince
@@ -468,7 +469,7 @@ func (r *hostRun) upload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	stage := path.Join(l.tmp(), "release-"+randomSuffix())
+	stage := path.Join(l.Tmp(), "release-"+randomSuffix())
 	if err := f.Mkdir(ctx, stage); err != nil {
 		return fmt.Errorf("create %s: %w", stage, err)
 	}
@@ -485,25 +486,25 @@ func (r *hostRun) upload(ctx context.Context) error {
 			return fmt.Errorf("upload %s: %w", file.name, err)
 		}
 	}
-	_, err = f.ReadDir(ctx, l.release(sha))
+	_, err = f.ReadDir(ctx, l.Release(sha))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		if err := f.Rename(ctx, stage, l.release(sha)); err != nil {
-			return fmt.Errorf("move the upload to %s: %w", l.release(sha), err)
+		if err := f.Rename(ctx, stage, l.Release(sha)); err != nil {
+			return fmt.Errorf("move the upload to %s: %w", l.Release(sha), err)
 		}
 	case err != nil:
-		return fmt.Errorf("read %s: %w", l.release(sha), err)
+		return fmt.Errorf("read %s: %w", l.Release(sha), err)
 	default:
 		// A redeploy of a release the host has: each file is replaced in one step.
 		for _, file := range files {
-			if err := f.Rename(ctx, path.Join(stage, file.name), path.Join(l.release(sha), file.name)); err != nil {
-				return fmt.Errorf("replace %s: %w", path.Join(l.release(sha), file.name), err)
+			if err := f.Rename(ctx, path.Join(stage, file.name), path.Join(l.Release(sha), file.name)); err != nil {
+				return fmt.Errorf("replace %s: %w", path.Join(l.Release(sha), file.name), err)
 			}
 		}
 		_ = f.RemoveAll(ctx, stage)
 	}
 	r.uploaded = true
-	r.info(StepUpload, fmt.Sprintf("uploaded %s (%d bytes, mode 0600) and release.json", l.composeFile(sha), len(r.rel.File)))
+	r.info(StepUpload, fmt.Sprintf("uploaded %s (%d bytes, mode 0600) and release.json", l.ComposeFile(sha), len(r.rel.File)))
 	return nil
 }
 
@@ -642,19 +643,19 @@ func (r *hostRun) switchCurrent(ctx context.Context) error {
 	return switchCurrent(ctx, r.h, r.l, r.rel.SHA, r.em, r.h.name)
 }
 
-func switchCurrent(ctx context.Context, f Files, l layout, sha string, em *emitter, host string) error {
-	if err := f.MkdirAll(ctx, l.tmp()); err != nil {
-		return fmt.Errorf("create %s: %w", l.tmp(), err)
+func switchCurrent(ctx context.Context, f Files, l release.Layout, sha string, em *emitter, host string) error {
+	if err := f.MkdirAll(ctx, l.Tmp()); err != nil {
+		return fmt.Errorf("create %s: %w", l.Tmp(), err)
 	}
-	tmp := path.Join(l.tmp(), "current-"+randomSuffix())
-	if err := f.Symlink(ctx, currentLink(sha), tmp); err != nil {
+	tmp := path.Join(l.Tmp(), "current-"+randomSuffix())
+	if err := f.Symlink(ctx, release.CurrentLink(sha), tmp); err != nil {
 		return fmt.Errorf("create the symlink %s: %w", tmp, err)
 	}
-	if err := f.Rename(ctx, tmp, l.current()); err != nil {
+	if err := f.Rename(ctx, tmp, l.Current()); err != nil {
 		_ = f.RemoveAll(context.WithoutCancel(ctx), tmp)
-		return fmt.Errorf("switch %s: %w", l.current(), err)
+		return fmt.Errorf("switch %s: %w", l.Current(), err)
 	}
-	em.info(host, StepSwitch, fmt.Sprintf("%s -> %s", l.current(), currentLink(sha)))
+	em.info(host, StepSwitch, fmt.Sprintf("%s -> %s", l.Current(), release.CurrentLink(sha)))
 	return nil
 }
 
@@ -677,7 +678,7 @@ func (r *hostRun) restore(ctx context.Context) (string, error) {
 }
 
 // reapply applies a release the host has again and waits until it is healthy.
-func reapply(ctx context.Context, h Host, app string, l layout, sha string, wait time.Duration, em *emitter, host string) error {
+func reapply(ctx context.Context, h Host, app string, l release.Layout, sha string, wait time.Duration, em *emitter, host string) error {
 	em.info(host, StepRestore, "putting back "+short(sha))
 	p, err := readReleaseProject(ctx, h, app, l, sha)
 	if err != nil {
@@ -695,14 +696,14 @@ func reapply(ctx context.Context, h Host, app string, l layout, sha string, wait
 	return nil
 }
 
-func readReleaseInfo(ctx context.Context, f Files, l layout, sha string) (ReleaseInfo, error) {
-	data, err := f.ReadFile(ctx, l.releaseJSON(sha))
+func readReleaseInfo(ctx context.Context, f Files, l release.Layout, sha string) (release.Info, error) {
+	data, err := f.ReadFile(ctx, l.Info(sha))
 	if err != nil {
-		return ReleaseInfo{}, err
+		return release.Info{}, err
 	}
-	var info ReleaseInfo
+	var info release.Info
 	if err := json.Unmarshal(data, &info); err != nil {
-		return ReleaseInfo{}, fmt.Errorf("%s: %w", l.releaseJSON(sha), err)
+		return release.Info{}, fmt.Errorf("%s: %w", l.Info(sha), err)
 	}
 	return info, nil
 }
@@ -710,7 +711,7 @@ func readReleaseInfo(ctx context.Context, f Files, l layout, sha string) (Releas
 // setResult rewrites the release's release.json with its result; failures are
 // warnings.
 func (r *hostRun) setResult(ctx context.Context, result string, current bool) {
-	if err := updateRelease(ctx, r.h, r.l, r.rel.SHA, func(info *ReleaseInfo) {
+	if err := updateRelease(ctx, r.h, r.l, r.rel.SHA, func(info *release.Info) {
 		info.Result = result
 		if current {
 			info.CurrentSince = time.Now().UTC()
@@ -721,28 +722,28 @@ func (r *hostRun) setResult(ctx context.Context, result string, current bool) {
 }
 
 // updateRelease changes a release's release.json in one step (staged in .tmp/).
-func updateRelease(ctx context.Context, f Files, l layout, sha string, change func(*ReleaseInfo)) error {
+func updateRelease(ctx context.Context, f Files, l release.Layout, sha string, change func(*release.Info)) error {
 	info, err := readReleaseInfo(ctx, f, l, sha)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("update release.json: %w", err)
 		}
-		info = ReleaseInfo{SHA: sha}
+		info = release.Info{SHA: sha}
 	}
 	change(&info)
 	data, err := json.MarshalIndent(info, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeAtomic(ctx, f, l, l.releaseJSON(sha), append(data, '\n'), 0o644)
+	return writeAtomic(ctx, f, l, l.Info(sha), append(data, '\n'), 0o644)
 }
 
 // writeAtomic writes name through a temporary file under .tmp/ renamed over it.
-func writeAtomic(ctx context.Context, f Files, l layout, name string, data []byte, mode fs.FileMode) error {
-	if err := f.MkdirAll(ctx, l.tmp()); err != nil {
-		return fmt.Errorf("create %s: %w", l.tmp(), err)
+func writeAtomic(ctx context.Context, f Files, l release.Layout, name string, data []byte, mode fs.FileMode) error {
+	if err := f.MkdirAll(ctx, l.Tmp()); err != nil {
+		return fmt.Errorf("create %s: %w", l.Tmp(), err)
 	}
-	tmp := path.Join(l.tmp(), path.Base(name)+"-"+randomSuffix())
+	tmp := path.Join(l.Tmp(), path.Base(name)+"-"+randomSuffix())
 	if err := f.WriteFile(ctx, tmp, data, mode); err != nil {
 		_ = f.RemoveAll(context.WithoutCancel(ctx), tmp)
 		return fmt.Errorf("write %s: %w", name, err)
@@ -755,8 +756,8 @@ func writeAtomic(ctx context.Context, f Files, l layout, name string, data []byt
 }
 
 func (r *hostRun) audit(ctx context.Context, result, current string, err error) {
-	e := AuditEntry{
-		Event: AuditDeploy, App: r.o.App, Env: r.o.Env.Name, Host: r.h.name, SHA: r.rel.SHA, Prev: r.prev,
+	e := release.AuditEntry{
+		Event: release.AuditDeploy, App: r.o.App, Env: r.o.Env.Name, Host: r.h.name, SHA: r.rel.SHA, Prev: r.prev,
 		Who: r.me.Who, From: r.o.From, Result: result, Current: current,
 	}
 	if err != nil {
@@ -768,7 +769,7 @@ func (r *hostRun) audit(ctx context.Context, result, current string, err error) 
 }
 
 func (r *hostRun) unlock(ctx context.Context) {
-	if err := release(ctx, r.h, r.l, r.h.name, r.me, r.em); err != nil {
+	if err := releaseLock(ctx, r.h, r.l, r.h.name, r.me, r.em); err != nil {
 		r.warn(StepLock, err.Error()+"; release it with shipctl unlock")
 	}
 }

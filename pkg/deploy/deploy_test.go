@@ -14,6 +14,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/shipdeploy/ship/pkg/config"
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 const (
@@ -125,15 +126,15 @@ func (f *fixture) eventText() string {
 	return b.String()
 }
 
-func (f *fixture) audit(h *fakeHost) []AuditEntry {
+func (f *fixture) audit(h *fakeHost) []release.AuditEntry {
 	f.t.Helper()
 	data, _ := h.file(root + "/audit.log")
-	var out []AuditEntry
+	var out []release.AuditEntry
 	for _, line := range strings.Split(strings.TrimSpace(data), "\n") {
 		if line == "" {
 			continue
 		}
-		var e AuditEntry
+		var e release.AuditEntry
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
 			f.t.Fatalf("audit line %q: %v", line, err)
 		}
@@ -142,13 +143,13 @@ func (f *fixture) audit(h *fakeHost) []AuditEntry {
 	return out
 }
 
-func releaseJSON(t *testing.T, h *fakeHost, sha string) ReleaseInfo {
+func releaseJSON(t *testing.T, h *fakeHost, sha string) release.Info {
 	t.Helper()
 	data, ok := h.file(root + "/releases/" + sha + "/release.json")
 	if !ok {
 		t.Fatalf("no release.json for %s; files: %v", short(sha), h.under(root))
 	}
-	var info ReleaseInfo
+	var info release.Info
 	if err := json.Unmarshal([]byte(data), &info); err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +188,7 @@ func TestFirstDeploy(t *testing.T) {
 		t.Errorf("compose file keeps build or env_file:\n%s", compose)
 	}
 	info := releaseJSON(t, h, shaA)
-	if info.Result != ReleaseDeployed || info.Who != "tester@laptop" || info.From != "origin/main" || info.CurrentSince.IsZero() || len(info.Built) != 1 {
+	if info.Result != release.Deployed || info.Who != "tester@laptop" || info.From != "origin/main" || info.CurrentSince.IsZero() || len(info.Built) != 1 {
 		t.Errorf("release.json = %+v", info)
 	}
 	if h.exists(root + "/.lock") {
@@ -200,7 +201,7 @@ func TestFirstDeploy(t *testing.T) {
 		t.Errorf("pulls = %v, want the app's image and redis", h.pulls)
 	}
 	audit := f.audit(h)
-	if len(audit) != 1 || audit[0].Event != AuditDeploy || audit[0].Result != ResultDeployed || audit[0].SHA != shaA || audit[0].Prev != "" {
+	if len(audit) != 1 || audit[0].Event != release.AuditDeploy || audit[0].Result != ResultDeployed || audit[0].SHA != shaA || audit[0].Prev != "" {
 		t.Errorf("audit = %+v", audit)
 	}
 	if strings.Contains(f.eventText(), secret) {
@@ -231,7 +232,7 @@ func TestRedeploySameSHAChangesNothing(t *testing.T) {
 	if got := len(f.audit(h)); got != 2 {
 		t.Errorf("audit has %d lines, want 2", got)
 	}
-	if info := releaseJSON(t, h, shaA); info.Result != ReleaseDeployed {
+	if info := releaseJSON(t, h, shaA); info.Result != release.Deployed {
 		t.Errorf("release.json = %+v", info)
 	}
 }
@@ -285,7 +286,7 @@ func TestUnhealthyRestoresPrevious(t *testing.T) {
 	if got := h.running("shop")["web"]; got != ref(shaA) {
 		t.Errorf("web runs %s, want the previous release", got)
 	}
-	if info := releaseJSON(t, h, shaB); info.Result != ReleaseFailed || !info.CurrentSince.IsZero() {
+	if info := releaseJSON(t, h, shaB); info.Result != release.Failed || !info.CurrentSince.IsZero() {
 		t.Errorf("release.json of the failed release = %+v", info)
 	}
 	audit := f.audit(h)

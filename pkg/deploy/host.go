@@ -3,7 +3,6 @@ package deploy
 import (
 	"context"
 	"io/fs"
-	"path"
 
 	"github.com/compose-spec/compose-go/v2/types"
 
@@ -70,24 +69,3 @@ type Host interface {
 // Dialer connects to dest, a host as written in ship.yaml. ctx is the connection's
 // lifetime: when it ends, the connection closes.
 type Dialer func(ctx context.Context, dest string) (Host, error)
-
-// layout names the files of an app on a host (DESIGN.md, "On the host").
-type layout struct{ root string }
-
-func (l layout) releases() string          { return path.Join(l.root, "releases") }
-func (l layout) release(sha string) string { return path.Join(l.root, "releases", sha) }
-func (l layout) composeFile(sha string) string {
-	return path.Join(l.release(sha), "docker-compose.yml")
-}
-func (l layout) releaseJSON(sha string) string { return path.Join(l.release(sha), "release.json") }
-func (l layout) current() string               { return path.Join(l.root, "current") }
-func (l layout) lock() string                  { return path.Join(l.root, ".lock") }
-func (l layout) holder() string                { return path.Join(l.root, ".lock", "holder.json") }
-func (l layout) audit() string                 { return path.Join(l.root, "audit.log") }
-
-// tmp is where uploads are staged before they are renamed into place, so that nothing
-// half-written ever appears under releases/. The next deploy empties it.
-func (l layout) tmp() string { return path.Join(l.root, ".tmp") }
-
-// currentLink is what current holds for sha: a path relative to the app's folder.
-func currentLink(sha string) string { return "releases/" + sha }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // ErrLocked means another deploy (or a `shipctl lock`) holds a host's lock.
@@ -96,12 +98,12 @@ func Who() string {
 }
 
 // readHolder reads the lock's holder; ok is false when there is no lock.
-func readHolder(ctx context.Context, f Files, l layout) (Holder, bool, error) {
-	data, err := f.ReadFile(ctx, l.holder())
+func readHolder(ctx context.Context, f Files, l release.Layout) (Holder, bool, error) {
+	data, err := f.ReadFile(ctx, l.Holder())
 	if errors.Is(err, fs.ErrNotExist) {
 		// The lock folder without its file: being taken right now, or left by a
 		// deploy cut off between the two.
-		if _, err := f.ReadDir(ctx, l.lock()); errors.Is(err, fs.ErrNotExist) {
+		if _, err := f.ReadDir(ctx, l.Lock()); errors.Is(err, fs.ErrNotExist) {
 			return Holder{}, false, nil
 		} else if err != nil {
 			return Holder{}, false, fmt.Errorf("read the lock: %w", err)
@@ -139,25 +141,25 @@ func processAlive(pid int) bool {
 
 // acquire takes a host's lock for me: an atomic mkdir of .lock, then holder.json
 // inside. With wait, it tries again every lockPoll until wait has passed.
-func acquire(ctx context.Context, f Files, l layout, host string, me Holder, wait time.Duration, em *emitter) error {
-	if err := f.MkdirAll(ctx, l.root); err != nil {
-		return fmt.Errorf("create %s: %w", l.root, err)
+func acquire(ctx context.Context, f Files, l release.Layout, host string, me Holder, wait time.Duration, em *emitter) error {
+	if err := f.MkdirAll(ctx, string(l)); err != nil {
+		return fmt.Errorf("create %s: %w", string(l), err)
 	}
 	start := time.Now()
 	announced := false
 	for {
-		err := f.Mkdir(ctx, l.lock())
+		err := f.Mkdir(ctx, l.Lock())
 		if err == nil {
 			data, _ := json.MarshalIndent(me, "", "  ")
-			if err := f.WriteFile(ctx, l.holder(), append(data, '\n'), 0o644); err != nil {
-				_ = f.RemoveAll(context.WithoutCancel(ctx), l.lock())
-				return fmt.Errorf("write %s: %w", l.holder(), err)
+			if err := f.WriteFile(ctx, l.Holder(), append(data, '\n'), 0o644); err != nil {
+				_ = f.RemoveAll(context.WithoutCancel(ctx), l.Lock())
+				return fmt.Errorf("write %s: %w", l.Holder(), err)
 			}
-			em.info(host, StepLock, "locked "+l.lock())
+			em.info(host, StepLock, "locked "+l.Lock())
 			return nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("lock %s: %w", l.lock(), err)
+			return fmt.Errorf("lock %s: %w", l.Lock(), err)
 		}
 		h, held, err := readHolder(ctx, f, l)
 		if err != nil {
@@ -168,8 +170,8 @@ func acquire(ctx context.Context, f Files, l layout, host string, me Holder, wai
 		}
 		if h.stale(me) {
 			em.warn(host, StepLock, fmt.Sprintf("taking over the lock left by %s: that process is gone", h))
-			if err := f.RemoveAll(ctx, l.lock()); err != nil {
-				return fmt.Errorf("remove the stale lock %s: %w", l.lock(), err)
+			if err := f.RemoveAll(ctx, l.Lock()); err != nil {
+				return fmt.Errorf("remove the stale lock %s: %w", l.Lock(), err)
 			}
 			continue
 		}
@@ -195,7 +197,7 @@ func acquire(ctx context.Context, f Files, l layout, host string, me Holder, wai
 
 // release removes the lock if me still holds it (someone may have forced it open and
 // taken it since).
-func release(ctx context.Context, f Files, l layout, host string, me Holder, em *emitter) error {
+func releaseLock(ctx context.Context, f Files, l release.Layout, host string, me Holder, em *emitter) error {
 	h, held, err := readHolder(ctx, f, l)
 	if err != nil {
 		return err
@@ -208,8 +210,8 @@ func release(ctx context.Context, f Files, l layout, host string, me Holder, em 
 		em.warn(host, StepLock, fmt.Sprintf("the lock is now held by %s; leaving it", h))
 		return nil
 	}
-	if err := f.RemoveAll(ctx, l.lock()); err != nil {
-		return fmt.Errorf("unlock %s: %w", l.lock(), err)
+	if err := f.RemoveAll(ctx, l.Lock()); err != nil {
+		return fmt.Errorf("unlock %s: %w", l.Lock(), err)
 	}
 	em.info(host, StepLock, "unlocked")
 	return nil

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // HostLock is who holds one host's lock.
@@ -29,7 +31,7 @@ func Lock(ctx context.Context, t Target, reason string) error {
 		return t.Redactor.Error(err)
 	}
 	for _, h := range s.hosts {
-		e := AuditEntry{Event: AuditLock, App: t.App, Env: t.Env.Name, Host: h.name, Who: me.Who, Result: "ok", Reason: reason}
+		e := release.AuditEntry{Event: release.AuditLock, App: t.App, Env: t.Env.Name, Host: h.name, Who: me.Who, Result: "ok", Reason: reason}
 		if err := appendAudit(context.WithoutCancel(ctx), h, s.l, e, t.Redactor); err != nil {
 			em.warn(h.name, StepAudit, err.Error())
 		}
@@ -92,13 +94,13 @@ func Unlock(ctx context.Context, t Target, o UnlockOptions) ([]HostLock, error) 
 			continue
 		}
 		hc := s.hosts[i]
-		if err := hc.RemoveAll(ctx, s.l.lock()); err != nil {
+		if err := hc.RemoveAll(ctx, s.l.Lock()); err != nil {
 			errs[i] = fmt.Errorf("%s: unlock: %w", hc.name, err)
 			continue
 		}
 		removed = append(removed, HostLock{Host: hc.name, Holder: *h})
 		em.info(hc.name, StepLock, "unlocked (was held by "+h.String()+")")
-		e := AuditEntry{Event: AuditUnlock, App: t.App, Env: t.Env.Name, Host: hc.name, Who: who, Result: "ok", Reason: "was held by " + h.String()}
+		e := release.AuditEntry{Event: release.AuditUnlock, App: t.App, Env: t.Env.Name, Host: hc.name, Who: who, Result: "ok", Reason: "was held by " + h.String()}
 		if err := appendAudit(context.WithoutCancel(ctx), hc, s.l, e, t.Redactor); err != nil {
 			em.warn(hc.name, StepAudit, err.Error())
 		}

@@ -5,13 +5,15 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // prune removes a host's old releases: it keeps the newest keep releases (by the time
 // in their release.json) and current, and removes the other folders and the images
 // ship built for them that no kept release uses. Images of other origin (postgres:16)
 // are never removed: another app on the host may use them.
-func prune(ctx context.Context, h Host, l layout, keep int, current, host string, em *emitter) error {
+func prune(ctx context.Context, h Host, l release.Layout, keep int, current, host string, em *emitter) error {
 	if keep < 1 {
 		keep = 1
 	}
@@ -20,7 +22,7 @@ func prune(ctx context.Context, h Host, l layout, keep int, current, host string
 		return fmt.Errorf("prune: %w", err)
 	}
 	kept := map[string]bool{}
-	var gone []ReleaseInfo
+	var gone []release.Info
 	for i, r := range releases {
 		if i < keep || r.SHA == current {
 			kept[r.SHA] = true
@@ -42,8 +44,8 @@ func prune(ctx context.Context, h Host, l layout, keep int, current, host string
 	var names, errs []string
 	unused := map[string]bool{}
 	for _, r := range gone {
-		if err := h.RemoveAll(ctx, l.release(r.SHA)); err != nil {
-			errs = append(errs, fmt.Sprintf("remove %s: %v", l.release(r.SHA), err))
+		if err := h.RemoveAll(ctx, l.Release(r.SHA)); err != nil {
+			errs = append(errs, fmt.Sprintf("remove %s: %v", l.Release(r.SHA), err))
 			continue
 		}
 		names = append(names, short(r.SHA))

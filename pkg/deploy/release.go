@@ -10,12 +10,12 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/config"
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // Release is one version of the app, resolved for the hosts: the compose file as it
@@ -144,9 +144,9 @@ func Prepare(ctx context.Context, o PrepareOptions) (*Release, error) {
 		}
 	}
 
-	l := layout{root: env.Path}
-	p.WorkingDir = l.release(o.SHA)
-	p.ComposeFiles = []string{l.composeFile(o.SHA)}
+	l := release.Layout(env.Path)
+	p.WorkingDir = l.Release(o.SHA)
+	p.ComposeFiles = []string{l.ComposeFile(o.SHA)}
 	data, err := p.MarshalYAML()
 	if err != nil {
 		return nil, fmt.Errorf("write the release's compose file: %w", err)
@@ -200,8 +200,8 @@ func displayRel(dir, p string) string {
 
 // loadRelease reads a release's compose file as the host has it, with the app as the
 // project name and the release's folder as its working directory.
-func loadRelease(ctx context.Context, app string, l layout, sha string, data []byte) (*compose.Project, error) {
-	return compose.LoadResolved(ctx, app, l.release(sha), l.composeFile(sha), data)
+func loadRelease(ctx context.Context, app string, l release.Layout, sha string, data []byte) (*compose.Project, error) {
+	return compose.LoadResolved(ctx, app, l.Release(sha), l.ComposeFile(sha), data)
 }
 
 // jobs are the release's pre-deploy job services, sorted.
@@ -228,45 +228,24 @@ func withoutJobs(p *compose.Project) *types.Project {
 	return &cp
 }
 
-// Release results, in release.json.
-const (
-	ReleaseUploaded = "uploaded" // uploaded; the deploy has not finished (or was cut off)
-	ReleaseDeployed = "deployed" // healthy and made current (it may have been replaced since)
-	ReleaseFailed   = "failed"   // did not become current
-)
-
-// ReleaseInfo is a release's release.json.
-type ReleaseInfo struct {
-	SHA     string    `json:"sha"`
-	Subject string    `json:"subject,omitempty"`
-	Time    time.Time `json:"time"`           // when it was uploaded
-	Who     string    `json:"who"`            // user@hostname that deployed it
-	From    string    `json:"from,omitempty"` // the git remote branch, or the machine, it came from
-	Result  string    `json:"result"`
-	// CurrentSince is when it last became current (deploy or rollback).
-	CurrentSince time.Time `json:"current_since,omitzero"`
-	Images       []string  `json:"images,omitempty"`
-	Built        []string  `json:"built,omitempty"`
-}
-
 // readReleases reads every release's release.json on a host, newest (by Time) first. A
 // folder without a readable release.json is listed with only its SHA (and sorts last).
-func readReleases(ctx context.Context, f Files, l layout) ([]ReleaseInfo, error) {
-	entries, err := f.ReadDir(ctx, l.releases())
+func readReleases(ctx context.Context, f Files, l release.Layout) ([]release.Info, error) {
+	entries, err := f.ReadDir(ctx, l.Releases())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", l.releases(), err)
+		return nil, fmt.Errorf("list %s: %w", l.Releases(), err)
 	}
-	var out []ReleaseInfo
+	var out []release.Info
 	for _, e := range entries {
 		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		info := ReleaseInfo{SHA: e.Name()}
-		if data, err := f.ReadFile(ctx, l.releaseJSON(e.Name())); err == nil {
-			var ri ReleaseInfo
+		info := release.Info{SHA: e.Name()}
+		if data, err := f.ReadFile(ctx, l.Info(e.Name())); err == nil {
+			var ri release.Info
 			if json.Unmarshal(data, &ri) == nil {
 				info = ri
 				info.SHA = e.Name()
@@ -286,38 +265,22 @@ func readReleases(ctx context.Context, f Files, l layout) ([]ReleaseInfo, error)
 }
 
 // readCurrent is the release current points at; "" when there is none.
-func readCurrent(ctx context.Context, f Files, l layout) (string, error) {
-	target, err := f.Readlink(ctx, l.current())
+func readCurrent(ctx context.Context, f Files, l release.Layout) (string, error) {
+	target, err := f.Readlink(ctx, l.Current())
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("read %s: %w", l.current(), err)
+		return "", fmt.Errorf("read %s: %w", l.Current(), err)
 	}
 	return path.Base(target), nil
 }
 
 // readReleaseProject reads and loads a release's compose file from the host.
-func readReleaseProject(ctx context.Context, f Files, app string, l layout, sha string) (*compose.Project, error) {
-	data, err := f.ReadFile(ctx, l.composeFile(sha))
+func readReleaseProject(ctx context.Context, f Files, app string, l release.Layout, sha string) (*compose.Project, error) {
+	data, err := f.ReadFile(ctx, l.ComposeFile(sha))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", l.composeFile(sha), err)
+		return nil, fmt.Errorf("read %s: %w", l.ComposeFile(sha), err)
 	}
 	return loadRelease(ctx, app, l, sha, data)
-}
-
-// previous is the release to roll back to from current: of the others that were ever
-// current, the one that was made current last.
-func previous(releases []ReleaseInfo, current string) (ReleaseInfo, bool) {
-	var best ReleaseInfo
-	found := false
-	for _, r := range releases {
-		if r.SHA == current || r.CurrentSince.IsZero() {
-			continue
-		}
-		if !found || r.CurrentSince.After(best.CurrentSince) {
-			best, found = r, true
-		}
-	}
-	return best, found
 }

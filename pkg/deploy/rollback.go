@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/plan"
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // ErrNoRelease means a host has no release to roll back to.
@@ -131,9 +131,9 @@ func rollbackPreflight(ctx context.Context, s *session, h *hostConn, want string
 	if err != nil {
 		return HostPreview{}, "", nil, err
 	}
-	sha, err := rollbackTarget(releases, current, want)
+	sha, err := release.RollbackTarget(releases, current, want)
 	if err != nil {
-		return HostPreview{}, "", nil, err
+		return HostPreview{}, "", nil, fmt.Errorf("%w: %w", ErrNoRelease, err)
 	}
 	p, err := readReleaseProject(ctx, h, s.t.App, s.l, sha)
 	if err != nil {
@@ -172,48 +172,12 @@ func rollbackPreflight(ctx context.Context, s *session, h *hostConn, want string
 	return HostPreview{Host: h.name, Current: current, Plan: plan.Diff(h.name, planned, hashes, observed)}, sha, p, nil
 }
 
-// rollbackTarget picks the release to go back to: the one want names (a unique sha
-// prefix), or the previous one.
-func rollbackTarget(releases []ReleaseInfo, current, want string) (string, error) {
-	var have []string
-	for _, r := range releases {
-		have = append(have, short(r.SHA))
-	}
-	list := "it has none"
-	if len(have) > 0 {
-		list = "it has " + strings.Join(have, ", ")
-	}
-	if want == "" {
-		prev, ok := previous(releases, current)
-		if !ok {
-			return "", fmt.Errorf("%w: no previous release to roll back to (current: %s; %s)", ErrNoRelease, releaseName(current), list)
-		}
-		return prev.SHA, nil
-	}
-	var match []string
-	for _, r := range releases {
-		if r.SHA == want {
-			return r.SHA, nil
-		}
-		if strings.HasPrefix(r.SHA, want) {
-			match = append(match, r.SHA)
-		}
-	}
-	switch len(match) {
-	case 0:
-		return "", fmt.Errorf("%w: release %s is not on the host (%s)", ErrNoRelease, want, list)
-	case 1:
-		return match[0], nil
-	}
-	return "", fmt.Errorf("%w: %q names %d releases (%s); give more of the sha", ErrNoRelease, want, len(match), strings.Join(match, ", "))
-}
-
 // rollbackRun is the rollback on one host.
 type rollbackRun struct {
 	o       *RollbackOptions
 	s       *session
 	em      *emitter
-	l       layout
+	l       release.Layout
 	h       *hostConn
 	me      Holder
 	from    string // current before
@@ -258,14 +222,14 @@ func (r *rollbackRun) run(ctx context.Context) HostResult {
 			res.Result = ResultRestoreFailed
 			res.Err = fmt.Errorf("%w; restoring %s failed: %w", err, releaseName(r.from), rerr)
 		}
-	} else if uerr := updateRelease(bg, r.h, r.l, r.to, func(info *ReleaseInfo) {
-		info.Result = ReleaseDeployed
+	} else if uerr := updateRelease(bg, r.h, r.l, r.to, func(info *release.Info) {
+		info.Result = release.Deployed
 		info.CurrentSince = time.Now().UTC()
 	}); uerr != nil {
 		r.em.warn(host, StepSwitch, uerr.Error())
 	}
-	e := AuditEntry{
-		Event: AuditRollback, App: r.o.App, Env: r.o.Env.Name, Host: host, SHA: r.to, Prev: r.from,
+	e := release.AuditEntry{
+		Event: release.AuditRollback, App: r.o.App, Env: r.o.Env.Name, Host: host, SHA: r.to, Prev: r.from,
 		Who: r.me.Who, Result: res.Result, Current: res.Current,
 	}
 	if res.Err != nil {
@@ -274,7 +238,7 @@ func (r *rollbackRun) run(ctx context.Context) HostResult {
 	if aerr := appendAudit(bg, r.h, r.l, e, r.o.Redactor); aerr != nil {
 		r.em.warn(host, StepAudit, aerr.Error())
 	}
-	if lerr := release(bg, r.h, r.l, host, r.me, r.em); lerr != nil {
+	if lerr := releaseLock(bg, r.h, r.l, host, r.me, r.em); lerr != nil {
 		r.em.warn(host, StepLock, lerr.Error()+"; release it with shipctl unlock")
 	}
 	level, msg := LevelInfo, fmt.Sprintf("on %s (rolled back from %s)", short(r.to), releaseName(r.from))

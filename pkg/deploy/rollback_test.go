@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 func (f *fixture) rollback(sha string) (*Summary, error) {
@@ -52,7 +54,7 @@ func TestRollback(t *testing.T) {
 	}
 	audit := f.audit(h)
 	last := audit[len(audit)-1]
-	if last.Event != AuditRollback || last.SHA != shaA || last.Result != ResultDeployed {
+	if last.Event != release.AuditRollback || last.SHA != shaA || last.Result != ResultDeployed {
 		t.Errorf("audit = %+v", last)
 	}
 	if h.exists(root + "/.lock") {
@@ -151,7 +153,7 @@ func TestLockAndUnlock(t *testing.T) {
 			t.Errorf("%s is still locked", h.name)
 		}
 		audit := f.audit(h)
-		if len(audit) != 2 || audit[0].Event != AuditLock || audit[0].Reason != "release freeze" || audit[1].Event != AuditUnlock {
+		if len(audit) != 2 || audit[0].Event != release.AuditLock || audit[0].Reason != "release freeze" || audit[1].Event != release.AuditUnlock {
 			t.Errorf("%s: audit = %+v", h.name, audit)
 		}
 	}

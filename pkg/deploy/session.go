@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shipdeploy/ship/pkg/config"
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // Target is what every command needs: the app, its environment and how to reach the
@@ -53,7 +54,7 @@ type hostConn struct {
 type session struct {
 	t     Target
 	em    *emitter
-	l     layout
+	l     release.Layout
 	hosts []*hostConn
 	// dialErrs are why hosts could not be reached (openEach only).
 	dialErrs []error
@@ -74,7 +75,7 @@ func open(ctx context.Context, t Target, em *emitter) (*session, error) {
 		return nil, errors.New("no way to reach the hosts (Dial is nil)")
 	}
 	life, stop := context.WithCancel(context.WithoutCancel(ctx))
-	s := &session{t: t, em: em, l: layout{root: t.Env.Path}, life: life, stopLife: stop}
+	s := &session{t: t, em: em, l: release.Layout(t.Env.Path), life: life, stopLife: stop}
 	s.detach = context.AfterFunc(ctx, stop)
 
 	s.hosts = make([]*hostConn, len(t.Env.Hosts))
@@ -107,7 +108,7 @@ func open(ctx context.Context, t Target, em *emitter) (*session, error) {
 // when it broke: what follows a failure (putting the previous release back,
 // audit.log, the lock) needs the host. Only the host's own goroutine uses h then.
 func (s *session) reconnect(ctx context.Context, h *hostConn) error {
-	_, err := h.Readlink(ctx, s.l.current())
+	_, err := h.Readlink(ctx, s.l.Current())
 	if err == nil || errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

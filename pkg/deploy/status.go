@@ -7,6 +7,7 @@ import (
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // HostStatus is what runs on one host.
@@ -15,7 +16,7 @@ type HostStatus struct {
 	// Current is the release current points at ("" none); Release its release.json
 	// (nil when unreadable).
 	Current string
-	Release *ReleaseInfo
+	Release *release.Info
 	// Containers are the app's containers with their state and health.
 	Containers []engine.Container
 	// Lock is who holds the host's lock, if anyone.
@@ -85,9 +86,9 @@ type HostHistory struct {
 	Host    string
 	Current string
 	// Releases are newest first.
-	Releases []ReleaseInfo
+	Releases []release.Info
 	// Audit is the end of audit.log, oldest first.
-	Audit []AuditEntry
+	Audit []release.AuditEntry
 	Err   error
 }
 
@@ -155,7 +156,7 @@ func openEach(ctx context.Context, t Target, em *emitter) (*session, error) {
 		return nil, errors.New("no way to reach the hosts (Dial is nil)")
 	}
 	life, stop := context.WithCancel(context.WithoutCancel(ctx))
-	s := &session{t: t, em: em, l: layout{root: t.Env.Path}, life: life, stopLife: stop}
+	s := &session{t: t, em: em, l: release.Layout(t.Env.Path), life: life, stopLife: stop}
 	s.detach = context.AfterFunc(ctx, stop)
 	s.hosts = make([]*hostConn, len(t.Env.Hosts))
 	s.dialErrs = make([]error, len(t.Env.Hosts))

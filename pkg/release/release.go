@@ -1,0 +1,178 @@
+// Package release defines what shipctl (pkg/deploy) and shipd (pkg/agent) both keep in
+// an app's folder on a host (DESIGN.md, "On the host"), and picks the release a
+// rollback goes back to. It does no I/O.
+//
+//	<root>/releases/<sha>/docker-compose.yml   the resolved compose file (mode 0600)
+//	<root>/releases/<sha>/release.json         Info
+//	<root>/current -> releases/<sha>           the release that serves
+//	<root>/audit.log                           one AuditEntry per line
+//	<root>/.lock/holder.json                   who holds the app's lock
+//	<root>/.tmp/                               staging for atomic renames
+package release
+
+import (
+	"fmt"
+	"path"
+	"strings"
+	"time"
+)
+
+// Layout is an app's folder on a host; its methods name the files in it.
+type Layout string
+
+// Releases is the folder that holds one folder per release.
+func (l Layout) Releases() string { return path.Join(string(l), "releases") }
+
+// Release is the folder of the release sha.
+func (l Layout) Release(sha string) string { return path.Join(string(l), "releases", sha) }
+
+// ComposeFile is the release's resolved compose file.
+func (l Layout) ComposeFile(sha string) string {
+	return path.Join(l.Release(sha), "docker-compose.yml")
+}
+
+// Info is the release's release.json.
+func (l Layout) Info(sha string) string { return path.Join(l.Release(sha), "release.json") }
+
+// Current is the symlink to the release that serves (see CurrentLink).
+func (l Layout) Current() string { return path.Join(string(l), "current") }
+
+// Lock is the folder whose creation takes the app's lock.
+func (l Layout) Lock() string { return path.Join(string(l), ".lock") }
+
+// Holder is the file inside Lock that says who holds it.
+func (l Layout) Holder() string { return path.Join(string(l), ".lock", "holder.json") }
+
+// Audit is the app's audit.log.
+func (l Layout) Audit() string { return path.Join(string(l), "audit.log") }
+
+// Tmp is where uploads and new symlinks are staged before they are renamed into place,
+// so that nothing half-written ever appears under releases/.
+func (l Layout) Tmp() string { return path.Join(string(l), ".tmp") }
+
+// CurrentLink is what Current holds for sha: a path relative to the app's folder.
+func CurrentLink(sha string) string { return "releases/" + sha }
+
+// Results of a release, in release.json.
+const (
+	Uploaded = "uploaded" // uploaded; the deploy has not finished (or was cut off)
+	Deployed = "deployed" // healthy and made current (it may have been replaced since)
+	Failed   = "failed"   // did not become current
+)
+
+// Info is a release's release.json: written by shipctl at upload, its Result and
+// CurrentSince updated by whichever of shipctl and shipd made it current.
+type Info struct {
+	SHA     string    `json:"sha"`
+	Subject string    `json:"subject,omitempty"`
+	Time    time.Time `json:"time"`           // when it was uploaded
+	Who     string    `json:"who"`            // user@hostname that deployed it
+	From    string    `json:"from,omitempty"` // the git remote branch, or the machine, it came from
+	Result  string    `json:"result"`
+	// CurrentSince is when it last became current (deploy or rollback).
+	CurrentSince time.Time `json:"current_since,omitzero"`
+	Images       []string  `json:"images,omitempty"`
+	Built        []string  `json:"built,omitempty"`
+}
+
+// Audit events.
+const (
+	AuditDeploy   = "deploy"
+	AuditRollback = "rollback"
+	AuditLock     = "lock"
+	AuditUnlock   = "unlock"
+)
+
+// AuditEntry is one line of audit.log.
+type AuditEntry struct {
+	Time  time.Time `json:"time"`
+	Event string    `json:"event"`
+	App   string    `json:"app"`
+	Env   string    `json:"env"`
+	Host  string    `json:"host"`
+	// SHA is the release the event is about; Prev the one current before it.
+	SHA  string `json:"sha,omitempty"`
+	Prev string `json:"prev,omitempty"`
+	Who  string `json:"who"`
+	From string `json:"from,omitempty"`
+	// Result is the host's result for deploy and rollback, "ok" otherwise.
+	Result string `json:"result"`
+	// Current is the release current after the event.
+	Current string `json:"current,omitempty"`
+	Error   string `json:"error,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	// Agent marks the lines shipd wrote.
+	Agent string `json:"agent,omitempty"`
+}
+
+// RollbackTarget is the release `rollback [SHA]` goes back to on a host that has
+// releases and whose current release is current: the one want names (the whole sha or
+// a unique prefix of it), or for want "", the previous release (of the others that
+// were ever current, the one made current last).
+func RollbackTarget(releases []Info, current, want string) (string, error) {
+	var have []string
+	for _, r := range releases {
+		have = append(have, short(r.SHA))
+	}
+	list := "it has none"
+	if len(have) > 0 {
+		list = "it has " + strings.Join(have, ", ")
+	}
+	if want == "" {
+		prev, ok := previous(releases, current)
+		if !ok {
+			return "", fmt.Errorf("no previous release to roll back to (current: %s; %s)", name(current), list)
+		}
+		return prev.SHA, nil
+	}
+	var match []string
+	for _, r := range releases {
+		if r.SHA == want {
+			return r.SHA, nil
+		}
+		if strings.HasPrefix(r.SHA, want) {
+			match = append(match, r.SHA)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return "", fmt.Errorf("release %s is not on the host (%s)", want, list)
+	case 1:
+		return match[0], nil
+	}
+	return "", fmt.Errorf("%q names %d releases (%s); give more of the sha", want, len(match), strings.Join(match, ", "))
+}
+
+// previous is, of the releases other than current that were ever current, the one
+// made current last.
+func previous(releases []Info, current string) (Info, bool) {
+	var best Info
+	found := false
+	for _, r := range releases {
+		if r.SHA == current || r.CurrentSince.IsZero() {
+			continue
+		}
+		if !found || r.CurrentSince.After(best.CurrentSince) {
+			best, found = r, true
+		}
+	}
+	return best, found
+}
+
+// short is a sha as output shows it: 12 characters, and a dirty tree's suffix.
+func short(sha string) string {
+	if i := strings.Index(sha, "-dirty-"); i >= 0 {
+		return short(sha[:i]) + sha[i:]
+	}
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+func name(sha string) string {
+	if sha == "" {
+		return "no release"
+	}
+	return short(sha)
+}
