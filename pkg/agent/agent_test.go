@@ -75,7 +75,7 @@ type daemon struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	client *agentapi.Client
-	sd     *fakeSystemd
+	sd     *testenv.Systemd
 }
 
 func newDaemon(t *testing.T) *daemon {
@@ -97,7 +97,7 @@ func newDaemon(t *testing.T) *daemon {
 	}
 	d.client = agentapi.NewClient(agentapi.UnixDialer(d.sock))
 	t.Cleanup(d.client.Close)
-	d.sd = newFakeSystemd(t, filepath.Join(dir, "notify.sock"))
+	d.sd = testenv.FakeSystemd(t, filepath.Join(dir, "notify.sock"))
 	t.Cleanup(func() {
 		if d.cmd != nil {
 			d.signal(syscall.SIGKILL)
@@ -124,13 +124,13 @@ func (d *daemon) start(fromStore bool) {
 	defer out.Close()
 	cmd := exec.Command(d.bin, "run", "--config", d.config)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+d.sd.path, "WATCHDOG_USEC=400000")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+d.sd.Path, "WATCHDOG_USEC=400000")
 	if fromStore {
-		files, names := d.sd.files()
+		files, names := d.sd.Files()
 		cmd.ExtraFiles = files
 		cmd.Env = append(cmd.Env, fmt.Sprintf("LISTEN_FDS=%d", len(files)), "LISTEN_FDNAMES="+strings.Join(names, ":"))
 	} else {
-		d.sd.flush()
+		d.sd.Flush()
 	}
 	if err := cmd.Start(); err != nil {
 		d.t.Fatal(err)
@@ -467,11 +467,11 @@ func TestBlueGreen(t *testing.T) {
 	d := newDaemon(t)
 	d.start(false)
 
-	if !d.sd.has("READY=1") {
+	if !d.sd.Has("READY=1") {
 		t.Errorf("no READY=1 to systemd")
 	}
 	waitUntil(t, "watchdog pings", 5*time.Second, func() error {
-		if n := d.sd.count("WATCHDOG=1"); n < 2 {
+		if n := d.sd.Count("WATCHDOG=1"); n < 2 {
 			return fmt.Errorf("%d WATCHDOG=1", n)
 		}
 		return nil
@@ -692,7 +692,7 @@ func TestBlueGreen(t *testing.T) {
 			stop := time.Now()
 			d.stop(syscall.SIGTERM)
 			stopped := time.Since(stop)
-			if !d.sd.has("STOPPING=1") {
+			if !d.sd.Has("STOPPING=1") {
 				t.Errorf("no STOPPING=1 to systemd")
 			}
 			if err := a.onlyVersion("v2"); err != nil {
@@ -757,7 +757,7 @@ func TestBlueGreen(t *testing.T) {
 			successor := st.PID
 			t.Cleanup(func() { killPid(t, successor) })
 			t.Logf("handover to %d took %s", successor, took.Round(time.Millisecond))
-			if !d.sd.has(fmt.Sprintf("MAINPID=%d", successor)) {
+			if !d.sd.Has(fmt.Sprintf("MAINPID=%d", successor)) {
 				t.Errorf("systemd was not told MAINPID=%d", successor)
 			}
 			noFailures(t, "handover", wait())
@@ -823,134 +823,6 @@ func killPid(t *testing.T, pid int) {
 		}
 	}
 	t.Errorf("shipd %d did not stop", pid)
-}
-
-// fakeSystemd is the notification socket systemd gives a Type=notify service: it
-// records what shipd tells it and keeps the sockets shipd stores (FDSTORE=1), by name.
-type fakeSystemd struct {
-	t    *testing.T
-	path string
-	conn *net.UnixConn
-
-	mu     sync.Mutex
-	states []string
-	fds    map[string]*os.File
-}
-
-func newFakeSystemd(t *testing.T, path string) *fakeSystemd {
-	t.Helper()
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fakeSystemd{t: t, path: path, conn: conn, fds: map[string]*os.File{}}
-	done := make(chan struct{})
-	t.Cleanup(func() {
-		conn.Close()
-		<-done
-		f.flush()
-	})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 4096)
-		oob := make([]byte, syscall.CmsgSpace(16*4))
-		for {
-			n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
-			if err != nil {
-				return
-			}
-			f.receive(string(buf[:n]), oob[:oobn])
-		}
-	}()
-	return f
-}
-
-func (f *fakeSystemd) receive(msg string, oob []byte) {
-	var fds []int
-	if len(oob) > 0 {
-		cmsgs, _ := syscall.ParseSocketControlMessage(oob)
-		for _, c := range cmsgs {
-			rights, _ := syscall.ParseUnixRights(&c)
-			fds = append(fds, rights...)
-		}
-	}
-	lines := strings.Split(msg, "\n")
-	vars := map[string]string{}
-	for _, l := range lines {
-		k, v, _ := strings.Cut(l, "=")
-		vars[k] = v
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.states = append(f.states, lines...)
-	name := vars["FDNAME"]
-	switch {
-	case vars["FDSTORE"] == "1":
-		for _, fd := range fds {
-			if f.fds[name] != nil {
-				// The same socket stored again: systemd keeps one.
-				syscall.Close(fd)
-				continue
-			}
-			f.fds[name] = os.NewFile(uintptr(fd), name)
-		}
-		return
-	case vars["FDSTOREREMOVE"] == "1":
-		if old := f.fds[name]; old != nil {
-			old.Close()
-			delete(f.fds, name)
-		}
-	}
-	for _, fd := range fds {
-		syscall.Close(fd)
-	}
-}
-
-// has reports whether shipd sent the state line (e.g. "READY=1").
-func (f *fakeSystemd) has(line string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, s := range f.states {
-		if s == line {
-			return true
-		}
-	}
-	return false
-}
-
-func (f *fakeSystemd) count(line string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, s := range f.states {
-		if s == line {
-			n++
-		}
-	}
-	return n
-}
-
-// files returns the stored sockets, to pass as fds 3.., and their names.
-func (f *fakeSystemd) files() ([]*os.File, []string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var files []*os.File
-	var names []string
-	for name, file := range f.fds {
-		files = append(files, file)
-		names = append(names, name)
-	}
-	return files, names
-}
-
-// flush closes the stored sockets, as systemd does when the service stops.
-func (f *fakeSystemd) flush() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for name, file := range f.fds {
-		file.Close()
-		delete(f.fds, name)
-	}
 }
 
 // A release whose image is only in a registry that demands credentials: shipd pulls it

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -134,7 +133,7 @@ type shipd struct {
 	config string
 	sock   string
 	logs   string
-	store  *fdStore
+	store  *testenv.Systemd
 	cmd    *exec.Cmd
 	exited chan struct{}
 }
@@ -163,7 +162,7 @@ shutdown_timeout: 10s
 	if err := os.WriteFile(d.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d.store = newFDStore(t, filepath.Join(dir, "notify.sock"))
+	d.store = testenv.FakeSystemd(t, filepath.Join(dir, "notify.sock"))
 	t.Cleanup(func() {
 		if d.cmd != nil {
 			d.cmd.Process.Kill()
@@ -189,9 +188,9 @@ func (d *shipd) start() {
 	defer out.Close()
 	cmd := exec.Command(d.bin, "run", "--config", d.config)
 	cmd.Stdout, cmd.Stderr = out, out
-	files, names := d.store.files()
+	files, names := d.store.Files()
 	cmd.ExtraFiles = files
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+d.store.path)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+d.store.Path)
 	if len(files) > 0 {
 		cmd.Env = append(cmd.Env, fmt.Sprintf("LISTEN_FDS=%d", len(files)), "LISTEN_FDNAMES="+strings.Join(names, ":"))
 	}
@@ -224,97 +223,6 @@ func (d *shipd) kill() {
 	_ = d.cmd.Process.Signal(syscall.SIGKILL)
 	<-d.exited
 	d.cmd = nil
-}
-
-// fdStore is the part of systemd a Type=notify service with FileDescriptorStoreMax=
-// talks to: it keeps the sockets shipd stores (FDSTORE=1), by name, and hands them to
-// the next shipd.
-type fdStore struct {
-	path string
-	conn *net.UnixConn
-	mu   sync.Mutex
-	fds  map[string]*os.File
-}
-
-func newFDStore(t *testing.T, path string) *fdStore {
-	t.Helper()
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &fdStore{path: path, conn: conn, fds: map[string]*os.File{}}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 4096)
-		oob := make([]byte, syscall.CmsgSpace(16*4))
-		for {
-			n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
-			if err != nil {
-				return
-			}
-			s.receive(string(buf[:n]), oob[:oobn])
-		}
-	}()
-	t.Cleanup(func() {
-		conn.Close()
-		<-done
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for _, f := range s.fds {
-			f.Close()
-		}
-	})
-	return s
-}
-
-func (s *fdStore) receive(msg string, oob []byte) {
-	var fds []int
-	if cmsgs, err := syscall.ParseSocketControlMessage(oob); err == nil {
-		for _, c := range cmsgs {
-			rights, _ := syscall.ParseUnixRights(&c)
-			fds = append(fds, rights...)
-		}
-	}
-	vars := map[string]string{}
-	for _, l := range strings.Split(msg, "\n") {
-		k, v, _ := strings.Cut(l, "=")
-		vars[k] = v
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	name := vars["FDNAME"]
-	switch {
-	case vars["FDSTORE"] == "1":
-		for _, fd := range fds {
-			if s.fds[name] != nil {
-				syscall.Close(fd)
-				continue
-			}
-			s.fds[name] = os.NewFile(uintptr(fd), name)
-		}
-		return
-	case vars["FDSTOREREMOVE"] == "1":
-		if old := s.fds[name]; old != nil {
-			old.Close()
-			delete(s.fds, name)
-		}
-	}
-	for _, fd := range fds {
-		syscall.Close(fd)
-	}
-}
-
-func (s *fdStore) files() ([]*os.File, []string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var files []*os.File
-	var names []string
-	for name, f := range s.fds {
-		files = append(files, f)
-		names = append(names, name)
-	}
-	return files, names
 }
 
 // load sends requests through shipd's route at a fixed rate until stop is called, and
