@@ -51,11 +51,7 @@ func shipdBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "shipd")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/shipd")
-		cmd.Dir = testenv.RepoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("build shipd: %v\n%s", err, out)
-		}
+		binErr = testenv.Build(binPath, "./cmd/shipd")
 	})
 	if binErr != nil {
 		t.Fatal(binErr)

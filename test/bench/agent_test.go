@@ -308,10 +308,8 @@ func (s *zdShipd) log() string {
 func zdStartShipd(b *testing.B) *zdShipd {
 	b.Helper()
 	bin := filepath.Join(b.TempDir(), "shipd")
-	build := exec.Command("go", "build", "-o", bin, "github.com/shipdeploy/ship/cmd/shipd")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build shipd: %v\n%s", err, out)
+	if err := testenv.Build(bin, "./cmd/shipd"); err != nil {
+		b.Fatal(err)
 	}
 	// A short folder: a unix socket's path is limited to about 100 bytes.
 	dir, err := os.MkdirTemp("", "zd-")

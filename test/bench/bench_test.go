@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,44 +93,12 @@ func group(name string) string {
 // project is the example app in a git checkout, built FROM base.
 func project(b *testing.B, base string) string {
 	b.Helper()
-	src := filepath.Join(testenv.RepoRoot(), "examples")
-	dst := b.TempDir()
-	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, path)
-		target := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		if rel == filepath.Join("app", "app") {
-			return nil
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
+	return testenv.ExampleRepo(b, func(rel string, data []byte) []byte {
 		if rel == filepath.Join("app", "Dockerfile") {
 			data = bytes.Replace(data, []byte("FROM scratch"), []byte("FROM "+base), 1)
 		}
-		return os.WriteFile(target, data, 0o644)
+		return data
 	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	testenv.AppBinary(b, filepath.Join(dst, "app"))
-	os.WriteFile(filepath.Join(dst, ".gitignore"), []byte("app/app\n"), 0o644)
-	for _, args := range [][]string{{"init", "-q"}, {"add", "."}, {"commit", "-q", "-m", "bench"}} {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = dst
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=ship", "GIT_AUTHOR_EMAIL=ship@example.com",
-			"GIT_COMMITTER_NAME=ship", "GIT_COMMITTER_EMAIL=ship@example.com")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-	}
-	return dst
 }
 
 // runner runs a command in dir with extra environment, failing the benchmark when it
@@ -166,10 +133,8 @@ func BenchmarkUnchanged(b *testing.B) {
 	dir := project(b, base)
 
 	bin := filepath.Join(b.TempDir(), "shipctl")
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/shipctl")
-	build.Dir = testenv.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build shipctl: %v\n%s", err, out)
+	if err := testenv.Build(bin, "./cmd/shipctl"); err != nil {
+		b.Fatal(err)
 	}
 	r := runner{b: b, dir: dir, env: []string{"SHIP_REGISTRY=" + reg.Addr, "DOCKER_CONFIG=" + b.TempDir(),
 		"SHIP_REGISTRY_USER=", "SHIP_REGISTRY_PASSWORD=", "DOCKER_BUILDKIT="}}

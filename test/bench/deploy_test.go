@@ -412,11 +412,8 @@ func buildBins(b *testing.B, pairs ...string) map[string]string {
 	out := map[string]string{}
 	for i := 0; i < len(pairs); i += 2 {
 		bin := filepath.Join(dir, pairs[i])
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, pairs[i+1])
-		cmd.Dir = testenv.RepoRoot()
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if o, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("build %s: %v\n%s", pairs[i+1], err, o)
+		if err := testenv.Build(bin, pairs[i+1], "-ldflags", "-s -w"); err != nil {
+			b.Fatal(err)
 		}
 		out[pairs[i]] = bin
 	}

@@ -40,11 +40,7 @@ func shipdBinary(t *testing.T) string {
 	t.Helper()
 	shipdOnce.Do(func() {
 		shipdPath = filepath.Join(filepath.Dir(shipctl), "shipd")
-		cmd := exec.Command("go", "build", "-o", shipdPath, "./cmd/shipd")
-		cmd.Dir = testenv.RepoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			shipdErr = fmt.Errorf("build shipd: %v\n%s", err, out)
-		}
+		shipdErr = testenv.Build(shipdPath, "./cmd/shipd")
 	})
 	if shipdErr != nil {
 		t.Fatal(shipdErr)

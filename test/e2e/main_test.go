@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,10 +25,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	shipctl = filepath.Join(dir, "shipctl")
-	cmd := exec.Command("go", "build", "-o", shipctl, "./cmd/shipctl")
-	cmd.Dir = testenv.RepoRoot()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build shipctl: %v\n%s", err, out)
+	if err := testenv.Build(shipctl, "./cmd/shipctl"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -68,39 +65,10 @@ func run(t *testing.T, dir string, env []string, args ...string) result {
 	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
 }
 
-// exampleRepo copies examples/ into a fresh git checkout with one commit, the example
-// app's binary built into it.
+// exampleRepo is the example app in a git checkout of its own.
 func exampleRepo(t *testing.T) string {
 	t.Helper()
-	src := filepath.Join(testenv.RepoRoot(), "examples")
-	dst := t.TempDir()
-	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, path)
-		target := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		if rel == filepath.Join("app", "app") {
-			return nil // a stale binary; built below
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, data, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.AppBinary(t, filepath.Join(dst, "app"))
-	os.WriteFile(filepath.Join(dst, ".gitignore"), []byte("app/app\n"), 0o644)
-	git(t, dst, "init", "-q")
-	git(t, dst, "add", ".")
-	git(t, dst, "commit", "-q", "-m", "example app")
-	return dst
+	return testenv.ExampleRepo(t, nil)
 }
 
 func git(t *testing.T, dir string, args ...string) string {

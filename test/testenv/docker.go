@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -56,11 +55,8 @@ var (
 func AppBinary(t testing.TB, dir string) string {
 	t.Helper()
 	out := filepath.Join(dir, "app")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./examples/app")
-	cmd.Dir = RepoRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build example app: %v\n%s", err, b)
+	if err := Build(out, "./examples/app"); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
