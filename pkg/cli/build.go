@@ -54,14 +54,7 @@ builder, DOCKER_BUILDKIT=1 for BuildKit only. Base images are always pulled
 }
 
 func runBuild(ctx context.Context, g *Globals, o *buildOptions) error {
-	cfg, err := g.loadConfig()
-	if err != nil {
-		return err
-	}
-	if err := requireRegistry(cfg); err != nil {
-		return err
-	}
-	info, err := head(ctx, cfg)
+	cfg, info, err := g.checkout(ctx)
 	if err != nil {
 		return err
 	}
@@ -71,6 +64,20 @@ func runBuild(ctx context.Context, g *Globals, o *buildOptions) error {
 }
 
 // head reads the checkout: images are tagged with its commit, so there must be one.
+// checkout loads ship.yaml, requires its registry and reads the checkout's HEAD: what
+// build and push start with.
+func (g *Globals) checkout(ctx context.Context) (*config.Config, vcs.Info, error) {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return nil, vcs.Info{}, err
+	}
+	if err := requireRegistry(cfg); err != nil {
+		return nil, vcs.Info{}, err
+	}
+	info, err := head(ctx, cfg)
+	return cfg, info, err
+}
+
 func head(ctx context.Context, cfg *config.Config) (vcs.Info, error) {
 	info, err := vcs.Head(ctx, cfg.Dir)
 	if errors.Is(err, vcs.ErrNotRepo) {

@@ -50,14 +50,7 @@ manifest is looked up in the registry.`,
 }
 
 func runPush(ctx context.Context, g *Globals, o *pushOptions) error {
-	cfg, err := g.loadConfig()
-	if err != nil {
-		return err
-	}
-	if err := requireRegistry(cfg); err != nil {
-		return err
-	}
-	info, err := head(ctx, cfg)
+	cfg, info, err := g.checkout(ctx)
 	if err != nil {
 		return err
 	}

@@ -47,18 +47,11 @@ tests, 4, 5 or 6 for a failed deploy.`,
 }
 
 func runShip(ctx context.Context, g *Globals, o *shipOptions) error {
-	cfg, err := g.loadConfig()
+	cfg, info, err := g.checkout(ctx)
 	if err != nil {
 		return err
 	}
 	if _, err := cfg.Env(o.Env); err != nil {
-		return err
-	}
-	if err := requireRegistry(cfg); err != nil {
-		return err
-	}
-	info, err := head(ctx, cfg)
-	if err != nil {
 		return err
 	}
 	p := newPrinter(g)
