@@ -18,6 +18,7 @@ import (
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/event"
 	"github.com/shipdeploy/ship/pkg/proxy"
 	"github.com/shipdeploy/ship/pkg/release"
 )
@@ -114,11 +115,11 @@ func (e *emitter) emit(ev agentapi.Event) {
 	}
 }
 
-func (e *emitter) info(step, service, msg string) {
+func (e *emitter) info(step event.Step, service, msg string) {
 	e.emit(agentapi.Event{Step: step, Service: service, Msg: msg})
 }
 
-func (e *emitter) warn(step, service, msg string) {
+func (e *emitter) warn(step event.Step, service, msg string) {
 	e.emit(agentapi.Event{Step: step, Service: service, Level: agentapi.LevelWarn, Msg: msg})
 }
 
@@ -254,7 +255,7 @@ type deployment struct {
 	// switched: from then on a failure puts the previous release back.
 	changed bool
 	// step is the step running, for the failure's event.
-	step string
+	step event.Step
 }
 
 // failure is a deploy step that failed, with the container's last log lines if one
@@ -320,7 +321,7 @@ func (d *deployment) run(ctx context.Context, runJobs bool) error {
 
 // progress turns the engine's events into the deploy's, and notes a change to a
 // running service.
-func (d *deployment) progress(step string) func(engine.Event) {
+func (d *deployment) progress(step event.Step) func(engine.Event) {
 	return func(e engine.Event) {
 		switch e.Action {
 		case "recreate", "remove":

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shipdeploy/ship/pkg/event"
 	"github.com/shipdeploy/ship/pkg/release"
 )
 
@@ -28,7 +29,7 @@ func TestCurrentAuditAndReleaseJSON(t *testing.T) {
 		}
 	}
 
-	for _, r := range []string{"deployed", "failed"} {
+	for _, r := range []event.Result{"deployed", "failed"} {
 		if err := dir.appendAudit(release.AuditEntry{Event: "deploy", App: "web", SHA: "bbb", Result: r, Agent: "shipd"}); err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
+	"github.com/shipdeploy/ship/pkg/event"
 )
 
 // stateVersion is the format of the state file.
@@ -39,9 +40,9 @@ type AppState struct {
 	// cut off.
 	Deploying *Deploying `json:"deploying,omitempty"`
 
-	LastResult string    `json:"last_result,omitempty"`
-	LastError  string    `json:"last_error,omitempty"`
-	LastTime   time.Time `json:"last_time,omitzero"`
+	LastResult event.Result `json:"last_result,omitempty"`
+	LastError  string       `json:"last_error,omitempty"`
+	LastTime   time.Time    `json:"last_time,omitzero"`
 }
 
 // RouteState is one routed service: where it listens and which container is live.

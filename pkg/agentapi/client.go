@@ -46,9 +46,9 @@ func (e *Error) Error() string { return "shipd: " + e.Msg }
 func (e *Error) Is(target error) bool {
 	switch target {
 	case ErrDeployFailed:
-		return e.Code == ResultFailed
+		return e.Code == string(ResultFailed)
 	case ErrRestoreFailed:
-		return e.Code == ResultRestoreFailed
+		return e.Code == string(ResultRestoreFailed)
 	case ErrLocked:
 		return e.Code == CodeLocked
 	case ErrNotFound:
@@ -150,9 +150,9 @@ func (c *Client) stream(ctx context.Context, path string, body any, fn func(Even
 			}
 			msg := r.Error
 			if msg == "" {
-				msg = r.Result
+				msg = string(r.Result)
 			}
-			return r, &Error{Code: r.Result, Msg: msg, Status: resp.StatusCode, Result: r}
+			return r, &Error{Code: string(r.Result), Msg: msg, Status: resp.StatusCode, Result: r}
 		}
 	}
 }

@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/shipdeploy/ship/pkg/event"
 )
 
 // DefaultSocket is where shipd serves its API.
@@ -152,32 +154,32 @@ func (r RollbackRequest) String() string {
 // GoString keeps RegistryAuth out of %#v.
 func (r RollbackRequest) GoString() string { return r.String() }
 
-// Steps an Event belongs to (the same names as pkg/deploy's where they mean the same).
+// Steps an Event belongs to: pkg/event's, the words pkg/deploy uses too.
 const (
-	StepPreflight = "preflight" // the release read and checked
-	StepPull      = "pull"      // images pulled through the host's engine
-	StepJob       = "job"       // a pre-deploy job
-	StepApply     = "apply"     // a container started, recreated or left alone
-	StepHealth    = "health"    // a new container health-checked
-	StepSwitch    = "switch"    // a route switched, or current pointed at the release
-	StepDrain     = "drain"     // the old container drained and stopped
-	StepAudit     = "audit"     // audit.log, release.json
-	StepRestore   = "restore"   // the previous release put back after a failure
-	StepDone      = "done"      // the end: Msg says which release is current
+	StepPreflight = event.StepPreflight // the release read and checked
+	StepPull      = event.StepPull      // images pulled through the host's engine
+	StepJob       = event.StepJob       // a pre-deploy job
+	StepApply     = event.StepApply     // a container started, recreated or left alone
+	StepHealth    = event.StepHealth    // a new container health-checked
+	StepSwitch    = event.StepSwitch    // a route switched, or current pointed at the release
+	StepDrain     = event.StepDrain     // the old container drained and stopped
+	StepAudit     = event.StepAudit     // audit.log, release.json
+	StepRestore   = event.StepRestore   // the previous release put back after a failure
+	StepDone      = event.StepDone      // the end: Msg says which release is current
 )
 
 // Levels of an Event.
 const (
-	LevelInfo  = "info"
-	LevelWarn  = "warn"
-	LevelError = "error"
+	LevelInfo  = event.LevelInfo
+	LevelWarn  = event.LevelWarn
+	LevelError = event.LevelError
 )
 
 // Event is one thing a deploy did.
 type Event struct {
-	Time  time.Time `json:"time"`
-	Step  string    `json:"step"`
-	Level string    `json:"level"`
+	Time  time.Time   `json:"time"`
+	Step  event.Step  `json:"step"`
+	Level event.Level `json:"level"`
 	// Service is the compose service it is about, if one.
 	Service string `json:"service,omitempty"`
 	Msg     string `json:"msg"`
@@ -185,11 +187,11 @@ type Event struct {
 	Logs []string `json:"logs,omitempty"`
 }
 
-// Outcomes of a deploy or rollback (the same words as pkg/deploy's host results).
+// Outcomes of a deploy or rollback: pkg/event's, the words of pkg/deploy's host results.
 const (
-	ResultDeployed      = "deployed"       // the release is current and serving
-	ResultFailed        = "failed"         // failed; the previous release was kept or put back
-	ResultRestoreFailed = "restore-failed" // failed, and putting the previous release back failed too
+	ResultDeployed      = event.ResultDeployed      // the release is current and serving
+	ResultFailed        = event.ResultFailed        // failed; the previous release was kept or put back
+	ResultRestoreFailed = event.ResultRestoreFailed // failed, and putting the previous release back failed too
 )
 
 // Result is how a deploy or rollback ended: the last message of the stream.
@@ -197,7 +199,7 @@ type Result struct {
 	App string `json:"app"`
 	SHA string `json:"sha"` // the release asked for
 	// Result is ResultDeployed, ResultFailed or ResultRestoreFailed.
-	Result string `json:"result"`
+	Result event.Result `json:"result"`
 	// Current is the release current at the end; Previous the one before the deploy
 	// ("" none).
 	Current  string `json:"current,omitempty"`
@@ -242,9 +244,9 @@ type App struct {
 	// Deploying is the release being deployed now, if one is.
 	Deploying string `json:"deploying,omitempty"`
 	// LastResult and LastError are how the last deploy or rollback ended.
-	LastResult string    `json:"last_result,omitempty"`
-	LastError  string    `json:"last_error,omitempty"`
-	LastTime   time.Time `json:"last_time,omitzero"`
+	LastResult event.Result `json:"last_result,omitempty"`
+	LastError  string       `json:"last_error,omitempty"`
+	LastTime   time.Time    `json:"last_time,omitzero"`
 }
 
 // Status is shipd's state.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/shipdeploy/ship/pkg/config"
 	"github.com/shipdeploy/ship/pkg/deploy"
+	"github.com/shipdeploy/ship/pkg/event"
 	"github.com/shipdeploy/ship/pkg/image"
 	"github.com/shipdeploy/ship/pkg/sshx"
 	"github.com/shipdeploy/ship/pkg/testrun"
@@ -274,7 +275,7 @@ func renderDeployEvent(g *Globals, p *printer, e deploy.Event) {
 		if e.Service != "" {
 			fields["service"] = e.Service
 		}
-		p.event(e.Step, fields, "")
+		p.event(string(e.Step), fields, "")
 		return
 	}
 	msg := e.Msg
@@ -288,11 +289,11 @@ func renderDeployEvent(g *Globals, p *printer, e deploy.Event) {
 	case e.Level == deploy.LevelWarn:
 		p.warn(msg)
 	case e.Level == deploy.LevelError && e.Step != deploy.StepDone:
-		p.event(e.Step, nil, "--> FAILED "+msg)
+		p.event(string(e.Step), nil, "--> FAILED "+msg)
 	case e.Host == "":
-		p.event(e.Step, nil, "==> "+msg)
+		p.event(string(e.Step), nil, "==> "+msg)
 	default:
-		p.event(e.Step, nil, "--> "+msg)
+		p.event(string(e.Step), nil, "--> "+msg)
 	}
 }
 
@@ -345,7 +346,7 @@ func renderPreview(g *Globals, p *printer, verb string, pv deploy.Preview) {
 				}
 				steps = append(steps, step)
 			}
-			p.event(deploy.StepPlan, map[string]any{"host": h.Host, "current": h.Current, "sha": pv.SHA, "steps": steps}, "")
+			p.event(string(deploy.StepPlan), map[string]any{"host": h.Host, "current": h.Current, "sha": pv.SHA, "steps": steps}, "")
 		}
 		return
 	}
@@ -369,7 +370,7 @@ func renderPreview(g *Globals, p *printer, verb string, pv deploy.Preview) {
 			b.WriteString("\n  (no change: every service runs as wanted)")
 		}
 	}
-	p.event(deploy.StepPlan, nil, b.String())
+	p.event(string(deploy.StepPlan), nil, b.String())
 }
 
 // askYesNo asks question on out and reads the answer from in; only y or yes is yes.
@@ -394,7 +395,7 @@ func askYesNo(ctx context.Context, in io.Reader, out io.Writer, question string)
 // stderr; otherwise it says once how long it waits. Ctrl-C ends it (and the command).
 func countdown(ctx context.Context, g *Globals, p *printer, grace time.Duration) error {
 	secs := int(grace.Round(time.Second).Seconds())
-	p.event(deploy.StepGrace, map[string]any{"seconds": secs},
+	p.event(string(deploy.StepGrace), map[string]any{"seconds": secs},
 		fmt.Sprintf("==> starting in %s; Ctrl-C cancels with nothing touched", grace))
 	live := g.IO.OutTTY && !g.JSON
 	deadline := time.Now().Add(grace)
@@ -429,7 +430,7 @@ func renderSummary(p *printer, verb string, sum *deploy.Summary) {
 	if sum == nil || len(sum.Hosts) == 0 {
 		return
 	}
-	counts := map[string]int{}
+	counts := map[event.Result]int{}
 	hosts := make([]map[string]any, 0, len(sum.Hosts))
 	width := 0
 	for _, h := range sum.Hosts {
@@ -442,7 +443,7 @@ func renderSummary(p *printer, verb string, sum *deploy.Summary) {
 		hosts = append(hosts, m)
 	}
 	var parts []string
-	for _, r := range []string{deploy.ResultDeployed, deploy.ResultFailed, deploy.ResultRestoreFailed, deploy.ResultLocked, deploy.ResultSkipped} {
+	for _, r := range []event.Result{deploy.ResultDeployed, deploy.ResultFailed, deploy.ResultRestoreFailed, deploy.ResultLocked, deploy.ResultSkipped} {
 		if counts[r] > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", counts[r], r))
 		}
@@ -463,7 +464,7 @@ func renderSummary(p *printer, verb string, sum *deploy.Summary) {
 	p.event(verb+"_result", map[string]any{"sha": sum.SHA, "env": sum.Env, "hosts": hosts}, b.String())
 }
 
-func resultText(r string) string {
+func resultText(r event.Result) string {
 	switch r {
 	case deploy.ResultFailed:
 		return "failed: runs its previous release"
@@ -474,5 +475,5 @@ func resultText(r string) string {
 	case deploy.ResultSkipped:
 		return "skipped: nothing changed"
 	}
-	return r
+	return string(r)
 }

@@ -187,7 +187,7 @@ func logText(logs []string) string {
 func resultErr(res *agentapi.Result) error {
 	msg := res.Error
 	if msg == "" {
-		msg = res.Result
+		msg = string(res.Result)
 	}
 	return errors.New(msg + logText(res.Logs))
 }

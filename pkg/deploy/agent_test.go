@@ -13,6 +13,7 @@ import (
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/compose"
+	"github.com/shipdeploy/ship/pkg/event"
 	"github.com/shipdeploy/ship/pkg/release"
 )
 
@@ -172,7 +173,7 @@ func TestAgentDeployFailedShowsLogs(t *testing.T) {
 		fn(agentapi.Event{Step: agentapi.StepHealth, Service: "web", Level: agentapi.LevelError, Msg: "service web: the new container shop-web-3 failed its health check", Logs: logs})
 		res := &agentapi.Result{App: req.App, SHA: req.SHA, Result: agentapi.ResultFailed, Current: shaA, Previous: shaA,
 			Error: "service web: the new container shop-web-3 failed its health check; nothing was switched", Logs: logs}
-		return res, &agentapi.Error{Code: agentapi.ResultFailed, Msg: res.Error, Status: 200, Result: res}
+		return res, &agentapi.Error{Code: string(agentapi.ResultFailed), Msg: res.Error, Status: 200, Result: res}
 	}
 	sum, err := Run(context.Background(), f.agentOptions(f.release(shaB), sh))
 	if !errors.Is(err, ErrDeployFailed) || errors.Is(err, ErrRestoreFailed) {
@@ -225,7 +226,7 @@ func TestAgentDeployLearnsTheOutcomeOfACutAnswer(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
 		last   agentapi.App
-		result string
+		result event.Result
 		want   error
 	}{
 		{"put back after a restart", agentapi.App{LastResult: agentapi.ResultFailed, LastError: "deploy of bbbbbbbbbbbb was cut off by a shipd restart; aaaaaaaaaaaa was put back"}, ResultFailed, ErrDeployFailed},

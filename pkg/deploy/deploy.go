@@ -18,6 +18,7 @@ import (
 
 	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/event"
 	"github.com/shipdeploy/ship/pkg/plan"
 	"github.com/shipdeploy/ship/pkg/release"
 )
@@ -92,19 +93,19 @@ type HostPreview struct {
 	Plan    plan.Plan
 }
 
-// Results of a host, in HostResult.Result and audit.log.
+// Results of a host, in HostResult.Result and audit.log: pkg/event's.
 const (
-	ResultDeployed      = "deployed"       // the release is current and healthy
-	ResultFailed        = "failed"         // failed; the host runs its previous release (put back or never left)
-	ResultRestoreFailed = "restore-failed" // failed, and putting the previous release back failed too
-	ResultLocked        = "locked"         // another deploy holds the host's lock; nothing touched
-	ResultSkipped       = "skipped"        // not started: another host was locked, or the command was cancelled
+	ResultDeployed      = event.ResultDeployed      // the release is current and healthy
+	ResultFailed        = event.ResultFailed        // failed; the host runs its previous release (put back or never left)
+	ResultRestoreFailed = event.ResultRestoreFailed // failed, and putting the previous release back failed too
+	ResultLocked        = event.ResultLocked        // another deploy holds the host's lock; nothing touched
+	ResultSkipped       = event.ResultSkipped       // not started: another host was locked, or the command was cancelled
 )
 
 // HostResult is how a command ended on one host.
 type HostResult struct {
 	Host   string
-	Result string
+	Result event.Result
 	// Current is the release current on the host at the end ("" none).
 	Current string
 	// Err is why it failed (redacted); nil when deployed.
@@ -340,12 +341,12 @@ type hostRun struct {
 	touched  bool // the engine may have changed a container
 }
 
-func (r *hostRun) info(step, msg string) { r.em.info(r.h.name, step, msg) }
-func (r *hostRun) warn(step, msg string) { r.em.warn(r.h.name, step, msg) }
+func (r *hostRun) info(step event.Step, msg string) { r.em.info(r.h.name, step, msg) }
+func (r *hostRun) warn(step event.Step, msg string) { r.em.warn(r.h.name, step, msg) }
 
 func (r *hostRun) run(ctx context.Context) HostResult {
 	steps := []struct {
-		name string
+		name event.Step
 		fn   func(context.Context) error
 	}{
 		{StepUpload, r.upload},
@@ -387,7 +388,7 @@ func (r *hostRun) run(ctx context.Context) HostResult {
 
 // fail ends a host's deploy that failed at step: the previous release is put back
 // if anything was touched, then release.json, audit.log and the lock.
-func (r *hostRun) fail(ctx context.Context, step string, err error) HostResult {
+func (r *hostRun) fail(ctx context.Context, step event.Step, err error) HostResult {
 	err = r.o.Redactor.Error(err)
 	r.em.fail(r.h.name, step, err.Error())
 	res := HostResult{Host: r.h.name, Result: ResultFailed, Current: r.prev, Err: err}
@@ -618,11 +619,11 @@ func (r *hostRun) apply(ctx context.Context) error {
 	})
 }
 
-func (r *hostRun) engineEvents(step string) func(engine.Event) {
+func (r *hostRun) engineEvents(step event.Step) func(engine.Event) {
 	return engineEvents(r.em, r.h.name, step)
 }
 
-func engineEvents(em *emitter, host, step string) func(engine.Event) {
+func engineEvents(em *emitter, host string, step event.Step) func(engine.Event) {
 	return func(e engine.Event) {
 		msg := e.Msg
 		switch e.Action {
@@ -755,7 +756,7 @@ func writeAtomic(ctx context.Context, f Files, l release.Layout, name string, da
 	return nil
 }
 
-func (r *hostRun) audit(ctx context.Context, result, current string, err error) {
+func (r *hostRun) audit(ctx context.Context, result event.Result, current string, err error) {
 	e := release.AuditEntry{
 		Event: release.AuditDeploy, App: r.o.App, Env: r.o.Env.Name, Host: r.h.name, SHA: r.rel.SHA, Prev: r.prev,
 		Who: r.me.Who, From: r.o.From, Result: result, Current: current,
@@ -907,7 +908,7 @@ func endNotification(event string, o Options, s *Summary, err error) Notificatio
 	}
 	for _, h := range s.Hosts {
 		m.Hosts = append(m.Hosts, h.Host)
-		hr := NotifyHost{Host: h.Host, Result: h.Result, Current: h.Current}
+		hr := NotifyHost{Host: h.Host, Result: string(h.Result), Current: h.Current}
 		if h.Err != nil {
 			hr.Error = h.Err.Error()
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/shipdeploy/ship/pkg/config"
+	"github.com/shipdeploy/ship/pkg/event"
 	"github.com/shipdeploy/ship/pkg/release"
 )
 
@@ -526,7 +527,10 @@ func TestParallelHostsFailIndependently(t *testing.T) {
 	if !errors.Is(err, ErrDeployFailed) {
 		t.Fatalf("err = %v", err)
 	}
-	want := []struct{ result, current string }{{ResultDeployed, shaB}, {ResultFailed, shaA}, {ResultDeployed, shaB}}
+	want := []struct {
+		result  event.Result
+		current string
+	}{{ResultDeployed, shaB}, {ResultFailed, shaA}, {ResultDeployed, shaB}}
 	for i, w := range want {
 		if r := sum.Hosts[i]; r.Result != w.result || r.Current != w.current {
 			t.Errorf("%s: %+v, want %s on %s", r.Host, r, w.result, short(w.current))

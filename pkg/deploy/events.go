@@ -3,34 +3,36 @@ package deploy
 import (
 	"sync"
 	"time"
+
+	"github.com/shipdeploy/ship/pkg/event"
 )
 
-// Steps an Event belongs to.
+// Steps an Event belongs to: pkg/event's, shared with shipd's wire types.
 const (
-	StepPreflight = "preflight" // config, registry, hosts and engines checked
-	StepPlan      = "plan"      // what will change on a host (rendered by the caller from a Preview)
-	StepGrace     = "grace"     // the countdown before the first change (emitted by the caller)
-	StepLock      = "lock"      // the host's lock taken, waited for, or released
-	StepUpload    = "upload"    // the release's files written to the host
-	StepPull      = "pull"      // an image pulled through the host's engine
-	StepJob       = "job"       // a pre-deploy job
-	StepApply     = "apply"     // the engine creates, recreates or starts a service
-	StepSwitch    = "switch"    // current points at the release (through shipd: a route switched too)
-	StepHealth    = "health"    // through shipd: a new container health-checked before it gets traffic
-	StepDrain     = "drain"     // through shipd: the old container drained and removed
-	StepInstall   = "install"   // shipctl agent install: a file written, systemd told
-	StepAudit     = "audit"     // a line appended to audit.log
-	StepPrune     = "prune"     // old releases and their images removed
-	StepRestore   = "restore"   // the previous release put back after a failure
-	StepNotify    = "notify"    // the webhook called
-	StepDone      = "done"      // a host finished: Msg says on which release it is
+	StepPreflight = event.StepPreflight // config, registry, hosts and engines checked
+	StepPlan      = event.StepPlan      // what will change on a host (rendered by the caller from a Preview)
+	StepGrace     = event.StepGrace     // the countdown before the first change (emitted by the caller)
+	StepLock      = event.StepLock      // the host's lock taken, waited for, or released
+	StepUpload    = event.StepUpload    // the release's files written to the host
+	StepPull      = event.StepPull      // an image pulled through the host's engine
+	StepJob       = event.StepJob       // a pre-deploy job
+	StepApply     = event.StepApply     // the engine creates, recreates or starts a service
+	StepSwitch    = event.StepSwitch    // current points at the release (through shipd: a route switched too)
+	StepHealth    = event.StepHealth    // through shipd: a new container health-checked before it gets traffic
+	StepDrain     = event.StepDrain     // through shipd: the old container drained and removed
+	StepInstall   = event.StepInstall   // shipctl agent install: a file written, systemd told
+	StepAudit     = event.StepAudit     // a line appended to audit.log
+	StepPrune     = event.StepPrune     // old releases and their images removed
+	StepRestore   = event.StepRestore   // the previous release put back after a failure
+	StepNotify    = event.StepNotify    // the webhook called
+	StepDone      = event.StepDone      // a host finished: Msg says on which release it is
 )
 
 // Levels of an Event.
 const (
-	LevelInfo  = "info"
-	LevelWarn  = "warn"
-	LevelError = "error"
+	LevelInfo  = event.LevelInfo
+	LevelWarn  = event.LevelWarn
+	LevelError = event.LevelError
 )
 
 // Event is one thing a command did, for the caller to render. Its text never holds a
@@ -39,9 +41,9 @@ type Event struct {
 	Time time.Time
 	// Host is the destination as written in ship.yaml; "" for the command as a whole.
 	Host string
-	Step string
+	Step event.Step
 	// Level is LevelInfo, LevelWarn or LevelError.
-	Level string
+	Level event.Level
 	// Service is the compose service the event is about, if one.
 	Service string
 	// Msg is the event in a few words, without the host.
@@ -73,14 +75,14 @@ func (e *emitter) emit(ev Event) {
 	e.fn(ev)
 }
 
-func (e *emitter) info(host, step, msg string) {
+func (e *emitter) info(host string, step event.Step, msg string) {
 	e.emit(Event{Host: host, Step: step, Msg: msg})
 }
 
-func (e *emitter) warn(host, step, msg string) {
+func (e *emitter) warn(host string, step event.Step, msg string) {
 	e.emit(Event{Host: host, Step: step, Level: LevelWarn, Msg: msg})
 }
 
-func (e *emitter) fail(host, step, msg string) {
+func (e *emitter) fail(host string, step event.Step, msg string) {
 	e.emit(Event{Host: host, Step: step, Level: LevelError, Msg: msg})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/shipdeploy/ship/pkg/event"
 	"github.com/shipdeploy/ship/pkg/release"
 )
 
@@ -31,7 +32,7 @@ func Lock(ctx context.Context, t Target, reason string) error {
 		return t.Redactor.Error(err)
 	}
 	for _, h := range s.hosts {
-		e := release.AuditEntry{Event: release.AuditLock, App: t.App, Env: t.Env.Name, Host: h.name, Who: me.Who, Result: "ok", Reason: reason}
+		e := release.AuditEntry{Event: release.AuditLock, App: t.App, Env: t.Env.Name, Host: h.name, Who: me.Who, Result: event.ResultOK, Reason: reason}
 		if err := appendAudit(context.WithoutCancel(ctx), h, s.l, e, t.Redactor); err != nil {
 			em.warn(h.name, StepAudit, err.Error())
 		}
@@ -100,7 +101,7 @@ func Unlock(ctx context.Context, t Target, o UnlockOptions) ([]HostLock, error) 
 		}
 		removed = append(removed, HostLock{Host: hc.name, Holder: *h})
 		em.info(hc.name, StepLock, "unlocked (was held by "+h.String()+")")
-		e := release.AuditEntry{Event: release.AuditUnlock, App: t.App, Env: t.Env.Name, Host: hc.name, Who: who, Result: "ok", Reason: "was held by " + h.String()}
+		e := release.AuditEntry{Event: release.AuditUnlock, App: t.App, Env: t.Env.Name, Host: hc.name, Who: who, Result: event.ResultOK, Reason: "was held by " + h.String()}
 		if err := appendAudit(context.WithoutCancel(ctx), hc, s.l, e, t.Redactor); err != nil {
 			em.warn(hc.name, StepAudit, err.Error())
 		}

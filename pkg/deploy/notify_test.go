@@ -87,7 +87,7 @@ func TestNotifications(t *testing.T) {
 			t.Fatalf("events = %s", got)
 		}
 		end := h.got[1]
-		if end.App != "shop" || end.Env != "prod" || end.SHA != shaA || len(end.Hosts) != 1 || end.Results[0].Result != ResultDeployed || end.Time.IsZero() || end.Who != "tester@laptop" {
+		if end.App != "shop" || end.Env != "prod" || end.SHA != shaA || len(end.Hosts) != 1 || end.Results[0].Result != string(ResultDeployed) || end.Time.IsZero() || end.Who != "tester@laptop" {
 			t.Errorf("success = %+v", end)
 		}
 	})
@@ -105,7 +105,7 @@ func TestNotifications(t *testing.T) {
 			t.Fatalf("events = %s", got)
 		}
 		end := h.got[1]
-		if end.Error == "" || end.Results[0].Current != shaA || end.Results[0].Result != ResultFailed {
+		if end.Error == "" || end.Results[0].Current != shaA || end.Results[0].Result != string(ResultFailed) {
 			t.Errorf("failure = %+v", end)
 		}
 		for _, raw := range h.raw {

@@ -15,6 +15,8 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/shipdeploy/ship/pkg/event"
 )
 
 // Layout is an app's folder on a host; its methods name the files in it.
@@ -96,7 +98,7 @@ type AuditEntry struct {
 	Who  string `json:"who"`
 	From string `json:"from,omitempty"`
 	// Result is the host's result for deploy and rollback, "ok" otherwise.
-	Result string `json:"result"`
+	Result event.Result `json:"result"`
 	// Current is the release current after the event.
 	Current string `json:"current,omitempty"`
 	Error   string `json:"error,omitempty"`
