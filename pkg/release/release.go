@@ -1,6 +1,8 @@
 // Package release defines what shipctl (pkg/deploy) and shipd (pkg/agent) both keep in
 // an app's folder on a host (DESIGN.md, "On the host"), and picks the release a
-// rollback goes back to. It does no I/O.
+// rollback goes back to. Store reads and writes them through a small file-system
+// interface, FS: over SFTP for shipctl (pkg/sshhost), the local file system for
+// shipd (OS).
 //
 //	<root>/releases/<sha>/docker-compose.yml   the resolved compose file (mode 0600)
 //	<root>/releases/<sha>/release.json         Info
@@ -114,7 +116,7 @@ type AuditEntry struct {
 func RollbackTarget(releases []Info, current, want string) (string, error) {
 	var have []string
 	for _, r := range releases {
-		have = append(have, short(r.SHA))
+		have = append(have, Short(r.SHA))
 	}
 	list := "it has none"
 	if len(have) > 0 {
@@ -123,7 +125,7 @@ func RollbackTarget(releases []Info, current, want string) (string, error) {
 	if want == "" {
 		prev, ok := previous(releases, current)
 		if !ok {
-			return "", fmt.Errorf("no previous release to roll back to (current: %s; %s)", name(current), list)
+			return "", fmt.Errorf("no previous release to roll back to (current: %s; %s)", Name(current), list)
 		}
 		return prev.SHA, nil
 	}
@@ -161,10 +163,11 @@ func previous(releases []Info, current string) (Info, bool) {
 	return best, found
 }
 
-// short is a sha as output shows it: 12 characters, and a dirty tree's suffix.
-func short(sha string) string {
+// Short is a sha as output shows it: 12 characters, and a dirty tree's suffix
+// (<sha>-dirty-<hash>).
+func Short(sha string) string {
 	if i := strings.Index(sha, "-dirty-"); i >= 0 {
-		return short(sha[:i]) + sha[i:]
+		return Short(sha[:i]) + sha[i:]
 	}
 	if len(sha) > 12 {
 		return sha[:12]
@@ -172,9 +175,10 @@ func short(sha string) string {
 	return sha
 }
 
-func name(sha string) string {
+// Name is how output names the release sha: Short, or "no release" for "".
+func Name(sha string) string {
 	if sha == "" {
 		return "no release"
 	}
-	return short(sha)
+	return Short(sha)
 }

@@ -1,0 +1,347 @@
+package release
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Store is an app's folder on one host, read and written through an FS: the one
+// implementation of the on-host contract for shipctl and shipd. Every write that
+// replaces something is staged under Layout.Tmp() and renamed into place.
+type Store struct {
+	FS     FS
+	Layout Layout
+}
+
+// NewStore is the store of the app folder dir, reached through f.
+func NewStore(f FS, dir string) *Store { return &Store{FS: f, Layout: Layout(dir)} }
+
+// Current is the release current points at; "" when there is none.
+func (s *Store) Current(ctx context.Context) (string, error) {
+	target, err := s.FS.Readlink(ctx, s.Layout.Current())
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", s.Layout.Current(), err)
+	}
+	return path.Base(target), nil
+}
+
+// SwitchCurrent points current at sha in one step: a new symlink under .tmp/, renamed
+// over current.
+func (s *Store) SwitchCurrent(ctx context.Context, sha string) error {
+	l := s.Layout
+	if err := s.FS.MkdirAll(ctx, l.Tmp()); err != nil {
+		return fmt.Errorf("create %s: %w", l.Tmp(), err)
+	}
+	tmp := path.Join(l.Tmp(), "current-"+randomSuffix())
+	if err := s.FS.Symlink(ctx, CurrentLink(sha), tmp); err != nil {
+		return fmt.Errorf("create the symlink %s: %w", tmp, err)
+	}
+	if err := s.FS.Rename(ctx, tmp, l.Current()); err != nil {
+		_ = s.FS.RemoveAll(context.WithoutCancel(ctx), tmp)
+		return fmt.Errorf("switch %s: %w", l.Current(), err)
+	}
+	return nil
+}
+
+// ClearTmp removes what a cut-off upload left under .tmp/.
+func (s *Store) ClearTmp(ctx context.Context) error {
+	if err := s.FS.RemoveAll(ctx, s.Layout.Tmp()); err != nil {
+		return fmt.Errorf("empty %s: %w", s.Layout.Tmp(), err)
+	}
+	return nil
+}
+
+// Upload writes releases/<info.SHA>/docker-compose.yml (mode 0600) and release.json.
+// Both are staged in .tmp/release-<random>/ and the folder renamed into place, so
+// that releases/ never holds a partial file even when the connection is cut; a
+// release the host has already gets each file replaced in one step. A release made
+// current before keeps its CurrentSince.
+func (s *Store) Upload(ctx context.Context, info Info, compose []byte) error {
+	l, sha := s.Layout, info.SHA
+	if err := s.ClearTmp(ctx); err != nil {
+		return err
+	}
+	for _, dir := range []string{l.Tmp(), l.Releases()} {
+		if err := s.FS.MkdirAll(ctx, dir); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	if old, err := s.Info(ctx, sha); err == nil {
+		info.CurrentSince = old.CurrentSince
+	}
+	infoJSON, err := marshalInfo(info)
+	if err != nil {
+		return err
+	}
+	stage := path.Join(l.Tmp(), "release-"+randomSuffix())
+	if err := s.FS.Mkdir(ctx, stage); err != nil {
+		return fmt.Errorf("create %s: %w", stage, err)
+	}
+	files := []struct {
+		name string
+		data []byte
+		mode fs.FileMode
+	}{
+		{"docker-compose.yml", compose, 0o600},
+		{"release.json", infoJSON, 0o644},
+	}
+	for _, file := range files {
+		if err := s.FS.WriteFile(ctx, path.Join(stage, file.name), file.data, file.mode); err != nil {
+			return fmt.Errorf("upload %s: %w", file.name, err)
+		}
+	}
+	_, err = s.FS.ReadDir(ctx, l.Release(sha))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := s.FS.Rename(ctx, stage, l.Release(sha)); err != nil {
+			return fmt.Errorf("move the upload to %s: %w", l.Release(sha), err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("read %s: %w", l.Release(sha), err)
+	}
+	for _, file := range files {
+		to := path.Join(l.Release(sha), file.name)
+		if err := s.FS.Rename(ctx, path.Join(stage, file.name), to); err != nil {
+			return fmt.Errorf("replace %s: %w", to, err)
+		}
+	}
+	_ = s.FS.RemoveAll(ctx, stage)
+	return nil
+}
+
+// ComposeFile reads a release's resolved compose file.
+func (s *Store) ComposeFile(ctx context.Context, sha string) ([]byte, error) {
+	data, err := s.FS.ReadFile(ctx, s.Layout.ComposeFile(sha))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", s.Layout.ComposeFile(sha), err)
+	}
+	return data, nil
+}
+
+// Info reads a release's release.json.
+func (s *Store) Info(ctx context.Context, sha string) (Info, error) {
+	data, err := s.FS.ReadFile(ctx, s.Layout.Info(sha))
+	if err != nil {
+		return Info{}, err
+	}
+	var info Info
+	if err := json.Unmarshal(data, &info); err != nil {
+		return Info{}, fmt.Errorf("%s: %w", s.Layout.Info(sha), err)
+	}
+	return info, nil
+}
+
+// UpdateInfo changes a release's release.json in one step (staged in .tmp/); a
+// release without one gets one with only its SHA and the change.
+func (s *Store) UpdateInfo(ctx context.Context, sha string, change func(*Info)) error {
+	info, err := s.Info(ctx, sha)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("update release.json: %w", err)
+		}
+		info = Info{SHA: sha}
+	}
+	change(&info)
+	data, err := marshalInfo(info)
+	if err != nil {
+		return err
+	}
+	return s.writeAtomic(ctx, s.Layout.Info(sha), data, 0o644)
+}
+
+// SetResult sets a release's result in its release.json and, when it became current,
+// CurrentSince.
+func (s *Store) SetResult(ctx context.Context, sha, result string, current bool) error {
+	return s.UpdateInfo(ctx, sha, func(info *Info) {
+		info.Result = result
+		if current {
+			info.CurrentSince = time.Now().UTC()
+		}
+	})
+}
+
+func marshalInfo(info Info) ([]byte, error) {
+	data, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(data, '\n'), nil
+}
+
+// writeAtomic writes name through a temporary file under .tmp/ renamed over it.
+func (s *Store) writeAtomic(ctx context.Context, name string, data []byte, mode fs.FileMode) error {
+	if err := s.FS.MkdirAll(ctx, s.Layout.Tmp()); err != nil {
+		return fmt.Errorf("create %s: %w", s.Layout.Tmp(), err)
+	}
+	tmp := path.Join(s.Layout.Tmp(), path.Base(name)+"-"+randomSuffix())
+	err := s.FS.WriteFile(ctx, tmp, data, mode)
+	if err == nil {
+		err = s.FS.Rename(ctx, tmp, name)
+	}
+	if err != nil {
+		_ = s.FS.RemoveAll(context.WithoutCancel(ctx), tmp)
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return nil
+}
+
+// Releases reads every release's release.json, newest (by Time) first. A folder
+// without a readable release.json is listed with only its SHA (and sorts last).
+func (s *Store) Releases(ctx context.Context) ([]Info, error) {
+	l := s.Layout
+	entries, err := s.FS.ReadDir(ctx, l.Releases())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", l.Releases(), err)
+	}
+	var out []Info
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		info := Info{SHA: e.Name()}
+		if ri, err := s.Info(ctx, e.Name()); err == nil {
+			info = ri
+			info.SHA = e.Name()
+		} else if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		out = append(out, info)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if !out[i].Time.Equal(out[j].Time) {
+			return out[i].Time.After(out[j].Time)
+		}
+		return out[i].SHA < out[j].SHA
+	})
+	return out, nil
+}
+
+// RollbackTarget is the release a rollback to want goes back to (see RollbackTarget).
+func (s *Store) RollbackTarget(ctx context.Context, current, want string) (string, error) {
+	releases, err := s.Releases(ctx)
+	if err != nil {
+		return "", err
+	}
+	return RollbackTarget(releases, current, want)
+}
+
+// AppendAudit adds one line to audit.log (O_APPEND, so concurrent writers never
+// interleave within a line). A zero Time is now.
+func (s *Store) AppendAudit(ctx context.Context, e AuditEntry) error {
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
+	data, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if err := s.FS.Append(ctx, s.Layout.Audit(), append(data, '\n')); err != nil {
+		return fmt.Errorf("append to %s: %w", s.Layout.Audit(), err)
+	}
+	return nil
+}
+
+// Audit reads audit.log, oldest first; the last limit lines when limit > 0. Lines
+// that are not JSON are skipped.
+func (s *Store) Audit(ctx context.Context, limit int) ([]AuditEntry, error) {
+	data, err := s.FS.ReadFile(ctx, s.Layout.Audit())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", s.Layout.Audit(), err)
+	}
+	var out []AuditEntry
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var e AuditEntry
+		if json.Unmarshal(sc.Bytes(), &e) == nil {
+			out = append(out, e)
+		}
+	}
+	if limit > 0 && len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return out, nil
+}
+
+// Pruned is what Prune removed.
+type Pruned struct {
+	// Releases are the removed releases' shas.
+	Releases []string
+	// Images are the images ship built for them that no kept release uses: the
+	// caller's to remove from the engine. Sorted.
+	Images []string
+}
+
+// Prune removes old release folders: it keeps the newest keep releases (by the time in
+// their release.json, at least one) and current. Images of other origin (postgres:16)
+// are never in Pruned.Images: another app on the host may use them. The error names
+// every folder that could not be removed.
+func (s *Store) Prune(ctx context.Context, keep int, current string) (Pruned, error) {
+	keep = max(keep, 1)
+	releases, err := s.Releases(ctx)
+	if err != nil {
+		return Pruned{}, fmt.Errorf("prune: %w", err)
+	}
+	var kept, gone []Info
+	for i, r := range releases {
+		if i < keep || r.SHA == current {
+			kept = append(kept, r)
+		} else {
+			gone = append(gone, r)
+		}
+	}
+	used := map[string]bool{}
+	for _, r := range kept {
+		for _, ref := range r.Built {
+			used[ref] = true
+		}
+	}
+	var out Pruned
+	var errs []string
+	unused := map[string]bool{}
+	for _, r := range gone {
+		if err := s.FS.RemoveAll(ctx, s.Layout.Release(r.SHA)); err != nil {
+			errs = append(errs, fmt.Sprintf("remove %s: %v", s.Layout.Release(r.SHA), err))
+			continue
+		}
+		out.Releases = append(out.Releases, r.SHA)
+		for _, ref := range r.Built {
+			if !used[ref] && !unused[ref] {
+				unused[ref] = true
+				out.Images = append(out.Images, ref)
+			}
+		}
+	}
+	sort.Strings(out.Images)
+	if len(errs) > 0 {
+		return out, fmt.Errorf("prune: %s", strings.Join(errs, "; "))
+	}
+	return out, nil
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
