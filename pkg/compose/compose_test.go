@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/compose-spec/compose-go/v2/types"
 )
 
 func load(t *testing.T, o Options) (*Project, error) {
@@ -142,5 +144,21 @@ func TestMissingFile(t *testing.T) {
 	_, err := load(t, Options{Dir: "testdata", Files: []string{"nope.yml"}})
 	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "nope.yml") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func TestJobs(t *testing.T) {
+	p := &Project{
+		Project: &types.Project{Name: "app", Services: types.Services{
+			"web": {Name: "web"}, "migrate": {Name: "migrate"}, "seed": {Name: "seed"},
+		}},
+		Ship: map[string]Ship{"migrate": {Job: JobPreDeploy}, "seed": {Job: JobPreDeploy}},
+	}
+	if got := p.Jobs(); len(got) != 2 || got[0] != "migrate" || got[1] != "seed" {
+		t.Errorf("jobs: %v", got)
+	}
+	rest := p.WithoutJobs()
+	if len(rest.Services) != 1 || rest.Services["web"].Name != "web" || len(p.Services) != 3 {
+		t.Errorf("without jobs: %v; the project: %v", rest.ServiceNames(), p.ServiceNames())
 	}
 }

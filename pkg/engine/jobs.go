@@ -1,0 +1,78 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/types"
+)
+
+// Defaults of JobOptions.
+const (
+	DefaultJobTimeout = 10 * time.Minute
+	jobLogLines       = 20
+)
+
+// JobOptions tune RunJob.
+type JobOptions struct {
+	// WaitTimeout bounds the start of what the job depends on (Up's WaitTimeout).
+	WaitTimeout time.Duration
+	// Timeout bounds the job's run, from its start to its exit; 0 is
+	// DefaultJobTimeout.
+	Timeout time.Duration
+	// Progress, when set, receives the events of the job's Up.
+	Progress func(Event)
+}
+
+// JobError says that a job exited with a code other than 0, with its last log lines.
+type JobError struct {
+	Service string
+	Code    int
+	// Logs are the job's last log lines, oldest first.
+	Logs []string
+}
+
+func (e *JobError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "pre-deploy job %s exited with code %d", e.Service, e.Code)
+	if len(e.Logs) > 0 {
+		b.WriteString("; its last log lines:")
+		for _, l := range e.Logs {
+			b.WriteString("\n    " + l)
+		}
+	}
+	return b.String()
+}
+
+// RunJob runs the job service of p to its end: Up of the service (with what it
+// depends on), then a wait for its exit within o.Timeout. A job that exits with a
+// code other than 0 returns a *JobError with its last log lines; one that runs past
+// the timeout an error that says so.
+func (e *Engine) RunJob(ctx context.Context, p *types.Project, service string, o JobOptions) error {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultJobTimeout
+	}
+	if err := e.Up(ctx, p, UpOptions{Services: []string{service}, WaitTimeout: o.WaitTimeout, Progress: o.Progress}); err != nil {
+		return fmt.Errorf("start pre-deploy job %s: %w", service, err)
+	}
+	jctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	code, err := e.Wait(jctx, p.Name, service)
+	cancel()
+	if err != nil {
+		if jctx.Err() != nil && ctx.Err() == nil {
+			return fmt.Errorf("pre-deploy job %s did not finish within %s", service, o.Timeout)
+		}
+		return fmt.Errorf("pre-deploy job %s: %w", service, err)
+	}
+	if code == 0 {
+		return nil
+	}
+	je := &JobError{Service: service, Code: code}
+	// The logs explain the failure even when the run was cancelled meanwhile.
+	_ = e.Logs(context.WithoutCancel(ctx), p.Name, LogOptions{Services: []string{service}, Tail: fmt.Sprint(jobLogLines)}, func(l LogLine) {
+		je.Logs = append(je.Logs, l.Text)
+	})
+	return je
+}

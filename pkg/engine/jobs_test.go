@@ -1,0 +1,37 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/shipdeploy/ship/pkg/engine"
+)
+
+func TestRunJob(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	ctx := context.Background()
+	// Its dependency starts first; the job exits 0.
+	if err := s.eng.RunJob(ctx, s.load(fmt.Sprintf(jobYAML, "10s", "http://web:8080/up")), "migrate", engine.JobOptions{}); err != nil {
+		t.Fatalf("run job: %v", err)
+	}
+	if m := s.inspect(s.name + "-migrate-1"); m.State.Status != "exited" || m.State.ExitCode != 0 {
+		t.Errorf("migrate state = %s, exit code %d", m.State.Status, m.State.ExitCode)
+	}
+
+	err := s.eng.RunJob(ctx, s.load(fmt.Sprintf(jobYAML, "1s", "http://nowhere.invalid:8080/")), "migrate", engine.JobOptions{})
+	var je *engine.JobError
+	if !errors.As(err, &je) || je.Service != "migrate" || je.Code != 1 {
+		t.Fatalf("failing job: %v, want a *JobError with code 1", err)
+	}
+	if !slices.ContainsFunc(je.Logs, func(l string) bool { return strings.Contains(l, "FAIL http://nowhere.invalid:8080/") }) {
+		t.Errorf("job logs = %q, want the check's FAIL line", je.Logs)
+	}
+	if !strings.Contains(err.Error(), "pre-deploy job migrate exited with code 1") {
+		t.Errorf("error %q", err)
+	}
+}
