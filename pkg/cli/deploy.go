@@ -16,6 +16,7 @@ import (
 	"github.com/shipdeploy/ship/pkg/deploy"
 	"github.com/shipdeploy/ship/pkg/event"
 	"github.com/shipdeploy/ship/pkg/image"
+	"github.com/shipdeploy/ship/pkg/sshhost"
 	"github.com/shipdeploy/ship/pkg/sshx"
 	"github.com/shipdeploy/ship/pkg/testrun"
 	"github.com/shipdeploy/ship/pkg/vcs"
@@ -242,7 +243,7 @@ func newHostAccess(g *Globals, cfg *config.Config, env *config.Environment, f ho
 		target: deploy.Target{
 			App: cfg.App,
 			Env: env,
-			Dial: deploy.SSH(deploy.SSHOptions{
+			Dial: sshhost.Dialer(sshhost.Options{
 				SSH: opts, DockerSocket: env.DockerSocket, RegistryAuth: image.PullAuth(kc),
 				AgentSocket: g.IO.Getenv("SHIP_AGENT_SOCKET"),
 			}),

@@ -247,7 +247,7 @@ func (c *agentCall) outcome(ctx context.Context, cause error) (HostResult, bool)
 			if current == c.sha {
 				return HostResult{Host: host, Result: ResultDeployed, Current: current}, true
 			}
-			return HostResult{Host: host, Result: ResultFailed, Current: current, Err: fmt.Errorf("shipd's last %s is of another release; current is %s", c.kind, releaseName(current))}, true
+			return HostResult{Host: host, Result: ResultFailed, Current: current, Err: fmt.Errorf("shipd's last %s is of another release; current is %s", c.kind, release.Name(current))}, true
 		case agentapi.ResultRestoreFailed:
 			return HostResult{Host: host, Result: ResultRestoreFailed, Current: current, Err: errors.New(app.LastError)}, true
 		default:
@@ -261,7 +261,7 @@ func (c *agentCall) outcome(ctx context.Context, cause error) (HostResult, bool)
 func (c *agentCall) currentNow(ctx context.Context, app *agentapi.App) string {
 	bg := context.WithoutCancel(ctx)
 	if err := c.s.reconnect(bg, c.h); err == nil {
-		if cur, err := readCurrent(bg, c.h, c.s.l); err == nil {
+		if cur, err := c.s.store(c.h).Current(bg); err == nil {
 			return cur
 		}
 	}
@@ -282,40 +282,45 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // agent is a host's deploy through shipd, after the upload: shipd pulls, runs the jobs,
 // swaps blue-green, switches current and writes release.json and audit.log; then the
-// lock is released and old releases pruned, as the agentless deploy does.
-func (r *hostRun) agent(ctx context.Context) HostResult {
+// lock is released and old releases pruned, as the agentless deploy does. run records
+// what shipd did not.
+func (r *hostRun) agent(ctx context.Context, run *Runner) HostResult {
 	auth, err := registryAuth(r.o.Target, r.rel.Project)
 	if err != nil {
-		return r.fail(ctx, StepApply, err)
+		return r.finish(ctx, run.Fail(ctx, StepApply, err))
 	}
 	c := &agentCall{
-		s: r.s, h: r.h, em: r.em, kind: release.AuditDeploy, sha: r.rel.SHA, prev: r.prev,
+		s: r.s, h: r.h, em: r.em, kind: release.AuditDeploy, sha: r.sha, prev: r.prev,
 		wait: r.o.AgentWait, settle: r.o.WaitTimeout + r.o.JobTimeout + 2*time.Minute,
 	}
 	req := agentapi.DeployRequest{
-		App: r.o.App, Path: r.o.Env.Path, SHA: r.rel.SHA, RegistryAuth: auth,
+		App: r.o.App, Path: r.o.Env.Path, SHA: r.sha, RegistryAuth: auth,
 		WaitTimeout: agentapi.Duration(r.o.WaitTimeout), JobTimeout: agentapi.Duration(r.o.JobTimeout),
 		Origin: agentapi.Origin{Env: r.o.Env.Name, Host: r.h.name, Who: r.me.Who, From: r.o.From},
 	}
 	res, recorded := c.run(ctx, func(ctx context.Context, sh Shipd, fn func(agentapi.Event)) (*agentapi.Result, error) {
 		return sh.Deploy(ctx, req, fn)
 	})
-	res.Err = r.o.Redactor.Error(res.Err)
+	return r.agentEnd(ctx, run, res, recorded, "deployed")
+}
+
+// agentEnd ends a host's deploy or rollback through shipd: what shipd did not record
+// (it refused the request) is recorded as the agentless path records a failure that
+// changed nothing; the lock is released, old releases pruned after a deploy.
+func (t *hostTask) agentEnd(ctx context.Context, run *Runner, res HostResult, recorded bool, ok string) HostResult {
+	res.Err = t.redact.Error(res.Err)
 	bg := context.WithoutCancel(ctx)
 	if !recorded {
-		// shipd did not run it: record the refusal as the agentless deploy records a
-		// failure that changed nothing.
-		r.em.fail(r.h.name, StepApply, res.Err.Error())
-		r.setResult(bg, release.Failed, false)
-		r.audit(bg, res.Result, res.Current, res.Err)
+		t.em.fail(t.h.name, StepApply, res.Err.Error())
+		run.Record(bg, res.Result, res.Current, res.Err)
 	}
-	r.unlock(bg)
-	if res.Result == ResultDeployed {
-		if err := prune(bg, r.h, r.l, r.o.Env.Keep, r.rel.SHA, r.h.name, r.em); err != nil {
-			r.warn(StepPrune, err.Error())
+	t.unlock(bg)
+	if res.Result == ResultDeployed && t.keep > 0 {
+		if err := prune(bg, t.h, t.s.store(t.h), t.keep, t.sha, t.h.name, t.em); err != nil {
+			t.warn(StepPrune, err.Error())
 		}
 	}
-	r.em.emit(agentDone(r.h.name, res, fmt.Sprintf("deploy of %s", short(r.rel.SHA)), "deployed"))
+	t.em.emit(agentDone(t.h.name, res, t.what(), ok))
 	return res
 }
 
@@ -325,50 +330,32 @@ func agentDone(host string, res HostResult, what, ok string) Event {
 	case ResultDeployed:
 		return Event{Host: host, Step: StepDone, Msg: fmt.Sprintf("on %s (%s)", short(res.Current), ok)}
 	case ResultRestoreFailed:
-		return Event{Host: host, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("on %s (%s failed; restore failed: check the host)", releaseName(res.Current), what)}
+		return Event{Host: host, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("on %s (%s failed; restore failed: check the host)", release.Name(res.Current), what)}
 	case ResultLocked:
-		return Event{Host: host, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("on %s (%s refused: shipd is busy with the app; nothing changed)", releaseName(res.Current), what)}
+		return Event{Host: host, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("on %s (%s refused: shipd is busy with the app; nothing changed)", release.Name(res.Current), what)}
 	}
-	return Event{Host: host, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("on %s (%s failed; previous release kept)", releaseName(res.Current), what)}
+	return Event{Host: host, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("on %s (%s failed; previous release kept)", release.Name(res.Current), what)}
 }
 
 // agent is a host's rollback through shipd: shipd puts the release back blue-green and
 // records it; the lock is released.
-func (r *rollbackRun) agent(ctx context.Context) HostResult {
-	host := r.h.name
+func (r *rollbackRun) agent(ctx context.Context, run *Runner) HostResult {
 	auth, err := registryAuth(r.o.Target, r.project)
 	if err != nil {
-		err = r.o.Redactor.Error(err)
-		return HostResult{Host: host, Result: ResultFailed, Current: r.from, Err: err}
+		return HostResult{Host: r.h.name, Result: ResultFailed, Current: r.prev, Err: r.redact.Error(err)}
 	}
 	c := &agentCall{
-		s: r.s, h: r.h, em: r.em, kind: release.AuditRollback, sha: r.to, prev: r.from,
+		s: r.s, h: r.h, em: r.em, kind: release.AuditRollback, sha: r.sha, prev: r.prev,
 		wait: r.o.AgentWait, settle: r.o.WaitTimeout + 2*time.Minute,
 	}
 	req := agentapi.RollbackRequest{
-		App: r.o.App, Path: r.o.Env.Path, SHA: r.to, RegistryAuth: auth, WaitTimeout: agentapi.Duration(r.o.WaitTimeout),
-		Origin: agentapi.Origin{Env: r.o.Env.Name, Host: host, Who: r.me.Who},
+		App: r.o.App, Path: r.o.Env.Path, SHA: r.sha, RegistryAuth: auth, WaitTimeout: agentapi.Duration(r.o.WaitTimeout),
+		Origin: agentapi.Origin{Env: r.o.Env.Name, Host: r.h.name, Who: r.me.Who},
 	}
 	res, recorded := c.run(ctx, func(ctx context.Context, sh Shipd, fn func(agentapi.Event)) (*agentapi.Result, error) {
 		return sh.Rollback(ctx, req, fn)
 	})
-	res.Err = r.o.Redactor.Error(res.Err)
-	bg := context.WithoutCancel(ctx)
-	if !recorded {
-		r.em.fail(host, StepApply, res.Err.Error())
-		e := release.AuditEntry{
-			Event: release.AuditRollback, App: r.o.App, Env: r.o.Env.Name, Host: host, SHA: r.to, Prev: r.from,
-			Who: r.me.Who, Result: res.Result, Current: res.Current, Error: res.Err.Error(),
-		}
-		if aerr := appendAudit(bg, r.h, r.l, e, r.o.Redactor); aerr != nil {
-			r.em.warn(host, StepAudit, aerr.Error())
-		}
-	}
-	if lerr := releaseLock(bg, r.h, r.l, host, r.me, r.em); lerr != nil {
-		r.em.warn(host, StepLock, lerr.Error()+"; release it with shipctl unlock")
-	}
-	r.em.emit(agentDone(host, res, "rollback to "+short(r.to), "rolled back from "+releaseName(r.from)))
-	return res
+	return r.agentEnd(ctx, run, res, recorded, "rolled back from "+release.Name(r.prev))
 }
 
 // HostAgent is shipd on one host, as `shipctl agent status` shows it.

@@ -2,21 +2,12 @@ package deploy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"path"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/compose-spec/compose-go/v2/types"
-
-	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/event"
 	"github.com/shipdeploy/ship/pkg/plan"
@@ -38,8 +29,7 @@ var (
 // Defaults of Options.
 const (
 	DefaultWaitTimeout = 2 * time.Minute
-	DefaultJobTimeout  = 10 * time.Minute
-	jobLogLines        = 20
+	DefaultJobTimeout  = engine.DefaultJobTimeout
 )
 
 // Registry says whether a registry holds an image (a HEAD of its manifest, with the
@@ -195,7 +185,10 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		return sum, err
 	}
 	s.each(ctx, parallel, func(ctx context.Context, i int, h *hostConn) {
-		r := &hostRun{o: &o, s: s, em: em, l: s.l, h: h, prev: preview.Hosts[i].Current, me: me, rel: rel}
+		r := &hostRun{o: &o, rel: rel, hostTask: hostTask{
+			s: s, em: em, h: h, redact: o.Redactor, me: me, kind: KindDeploy, sha: rel.SHA,
+			prev: preview.Hosts[i].Current, keep: max(o.Env.Keep, 1),
+		}}
 		sum.Hosts[i] = r.run(ctx)
 	})
 	err = sum.err(ctx, "deploy of "+short(rel.SHA))
@@ -227,552 +220,6 @@ func checkRegistry(ctx context.Context, reg Registry, refs []string, em *emitter
 		return fmt.Errorf("preflight: %w", errors.Join(errs...))
 	}
 	return nil
-}
-
-// preflight checks every host at once: SFTP (reading current), the engine (a ping
-// and Check of the release), and plans the release against what the host runs. The
-// error names every host that failed.
-func (s *session) preflight(ctx context.Context, rel *Release, o Options) (Preview, error) {
-	p := rel.Project
-	hashes := map[string]string{}
-	for name, svc := range p.Services {
-		h, err := engine.ConfigHash(svc)
-		if err != nil {
-			return Preview{}, err
-		}
-		hashes[name] = h
-	}
-	preview := Preview{App: o.App, Env: o.Env.Name, SHA: rel.SHA, Subject: rel.Subject, Hosts: make([]HostPreview, len(s.hosts))}
-	errs := make([]error, len(s.hosts))
-	s.each(ctx, 0, func(ctx context.Context, i int, h *hostConn) {
-		hp, err := hostPreflight(ctx, s, h, p, hashes)
-		if err != nil {
-			errs[i] = fmt.Errorf("%s: %w", h.name, err)
-			return
-		}
-		preview.Hosts[i] = hp
-	})
-	if err := errors.Join(errs...); err != nil {
-		if ctx.Err() != nil {
-			return preview, ctx.Err()
-		}
-		return preview, o.Redactor.Error(fmt.Errorf("preflight: %w", err))
-	}
-	return preview, nil
-}
-
-func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Project, hashes map[string]string) (HostPreview, error) {
-	current, err := readCurrent(ctx, h, s.l)
-	if err != nil {
-		return HostPreview{}, err
-	}
-	version, err := h.Ping(ctx)
-	if err != nil {
-		return HostPreview{}, err
-	}
-	if err := h.Check(ctx, p.Project, nil); err != nil {
-		return HostPreview{}, err
-	}
-	cs, err := h.Containers(ctx, s.t.App)
-	if err != nil {
-		return HostPreview{}, err
-	}
-	var observed []plan.Observed
-	for _, c := range cs {
-		if !c.OneOff {
-			observed = append(observed, plan.Observed{Service: c.Service, Image: c.Image, ConfigHash: c.ConfigHash, Running: c.State == "running"})
-		}
-	}
-	on := "no release yet"
-	if current != "" {
-		on = "current " + short(current)
-	}
-	if s.t.Env.Agent {
-		st, err := agentPreflight(ctx, s, h)
-		if err != nil {
-			return HostPreview{}, err
-		}
-		on += fmt.Sprintf("; shipd %s, up %s", agentVersion(st), st.Uptime.Std())
-	}
-	s.em.info(h.name, StepPreflight, fmt.Sprintf("ready: SFTP, Docker engine %s; %s", version, on))
-	return HostPreview{Host: h.name, Current: current, Plan: plan.Diff(h.name, p, hashes, observed)}, nil
-}
-
-// lockAll takes the lock on every host, one after the other in the order of
-// ship.yaml, so that two deploys never interleave across hosts. When one host is
-// locked, the locks taken are released and nothing else happens.
-func (s *session) lockAll(ctx context.Context, me Holder, wait time.Duration, results []HostResult) error {
-	deadline := time.Now().Add(wait)
-	for i, h := range s.hosts {
-		err := acquire(ctx, h, s.l, h.name, me, max(0, time.Until(deadline)), s.em)
-		if err == nil {
-			continue
-		}
-		for j := range i {
-			if rerr := releaseLock(context.WithoutCancel(ctx), s.hosts[j], s.l, s.hosts[j].name, me, s.em); rerr != nil {
-				s.em.warn(s.hosts[j].name, StepLock, rerr.Error()+"; release it with shipctl unlock")
-			}
-		}
-		results[i].Err = err
-		if errors.Is(err, ErrLocked) {
-			results[i].Result = ResultLocked
-			s.em.fail(h.name, StepLock, err.Error())
-		} else {
-			s.em.fail(h.name, StepLock, err.Error())
-			err = fmt.Errorf("%s: %w", h.name, err)
-		}
-		return err
-	}
-	return nil
-}
-
-// hostRun is the deploy on one host.
-type hostRun struct {
-	o    *Options
-	s    *session
-	em   *emitter
-	l    release.Layout
-	h    *hostConn
-	rel  *Release
-	prev string // current before the deploy; "" none
-	me   Holder
-
-	uploaded bool // releases/<sha> holds the new files
-	touched  bool // the engine may have changed a container
-}
-
-func (r *hostRun) info(step event.Step, msg string) { r.em.info(r.h.name, step, msg) }
-func (r *hostRun) warn(step event.Step, msg string) { r.em.warn(r.h.name, step, msg) }
-
-func (r *hostRun) run(ctx context.Context) HostResult {
-	steps := []struct {
-		name event.Step
-		fn   func(context.Context) error
-	}{
-		{StepUpload, r.upload},
-		{StepPull, r.pull},
-		{StepJob, r.jobs},
-		{StepApply, r.apply},
-		{StepSwitch, r.switchCurrent},
-	}
-	if r.o.Env.Agent {
-		// shipd does the rest: the upload is the last step of shipctl's own.
-		steps = steps[:1]
-	}
-	for _, step := range steps {
-		if err := ctx.Err(); err != nil {
-			return r.fail(ctx, step.name, err)
-		}
-		if err := step.fn(ctx); err != nil {
-			return r.fail(ctx, step.name, err)
-		}
-	}
-	if r.o.Env.Agent {
-		if err := ctx.Err(); err != nil {
-			return r.fail(ctx, StepApply, err)
-		}
-		return r.agent(ctx)
-	}
-	// The release is current: what follows cannot undo that, and its failures are
-	// warnings.
-	bg := context.WithoutCancel(ctx)
-	r.setResult(bg, release.Deployed, true)
-	r.audit(bg, ResultDeployed, r.rel.SHA, nil)
-	r.unlock(bg)
-	if err := prune(bg, r.h, r.l, r.o.Env.Keep, r.rel.SHA, r.h.name, r.em); err != nil {
-		r.warn(StepPrune, err.Error())
-	}
-	r.em.emit(Event{Host: r.h.name, Step: StepDone, Msg: fmt.Sprintf("on %s (deployed)", short(r.rel.SHA))})
-	return HostResult{Host: r.h.name, Result: ResultDeployed, Current: r.rel.SHA}
-}
-
-// fail ends a host's deploy that failed at step: the previous release is put back
-// if anything was touched, then release.json, audit.log and the lock.
-func (r *hostRun) fail(ctx context.Context, step event.Step, err error) HostResult {
-	err = r.o.Redactor.Error(err)
-	r.em.fail(r.h.name, step, err.Error())
-	res := HostResult{Host: r.h.name, Result: ResultFailed, Current: r.prev, Err: err}
-	bg := context.WithoutCancel(ctx)
-	if cerr := r.s.reconnect(bg, r.h); cerr != nil {
-		cerr = r.o.Redactor.Error(cerr)
-		r.em.fail(r.h.name, StepRestore, cerr.Error())
-		msg := "its lock stays; release it with shipctl unlock once the host answers"
-		if r.touched {
-			res.Result = ResultRestoreFailed
-			msg = "the host may run a part of the new release, and " + msg
-		}
-		res.Err = fmt.Errorf("%w; the host cannot be reached again (%w): %s", err, cerr, msg)
-		r.em.emit(Event{Host: r.h.name, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("unreachable (deploy of %s failed; %s was current)", short(r.rel.SHA), releaseName(r.prev))})
-		return res
-	}
-	if !r.uploaded {
-		// A part of the upload may be under .tmp/.
-		_ = r.h.RemoveAll(bg, r.l.Tmp())
-	}
-	if r.touched {
-		current, rerr := r.restore(bg)
-		res.Current = current
-		if rerr != nil {
-			rerr = r.o.Redactor.Error(rerr)
-			r.em.fail(r.h.name, StepRestore, rerr.Error())
-			res.Result = ResultRestoreFailed
-			res.Err = fmt.Errorf("%w; restoring %s failed: %w", err, releaseName(r.prev), rerr)
-		}
-	} else {
-		r.info(StepRestore, fmt.Sprintf("nothing was changed: %s is still current", releaseName(r.prev)))
-	}
-	if r.uploaded {
-		r.setResult(bg, release.Failed, false)
-	}
-	r.audit(bg, res.Result, res.Current, res.Err)
-	r.unlock(bg)
-	msg := fmt.Sprintf("on %s (deploy of %s failed", releaseName(res.Current), short(r.rel.SHA))
-	switch {
-	case res.Result == ResultRestoreFailed:
-		msg += "; restore failed: check the host)"
-	case r.touched:
-		msg += "; previous release restored)"
-	default:
-		msg += ")"
-	}
-	r.em.emit(Event{Host: r.h.name, Step: StepDone, Level: LevelError, Msg: msg})
-	return res
-}
-
-func releaseName(sha string) string {
-	if sha == "" {
-		return "no release"
-	}
-	return short(sha)
-}
-
-// upload writes releases/<sha>/docker-compose.yml (mode 0600) and release.json. Both
-// are staged under .tmp/ and renamed into place, so that releases/ never holds a
-// partial file, even when the connection is cut in the middle.
-func (r *hostRun) upload(ctx context.Context) error {
-	f, l, sha := r.h, r.l, r.rel.SHA
-	if err := f.RemoveAll(ctx, l.Tmp()); err != nil {
-		return fmt.Errorf("empty %s: %w", l.Tmp(), err)
-	}
-	for _, dir := range []string{l.Tmp(), l.Releases()} {
-		if err := f.MkdirAll(ctx, dir); err != nil {
-			return fmt.Errorf("create %s: %w", dir, err)
-		}
-	}
-	info := release.Info{
-		SHA: sha, Subject: r.rel.Subject, Time: time.Now().UTC(), Who: r.me.Who, From: r.o.From,
-		Result: release.Uploaded, Images: r.rel.Images, Built: r.rel.Built,
-	}
-	if old, err := readReleaseInfo(ctx, f, l, sha); err == nil {
-		info.CurrentSince = old.CurrentSince
-	}
-	infoJSON, err := json.MarshalIndent(info, "", "  ")
-	if err != nil {
-		return err
-	}
-	stage := path.Join(l.Tmp(), "release-"+randomSuffix())
-	if err := f.Mkdir(ctx, stage); err != nil {
-		return fmt.Errorf("create %s: %w", stage, err)
-	}
-	files := []struct {
-		name string
-		data []byte
-		mode fs.FileMode
-	}{
-		{"docker-compose.yml", r.rel.File, 0o600},
-		{"release.json", append(infoJSON, '\n'), 0o644},
-	}
-	for _, file := range files {
-		if err := f.WriteFile(ctx, path.Join(stage, file.name), file.data, file.mode); err != nil {
-			return fmt.Errorf("upload %s: %w", file.name, err)
-		}
-	}
-	_, err = f.ReadDir(ctx, l.Release(sha))
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if err := f.Rename(ctx, stage, l.Release(sha)); err != nil {
-			return fmt.Errorf("move the upload to %s: %w", l.Release(sha), err)
-		}
-	case err != nil:
-		return fmt.Errorf("read %s: %w", l.Release(sha), err)
-	default:
-		// A redeploy of a release the host has: each file is replaced in one step.
-		for _, file := range files {
-			if err := f.Rename(ctx, path.Join(stage, file.name), path.Join(l.Release(sha), file.name)); err != nil {
-				return fmt.Errorf("replace %s: %w", path.Join(l.Release(sha), file.name), err)
-			}
-		}
-		_ = f.RemoveAll(ctx, stage)
-	}
-	r.uploaded = true
-	r.info(StepUpload, fmt.Sprintf("uploaded %s (%d bytes, mode 0600) and release.json", l.ComposeFile(sha), len(r.rel.File)))
-	return nil
-}
-
-// pull pulls the release's images that the host's engine lacks, as docker compose up
-// would: pull_policy always pulls every time, never and build never.
-func (r *hostRun) pull(ctx context.Context) error {
-	return pullImages(ctx, r.h, r.rel.Project, r.em, r.h.name)
-}
-
-func pullImages(ctx context.Context, h Host, p *compose.Project, em *emitter, host string) error {
-	policy := map[string]string{}
-	for _, s := range p.Services {
-		if s.Image == "" {
-			continue
-		}
-		pol := s.PullPolicy
-		switch pol {
-		case "", types.PullPolicyIfNotPresent:
-			pol = types.PullPolicyMissing
-		}
-		if old, ok := policy[s.Image]; !ok || pol == types.PullPolicyAlways || old == types.PullPolicyNever || old == types.PullPolicyBuild {
-			policy[s.Image] = pol
-		}
-	}
-	refs := make([]string, 0, len(policy))
-	for ref := range policy {
-		refs = append(refs, ref)
-	}
-	sort.Strings(refs)
-	for _, ref := range refs {
-		switch policy[ref] {
-		case types.PullPolicyNever, types.PullPolicyBuild:
-			continue
-		case types.PullPolicyAlways:
-		default:
-			has, err := h.HasImage(ctx, ref)
-			if err != nil {
-				return err
-			}
-			if has {
-				em.info(host, StepPull, ref+" is on the host")
-				continue
-			}
-		}
-		em.info(host, StepPull, "pulling "+ref)
-		if err := h.Pull(ctx, ref); err != nil {
-			return fmt.Errorf("pull %s: %w", ref, err)
-		}
-		em.info(host, StepPull, "pulled "+ref)
-	}
-	return nil
-}
-
-// JobError says that a pre-deploy job failed, with its last log lines.
-type JobError struct {
-	Service string
-	Code    int
-	Logs    []string
-}
-
-func (e *JobError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "pre-deploy job %s exited with code %d", e.Service, e.Code)
-	if len(e.Logs) > 0 {
-		b.WriteString("; its last log lines:")
-		for _, l := range e.Logs {
-			b.WriteString("\n    " + l)
-		}
-	}
-	return b.String()
-}
-
-// jobs runs each pre-deploy job (with what it depends on) with the new images and
-// waits for it to exit; a job that fails stops the deploy before any switch.
-func (r *hostRun) jobs(ctx context.Context) error {
-	p := r.rel.Project
-	for _, job := range jobs(p) {
-		r.em.emit(Event{Host: r.h.name, Step: StepJob, Service: job, Msg: "running pre-deploy job " + job})
-		r.touched = true
-		if err := r.h.Up(ctx, p.Project, engine.UpOptions{Services: []string{job}, WaitTimeout: r.o.WaitTimeout, Progress: r.engineEvents(StepJob)}); err != nil {
-			return fmt.Errorf("start pre-deploy job %s: %w", job, err)
-		}
-		jctx, cancel := context.WithTimeout(ctx, r.o.JobTimeout)
-		code, err := r.h.Wait(jctx, r.o.App, job)
-		cancel()
-		if err != nil {
-			if jctx.Err() != nil && ctx.Err() == nil {
-				return fmt.Errorf("pre-deploy job %s did not finish within %s", job, r.o.JobTimeout)
-			}
-			return fmt.Errorf("pre-deploy job %s: %w", job, err)
-		}
-		if code != 0 {
-			je := &JobError{Service: job, Code: code}
-			_ = r.h.Logs(context.WithoutCancel(ctx), r.o.App, engine.LogOptions{Services: []string{job}, Tail: fmt.Sprint(jobLogLines)}, func(l engine.LogLine) {
-				je.Logs = append(je.Logs, l.Text)
-			})
-			return je
-		}
-		r.em.emit(Event{Host: r.h.name, Step: StepJob, Service: job, Msg: "pre-deploy job " + job + " succeeded"})
-	}
-	return nil
-}
-
-// apply makes the engine run the release (without its jobs, whose containers it
-// removes) and waits until every service is healthy.
-func (r *hostRun) apply(ctx context.Context) error {
-	r.touched = true
-	r.info(StepApply, "applying "+short(r.rel.SHA))
-	return r.h.Up(ctx, withoutJobs(r.rel.Project), engine.UpOptions{
-		Wait: true, WaitTimeout: r.o.WaitTimeout, RemoveOrphans: true, Progress: r.engineEvents(StepApply),
-	})
-}
-
-func (r *hostRun) engineEvents(step event.Step) func(engine.Event) {
-	return engineEvents(r.em, r.h.name, step)
-}
-
-func engineEvents(em *emitter, host string, step event.Step) func(engine.Event) {
-	return func(e engine.Event) {
-		msg := e.Msg
-		switch e.Action {
-		case "recreate":
-			msg = "recreating: " + e.Msg
-		case "unchanged":
-			msg = "unchanged, " + e.Msg
-		case "network", "volume":
-			msg = e.Action + " " + e.Msg
-		}
-		em.emit(Event{Host: host, Step: step, Service: e.Service, Msg: msg})
-	}
-}
-
-// switchCurrent points current at the release in one step: a new symlink under
-// .tmp/, renamed over current.
-func (r *hostRun) switchCurrent(ctx context.Context) error {
-	return switchCurrent(ctx, r.h, r.l, r.rel.SHA, r.em, r.h.name)
-}
-
-func switchCurrent(ctx context.Context, f Files, l release.Layout, sha string, em *emitter, host string) error {
-	if err := f.MkdirAll(ctx, l.Tmp()); err != nil {
-		return fmt.Errorf("create %s: %w", l.Tmp(), err)
-	}
-	tmp := path.Join(l.Tmp(), "current-"+randomSuffix())
-	if err := f.Symlink(ctx, release.CurrentLink(sha), tmp); err != nil {
-		return fmt.Errorf("create the symlink %s: %w", tmp, err)
-	}
-	if err := f.Rename(ctx, tmp, l.Current()); err != nil {
-		_ = f.RemoveAll(context.WithoutCancel(ctx), tmp)
-		return fmt.Errorf("switch %s: %w", l.Current(), err)
-	}
-	em.info(host, StepSwitch, fmt.Sprintf("%s -> %s", l.Current(), release.CurrentLink(sha)))
-	return nil
-}
-
-// restore puts the previous release back after a failure: its compose file applied
-// again (its images are on the host) and waited on; current never moved. Without a
-// previous release, the new release's containers are stopped and removed (volumes are
-// kept). It returns the release current afterwards.
-func (r *hostRun) restore(ctx context.Context) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.o.WaitTimeout+2*time.Minute)
-	defer cancel()
-	if r.prev == "" {
-		r.warn(StepRestore, "no previous release to go back to: stopping the new release's containers (volumes are kept)")
-		if err := r.h.Down(ctx, r.o.App, engine.DownOptions{Progress: r.engineEvents(StepRestore)}); err != nil {
-			return "", err
-		}
-		r.info(StepRestore, "stopped; the host runs no release of "+r.o.App)
-		return "", nil
-	}
-	return r.prev, reapply(ctx, r.h, r.o.App, r.l, r.prev, r.o.WaitTimeout, r.em, r.h.name)
-}
-
-// reapply applies a release the host has again and waits until it is healthy.
-func reapply(ctx context.Context, h Host, app string, l release.Layout, sha string, wait time.Duration, em *emitter, host string) error {
-	em.info(host, StepRestore, "putting back "+short(sha))
-	p, err := readReleaseProject(ctx, h, app, l, sha)
-	if err != nil {
-		return err
-	}
-	if err := pullImages(ctx, h, p, em, host); err != nil {
-		return err
-	}
-	if err := h.Up(ctx, withoutJobs(p), engine.UpOptions{
-		Wait: true, WaitTimeout: wait, RemoveOrphans: true, Progress: engineEvents(em, host, StepRestore),
-	}); err != nil {
-		return err
-	}
-	em.info(host, StepRestore, short(sha)+" is running and healthy again")
-	return nil
-}
-
-func readReleaseInfo(ctx context.Context, f Files, l release.Layout, sha string) (release.Info, error) {
-	data, err := f.ReadFile(ctx, l.Info(sha))
-	if err != nil {
-		return release.Info{}, err
-	}
-	var info release.Info
-	if err := json.Unmarshal(data, &info); err != nil {
-		return release.Info{}, fmt.Errorf("%s: %w", l.Info(sha), err)
-	}
-	return info, nil
-}
-
-// setResult rewrites the release's release.json with its result; failures are
-// warnings.
-func (r *hostRun) setResult(ctx context.Context, result string, current bool) {
-	if err := updateRelease(ctx, r.h, r.l, r.rel.SHA, func(info *release.Info) {
-		info.Result = result
-		if current {
-			info.CurrentSince = time.Now().UTC()
-		}
-	}); err != nil {
-		r.warn(StepUpload, err.Error())
-	}
-}
-
-// updateRelease changes a release's release.json in one step (staged in .tmp/).
-func updateRelease(ctx context.Context, f Files, l release.Layout, sha string, change func(*release.Info)) error {
-	info, err := readReleaseInfo(ctx, f, l, sha)
-	if err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("update release.json: %w", err)
-		}
-		info = release.Info{SHA: sha}
-	}
-	change(&info)
-	data, err := json.MarshalIndent(info, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeAtomic(ctx, f, l, l.Info(sha), append(data, '\n'), 0o644)
-}
-
-// writeAtomic writes name through a temporary file under .tmp/ renamed over it.
-func writeAtomic(ctx context.Context, f Files, l release.Layout, name string, data []byte, mode fs.FileMode) error {
-	if err := f.MkdirAll(ctx, l.Tmp()); err != nil {
-		return fmt.Errorf("create %s: %w", l.Tmp(), err)
-	}
-	tmp := path.Join(l.Tmp(), path.Base(name)+"-"+randomSuffix())
-	if err := f.WriteFile(ctx, tmp, data, mode); err != nil {
-		_ = f.RemoveAll(context.WithoutCancel(ctx), tmp)
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := f.Rename(ctx, tmp, name); err != nil {
-		_ = f.RemoveAll(context.WithoutCancel(ctx), tmp)
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	return nil
-}
-
-func (r *hostRun) audit(ctx context.Context, result event.Result, current string, err error) {
-	e := release.AuditEntry{
-		Event: release.AuditDeploy, App: r.o.App, Env: r.o.Env.Name, Host: r.h.name, SHA: r.rel.SHA, Prev: r.prev,
-		Who: r.me.Who, From: r.o.From, Result: result, Current: current,
-	}
-	if err != nil {
-		e.Error = err.Error()
-	}
-	if aerr := appendAudit(ctx, r.h, r.l, e, r.o.Redactor); aerr != nil {
-		r.warn(StepAudit, aerr.Error())
-	}
-}
-
-func (r *hostRun) unlock(ctx context.Context) {
-	if err := releaseLock(ctx, r.h, r.l, r.h.name, r.me, r.em); err != nil {
-		r.warn(StepLock, err.Error()+"; release it with shipctl unlock")
-	}
 }
 
 // err is the command's error from its hosts' results: nil when every host is
@@ -808,7 +255,7 @@ func (s *Summary) err(ctx context.Context, what string) error {
 		if sentinel != nil && rank(sentinel) > rank(worst) {
 			worst = sentinel
 		}
-		line := fmt.Sprintf("%s: %s, on %s", h.Host, h.Result, releaseName(h.Current))
+		line := fmt.Sprintf("%s: %s, on %s", h.Host, h.Result, release.Name(h.Current))
 		if h.Err != nil {
 			line += ": " + h.Err.Error()
 		}
@@ -827,32 +274,21 @@ func (s *Summary) err(ctx context.Context, what string) error {
 	return err
 }
 
+// Short is how output names a release: its sha's first 12 characters.
+func Short(sha string) string { return release.Short(sha) }
+
+// short is release.Short.
+func short(sha string) string { return release.Short(sha) }
+
+// JobError says that a pre-deploy job failed, with its last log lines.
+type JobError = engine.JobError
+
 func hostNames(s *session) []string {
 	out := make([]string, len(s.hosts))
 	for i, h := range s.hosts {
 		out[i] = h.name
 	}
 	return out
-}
-
-// short is a sha as output shows it: 12 characters (a dirty version keeps its suffix).
-func short(sha string) string {
-	if i := strings.Index(sha, "-dirty-"); i >= 0 {
-		return short(sha[:i]) + sha[i:]
-	}
-	if len(sha) > 12 {
-		return sha[:12]
-	}
-	return sha
-}
-
-// Short is how output names a release: its sha's first 12 characters.
-func Short(sha string) string { return short(sha) }
-
-func randomSuffix() string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // notifications posts a command's notifications in order, in the background: a

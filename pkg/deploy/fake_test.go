@@ -338,7 +338,44 @@ func (h *fakeHost) Check(ctx context.Context, p *types.Project, services []strin
 	return h.op("check", p.Name, nil)
 }
 
-func (h *fakeHost) HasImage(ctx context.Context, ref string) (bool, error) {
+// PullImages pulls as the engine does: pull_policy always every time, missing (the
+// default) when the engine lacks the image, never and build never.
+func (h *fakeHost) PullImages(ctx context.Context, p *types.Project, services []string, progress func(engine.Event)) error {
+	if len(services) == 0 {
+		services = p.ServiceNames()
+	}
+	sort.Strings(services)
+	seen := map[string]bool{}
+	for _, name := range services {
+		s := p.Services[name]
+		if s.Image == "" || seen[s.Image] {
+			continue
+		}
+		seen[s.Image] = true
+		switch s.PullPolicy {
+		case types.PullPolicyNever, types.PullPolicyBuild:
+			continue
+		case types.PullPolicyAlways:
+		default:
+			has, err := h.hasImage(s.Image)
+			if err != nil {
+				return err
+			}
+			if has {
+				continue
+			}
+		}
+		if err := h.pull(s.Image); err != nil {
+			return fmt.Errorf("pull %s for service %s: %w", s.Image, name, err)
+		}
+		if progress != nil {
+			progress(engine.Event{Service: name, Action: "pull", Msg: "pulled " + s.Image})
+		}
+	}
+	return nil
+}
+
+func (h *fakeHost) hasImage(ref string) (bool, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.op("hasimage", ref, nil); err != nil {
@@ -347,7 +384,7 @@ func (h *fakeHost) HasImage(ctx context.Context, ref string) (bool, error) {
 	return h.images[ref], nil
 }
 
-func (h *fakeHost) Pull(ctx context.Context, ref string) error {
+func (h *fakeHost) pull(ref string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.op("pull", ref, nil); err != nil {
@@ -358,6 +395,27 @@ func (h *fakeHost) Pull(ctx context.Context, ref string) error {
 	}
 	h.pulls = append(h.pulls, ref)
 	h.images[ref] = true
+	return nil
+}
+
+// RunJob starts the job as Up does and ends it with its exit code in jobExit, with
+// jobLogs as its logs.
+func (h *fakeHost) RunJob(ctx context.Context, p *types.Project, service string, o engine.JobOptions) error {
+	if err := h.Up(ctx, p, engine.UpOptions{Services: []string{service}, Progress: o.Progress}); err != nil {
+		return fmt.Errorf("start pre-deploy job %s: %w", service, err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.op("wait", p.Name+"/"+service, nil); err != nil {
+		return fmt.Errorf("pre-deploy job %s: %w", service, err)
+	}
+	c := h.containers[p.Name+"/"+service]
+	if c == nil {
+		return fmt.Errorf("pre-deploy job %s: no container", service)
+	}
+	if c.exit != 0 {
+		return &engine.JobError{Service: service, Code: c.exit, Logs: append([]string(nil), h.jobLogs...)}
+	}
 	return nil
 }
 
@@ -465,19 +523,6 @@ func (h *fakeHost) Containers(ctx context.Context, project string) ([]engine.Con
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
 	return out, nil
-}
-
-func (h *fakeHost) Wait(ctx context.Context, project, service string) (int, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err := h.op("wait", project+"/"+service, nil); err != nil {
-		return 0, err
-	}
-	c := h.containers[project+"/"+service]
-	if c == nil {
-		return 0, fmt.Errorf("no container for %s", service)
-	}
-	return c.exit, nil
 }
 
 func (h *fakeHost) Logs(ctx context.Context, project string, o engine.LogOptions, fn func(engine.LogLine)) error {

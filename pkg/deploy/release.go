@@ -2,11 +2,9 @@ package deploy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -204,83 +202,11 @@ func loadRelease(ctx context.Context, app string, l release.Layout, sha string, 
 	return compose.LoadResolved(ctx, app, l.Release(sha), l.ComposeFile(sha), data)
 }
 
-// jobs are the release's pre-deploy job services, sorted.
-func jobs(p *compose.Project) []string {
-	var out []string
-	for _, name := range p.ServicesInOrder() {
-		if p.Ship[name].Job == compose.JobPreDeploy {
-			out = append(out, name)
-		}
-	}
-	return out
-}
-
-// withoutJobs is the project the engine keeps running: every service but the jobs. Up
-// with RemoveOrphans then removes the finished job containers.
-func withoutJobs(p *compose.Project) *types.Project {
-	cp := *p.Project
-	cp.Services = types.Services{}
-	for name, s := range p.Services {
-		if p.Ship[name].Job == "" {
-			cp.Services[name] = s
-		}
-	}
-	return &cp
-}
-
-// readReleases reads every release's release.json on a host, newest (by Time) first. A
-// folder without a readable release.json is listed with only its SHA (and sorts last).
-func readReleases(ctx context.Context, f Files, l release.Layout) ([]release.Info, error) {
-	entries, err := f.ReadDir(ctx, l.Releases())
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", l.Releases(), err)
-	}
-	var out []release.Info
-	for _, e := range entries {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		info := release.Info{SHA: e.Name()}
-		if data, err := f.ReadFile(ctx, l.Info(e.Name())); err == nil {
-			var ri release.Info
-			if json.Unmarshal(data, &ri) == nil {
-				info = ri
-				info.SHA = e.Name()
-			}
-		} else if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		out = append(out, info)
-	}
-	sort.SliceStable(out, func(i, j int) bool {
-		if !out[i].Time.Equal(out[j].Time) {
-			return out[i].Time.After(out[j].Time)
-		}
-		return out[i].SHA < out[j].SHA
-	})
-	return out, nil
-}
-
-// readCurrent is the release current points at; "" when there is none.
-func readCurrent(ctx context.Context, f Files, l release.Layout) (string, error) {
-	target, err := f.Readlink(ctx, l.Current())
-	if errors.Is(err, os.ErrNotExist) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("read %s: %w", l.Current(), err)
-	}
-	return path.Base(target), nil
-}
-
 // readReleaseProject reads and loads a release's compose file from the host.
-func readReleaseProject(ctx context.Context, f Files, app string, l release.Layout, sha string) (*compose.Project, error) {
-	data, err := f.ReadFile(ctx, l.ComposeFile(sha))
+func readReleaseProject(ctx context.Context, st *release.Store, app, sha string) (*compose.Project, error) {
+	data, err := st.ComposeFile(ctx, sha)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", l.ComposeFile(sha), err)
+		return nil, err
 	}
-	return loadRelease(ctx, app, l, sha, data)
+	return loadRelease(ctx, app, st.Layout, sha, data)
 }

@@ -108,7 +108,9 @@ func Rollback(ctx context.Context, o RollbackOptions) (*Summary, error) {
 		return sum, err
 	}
 	s.each(ctx, parallel, func(ctx context.Context, i int, h *hostConn) {
-		r := &rollbackRun{o: &o, s: s, em: em, l: s.l, h: h, me: me, from: preview.Hosts[i].Current, to: shas[i], project: targets[i]}
+		r := &rollbackRun{o: &o, project: targets[i], hostTask: hostTask{
+			s: s, em: em, h: h, redact: o.Redactor, me: me, kind: KindRollback, sha: shas[i], prev: preview.Hosts[i].Current,
+		}}
 		sum.Hosts[i] = r.run(ctx)
 	})
 	what := "rollback"
@@ -123,11 +125,12 @@ func Rollback(ctx context.Context, o RollbackOptions) (*Summary, error) {
 // rollbackPreflight finds the release to go back to on one host and checks that the
 // host can run it.
 func rollbackPreflight(ctx context.Context, s *session, h *hostConn, want string) (HostPreview, string, *compose.Project, error) {
-	current, err := readCurrent(ctx, h, s.l)
+	store := s.store(h)
+	current, err := store.Current(ctx)
 	if err != nil {
 		return HostPreview{}, "", nil, err
 	}
-	releases, err := readReleases(ctx, h, s.l)
+	releases, err := store.Releases(ctx)
 	if err != nil {
 		return HostPreview{}, "", nil, err
 	}
@@ -135,7 +138,7 @@ func rollbackPreflight(ctx context.Context, s *session, h *hostConn, want string
 	if err != nil {
 		return HostPreview{}, "", nil, fmt.Errorf("%w: %w", ErrNoRelease, err)
 	}
-	p, err := readReleaseProject(ctx, h, s.t.App, s.l, sha)
+	p, err := readReleaseProject(ctx, store, s.t.App, sha)
 	if err != nil {
 		return HostPreview{}, "", nil, err
 	}
@@ -167,84 +170,22 @@ func rollbackPreflight(ctx context.Context, s *session, h *hostConn, want string
 		}
 	}
 	// Jobs do not run on a rollback: the plan leaves them out.
-	planned := &compose.Project{Project: withoutJobs(p), Ship: p.Ship}
-	s.em.info(h.name, StepPreflight, fmt.Sprintf("ready: going from %s back to %s", releaseName(current), short(sha)))
+	planned := &compose.Project{Project: p.WithoutJobs(), Ship: p.Ship}
+	s.em.info(h.name, StepPreflight, fmt.Sprintf("ready: going from %s back to %s", release.Name(current), short(sha)))
 	return HostPreview{Host: h.name, Current: current, Plan: plan.Diff(h.name, planned, hashes, observed)}, sha, p, nil
 }
 
 // rollbackRun is the rollback on one host.
 type rollbackRun struct {
+	hostTask
 	o       *RollbackOptions
-	s       *session
-	em      *emitter
-	l       release.Layout
-	h       *hostConn
-	me      Holder
-	from    string // current before
-	to      string
 	project *compose.Project
 }
 
 func (r *rollbackRun) run(ctx context.Context) HostResult {
+	run := r.runner(r.project, runOptions{wait: r.o.WaitTimeout})
 	if r.o.Env.Agent {
-		return r.agent(ctx)
+		return r.agent(ctx, run)
 	}
-	host := r.h.name
-	r.em.info(host, StepApply, fmt.Sprintf("applying %s", short(r.to)))
-	err := pullImages(ctx, r.h, r.project, r.em, host)
-	if err == nil {
-		err = r.h.Up(ctx, withoutJobs(r.project), engine.UpOptions{
-			Wait: true, WaitTimeout: r.o.WaitTimeout, RemoveOrphans: true, Progress: engineEvents(r.em, host, StepApply),
-		})
-	}
-	if err == nil {
-		err = switchCurrent(ctx, r.h, r.l, r.to, r.em, host)
-	}
-	bg := context.WithoutCancel(ctx)
-	res := HostResult{Host: host, Result: ResultDeployed, Current: r.to}
-	if err != nil {
-		err = r.o.Redactor.Error(err)
-		r.em.fail(host, StepApply, err.Error())
-		res = HostResult{Host: host, Result: ResultFailed, Current: r.from, Err: err}
-		rerr := r.s.reconnect(bg, r.h)
-		switch {
-		case rerr != nil:
-		case r.from == "":
-			rerr = r.h.Down(bg, r.o.App, engine.DownOptions{Progress: engineEvents(r.em, host, StepRestore)})
-		default:
-			rctx, cancel := context.WithTimeout(bg, r.o.WaitTimeout+2*time.Minute)
-			rerr = reapply(rctx, r.h, r.o.App, r.l, r.from, r.o.WaitTimeout, r.em, host)
-			cancel()
-		}
-		if rerr != nil {
-			rerr = r.o.Redactor.Error(rerr)
-			r.em.fail(host, StepRestore, rerr.Error())
-			res.Result = ResultRestoreFailed
-			res.Err = fmt.Errorf("%w; restoring %s failed: %w", err, releaseName(r.from), rerr)
-		}
-	} else if uerr := updateRelease(bg, r.h, r.l, r.to, func(info *release.Info) {
-		info.Result = release.Deployed
-		info.CurrentSince = time.Now().UTC()
-	}); uerr != nil {
-		r.em.warn(host, StepSwitch, uerr.Error())
-	}
-	e := release.AuditEntry{
-		Event: release.AuditRollback, App: r.o.App, Env: r.o.Env.Name, Host: host, SHA: r.to, Prev: r.from,
-		Who: r.me.Who, Result: res.Result, Current: res.Current,
-	}
-	if res.Err != nil {
-		e.Error = res.Err.Error()
-	}
-	if aerr := appendAudit(bg, r.h, r.l, e, r.o.Redactor); aerr != nil {
-		r.em.warn(host, StepAudit, aerr.Error())
-	}
-	if lerr := releaseLock(bg, r.h, r.l, host, r.me, r.em); lerr != nil {
-		r.em.warn(host, StepLock, lerr.Error()+"; release it with shipctl unlock")
-	}
-	level, msg := LevelInfo, fmt.Sprintf("on %s (rolled back from %s)", short(r.to), releaseName(r.from))
-	if res.Result != ResultDeployed {
-		level, msg = LevelError, fmt.Sprintf("on %s (rollback to %s failed)", releaseName(res.Current), short(r.to))
-	}
-	r.em.emit(Event{Host: host, Step: StepDone, Level: level, Msg: msg})
-	return res
+	return r.finish(ctx, run.Run(ctx))
 }

@@ -2,6 +2,8 @@ package deploy
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -123,6 +125,12 @@ func (s *session) reconnect(ctx context.Context, h *hostConn) error {
 	return nil
 }
 
+// store is h's app folder. It goes through h, so that a connection made again is the
+// one it uses.
+func (s *session) store(h *hostConn) *release.Store {
+	return &release.Store{FS: h, Layout: s.l}
+}
+
 // hold keeps the connections open when the command's context is cancelled from now
 // on: a change has begun, and putting things back needs them.
 func (s *session) hold() { s.detach() }
@@ -156,4 +164,11 @@ func (s *session) each(ctx context.Context, limit int, fn func(ctx context.Conte
 		})
 	}
 	_ = g.Wait()
+}
+
+// randomSuffix names a temporary file.
+func randomSuffix() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

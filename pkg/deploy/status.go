@@ -54,13 +54,14 @@ func Status(ctx context.Context, t Target) ([]HostStatus, error) {
 }
 
 func hostStatus(ctx context.Context, s *session, h *hostConn, st *HostStatus) error {
-	current, err := readCurrent(ctx, h, s.l)
+	store := s.store(h)
+	current, err := store.Current(ctx)
 	if err != nil {
 		return err
 	}
 	st.Current = current
 	if current != "" {
-		if info, err := readReleaseInfo(ctx, h, s.l, current); err == nil {
+		if info, err := store.Info(ctx, current); err == nil {
 			st.Release = &info
 		}
 	}
@@ -110,9 +111,10 @@ func History(ctx context.Context, t Target, limit int) ([]HostHistory, error) {
 			return
 		}
 		var err error
-		if hh.Current, err = readCurrent(ctx, h, s.l); err == nil {
-			if hh.Releases, err = readReleases(ctx, h, s.l); err == nil {
-				hh.Audit, err = readAudit(ctx, h, s.l, limit)
+		store := s.store(h)
+		if hh.Current, err = store.Current(ctx); err == nil {
+			if hh.Releases, err = store.Releases(ctx); err == nil {
+				hh.Audit, err = store.Audit(ctx, limit)
 			}
 		}
 		hh.Err = t.Redactor.Error(err)

@@ -1,4 +1,4 @@
-package deploy
+package sshhost
 
 import (
 	"context"
@@ -10,16 +10,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shipdeploy/ship/pkg/image"
+	"github.com/shipdeploy/ship/pkg/deploy"
 	"github.com/shipdeploy/ship/pkg/sshx"
 	"github.com/shipdeploy/ship/test/testenv"
 )
 
 // dialTest connects to a real sshd from testenv with the SSH dialer.
-func dialTest(t *testing.T) (Host, *testenv.SSHServer) {
+func dialTest(t *testing.T) (deploy.Host, *testenv.SSHServer) {
 	t.Helper()
 	srv := testenv.SSHD(t)
-	dial := SSH(SSHOptions{SSH: sshx.Options{
+	dial := Dialer(Options{SSH: sshx.Options{
 		KnownHostsFiles: []string{srv.KnownHostsFile},
 		IdentityFiles:   []string{srv.UserKeyFile},
 		HomeDir:         t.TempDir(),
@@ -140,42 +140,10 @@ func TestSSHEngine(t *testing.T) {
 	if err != nil || !strings.Contains(v, "API") {
 		t.Fatalf("Ping = %q, %v", v, err)
 	}
-	if ok, err := h.HasImage(ctx, "ship-test/no-such-image:none"); ok || err != nil {
-		t.Errorf("HasImage of nothing = %v, %v", ok, err)
-	}
 	if cs, err := h.Containers(ctx, "ship-deploy-no-such-project"); err != nil || len(cs) != 0 {
 		t.Errorf("Containers = %v, %v", cs, err)
 	}
 	if err := h.RemoveImage(ctx, "ship-test/no-such-image:none"); err != nil {
 		t.Errorf("RemoveImage of nothing: %v", err)
-	}
-}
-
-// TestRegistryCheck asks a real registry with credentials.
-func TestRegistryCheck(t *testing.T) {
-	cli := testenv.Docker(t)
-	reg := testenv.Registry(t, testenv.WithAuth("ship", "registry-pass-123"))
-	ref := testenv.BaseImage(t, cli, reg, "deploytest/base", "m1")
-	ctx := context.Background()
-
-	kc := image.NewKeychain(nil)
-	kc.Set(reg.Addr, image.Credentials{Username: "ship", Password: "registry-pass-123", From: "SHIP_REGISTRY_USER and SHIP_REGISTRY_PASSWORD"})
-	rc := &image.Registries{Keychain: kc}
-	if ok, err := rc.HasManifest(ctx, ref); !ok || err != nil {
-		t.Errorf("HasManifest(%s) = %v, %v", ref, ok, err)
-	}
-	if ok, err := rc.HasManifest(ctx, reg.Addr+"/deploytest/base:nope"); ok || err != nil {
-		t.Errorf("HasManifest of a missing tag = %v, %v", ok, err)
-	}
-	anon := &image.Registries{Keychain: image.NewKeychain(nil)}
-	if _, err := anon.HasManifest(ctx, ref); !errors.Is(err, image.ErrRegistryAuth) || !strings.Contains(err.Error(), "user name and password") {
-		t.Errorf("without credentials: %v", err)
-	}
-	auth, err := image.PullAuth(kc)(ref)
-	if err != nil || auth == "" {
-		t.Errorf("PullAuth = %q, %v", auth, err)
-	}
-	if auth, _ := image.PullAuth(image.NewKeychain(nil))(ref); auth != "" {
-		t.Errorf("PullAuth without credentials = %q", auth)
 	}
 }

@@ -1,4 +1,8 @@
-package deploy
+// Package sshhost is the real deploy.Host: one SSH connection to a host (pkg/sshx)
+// that carries SFTP for the files (release.FS), the engine's socket
+// (direct-streamlocal) for the Docker API (deploy.Engine, through pkg/engine) and
+// shipd's socket for its API.
+package sshhost
 
 import (
 	"context"
@@ -14,16 +18,16 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/pkg/jsonmessage"
 	"github.com/pkg/sftp"
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
+	"github.com/shipdeploy/ship/pkg/deploy"
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/sshx"
 )
 
-// SSHOptions say how SSH reaches hosts.
-type SSHOptions struct {
+// Options say how SSH reaches hosts.
+type Options struct {
 	SSH sshx.Options
 	// DockerSocket is the engine's socket on the hosts; default /var/run/docker.sock.
 	DockerSocket string
@@ -33,19 +37,19 @@ type SSHOptions struct {
 	AgentSocket string
 }
 
-// SSH is the real Dialer: one SSH connection per host that carries SFTP for the
-// files, the engine's socket (direct-streamlocal) for the Docker API and shipd's socket
-// for its API.
-func SSH(o SSHOptions) Dialer {
+// Dialer is the real deploy.Dialer: one SSH connection per host that carries SFTP for
+// the files, the engine's socket (direct-streamlocal) for the Docker API and shipd's
+// socket for its API.
+func Dialer(o Options) deploy.Dialer {
 	if o.AgentSocket == "" {
 		o.AgentSocket = agentapi.DefaultSocket
 	}
-	return func(ctx context.Context, dest string) (Host, error) {
+	return func(ctx context.Context, dest string) (deploy.Host, error) {
 		c, err := sshx.Dial(ctx, dest, o.SSH)
 		if err != nil {
 			return nil, err
 		}
-		h := &sshHost{c: c, socket: o.DockerSocket, auth: o.RegistryAuth}
+		h := &host{c: c, socket: o.DockerSocket, auth: o.RegistryAuth}
 		h.shipd = agentapi.NewClient(func(ctx context.Context) (net.Conn, error) {
 			return c.DialUnix(ctx, o.AgentSocket)
 		})
@@ -53,9 +57,11 @@ func SSH(o SSHOptions) Dialer {
 	}
 }
 
-// sshHost is a Host over one sshx.Client. The SFTP session and the Docker client are
+var _ deploy.Host = (*host)(nil)
+
+// host is a deploy.Host over one sshx.Client. The SFTP session and the Docker client are
 // started on first use: lock and history need no engine.
-type sshHost struct {
+type host struct {
 	c      *sshx.Client
 	socket string
 	auth   func(string) (string, error)
@@ -67,23 +73,23 @@ type sshHost struct {
 	eng *engine.Engine
 }
 
-func (h *sshHost) Close() error {
+func (h *host) Close() error {
 	h.shipd.Close()
 	return h.c.Close()
 }
 
 // Shipd is shipd's API on the host, through this connection.
-func (h *sshHost) Shipd() Shipd { return h.shipd }
+func (h *host) Shipd() deploy.Shipd { return h.shipd }
 
 // Run runs a command on the host (agent install: uname and systemctl only).
-func (h *sshHost) Run(ctx context.Context, cmd string) ([]byte, []byte, error) {
+func (h *host) Run(ctx context.Context, cmd string) ([]byte, []byte, error) {
 	return h.c.Run(ctx, cmd)
 }
 
 // LoginUser is the user the connection logged in as.
-func (h *sshHost) LoginUser() string { return h.c.SSH().User() }
+func (h *host) LoginUser() string { return h.c.SSH().User() }
 
-func (h *sshHost) sftp(ctx context.Context) (*sftp.Client, error) {
+func (h *host) sftp(ctx context.Context) (*sftp.Client, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -102,7 +108,7 @@ func pathErr(op, name string, err error) error {
 	return &fs.PathError{Op: op, Path: name, Err: err}
 }
 
-func (h *sshHost) MkdirAll(ctx context.Context, dir string) error {
+func (h *host) MkdirAll(ctx context.Context, dir string) error {
 	sc, err := h.sftp(ctx)
 	if err != nil {
 		return err
@@ -112,7 +118,7 @@ func (h *sshHost) MkdirAll(ctx context.Context, dir string) error {
 
 // Mkdir makes dir. OpenSSH's SFTP server answers a plain failure for a folder that is
 // there (protocol version 3 has no "exists" status), so a failure is looked into.
-func (h *sshHost) Mkdir(ctx context.Context, dir string) error {
+func (h *host) Mkdir(ctx context.Context, dir string) error {
 	sc, err := h.sftp(ctx)
 	if err != nil {
 		return err
@@ -126,7 +132,7 @@ func (h *sshHost) Mkdir(ctx context.Context, dir string) error {
 	return nil
 }
 
-func (h *sshHost) WriteFile(ctx context.Context, name string, data []byte, mode fs.FileMode) (err error) {
+func (h *host) WriteFile(ctx context.Context, name string, data []byte, mode fs.FileMode) (err error) {
 	sc, err := h.sftp(ctx)
 	if err != nil {
 		return err
@@ -165,7 +171,7 @@ func (h *sshHost) WriteFile(ctx context.Context, name string, data []byte, mode 
 	return pathErr("close", name, f.Close())
 }
 
-func (h *sshHost) ReadFile(ctx context.Context, name string) ([]byte, error) {
+func (h *host) ReadFile(ctx context.Context, name string) ([]byte, error) {
 	sc, err := h.sftp(ctx)
 	if err != nil {
 		return nil, err
@@ -179,7 +185,7 @@ func (h *sshHost) ReadFile(ctx context.Context, name string) ([]byte, error) {
 	return data, pathErr("read", name, err)
 }
 
-func (h *sshHost) Rename(ctx context.Context, from, to string) error {
+func (h *host) Rename(ctx context.Context, from, to string) error {
 	sc, err := h.sftp(ctx)
 	if err != nil {
 		return err
@@ -190,7 +196,7 @@ func (h *sshHost) Rename(ctx context.Context, from, to string) error {
 	return pathErr("rename", from, sc.PosixRename(from, to))
 }
 
-func (h *sshHost) Symlink(ctx context.Context, target, name string) error {
+func (h *host) Symlink(ctx context.Context, target, name string) error {
 	sc, err := h.sftp(ctx)
 	if err != nil {
 		return err
@@ -198,7 +204,7 @@ func (h *sshHost) Symlink(ctx context.Context, target, name string) error {
 	return pathErr("symlink", name, sc.Symlink(target, name))
 }
 
-func (h *sshHost) Readlink(ctx context.Context, name string) (string, error) {
+func (h *host) Readlink(ctx context.Context, name string) (string, error) {
 	sc, err := h.sftp(ctx)
 	if err != nil {
 		return "", err
@@ -207,7 +213,7 @@ func (h *sshHost) Readlink(ctx context.Context, name string) (string, error) {
 	return target, pathErr("readlink", name, err)
 }
 
-func (h *sshHost) ReadDir(ctx context.Context, dir string) ([]fs.FileInfo, error) {
+func (h *host) ReadDir(ctx context.Context, dir string) ([]fs.FileInfo, error) {
 	sc, err := h.sftp(ctx)
 	if err != nil {
 		return nil, err
@@ -216,7 +222,7 @@ func (h *sshHost) ReadDir(ctx context.Context, dir string) ([]fs.FileInfo, error
 	return infos, pathErr("readdir", dir, err)
 }
 
-func (h *sshHost) RemoveAll(ctx context.Context, p string) error {
+func (h *host) RemoveAll(ctx context.Context, p string) error {
 	sc, err := h.sftp(ctx)
 	if err != nil {
 		return err
@@ -227,7 +233,7 @@ func (h *sshHost) RemoveAll(ctx context.Context, p string) error {
 	return nil
 }
 
-func (h *sshHost) Append(ctx context.Context, name string, data []byte) error {
+func (h *host) Append(ctx context.Context, name string, data []byte) error {
 	sc, err := h.sftp(ctx)
 	if err != nil {
 		return err
@@ -245,7 +251,7 @@ func (h *sshHost) Append(ctx context.Context, name string, data []byte) error {
 }
 
 // docker is the host's engine, connected on first use.
-func (h *sshHost) docker(ctx context.Context) (*engine.Engine, *client.Client, error) {
+func (h *host) docker(ctx context.Context) (*engine.Engine, *client.Client, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.eng != nil {
@@ -261,7 +267,7 @@ func (h *sshHost) docker(ctx context.Context) (*engine.Engine, *client.Client, e
 	return e, api, nil
 }
 
-func (h *sshHost) Ping(ctx context.Context) (string, error) {
+func (h *host) Ping(ctx context.Context) (string, error) {
 	_, api, err := h.docker(ctx)
 	if err != nil {
 		return "", err
@@ -273,7 +279,7 @@ func (h *sshHost) Ping(ctx context.Context) (string, error) {
 	return fmt.Sprintf("%s (API %s)", v.Version, api.ClientVersion()), nil
 }
 
-func (h *sshHost) Check(ctx context.Context, p *types.Project, services []string) error {
+func (h *host) Check(ctx context.Context, p *types.Project, services []string) error {
 	e, _, err := h.docker(ctx)
 	if err != nil {
 		return err
@@ -281,42 +287,26 @@ func (h *sshHost) Check(ctx context.Context, p *types.Project, services []string
 	return e.Check(ctx, p, services)
 }
 
-func (h *sshHost) HasImage(ctx context.Context, ref string) (bool, error) {
-	_, api, err := h.docker(ctx)
-	if err != nil {
-		return false, err
-	}
-	if _, err := api.ImageInspect(ctx, ref); err != nil {
-		if cerrdefs.IsNotFound(err) {
-			return false, nil
-		}
-		return false, fmt.Errorf("inspect image %s: %w", ref, err)
-	}
-	return true, nil
-}
-
-// Pull pulls ref through the host's engine, with the registry's credentials sent
-// with the request, and reads the engine's progress to its end.
-func (h *sshHost) Pull(ctx context.Context, ref string) error {
-	_, api, err := h.docker(ctx)
+// PullImages pulls the images of services (nil: all) by their pull_policy through
+// the host's engine, with the registry's credentials sent with each pull.
+func (h *host) PullImages(ctx context.Context, p *types.Project, services []string, progress func(engine.Event)) error {
+	e, _, err := h.docker(ctx)
 	if err != nil {
 		return err
 	}
-	var opts image.PullOptions
-	if h.auth != nil {
-		if opts.RegistryAuth, err = h.auth(ref); err != nil {
-			return fmt.Errorf("registry credentials: %w", err)
-		}
-	}
-	rc, err := api.ImagePull(ctx, ref, opts)
+	return e.PullImages(ctx, p, services, progress)
+}
+
+// RunJob runs a job service to its end (engine.RunJob).
+func (h *host) RunJob(ctx context.Context, p *types.Project, service string, o engine.JobOptions) error {
+	e, _, err := h.docker(ctx)
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
-	return jsonmessage.DisplayJSONMessagesStream(rc, io.Discard, 0, false, nil)
+	return e.RunJob(ctx, p, service, o)
 }
 
-func (h *sshHost) RemoveImage(ctx context.Context, ref string) error {
+func (h *host) RemoveImage(ctx context.Context, ref string) error {
 	_, api, err := h.docker(ctx)
 	if err != nil {
 		return err
@@ -328,7 +318,7 @@ func (h *sshHost) RemoveImage(ctx context.Context, ref string) error {
 	return nil
 }
 
-func (h *sshHost) Up(ctx context.Context, p *types.Project, o engine.UpOptions) error {
+func (h *host) Up(ctx context.Context, p *types.Project, o engine.UpOptions) error {
 	e, _, err := h.docker(ctx)
 	if err != nil {
 		return err
@@ -336,7 +326,7 @@ func (h *sshHost) Up(ctx context.Context, p *types.Project, o engine.UpOptions) 
 	return e.Up(ctx, p, o)
 }
 
-func (h *sshHost) Down(ctx context.Context, project string, o engine.DownOptions) error {
+func (h *host) Down(ctx context.Context, project string, o engine.DownOptions) error {
 	e, _, err := h.docker(ctx)
 	if err != nil {
 		return err
@@ -344,7 +334,7 @@ func (h *sshHost) Down(ctx context.Context, project string, o engine.DownOptions
 	return e.Down(ctx, project, o)
 }
 
-func (h *sshHost) Containers(ctx context.Context, project string) ([]engine.Container, error) {
+func (h *host) Containers(ctx context.Context, project string) ([]engine.Container, error) {
 	e, _, err := h.docker(ctx)
 	if err != nil {
 		return nil, err
@@ -352,15 +342,7 @@ func (h *sshHost) Containers(ctx context.Context, project string) ([]engine.Cont
 	return e.Containers(ctx, project)
 }
 
-func (h *sshHost) Wait(ctx context.Context, project, service string) (int, error) {
-	e, _, err := h.docker(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return e.Wait(ctx, project, service)
-}
-
-func (h *sshHost) Logs(ctx context.Context, project string, o engine.LogOptions, fn func(engine.LogLine)) error {
+func (h *host) Logs(ctx context.Context, project string, o engine.LogOptions, fn func(engine.LogLine)) error {
 	e, _, err := h.docker(ctx)
 	if err != nil {
 		return err

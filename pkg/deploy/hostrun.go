@@ -1,0 +1,183 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/shipdeploy/ship/pkg/compose"
+	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/event"
+	"github.com/shipdeploy/ship/pkg/release"
+)
+
+// hostTask is a deploy or rollback on one host, around the runner: what shipctl adds
+// to it (the lock, the connection that may have to be made again, prune, the "done"
+// event) and the HostResult it ends with.
+type hostTask struct {
+	s      *session
+	em     *emitter
+	h      *hostConn
+	redact *Redactor
+	me     Holder
+	kind   Kind
+	sha    string
+	prev   string // current before; "" none
+	// keep is how many releases prune keeps; 0 does not prune.
+	keep int
+}
+
+func (t *hostTask) info(step event.Step, msg string) { t.em.info(t.h.name, step, msg) }
+func (t *hostTask) warn(step event.Step, msg string) { t.em.warn(t.h.name, step, msg) }
+
+// report shows a runner's note as the command's event.
+func (t *hostTask) report(n Note) {
+	t.em.emit(Event{Host: t.h.name, Step: n.Step, Level: n.Level, Service: n.Service, Msg: n.Msg + logText(n.Logs)})
+}
+
+// runner is the host's run of p with the engine's Up. Everything goes through the
+// hostConn, so that a connection made again after a failure is the one used.
+func (t *hostTask) runner(p *compose.Project, o runOptions) *Runner {
+	store := t.s.store(t.h)
+	events := func(step event.Step) func(engine.Event) { return engineEvents(t.em, t.h.name, step) }
+	return &Runner{
+		Kind: t.kind, Store: store, Engine: t.h, SHA: t.sha, Project: p, Prev: t.prev,
+		Strategy: &Up{Engine: t.h, App: t.s.t.App, Wait: o.wait, Events: events, Report: t.report},
+		Load: func(ctx context.Context, sha string) (*compose.Project, error) {
+			return readReleaseProject(ctx, store, t.s.t.App, sha)
+		},
+		WaitTimeout: o.wait, JobTimeout: o.job, RestoreTimeout: o.wait + 2*time.Minute,
+		Audit: release.AuditEntry{
+			App: t.s.t.App, Env: t.s.t.Env.Name, Host: t.h.name, Who: t.me.Who, From: o.from,
+		},
+		Redact: t.redact.String,
+		Report: t.report,
+		Failed: t.failed,
+	}
+}
+
+// runOptions are the run's timeouts and the release's origin.
+type runOptions struct {
+	wait, job time.Duration
+	from      string
+}
+
+// failed shows the failure and makes sure the host can still be reached to put things
+// back: the connection is made again when it broke.
+func (t *hostTask) failed(ctx context.Context, step event.Step, err error) error {
+	t.em.fail(t.h.name, step, t.redact.Error(err).Error())
+	if cerr := t.s.reconnect(ctx, t.h); cerr != nil {
+		cerr = t.redact.Error(cerr)
+		t.em.fail(t.h.name, StepRestore, cerr.Error())
+		return cerr
+	}
+	if step == StepUpload {
+		// A part of the upload may be under .tmp/.
+		_ = t.s.store(t.h).ClearTmp(ctx)
+	}
+	return nil
+}
+
+// finish ends the host's part after the run: the lock released, old releases pruned
+// after a success, the "done" event; and the HostResult.
+func (t *hostTask) finish(ctx context.Context, out Outcome) HostResult {
+	bg := context.WithoutCancel(ctx)
+	res := HostResult{Host: t.h.name, Result: out.Result, Current: out.Current, Err: t.redact.Error(out.Err)}
+	if out.Unreachable != nil {
+		msg := "its lock stays; release it with shipctl unlock once the host answers"
+		if out.Changed {
+			res.Result = ResultRestoreFailed
+			msg = "the host may run a part of the new release, and " + msg
+		}
+		res.Err = fmt.Errorf("%w; the host cannot be reached again (%w): %s", res.Err, t.redact.Error(out.Unreachable), msg)
+		t.em.emit(Event{Host: t.h.name, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("unreachable (%s failed; %s was current)", t.what(), release.Name(t.prev))})
+		return res
+	}
+	t.unlock(bg)
+	if res.Result == ResultDeployed && t.keep > 0 {
+		if err := prune(bg, t.h, t.s.store(t.h), t.keep, t.sha, t.h.name, t.em); err != nil {
+			t.warn(StepPrune, err.Error())
+		}
+	}
+	t.em.emit(t.done(res, out.Changed))
+	return res
+}
+
+// what is the run in a few words: "deploy of <sha>", "rollback to <sha>".
+func (t *hostTask) what() string {
+	if t.kind == KindRollback {
+		return "rollback to " + release.Short(t.sha)
+	}
+	return "deploy of " + release.Short(t.sha)
+}
+
+// done is the host's last event: which release it is on.
+func (t *hostTask) done(res HostResult, changed bool) Event {
+	ev := Event{Host: t.h.name, Step: StepDone}
+	switch {
+	case res.Result == ResultDeployed && t.kind == KindRollback:
+		ev.Msg = fmt.Sprintf("on %s (rolled back from %s)", release.Short(t.sha), release.Name(t.prev))
+		return ev
+	case res.Result == ResultDeployed:
+		ev.Msg = fmt.Sprintf("on %s (deployed)", release.Short(t.sha))
+		return ev
+	}
+	ev.Level = LevelError
+	ev.Msg = fmt.Sprintf("on %s (%s failed", release.Name(res.Current), t.what())
+	switch {
+	case res.Result == ResultRestoreFailed:
+		ev.Msg += "; restore failed: check the host)"
+	case changed:
+		ev.Msg += "; previous release restored)"
+	default:
+		ev.Msg += ")"
+	}
+	return ev
+}
+
+func (t *hostTask) unlock(ctx context.Context) {
+	if err := releaseLock(ctx, t.h, t.s.l, t.h.name, t.me, t.em); err != nil {
+		t.warn(StepLock, err.Error()+"; release it with shipctl unlock")
+	}
+}
+
+// hostRun is the deploy on one host.
+type hostRun struct {
+	hostTask
+	o   *Options
+	rel *Release
+}
+
+func (r *hostRun) run(ctx context.Context) HostResult {
+	run := r.runner(r.rel.Project, runOptions{wait: r.o.WaitTimeout, job: r.o.JobTimeout, from: r.o.From})
+	err := ctx.Err()
+	if err == nil {
+		err = r.upload(ctx)
+	}
+	if err != nil {
+		return r.finish(ctx, run.Fail(ctx, StepUpload, err))
+	}
+	if r.o.Env.Agent {
+		// shipd does the rest: the upload is the last step of shipctl's own.
+		if err := ctx.Err(); err != nil {
+			return r.finish(ctx, run.Fail(ctx, StepApply, err))
+		}
+		return r.agent(ctx, run)
+	}
+	return r.finish(ctx, run.Run(ctx))
+}
+
+// upload writes the release's files to the host (Store.Upload: staged under .tmp/,
+// renamed into releases/<sha>).
+func (r *hostRun) upload(ctx context.Context) error {
+	info := release.Info{
+		SHA: r.rel.SHA, Subject: r.rel.Subject, Time: time.Now().UTC(), Who: r.me.Who, From: r.o.From,
+		Result: release.Uploaded, Images: r.rel.Images, Built: r.rel.Built,
+	}
+	if err := r.s.store(r.h).Upload(ctx, info, r.rel.File); err != nil {
+		return err
+	}
+	l := r.s.l
+	r.info(StepUpload, fmt.Sprintf("uploaded %s (%d bytes, mode 0600) and release.json", l.ComposeFile(r.rel.SHA), len(r.rel.File)))
+	return nil
+}

@@ -1,0 +1,109 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/shipdeploy/ship/pkg/compose"
+	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/plan"
+)
+
+// preflight checks every host at once: SFTP (reading current), the engine (a ping
+// and Check of the release), and plans the release against what the host runs. The
+// error names every host that failed.
+func (s *session) preflight(ctx context.Context, rel *Release, o Options) (Preview, error) {
+	p := rel.Project
+	hashes := map[string]string{}
+	for name, svc := range p.Services {
+		h, err := engine.ConfigHash(svc)
+		if err != nil {
+			return Preview{}, err
+		}
+		hashes[name] = h
+	}
+	preview := Preview{App: o.App, Env: o.Env.Name, SHA: rel.SHA, Subject: rel.Subject, Hosts: make([]HostPreview, len(s.hosts))}
+	errs := make([]error, len(s.hosts))
+	s.each(ctx, 0, func(ctx context.Context, i int, h *hostConn) {
+		hp, err := hostPreflight(ctx, s, h, p, hashes)
+		if err != nil {
+			errs[i] = fmt.Errorf("%s: %w", h.name, err)
+			return
+		}
+		preview.Hosts[i] = hp
+	})
+	if err := errors.Join(errs...); err != nil {
+		if ctx.Err() != nil {
+			return preview, ctx.Err()
+		}
+		return preview, o.Redactor.Error(fmt.Errorf("preflight: %w", err))
+	}
+	return preview, nil
+}
+
+func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Project, hashes map[string]string) (HostPreview, error) {
+	current, err := s.store(h).Current(ctx)
+	if err != nil {
+		return HostPreview{}, err
+	}
+	version, err := h.Ping(ctx)
+	if err != nil {
+		return HostPreview{}, err
+	}
+	if err := h.Check(ctx, p.Project, nil); err != nil {
+		return HostPreview{}, err
+	}
+	cs, err := h.Containers(ctx, s.t.App)
+	if err != nil {
+		return HostPreview{}, err
+	}
+	var observed []plan.Observed
+	for _, c := range cs {
+		if !c.OneOff {
+			observed = append(observed, plan.Observed{Service: c.Service, Image: c.Image, ConfigHash: c.ConfigHash, Running: c.State == "running"})
+		}
+	}
+	on := "no release yet"
+	if current != "" {
+		on = "current " + short(current)
+	}
+	if s.t.Env.Agent {
+		st, err := agentPreflight(ctx, s, h)
+		if err != nil {
+			return HostPreview{}, err
+		}
+		on += fmt.Sprintf("; shipd %s, up %s", agentVersion(st), st.Uptime.Std())
+	}
+	s.em.info(h.name, StepPreflight, fmt.Sprintf("ready: SFTP, Docker engine %s; %s", version, on))
+	return HostPreview{Host: h.name, Current: current, Plan: plan.Diff(h.name, p, hashes, observed)}, nil
+}
+
+// lockAll takes the lock on every host, one after the other in the order of
+// ship.yaml, so that two deploys never interleave across hosts. When one host is
+// locked, the locks taken are released and nothing else happens.
+func (s *session) lockAll(ctx context.Context, me Holder, wait time.Duration, results []HostResult) error {
+	deadline := time.Now().Add(wait)
+	for i, h := range s.hosts {
+		err := acquire(ctx, h, s.l, h.name, me, max(0, time.Until(deadline)), s.em)
+		if err == nil {
+			continue
+		}
+		for j := range i {
+			if rerr := releaseLock(context.WithoutCancel(ctx), s.hosts[j], s.l, s.hosts[j].name, me, s.em); rerr != nil {
+				s.em.warn(s.hosts[j].name, StepLock, rerr.Error()+"; release it with shipctl unlock")
+			}
+		}
+		results[i].Err = err
+		if errors.Is(err, ErrLocked) {
+			results[i].Result = ResultLocked
+			s.em.fail(h.name, StepLock, err.Error())
+		} else {
+			s.em.fail(h.name, StepLock, err.Error())
+			err = fmt.Errorf("%s: %w", h.name, err)
+		}
+		return err
+	}
+	return nil
+}
