@@ -14,6 +14,7 @@ import (
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/proxy"
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // maxRequest bounds a request body: a deploy request is a few KiB.
@@ -136,22 +137,22 @@ func (a *agent) handleRollback(w http.ResponseWriter, r *http.Request) {
 // and result. The deploy does not depend on the client: it runs to its end (or to
 // shipd's stop) even when the client goes away.
 func (a *agent) serveDeploy(w http.ResponseWriter, r *http.Request, req request) {
-	release, err := a.acquire(req.app, req.kind+" of "+releaseName(req.sha))
+	free, err := a.acquire(req.app, req.kind+" of "+release.Name(req.sha))
 	if err != nil {
 		writeAPIError(w, err)
 		return
 	}
-	unlock := sync.OnceFunc(release)
+	unlock := sync.OnceFunc(free)
 	defer unlock()
 	ctx := a.deployCtx
-	dir := newAppDir(req.path)
+	st := newStore(req.path)
 	if req.kind == kindRollback {
-		current, err := dir.readCurrent()
+		current, err := st.Current(ctx)
 		if err != nil {
 			writeAPIError(w, err)
 			return
 		}
-		sha, err := dir.rollbackTarget(current, req.sha)
+		sha, err := st.RollbackTarget(ctx, current, req.sha)
 		if err != nil {
 			writeAPIError(w, &agentapi.Error{Code: agentapi.CodeNotFound, Msg: fmt.Sprintf("rollback of %s: %v", req.app, err), Status: http.StatusNotFound})
 			return
@@ -159,11 +160,11 @@ func (a *agent) serveDeploy(w http.ResponseWriter, r *http.Request, req request)
 		req.sha = sha
 	}
 	lctx, cancel := context.WithTimeout(ctx, time.Minute)
-	p, err := loadRelease(lctx, req.app, dir, req.sha)
+	p, err := loadRelease(lctx, req.app, st, req.sha)
 	cancel()
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		writeAPIError(w, &agentapi.Error{Code: agentapi.CodeNotFound, Msg: fmt.Sprintf("release %s of %s is not on the host: %s is missing; upload it first", short(req.sha), req.app, dir.ComposeFile(req.sha)), Status: http.StatusNotFound})
+		writeAPIError(w, &agentapi.Error{Code: agentapi.CodeNotFound, Msg: fmt.Sprintf("release %s of %s is not on the host: %s is missing; upload it first", release.Short(req.sha), req.app, st.Layout.ComposeFile(req.sha)), Status: http.StatusNotFound})
 		return
 	case errors.Is(err, compose.ErrInvalid):
 		writeAPIError(w, badRequest(err.Error()))
@@ -172,7 +173,7 @@ func (a *agent) serveDeploy(w http.ResponseWriter, r *http.Request, req request)
 		writeAPIError(w, fmt.Errorf("read release %s: %w", req.sha, err))
 		return
 	}
-	if err := a.checkRelease(req.app, dir, req.sha, p); err != nil {
+	if err := a.checkRelease(req.app, st, req.sha, p); err != nil {
 		writeAPIError(w, badRequest(err.Error()))
 		return
 	}

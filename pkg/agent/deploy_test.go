@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/shipdeploy/ship/pkg/proxy"
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 func TestCheckRequest(t *testing.T) {
@@ -58,16 +59,16 @@ func TestLookupAuth(t *testing.T) {
 }
 
 // writeRelease writes a compose file as releases/<sha>/docker-compose.yml under dir.
-func writeRelease(t *testing.T, dir appDir, sha, yaml string) {
+func writeRelease(t *testing.T, dir *release.Store, sha, yaml string) {
 	t.Helper()
-	os.MkdirAll(dir.Release(sha), 0o755)
-	if err := os.WriteFile(dir.ComposeFile(sha), []byte(yaml), 0o600); err != nil {
+	os.MkdirAll(dir.Layout.Release(sha), 0o755)
+	if err := os.WriteFile(dir.Layout.ComposeFile(sha), []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestLoadReleaseKeepsDollarsLiteral(t *testing.T) {
-	dir := newAppDir(t.TempDir())
+	dir := newStore(t.TempDir())
 	writeRelease(t, dir, "abc", "services:\n  web:\n    image: app\n    environment:\n      PASSWORD: a$b\n    x-ship: {port: 8080, listen: ':80', health: /up}\n")
 	p, err := loadRelease(context.Background(), "web", dir, "abc")
 	if err != nil {
@@ -76,7 +77,7 @@ func TestLoadReleaseKeepsDollarsLiteral(t *testing.T) {
 	if v := p.Services["web"].Environment["PASSWORD"]; v == nil || *v != "a$b" {
 		t.Errorf("PASSWORD = %v: a resolved release file is not interpolated again", v)
 	}
-	if s := p.Ship["web"]; s.Port != 8080 || s.Health != "/up" || p.Name != "web" || p.WorkingDir != dir.Release("abc") {
+	if s := p.Ship["web"]; s.Port != 8080 || s.Health != "/up" || p.Name != "web" || p.WorkingDir != dir.Layout.Release("abc") {
 		t.Errorf("project %s in %s, x-ship %+v", p.Name, p.WorkingDir, s)
 	}
 	if _, err := loadRelease(context.Background(), "web", dir, "missing"); !os.IsNotExist(err) {
@@ -85,7 +86,7 @@ func TestLoadReleaseKeepsDollarsLiteral(t *testing.T) {
 }
 
 func TestCheckReleaseRefusesByService(t *testing.T) {
-	dir := newAppDir(t.TempDir())
+	dir := newStore(t.TempDir())
 	writeRelease(t, dir, "abc", `services:
   web:
     image: app
@@ -145,7 +146,7 @@ volumes:
 }
 
 func TestServiceOrderFollowsDependencies(t *testing.T) {
-	dir := newAppDir(t.TempDir())
+	dir := newStore(t.TempDir())
 	writeRelease(t, dir, "abc", `services:
   a: {image: x, depends_on: [c]}
   b: {image: x}

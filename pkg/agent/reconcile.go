@@ -146,7 +146,7 @@ func (a *agent) reconcileApp(ctx context.Context, eng *engine.Engine, app *AppSt
 	// release: the current one is put back, blue-green, once the routes serve.
 	resume := ""
 	if cut != nil {
-		if _, err := os.Stat(newAppDir(app.Path).ComposeFile(app.Release)); app.Release != "" && err == nil {
+		if _, err := os.Stat(newStore(app.Path).Layout.ComposeFile(app.Release)); app.Release != "" && err == nil {
 			resume = app.Release
 		}
 	}
@@ -165,7 +165,7 @@ func (a *agent) reconcileApp(ctx context.Context, eng *engine.Engine, app *AppSt
 			if rel := c.chosen.Labels[ReleaseLabel]; rel != "" {
 				rs.Release = rel
 			}
-			summary = append(summary, fmt.Sprintf("%s -> %s (%s)", c.service, c.chosen.Name, releaseName(rs.Release)))
+			summary = append(summary, fmt.Sprintf("%s -> %s (%s)", c.service, c.chosen.Name, release.Name(rs.Release)))
 		}
 		if cut != nil {
 			as.Deploying = nil
@@ -176,7 +176,7 @@ func (a *agent) reconcileApp(ctx context.Context, eng *engine.Engine, app *AppSt
 				as.Deploying = &Deploying{Kind: kindRestore, Release: resume, From: resume, Started: time.Now().UTC()}
 			}
 			as.LastResult = agentapi.ResultFailed
-			as.LastError = fmt.Sprintf("%s of %s was cut off by a shipd restart", cut.Kind, short(cut.Release))
+			as.LastError = fmt.Sprintf("%s of %s was cut off by a shipd restart", cut.Kind, release.Short(cut.Release))
 			as.LastTime = time.Now().UTC()
 		}
 	})
@@ -207,7 +207,7 @@ func (a *agent) reconcileApp(ctx context.Context, eng *engine.Engine, app *AppSt
 // deploy does: services already on it are left alone, the others replaced.
 func (a *agent) restoreAfterCut(ctx context.Context, app, path, sha string) {
 	log := a.log.With("app", app, "release", sha, "kind", kindRestore)
-	unlock, err := a.acquire(app, "restore of "+short(sha)+" after a restart")
+	unlock, err := a.acquire(app, "restore of "+release.Short(sha)+" after a restart")
 	if err != nil {
 		log.Error("reconcile: put the current release back", "err", err)
 		return
@@ -215,16 +215,18 @@ func (a *agent) restoreAfterCut(ctx context.Context, app, path, sha string) {
 	defer unlock()
 	log.Info("reconcile: putting the current release back")
 	req := a.baseRequest(kindRestore, app, path, sha, nil, nil, 0, agentapi.Origin{Who: "shipd"})
-	p, err := loadRelease(ctx, app, newAppDir(path), sha)
+	st := newStore(path)
+	p, err := loadRelease(ctx, app, st, sha)
 	if err == nil {
-		err = a.checkRelease(app, newAppDir(path), sha, p)
+		err = a.checkRelease(app, st, sha, p)
 	}
 	if err == nil {
 		a.saveState(func(s *State) {
 			s.app(app, path).Deploying = &Deploying{Kind: kindRestore, Release: sha, From: sha, Started: time.Now().UTC()}
 		})
-		d := &deployment{a: a, req: req, p: p, eng: a.engine(nil), em: &emitter{log: log}}
-		err = d.run(ctx, false)
+		em := &emitter{log: log}
+		announce(em, req, p)
+		err = a.runner(req, p, sha, em).Run(ctx).Err
 	}
 	a.saveState(func(s *State) {
 		as := s.app(app, path)
@@ -232,9 +234,9 @@ func (a *agent) restoreAfterCut(ctx context.Context, app, path, sha string) {
 		as.LastTime = time.Now().UTC()
 		if err != nil {
 			as.LastResult = agentapi.ResultRestoreFailed
-			as.LastError += fmt.Sprintf("; putting %s back failed: %v", short(sha), err)
+			as.LastError += fmt.Sprintf("; putting %s back failed: %v", release.Short(sha), err)
 		} else {
-			as.LastError += fmt.Sprintf("; %s was put back", short(sha))
+			as.LastError += fmt.Sprintf("; %s was put back", release.Short(sha))
 		}
 	})
 	if err != nil {
@@ -246,18 +248,19 @@ func (a *agent) restoreAfterCut(ctx context.Context, app, path, sha string) {
 
 // recordCutOff writes the cut-off deploy's outcome to audit.log and release.json.
 func (a *agent) recordCutOff(log *slog.Logger, app *AppState, cut *Deploying, summary []string) {
-	dir := newAppDir(app.Path)
-	current, err := dir.readCurrent()
+	ctx := context.Background()
+	st := newStore(app.Path)
+	current, err := st.Current(ctx)
 	if err != nil {
 		log.Warn("reconcile", "err", err)
 	}
-	msg := fmt.Sprintf("cut off by a shipd restart; current stays %s", releaseName(current))
+	msg := fmt.Sprintf("cut off by a shipd restart; current stays %s", release.Name(current))
 	if len(summary) > 0 {
 		msg += "; routes: " + strings.Join(summary, ", ")
 	}
 	log.Warn("reconcile: "+cut.Kind+" recorded as failed", "release", cut.Release, "detail", msg)
 	if cut.Kind == kindDeploy {
-		if err := dir.setReleaseResult(cut.Release, release.Failed, false); err != nil {
+		if err := st.SetResult(ctx, cut.Release, release.Failed, false); err != nil {
 			log.Warn("reconcile", "err", err)
 		}
 	}
@@ -265,7 +268,7 @@ func (a *agent) recordCutOff(log *slog.Logger, app *AppState, cut *Deploying, su
 	if kind == kindRestore {
 		kind = kindDeploy
 	}
-	if err := dir.appendAudit(release.AuditEntry{
+	if err := st.AppendAudit(ctx, release.AuditEntry{
 		Event: kind, App: app.App, SHA: cut.Release, Prev: cut.From, Who: "shipd", Result: agentapi.ResultFailed,
 		Current: current, Error: msg, Agent: "shipd",
 	}); err != nil {
