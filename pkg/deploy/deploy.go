@@ -49,6 +49,9 @@ type Options struct {
 	From string
 	// LockWait is how long to wait for a host's lock held by someone else; 0 fails at once.
 	LockWait time.Duration
+	// LockPoll is how often a waiting deploy tries the lock again; 0 is
+	// DefaultLockPoll.
+	LockPoll time.Duration
 	// Parallel is how many hosts are deployed at once; 0 takes the environment's
 	// parallel (0 there: all).
 	Parallel int
@@ -179,7 +182,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	for i, h := range s.hosts {
 		sum.Hosts[i] = HostResult{Host: h.name, Result: ResultSkipped, Current: preview.Hosts[i].Current}
 	}
-	if err := s.lockAll(ctx, me, o.LockWait, sum.Hosts); err != nil {
+	if err := s.lockAll(ctx, me, o.LockWait, o.LockPoll, sum.Hosts); err != nil {
 		err = o.Redactor.Error(err)
 		n.post(ctx, endNotification(NotifyFailure, o, sum, err))
 		return sum, err

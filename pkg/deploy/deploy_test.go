@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -404,14 +407,17 @@ func TestLocked(t *testing.T) {
 	}
 
 	t.Run("wait", func(t *testing.T) {
-		defer func(d time.Duration) { lockPoll = d }(lockPoll)
-		lockPoll = 10 * time.Millisecond
-		go func() {
-			time.Sleep(100 * time.Millisecond)
-			f.hosts[1].RemoveAll(context.Background(), root+"/.lock")
-		}()
 		o := f.options(rel)
 		o.LockWait = 10 * time.Second
+		o.LockPoll = 10 * time.Millisecond
+		progress := o.Progress
+		o.Progress = func(e Event) {
+			progress(e)
+			if strings.HasPrefix(e.Msg, "waiting up to") {
+				// alice releases her lock once the deploy waits for it.
+				f.hosts[1].RemoveAll(context.Background(), root+"/.lock")
+			}
+		}
 		if _, err := Run(context.Background(), o); err != nil {
 			t.Fatalf("deploy with --lock-wait: %v", err)
 		}
@@ -447,16 +453,20 @@ func TestStaleLockTakenOver(t *testing.T) {
 	})
 }
 
-// deadPID is the pid of a process that has ended.
+// deadPID is the pid of a process that has ended: this test binary, run again to do
+// nothing, and waited for. The kernel hands pids out in turn, so it is not reused
+// within the test.
 func deadPID(t *testing.T) int {
 	t.Helper()
-	for pid := 999_999; pid > 900_000; pid-- {
-		if !processAlive(pid) {
-			return pid
-		}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("run a process that ends: %v", err)
 	}
-	t.Skip("no free pid found")
-	return 0
+	pid := cmd.Process.Pid
+	if processAlive(pid) {
+		t.Fatalf("pid %d of an ended process is alive", pid)
+	}
+	return pid
 }
 
 func TestConnectionCutDuringUpload(t *testing.T) {
@@ -630,24 +640,42 @@ func TestCancelDuringApplyRestores(t *testing.T) {
 	h := f.hosts[0]
 	ctx, cancel := context.WithCancel(context.Background())
 	fired := false
-	h.fault = func(op, p string, data []byte) (error, bool) {
-		if op == "up" && !fired {
-			fired = true
-			cancel()
-			return context.Canceled, false
+	var during map[string]string
+	// Ctrl-C while the engine applies shaB: its container has been recreated.
+	h.afterUp = func() error {
+		if fired {
+			return nil
 		}
-		return nil, false
+		fired = true
+		during = maps.Clone(h.runningLocked("shop"))
+		cancel()
+		return context.Canceled
 	}
 	o := f.options(f.release(shaB))
 	sum, err := Run(ctx, o)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
+	if during["web"] != ref(shaB) {
+		t.Fatalf("when cancelled the host ran %v: the test does not cut the apply", during)
+	}
 	if r := sum.Hosts[0]; r.Current != shaA || r.Result != ResultFailed {
 		t.Errorf("result = %+v", r)
 	}
-	if h.running("shop")["web"] != ref(shaA) {
-		t.Errorf("running = %v", h.running("shop"))
+	if got := h.running("shop")["web"]; got != ref(shaA) {
+		t.Errorf("web runs %s after the cancellation, want %s put back", got, ref(shaA))
+	}
+	events := f.eventText()
+	for _, want := range []string{"putting back " + short(shaA), short(shaA) + " is running and healthy again", "(deploy of " + short(shaB) + " failed; previous release restored)"} {
+		if !strings.Contains(events, want) {
+			t.Errorf("no %q in the events:\n%s", want, events)
+		}
+	}
+	if link := h.link(root + "/current"); link != "releases/"+shaA {
+		t.Errorf("current -> %s", link)
+	}
+	if a := f.audit(h); len(a) != 2 || a[1].Result != ResultFailed || a[1].Current != shaA {
+		t.Errorf("audit: %+v", a)
 	}
 	if h.exists(root + "/.lock") {
 		t.Error("the lock was kept")

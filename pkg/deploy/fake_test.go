@@ -30,6 +30,9 @@ type fakeHost struct {
 	nodes map[string]*fakeNode
 	dead  bool
 	fault func(op, p string, data []byte) (err error, cut bool)
+	// afterUp, when set, is asked at the end of each Up, once its containers have
+	// changed, and can fail it: what a cancellation in the middle of an Up leaves.
+	afterUp func() error
 
 	images     map[string]bool     // on the engine
 	registry   map[string]bool     // pullable
@@ -488,6 +491,9 @@ func (h *fakeHost) Up(ctx context.Context, p *types.Project, o engine.UpOptions)
 			return &engine.HealthError{Service: name, Container: p.Name + "-" + name + "-1", Status: "unhealthy", Logs: []string{"env: " + strings.Join(env, " ")}}
 		}
 	}
+	if h.afterUp != nil {
+		return h.afterUp()
+	}
 	return nil
 }
 
@@ -590,6 +596,11 @@ func (h *fakeHost) under(dir string) []string {
 func (h *fakeHost) running(project string) map[string]string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return h.runningLocked(project)
+}
+
+// runningLocked is running, for a caller that holds h.mu (afterUp).
+func (h *fakeHost) runningLocked(project string) map[string]string {
 	out := map[string]string{}
 	for key, c := range h.containers {
 		if strings.HasPrefix(key, project+"/") && c.running {

@@ -18,8 +18,8 @@ import (
 // ErrLocked means another deploy (or a `shipctl lock`) holds a host's lock.
 var ErrLocked = errors.New("locked by another deploy")
 
-// lockPoll is how often a waiting deploy tries the lock again.
-var lockPoll = time.Second
+// DefaultLockPoll is how often a deploy that waits for a lock tries it again.
+const DefaultLockPoll = time.Second
 
 // Holder is who holds a host's lock: .lock/holder.json.
 type Holder struct {
@@ -140,8 +140,12 @@ func processAlive(pid int) bool {
 }
 
 // acquire takes a host's lock for me: an atomic mkdir of .lock, then holder.json
-// inside. With wait, it tries again every lockPoll until wait has passed.
-func acquire(ctx context.Context, f Files, l release.Layout, host string, me Holder, wait time.Duration, em *emitter) error {
+// inside. With wait, it tries again every poll (0: DefaultLockPoll) until wait has
+// passed.
+func acquire(ctx context.Context, f Files, l release.Layout, host string, me Holder, wait, poll time.Duration, em *emitter) error {
+	if poll <= 0 {
+		poll = DefaultLockPoll
+	}
 	if err := f.MkdirAll(ctx, string(l)); err != nil {
 		return fmt.Errorf("create %s: %w", string(l), err)
 	}
@@ -190,7 +194,7 @@ func acquire(ctx context.Context, f Files, l release.Layout, host string, me Hol
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(min(lockPoll, wait-waited)):
+		case <-time.After(min(poll, wait-waited)):
 		}
 	}
 }

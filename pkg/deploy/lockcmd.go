@@ -28,7 +28,7 @@ func Lock(ctx context.Context, t Target, reason string) error {
 	me := Me("lock", "")
 	me.Who, me.Reason = t.who(), reason
 	results := make([]HostResult, len(s.hosts))
-	if err := s.lockAll(ctx, me, 0, results); err != nil {
+	if err := s.lockAll(ctx, me, 0, 0, results); err != nil {
 		return t.Redactor.Error(err)
 	}
 	for _, h := range s.hosts {

@@ -83,10 +83,10 @@ func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Proj
 // lockAll takes the lock on every host, one after the other in the order of
 // ship.yaml, so that two deploys never interleave across hosts. When one host is
 // locked, the locks taken are released and nothing else happens.
-func (s *session) lockAll(ctx context.Context, me Holder, wait time.Duration, results []HostResult) error {
+func (s *session) lockAll(ctx context.Context, me Holder, wait, poll time.Duration, results []HostResult) error {
 	deadline := time.Now().Add(wait)
 	for i, h := range s.hosts {
-		err := acquire(ctx, h, s.l, h.name, me, max(0, time.Until(deadline)), s.em)
+		err := acquire(ctx, h, s.l, h.name, me, max(0, time.Until(deadline)), poll, s.em)
 		if err == nil {
 			continue
 		}

@@ -20,8 +20,10 @@ type RollbackOptions struct {
 	Target
 	// SHA is the release to go back to, or a unique prefix of its sha; "" is each
 	// host's previous release (the one made current before the current one).
-	SHA         string
-	LockWait    time.Duration
+	SHA      string
+	LockWait time.Duration
+	// LockPoll is Options.LockPoll.
+	LockPoll    time.Duration
 	Parallel    int
 	WaitTimeout time.Duration
 	// AgentWait is Options.AgentWait.
@@ -102,7 +104,7 @@ func Rollback(ctx context.Context, o RollbackOptions) (*Summary, error) {
 		m := endNotification(NotifyRollback, Options{Target: o.Target}, sum, err)
 		n.post(ctx, m)
 	}
-	if err := s.lockAll(ctx, me, o.LockWait, sum.Hosts); err != nil {
+	if err := s.lockAll(ctx, me, o.LockWait, o.LockPoll, sum.Hosts); err != nil {
 		err = o.Redactor.Error(err)
 		notify(err)
 		return sum, err
