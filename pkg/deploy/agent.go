@@ -143,7 +143,7 @@ func (c *agentCall) run(ctx context.Context, fn call) (HostResult, bool) {
 	if err != nil {
 		return HostResult{Host: host, Result: ResultFailed, Current: c.prev, Err: err}, false
 	}
-	c.em.info(host, StepApply, fmt.Sprintf("asking shipd to %s %s blue-green", c.kind, short(c.sha)))
+	c.em.info(host, StepApply, fmt.Sprintf("asking shipd to %s %s blue-green", c.kind, release.Short(c.sha)))
 	res, err := fn(ctx, sh, c.event)
 	var ae *agentapi.Error
 	switch {
@@ -227,11 +227,11 @@ func (c *agentCall) outcome(ctx context.Context, cause error) (HostResult, bool)
 		switch {
 		case app != nil && app.Deploying != "":
 			if time.Now().After(deadline) {
-				return unknown(fmt.Sprintf("shipd still runs a %s of %s after %s", c.kind, short(app.Deploying), c.settle))
+				return unknown(fmt.Sprintf("shipd still runs a %s of %s after %s", c.kind, release.Short(app.Deploying), c.settle))
 			}
 			if !waiting {
 				waiting = true
-				c.em.info(host, StepApply, fmt.Sprintf("shipd is at work on %s; waiting for it to finish", short(app.Deploying)))
+				c.em.info(host, StepApply, fmt.Sprintf("shipd is at work on %s; waiting for it to finish", release.Short(app.Deploying)))
 			}
 			sleep(ctx, 250*time.Millisecond)
 			continue
@@ -328,7 +328,7 @@ func (t *hostTask) agentEnd(ctx context.Context, run *Runner, res HostResult, re
 func agentDone(host string, res HostResult, what, ok string) Event {
 	switch res.Result {
 	case ResultDeployed:
-		return Event{Host: host, Step: StepDone, Msg: fmt.Sprintf("on %s (%s)", short(res.Current), ok)}
+		return Event{Host: host, Step: StepDone, Msg: fmt.Sprintf("on %s (%s)", release.Short(res.Current), ok)}
 	case ResultRestoreFailed:
 		return Event{Host: host, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("on %s (%s failed; restore failed: check the host)", release.Name(res.Current), what)}
 	case ResultLocked:

@@ -105,7 +105,7 @@ func deployed(h *fakeHost) func(req agentapi.DeployRequest, fn func(agentapi.Eve
 	return func(req agentapi.DeployRequest, fn func(agentapi.Event)) (*agentapi.Result, error) {
 		fn(agentapi.Event{Step: agentapi.StepHealth, Service: "web", Msg: "shop-web-2: checking GET /up"})
 		h.switchTo(req.SHA)
-		fn(agentapi.Event{Step: agentapi.StepDone, Msg: "on " + short(req.SHA)})
+		fn(agentapi.Event{Step: agentapi.StepDone, Msg: "on " + release.Short(req.SHA)})
 		return &agentapi.Result{App: req.App, SHA: req.SHA, Result: agentapi.ResultDeployed, Current: req.SHA}, nil
 	}
 }
@@ -149,7 +149,7 @@ func TestAgentDeploy(t *testing.T) {
 	text := f.eventText()
 	for _, want := range []string{
 		"info deploy@web1 health [web] shop-web-2: checking GET /up",
-		"info deploy@web1 done [] on " + short(shaA) + " (deployed)",
+		"info deploy@web1 done [] on " + release.Short(shaA) + " (deployed)",
 		"shipd dev, up 1m0s",
 	} {
 		if !strings.Contains(text, want) {
@@ -275,7 +275,7 @@ func TestAgentDeployLearnsTheOutcomeOfACutAnswer(t *testing.T) {
 				t.Errorf("host result %+v", hr)
 			}
 			text := f.eventText()
-			for _, want := range []string{"shipd's answer was cut", "shipd answers again (pid 7", "shipd is at work on " + short(shaA)} {
+			for _, want := range []string{"shipd's answer was cut", "shipd answers again (pid 7", "shipd is at work on " + release.Short(shaA)} {
 				if !strings.Contains(text, want) {
 					t.Errorf("events lack %q:\n%s", want, text)
 				}
@@ -335,7 +335,7 @@ func TestAgentRollback(t *testing.T) {
 	if h.link(root+"/current") != "releases/"+shaA || h.exists(root+"/.lock") {
 		t.Errorf("current %s, lock %v", h.link(root+"/current"), h.exists(root+"/.lock"))
 	}
-	if !strings.Contains(f.eventText(), "on "+short(shaA)+" (rolled back from "+short(shaB)+")") {
+	if !strings.Contains(f.eventText(), "on "+release.Short(shaA)+" (rolled back from "+release.Short(shaB)+")") {
 		t.Errorf("events:\n%s", f.eventText())
 	}
 }

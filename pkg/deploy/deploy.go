@@ -194,7 +194,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		}}
 		sum.Hosts[i] = r.run(ctx)
 	})
-	err = sum.err(ctx, "deploy of "+short(rel.SHA))
+	err = sum.err(ctx, "deploy of "+release.Short(rel.SHA))
 	event := NotifySuccess
 	if err != nil {
 		event = NotifyFailure
@@ -279,9 +279,6 @@ func (s *Summary) err(ctx context.Context, what string) error {
 
 // Short is how output names a release: its sha's first 12 characters.
 func Short(sha string) string { return release.Short(sha) }
-
-// short is release.Short.
-func short(sha string) string { return release.Short(sha) }
 
 // JobError says that a pre-deploy job failed, with its last log lines.
 type JobError = engine.JobError

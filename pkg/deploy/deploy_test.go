@@ -116,7 +116,7 @@ func (f *fixture) deploy(rel *Release) (*Summary, error) {
 func (f *fixture) mustDeploy(rel *Release) {
 	f.t.Helper()
 	if _, err := f.deploy(rel); err != nil {
-		f.t.Fatalf("deploy %s: %v\nevents:\n%s", short(rel.SHA), err, f.eventText())
+		f.t.Fatalf("deploy %s: %v\nevents:\n%s", release.Short(rel.SHA), err, f.eventText())
 	}
 }
 
@@ -151,7 +151,7 @@ func releaseJSON(t *testing.T, h *fakeHost, sha string) release.Info {
 	t.Helper()
 	data, ok := h.file(root + "/releases/" + sha + "/release.json")
 	if !ok {
-		t.Fatalf("no release.json for %s; files: %v", short(sha), h.under(root))
+		t.Fatalf("no release.json for %s; files: %v", release.Short(sha), h.under(root))
 	}
 	var info release.Info
 	if err := json.Unmarshal([]byte(data), &info); err != nil {
@@ -211,7 +211,7 @@ func TestFirstDeploy(t *testing.T) {
 	if strings.Contains(f.eventText(), secret) {
 		t.Errorf("events hold the secret:\n%s", f.eventText())
 	}
-	if !strings.Contains(f.eventText(), "on "+short(shaA)+" (deployed)") {
+	if !strings.Contains(f.eventText(), "on "+release.Short(shaA)+" (deployed)") {
 		t.Errorf("no done event:\n%s", f.eventText())
 	}
 	if got := h.under(root + "/.tmp"); len(got) != 0 {
@@ -298,7 +298,7 @@ func TestUnhealthyRestoresPrevious(t *testing.T) {
 	if last.Result != ResultFailed || last.Current != shaA || last.Error == "" || strings.Contains(last.Error, secret) {
 		t.Errorf("audit = %+v", last)
 	}
-	if !strings.Contains(f.eventText(), "on "+short(shaA)+" (deploy of "+short(shaB)+" failed; previous release restored)") {
+	if !strings.Contains(f.eventText(), "on "+release.Short(shaA)+" (deploy of "+release.Short(shaB)+" failed; previous release restored)") {
 		t.Errorf("no done event:\n%s", f.eventText())
 	}
 	if h.exists(root + "/.lock") {
@@ -543,7 +543,7 @@ func TestParallelHostsFailIndependently(t *testing.T) {
 	}{{ResultDeployed, shaB}, {ResultFailed, shaA}, {ResultDeployed, shaB}}
 	for i, w := range want {
 		if r := sum.Hosts[i]; r.Result != w.result || r.Current != w.current {
-			t.Errorf("%s: %+v, want %s on %s", r.Host, r, w.result, short(w.current))
+			t.Errorf("%s: %+v, want %s on %s", r.Host, r, w.result, release.Short(w.current))
 		}
 	}
 	if !strings.Contains(err.Error(), "failed on 1 of 3 host(s)") || !strings.Contains(err.Error(), "deploy@web2") {
@@ -666,7 +666,7 @@ func TestCancelDuringApplyRestores(t *testing.T) {
 		t.Errorf("web runs %s after the cancellation, want %s put back", got, ref(shaA))
 	}
 	events := f.eventText()
-	for _, want := range []string{"putting back " + short(shaA), short(shaA) + " is running and healthy again", "(deploy of " + short(shaB) + " failed; previous release restored)"} {
+	for _, want := range []string{"putting back " + release.Short(shaA), release.Short(shaA) + " is running and healthy again", "(deploy of " + release.Short(shaB) + " failed; previous release restored)"} {
 		if !strings.Contains(events, want) {
 			t.Errorf("no %q in the events:\n%s", want, events)
 		}

@@ -46,7 +46,7 @@ func (h Holder) String() string {
 			fmt.Fprintf(&b, ": %q", h.Reason)
 		}
 	case h.SHA != "":
-		fmt.Fprintf(&b, " (%s of %s", h.Command, short(h.SHA))
+		fmt.Fprintf(&b, " (%s of %s", h.Command, release.Short(h.SHA))
 	default:
 		fmt.Fprintf(&b, " (%s", h.Command)
 	}

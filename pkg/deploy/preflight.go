@@ -9,6 +9,7 @@ import (
 	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/plan"
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // preflight checks every host at once: SFTP (reading current), the engine (a ping
@@ -67,7 +68,7 @@ func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Proj
 	}
 	on := "no release yet"
 	if current != "" {
-		on = "current " + short(current)
+		on = "current " + release.Short(current)
 	}
 	if s.t.Env.Agent {
 		st, err := agentPreflight(ctx, s, h)

@@ -95,53 +95,14 @@ func Prepare(ctx context.Context, o PrepareOptions) (*Release, error) {
 	}
 	p.PinImages(compose.RegistryRef(cfg.Registry, o.SHA))
 
-	roots := append([]string{cfg.Dir}, o.LocalRoots...)
-	var problems []string
-	for _, name := range p.ServicesInOrder() {
-		s := p.Services[name]
-		for _, ef := range s.EnvFiles {
-			if err := o.Redactor.addEnvFile(ef.Path); err != nil {
-				return nil, err
-			}
-		}
-		for _, v := range s.Volumes {
-			if v.Type != types.VolumeTypeBind {
-				continue
-			}
-			for _, root := range roots {
-				if root != "" && within(root, v.Source) {
-					problems = append(problems, fmt.Sprintf(
-						"service %q: the bind mount of %s is a folder of this checkout, which the hosts do not have; use a named volume, or an absolute path on the host",
-						name, displayRel(cfg.Dir, v.Source)))
-					break
-				}
-			}
-		}
-		// The hosts get images, not build contexts; env_file values are already in
-		// environment, and the files stay on this machine.
-		s.Build = nil
-		s.EnvFiles = nil
-		p.Services[name] = s
-	}
-	if len(problems) > 0 {
-		return nil, fmt.Errorf("%w: %s:\n  %s", compose.ErrInvalid, cfg.Path(cfg.Compose), strings.Join(problems, "\n  "))
+	if err := prepareServices(p, o); err != nil {
+		return nil, err
 	}
 	if env.Agent {
-		// What shipd would refuse, refused here, before anything is uploaded.
-		if err := p.CheckAgent(); err != nil {
-			var ae *compose.AgentError
-			if o.Compose != nil && errors.As(err, &ae) {
-				// The file of the commit was read from a temporary copy: name the
-				// repository's.
-				ae.Files = []string{cfg.Path(cfg.Compose)}
-				for i := range ae.Problems {
-					ae.Problems[i].File = cfg.Path(cfg.Compose)
-				}
-			}
-			return nil, o.Redactor.Error(err)
+		if err := checkAgent(p, o); err != nil {
+			return nil, err
 		}
 	}
-
 	l := release.Layout(env.Path)
 	p.WorkingDir = l.Release(o.SHA)
 	p.ComposeFiles = []string{l.ComposeFile(o.SHA)}
@@ -155,24 +116,95 @@ func Prepare(ctx context.Context, o PrepareOptions) (*Release, error) {
 		return nil, o.Redactor.Error(fmt.Errorf("read back the release's compose file: %w", err))
 	}
 	r := &Release{App: cfg.App, SHA: o.SHA, Subject: o.Subject, Project: back, File: data}
-	seen := map[string]bool{}
-	for _, s := range back.Services {
-		if s.Image != "" && !seen[s.Image] {
-			seen[s.Image] = true
-			r.Images = append(r.Images, s.Image)
-		}
-	}
-	seen = map[string]bool{}
-	for _, ref := range p.Built {
-		if !seen[ref] {
-			seen[ref] = true
-			r.Built = append(r.Built, ref)
-		}
-	}
-	sort.Strings(r.Images)
-	sort.Strings(r.Built)
+	r.Images, r.Built = imagesOf(back), sortedUnique(p.Built)
 	back.Built = p.Built
 	return r, nil
+}
+
+// imagesOf is every image p runs, sorted.
+func imagesOf(p *compose.Project) []string {
+	refs := map[string]string{}
+	for name, s := range p.Services {
+		if s.Image != "" {
+			refs[name] = s.Image
+		}
+	}
+	return sortedUnique(refs)
+}
+
+// sortedUnique is m's values, each once, sorted.
+func sortedUnique(m map[string]string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, v := range m {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// prepareServices readies each service for the hosts: the values of its env_file
+// files learnt as secrets, its build section and env_file entries dropped (the hosts
+// get images, and the values are in environment already). A bind mount of a folder
+// of the checkout is refused, all of them at once, naming each.
+func prepareServices(p *compose.Project, o PrepareOptions) error {
+	cfg := o.Config
+	roots := append([]string{cfg.Dir}, o.LocalRoots...)
+	var problems []string
+	for _, name := range p.ServicesInOrder() {
+		s := p.Services[name]
+		for _, ef := range s.EnvFiles {
+			if err := o.Redactor.addEnvFile(ef.Path); err != nil {
+				return err
+			}
+		}
+		for _, v := range s.Volumes {
+			if v.Type == types.VolumeTypeBind && inAny(roots, v.Source) {
+				problems = append(problems, fmt.Sprintf(
+					"service %q: the bind mount of %s is a folder of this checkout, which the hosts do not have; use a named volume, or an absolute path on the host",
+					name, displayRel(cfg.Dir, v.Source)))
+			}
+		}
+		s.Build = nil
+		s.EnvFiles = nil
+		p.Services[name] = s
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s:\n  %s", compose.ErrInvalid, cfg.Path(cfg.Compose), strings.Join(problems, "\n  "))
+	}
+	return nil
+}
+
+// checkAgent refuses what shipd would refuse, before anything is uploaded.
+func checkAgent(p *compose.Project, o PrepareOptions) error {
+	err := p.CheckAgent()
+	if err == nil {
+		return nil
+	}
+	var ae *compose.AgentError
+	if o.Compose != nil && errors.As(err, &ae) {
+		// The file of the commit was read from a temporary copy: name the
+		// repository's.
+		name := o.Config.Path(o.Config.Compose)
+		ae.Files = []string{name}
+		for i := range ae.Problems {
+			ae.Problems[i].File = name
+		}
+	}
+	return o.Redactor.Error(err)
+}
+
+// inAny reports whether p is in one of roots.
+func inAny(roots []string, p string) bool {
+	for _, root := range roots {
+		if root != "" && within(root, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // addEnvFile is AddEnvFile on a Redactor that may be nil.

@@ -57,29 +57,9 @@ func Rollback(ctx context.Context, o RollbackOptions) (*Summary, error) {
 	}
 	defer s.close()
 
-	targets := make([]*compose.Project, len(s.hosts))
-	preview := Preview{App: o.App, Env: o.Env.Name, Hosts: make([]HostPreview, len(s.hosts))}
-	shas := make([]string, len(s.hosts))
-	errs := make([]error, len(s.hosts))
-	s.each(ctx, 0, func(ctx context.Context, i int, h *hostConn) {
-		hp, sha, p, err := rollbackPreflight(ctx, s, h, o.SHA)
-		if err != nil {
-			errs[i] = fmt.Errorf("%s: %w", h.name, err)
-			return
-		}
-		preview.Hosts[i], shas[i], targets[i] = hp, sha, p
-	})
-	if err := errors.Join(errs...); err != nil {
-		if ctx.Err() != nil {
-			return sum, ctx.Err()
-		}
-		return sum, o.Redactor.Error(fmt.Errorf("preflight: %w", err))
-	}
-	preview.SHA = shas[0]
-	for _, sha := range shas[1:] {
-		if sha != preview.SHA {
-			preview.SHA = "" // each host goes back to its own previous release
-		}
+	preview, shas, targets, err := s.rollbackPreflight(ctx, o)
+	if err != nil {
+		return sum, err
 	}
 	sum.SHA = preview.SHA
 	if o.Confirm != nil {
@@ -117,11 +97,42 @@ func Rollback(ctx context.Context, o RollbackOptions) (*Summary, error) {
 	})
 	what := "rollback"
 	if sum.SHA != "" {
-		what += " to " + short(sum.SHA)
+		what += " to " + release.Short(sum.SHA)
 	}
 	err = sum.err(ctx, what)
 	notify(err)
 	return sum, err
+}
+
+// rollbackPreflight finds, on every host at once, the release to go back to and checks
+// that the host can run it. The preview's SHA is "" when the hosts go back to
+// different releases.
+func (s *session) rollbackPreflight(ctx context.Context, o RollbackOptions) (Preview, []string, []*compose.Project, error) {
+	targets := make([]*compose.Project, len(s.hosts))
+	preview := Preview{App: o.App, Env: o.Env.Name, Hosts: make([]HostPreview, len(s.hosts))}
+	shas := make([]string, len(s.hosts))
+	errs := make([]error, len(s.hosts))
+	s.each(ctx, 0, func(ctx context.Context, i int, h *hostConn) {
+		hp, sha, p, err := rollbackPreflight(ctx, s, h, o.SHA)
+		if err != nil {
+			errs[i] = fmt.Errorf("%s: %w", h.name, err)
+			return
+		}
+		preview.Hosts[i], shas[i], targets[i] = hp, sha, p
+	})
+	if err := errors.Join(errs...); err != nil {
+		if ctx.Err() != nil {
+			return preview, nil, nil, ctx.Err()
+		}
+		return preview, nil, nil, o.Redactor.Error(fmt.Errorf("preflight: %w", err))
+	}
+	preview.SHA = shas[0]
+	for _, sha := range shas[1:] {
+		if sha != preview.SHA {
+			preview.SHA = "" // each host goes back to its own previous release
+		}
+	}
+	return preview, shas, targets, nil
 }
 
 // rollbackPreflight finds the release to go back to on one host and checks that the
@@ -173,7 +184,7 @@ func rollbackPreflight(ctx context.Context, s *session, h *hostConn, want string
 	}
 	// Jobs do not run on a rollback: the plan leaves them out.
 	planned := &compose.Project{Project: p.WithoutJobs(), Ship: p.Ship}
-	s.em.info(h.name, StepPreflight, fmt.Sprintf("ready: going from %s back to %s", release.Name(current), short(sha)))
+	s.em.info(h.name, StepPreflight, fmt.Sprintf("ready: going from %s back to %s", release.Name(current), release.Short(sha)))
 	return HostPreview{Host: h.name, Current: current, Plan: plan.Diff(h.name, planned, hashes, observed)}, sha, p, nil
 }
 

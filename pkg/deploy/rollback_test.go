@@ -40,7 +40,7 @@ func TestRollback(t *testing.T) {
 			t.Fatalf("rollback %q: %v\n%s", st.sha, err, f.eventText())
 		}
 		if r := sum.Hosts[0]; r.Result != ResultDeployed || r.Current != st.want {
-			t.Fatalf("rollback %q: %+v, want on %s", st.sha, r, short(st.want))
+			t.Fatalf("rollback %q: %+v, want on %s", st.sha, r, release.Short(st.want))
 		}
 		if got := h.link(root + "/current"); got != "releases/"+st.want {
 			t.Fatalf("rollback %q: current -> %s", st.sha, got)
@@ -71,7 +71,7 @@ func TestRollbackRefusals(t *testing.T) {
 	if _, err := f.rollback(""); !errors.Is(err, ErrNoRelease) || !strings.Contains(err.Error(), "no previous release") {
 		t.Errorf("rollback without a previous release: %v", err)
 	}
-	if _, err := f.rollback("deadbeef"); !errors.Is(err, ErrNoRelease) || !strings.Contains(err.Error(), "it has "+short(shaA)) {
+	if _, err := f.rollback("deadbeef"); !errors.Is(err, ErrNoRelease) || !strings.Contains(err.Error(), "it has "+release.Short(shaA)) {
 		t.Errorf("rollback to an unknown release: %v", err)
 	}
 	if got := len(f.audit(f.hosts[0])); got != 1 {
