@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// ErrClosed is returned by Deploy on a route that has been shut down.
+// ErrClosed is returned (wrapped) by Swap and Deploy on a route that has been shut down.
 var ErrClosed = errors.New("route closed")
 
 // Defaults of RouteOptions.
@@ -173,83 +173,6 @@ func (r *Route) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("route %s: shutdown: %w", r.name, err)
 	}
 	return nil
-}
-
-// Deploy makes addr (host:port) the route's target. It health-checks addr outside any
-// lock; if the check fails the route is not touched and the error Is ErrUnhealthy. On
-// success it swaps the target in one step under a short write lock, so that every request
-// from then on goes to addr, then drains the old target outside the lock: Deploy returns
-// once the requests that were in flight on it have finished, or after drain (30s when
-// zero), and the old target's backend connections are closed. The caller may then stop
-// the old container. ctx bounds the health check only: a caller that goes away during
-// the drain does not cut the requests in flight. A drain that times out is logged, not
-// an error: the new target is live either way.
-//
-// Deploying the live address again only health-checks it. Deploys of one route are
-// serialized up to the swap; their drains may overlap.
-func (r *Route) Deploy(ctx context.Context, addr string, hc HealthCheck, drain time.Duration) error {
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return fmt.Errorf("route %s: deploy %q: %w", r.name, addr, err)
-	}
-	if drain <= 0 {
-		drain = DefaultDrain
-	}
-	old, err := r.checkAndSwap(ctx, addr, hc)
-	if err != nil {
-		return fmt.Errorf("route %s: deploy %s: %w", r.name, addr, err)
-	}
-	if old == nil {
-		return nil
-	}
-	start := time.Now()
-	if left := old.drain(context.WithoutCancel(ctx), drain); left > 0 {
-		r.log.Warn("drain timed out: closing requests still in flight", "target", old.addr, "in_flight", left, "drain", drain.String())
-	} else {
-		r.log.Info("old target drained", "target", old.addr, "took", time.Since(start).Round(time.Millisecond).String())
-	}
-	old.close()
-	return nil
-}
-
-// checkAndSwap health-checks addr and makes it the live target; it returns the target
-// it replaced, if any, for the caller to drain.
-func (r *Route) checkAndSwap(ctx context.Context, addr string, hc HealthCheck) (*target, error) {
-	r.deployMu.Lock()
-	defer r.deployMu.Unlock()
-	if r.isClosed() {
-		return nil, ErrClosed
-	}
-	start := time.Now()
-	if err := hc.Wait(ctx, addr); err != nil {
-		return nil, err
-	}
-	healthy := time.Since(start)
-	next := newTarget(addr, &r.opts, r.log)
-	r.mu.Lock()
-	old, closed := r.live, r.closed
-	switch {
-	case closed:
-	case old != nil && old.addr == addr:
-		next = nil
-	default:
-		r.live = next
-	}
-	r.mu.Unlock()
-	switch {
-	case closed:
-		return nil, ErrClosed
-	case next == nil:
-		return nil, nil
-	}
-	r.log.Info("target switched", "target", addr, "old", oldAddr(old), "healthy_after", healthy.Round(time.Millisecond).String())
-	return old, nil
-}
-
-func oldAddr(t *target) string {
-	if t == nil {
-		return ""
-	}
-	return t.addr
 }
 
 func (r *Route) isClosed() bool {
