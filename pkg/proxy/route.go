@@ -75,17 +75,20 @@ func (o RouteOptions) withDefaults() RouteOptions {
 // The target is picked per request, so keep-alive client connections move to a new target
 // at the swap. A Route is an http.Handler; Serve serves it on its listener.
 type Route struct {
-	name string
-	opts RouteOptions
-	log  *slog.Logger
-	ln   net.Listener
-	srv  *http.Server
+	name  string
+	opts  RouteOptions
+	log   *slog.Logger
+	ln    net.Listener
+	srv   *http.Server
+	conns *conns
 
 	deployMu sync.Mutex // one deploy's health check and swap at a time
 
 	mu     sync.RWMutex // guards live and closed; held for writing only to swap
 	live   *target
 	closed bool
+
+	accepting sync.WaitGroup // Serve's accept loop, which Shutdown waits for
 
 	requests atomic.Uint64
 	serveErr atomic.Pointer[error] // set when Serve ended with an error under a Server
@@ -100,16 +103,18 @@ type Route struct {
 func NewRoute(name string, ln net.Listener, o RouteOptions) *Route {
 	o = o.withDefaults()
 	r := &Route{
-		name: name,
-		opts: o,
-		log:  o.Logger.With("route", name),
-		ln:   ln,
+		name:  name,
+		opts:  o,
+		log:   o.Logger.With("route", name),
+		ln:    ln,
+		conns: newConns(),
 	}
 	r.srv = &http.Server{
 		Handler:           r,
 		ReadHeaderTimeout: o.ReadHeaderTimeout,
 		IdleTimeout:       o.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
+		ConnState:         r.conns.track,
 	}
 	return r
 }
@@ -134,25 +139,43 @@ func (r *Route) Target() string {
 // Serve accepts connections on the route's listener until Shutdown; it then returns nil.
 // Any other error is the listener's.
 func (r *Route) Serve() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.accepting.Add(1)
+	r.mu.Unlock()
+	defer r.accepting.Done()
 	err := r.srv.Serve(r.ln)
-	if errors.Is(err, http.ErrServerClosed) {
+	// Shutdown closes the listener itself before the server's shutdown.
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) && r.isClosed() {
 		return nil
 	}
 	return fmt.Errorf("route %s: serve on %s: %w", r.name, r.ln.Addr(), err)
 }
 
 // Shutdown stops accepting connections (closing the listener: a socket shared with
-// another process or route stays open there), closes idle client connections, waits for
-// the requests in flight to finish until ctx is done, then closes the target's backend
-// connections (ending upgraded connections such as WebSockets) and refuses deploys.
+// another process or route stays open there), closes idle client connections, serves the
+// requests of the connections it has accepted (each connection closes after its answer)
+// until ctx is done, then closes the target's backend connections (ending upgraded
+// connections such as WebSockets) and refuses deploys.
 func (r *Route) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	r.closed = true
 	r.mu.Unlock()
-	err := r.srv.Shutdown(ctx)
-	// The server closes the listener only if Serve ran.
-	if cerr := r.ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
-		err = cerr
+	r.srv.SetKeepAlivesEnabled(false)
+	err := r.ln.Close()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	// Once the accept loop is over, every connection it accepted is tracked: each has its
+	// request read and answered before the server's shutdown, which would close it
+	// unanswered (see conns).
+	r.accepting.Wait()
+	r.conns.wait(ctx, newConnGrace)
+	if serr := r.srv.Shutdown(ctx); serr != nil && !errors.Is(serr, net.ErrClosed) && err == nil {
+		err = serr
 	}
 	r.mu.RLock()
 	live := r.live
