@@ -15,6 +15,8 @@ import (
 	"github.com/shipdeploy/ship/pkg/config"
 	"github.com/shipdeploy/ship/pkg/deploy"
 	"github.com/shipdeploy/ship/pkg/image"
+	"github.com/shipdeploy/ship/pkg/notify"
+	"github.com/shipdeploy/ship/pkg/redact"
 	"github.com/shipdeploy/ship/pkg/sshx"
 	"github.com/shipdeploy/ship/pkg/testrun"
 	"github.com/shipdeploy/ship/pkg/vcs"
@@ -185,7 +187,7 @@ func checkDeployTested(p *printer, info vcs.Info, version string, untested bool)
 // must scrub and the registry credentials it sends.
 type hostAccess struct {
 	target   deploy.Target
-	redact   *deploy.Redactor
+	redact   *redact.Redactor
 	keychain *image.Keychain
 }
 
@@ -209,7 +211,7 @@ func (g *Globals) environment(name string, f hostFlags) (*config.Config, *config
 }
 
 func newHostAccess(g *Globals, cfg *config.Config, env *config.Environment, f hostFlags, p *printer) (*hostAccess, error) {
-	redact := deploy.NewRedactor()
+	redact := redact.New()
 	if env.EnvFile != "" {
 		if err := redact.AddEnvFile(cfg.Path(env.EnvFile)); err != nil {
 			return nil, err
@@ -253,11 +255,11 @@ func newHostAccess(g *Globals, cfg *config.Config, env *config.Environment, f ho
 }
 
 // notifier is the webhook of ship.yaml, or nil.
-func notifier(cfg *config.Config) *deploy.Notifier {
+func notifier(cfg *config.Config) *notify.Webhook {
 	if cfg.Notify.Webhook == "" {
 		return nil
 	}
-	return &deploy.Notifier{URL: cfg.Notify.Webhook}
+	return &notify.Webhook{URL: cfg.Notify.Webhook}
 }
 
 // renderDeployEvent writes one event of pkg/deploy: "==> msg" for the command, "-->
