@@ -1,33 +1,43 @@
-package deploy
+// Package install puts shipd on an environment's hosts over SSH (`shipctl agent
+// install`): the binary for each host's architecture, shipd.yaml and the systemd unit,
+// then systemctl. It also finds the shipd executable to install (Finder).
+package install
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"path"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/shipdeploy/ship/configs"
+	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/config"
+	"github.com/shipdeploy/ship/pkg/redact"
 	"github.com/shipdeploy/ship/pkg/sshx"
 )
 
-// Where `shipctl agent install` puts shipd on a host (under InstallOptions.Prefix).
+// Where agent install puts shipd on a host (under Options.Prefix).
 const (
-	ShipdBinaryPath = "/usr/local/bin/shipd"
-	ShipdConfigPath = "/etc/shipd/shipd.yaml"
-	ShipdUnitPath   = "/etc/systemd/system/shipd.service"
+	BinaryPath = "/usr/local/bin/shipd"
+	ConfigPath = "/etc/shipd/shipd.yaml"
+	UnitPath   = "/etc/systemd/system/shipd.service"
 )
 
 // systemdRunDir exists on a host whose init is systemd (sd_booted(3)).
 const systemdRunDir = "/run/systemd/system"
 
-// What an install did to a file (InstalledFile.Action).
+// What an install did to a file (File.Action).
 const (
 	FileWritten   = "written"   // it was not there
 	FileReplaced  = "replaced"  // it was there with other content
@@ -35,7 +45,7 @@ const (
 	FileKept      = "kept"      // shipd.yaml was there with other content, and Force was not given
 )
 
-// What an install did to the shipd service (HostInstall.Service).
+// What an install did to the shipd service (Result.Service).
 const (
 	ServiceStarted   = "started"    // it was not running
 	ServiceRestarted = "restarted"  // the unit changed (the listening sockets wait in systemd's store)
@@ -44,16 +54,49 @@ const (
 	ServiceNoSystemd = "no-systemd" // the host has no systemd: the files are in place, shipd was not started
 )
 
-// Remote is what agent install needs of a host beyond its files: a command (uname,
-// systemctl) and the user the connection logged in as. The SSH Host has both.
-type Remote interface {
+// Host is one connection to a host, as agent install uses it: a few file operations
+// (paths absolute, errors for a missing path matching fs.ErrNotExist), a command
+// (uname, systemctl), the user the connection logged in as, and shipd's status.
+type Host interface {
+	ReadFile(ctx context.Context, name string) ([]byte, error)
+	ReadDir(ctx context.Context, dir string) ([]fs.FileInfo, error)
+	// MkdirAll makes dir and its missing parents.
+	MkdirAll(ctx context.Context, dir string) error
+	// WriteFile creates name, which must not exist yet, with mode.
+	WriteFile(ctx context.Context, name string, data []byte, mode fs.FileMode) error
+	// Rename moves from to to in one step, replacing a file at to.
+	Rename(ctx context.Context, from, to string) error
+	// RemoveAll removes path; a path that is not there is no error.
+	RemoveAll(ctx context.Context, path string) error
 	Run(ctx context.Context, cmd string) (stdout, stderr []byte, err error)
 	LoginUser() string
+	// ShipdStatus asks shipd on the host how it is.
+	ShipdStatus(ctx context.Context) (*agentapi.Status, error)
+	Close() error
 }
 
-// InstallOptions say how to install shipd on an environment's hosts.
-type InstallOptions struct {
-	Target
+// Dialer connects to dest, a host as written in ship.yaml (user@host[:port]).
+type Dialer func(ctx context.Context, dest string) (Host, error)
+
+// Levels of an Event.
+const (
+	LevelInfo  = "info"
+	LevelWarn  = "warn"
+	LevelError = "error"
+)
+
+// Event is one thing an install did on a host, for the caller to render. Its text
+// never holds a secret: it passes Options.Redactor first.
+type Event struct {
+	Host  string
+	Level string
+	Msg   string
+}
+
+// Options say how to install shipd on an environment's hosts.
+type Options struct {
+	Env  *config.Environment
+	Dial Dialer
 	// Binary returns shipd's executable for a host's architecture (a GOARCH: amd64,
 	// arm64, ...) and where it comes from, for messages.
 	Binary func(arch string) (data []byte, from string, err error)
@@ -66,23 +109,27 @@ type InstallOptions struct {
 	// SSHUser logs in as this user instead of the environment's (root, which may write
 	// /usr/local/bin and run systemctl); shipd still runs as the environment's user.
 	SSHUser string
+	// Progress receives events, one at a time; may be nil.
+	Progress func(Event)
+	// Redactor scrubs secrets from events and errors; may be nil.
+	Redactor *redact.Redactor
 }
 
-// InstalledFile is one file an install wrote or left.
-type InstalledFile struct {
+// File is one file an install wrote or left.
+type File struct {
 	Path   string
 	Action string
 	Size   int
 }
 
-// HostInstall is what an install did on one host.
-type HostInstall struct {
+// Result is what an install did on one host.
+type Result struct {
 	Host string
 	// Arch is the host's architecture as a GOARCH; From where its shipd came from.
 	Arch, From string
 	// User and Group run shipd (User=, Group= and socket_group).
 	User, Group string
-	Files       []InstalledFile
+	Files       []File
 	// Systemd says whether the host runs systemd; Service what was done to shipd.service.
 	Systemd bool
 	Service string
@@ -93,51 +140,37 @@ type HostInstall struct {
 	Err     error
 }
 
-// InstallAgent installs shipd on every host of the environment: the binary for the
-// host's architecture, shipd.yaml and the systemd unit over SFTP (each written to a
+// Run installs shipd on every host of the environment, all at once: the binary for
+// the host's architecture, shipd.yaml and the systemd unit (each written to a
 // temporary name and renamed, each left alone when it has the content already), then
 // `systemctl daemon-reload`, `enable` and `start` (or `reload` when it ran and the
 // binary or shipd.yaml changed, `restart` when the unit changed). Running it again with
 // nothing changed restarts nothing. On a host without systemd the files are put in
 // place and shipd is not started (Service ServiceNoSystemd). The error names the hosts
 // that failed.
-func InstallAgent(ctx context.Context, o InstallOptions) ([]HostInstall, error) {
-	if o.Binary == nil {
+func Run(ctx context.Context, o Options) ([]Result, error) {
+	switch {
+	case o.Binary == nil:
 		return nil, errors.New("agent install: no shipd binary")
+	case o.Env == nil || len(o.Env.Hosts) == 0:
+		return nil, errors.New("the environment has no hosts")
+	case o.Dial == nil:
+		return nil, errors.New("no way to reach the hosts (Dial is nil)")
 	}
-	t := o.Target
-	if o.SSHUser != "" && t.Env != nil {
-		env := *t.Env
-		env.Hosts = make([]config.Host, len(t.Env.Hosts))
-		for i, h := range t.Env.Hosts {
-			h.User = o.SSHUser
-			env.Hosts[i] = h
-		}
-		t.Env = &env
+	em := &emitter{fn: o.Progress, redact: o.Redactor}
+	out := make([]Result, len(o.Env.Hosts))
+	var g errgroup.Group
+	for i, h := range o.Env.Hosts {
+		g.Go(func() error {
+			out[i] = installOn(ctx, o, em, h)
+			return nil
+		})
 	}
-	em := newEmitter(t.Progress, t.Redactor)
-	s, err := openEach(ctx, t, em)
-	if err != nil {
-		return nil, err
-	}
-	defer s.close()
-	out := make([]HostInstall, len(s.hosts))
-	s.each(ctx, 0, func(ctx context.Context, i int, h *hostConn) {
-		hi := HostInstall{Host: o.Env.Hosts[i].String()}
-		if h == nil || h.Host == nil {
-			hi.Err = s.dialErrs[i]
-		} else {
-			hi.Err = t.Redactor.Error(installHost(ctx, s, h, o, o.Env.Hosts[i].User, &hi))
-		}
-		if hi.Err != nil {
-			em.fail(hi.Host, StepInstall, hi.Err.Error())
-		}
-		out[i] = hi
-	})
+	_ = g.Wait()
 	var errs []error
-	for _, hi := range out {
-		if hi.Err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", hi.Host, hi.Err))
+	for _, r := range out {
+		if r.Err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.Host, r.Err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -146,13 +179,26 @@ func InstallAgent(ctx context.Context, o InstallOptions) ([]HostInstall, error) 
 	return out, nil
 }
 
-func installHost(ctx context.Context, s *session, h *hostConn, o InstallOptions, deployUser string, hi *HostInstall) error {
-	rem, ok := h.Host.(Remote)
-	if !ok {
-		return errors.New("this connection cannot run commands")
+// installOn dials one host (as SSHUser when given) and installs on it.
+func installOn(ctx context.Context, o Options, em *emitter, h config.Host) Result {
+	r := Result{Host: h.String()}
+	deployUser := h.User
+	if o.SSHUser != "" {
+		h.User = o.SSHUser
 	}
-	em := s.em
-	out, _, err := rem.Run(ctx, "uname -m")
+	c, err := o.Dial(ctx, h.String())
+	if err == nil {
+		err = installHost(ctx, c, em, r.Host, o, deployUser, &r)
+		_ = c.Close()
+	}
+	if r.Err = o.Redactor.Error(err); r.Err != nil {
+		em.emit(r.Host, LevelError, r.Err.Error())
+	}
+	return r
+}
+
+func installHost(ctx context.Context, h Host, em *emitter, name string, o Options, deployUser string, hi *Result) error {
+	out, _, err := h.Run(ctx, "uname -m")
 	if err != nil {
 		return fmt.Errorf("find the architecture: %w", err)
 	}
@@ -167,14 +213,12 @@ func installHost(ctx context.Context, s *session, h *hostConn, o InstallOptions,
 	hi.From = from
 	hi.User = deployUser
 	if hi.User == "" {
-		hi.User = rem.LoginUser()
+		hi.User = h.LoginUser()
 	}
 	hi.Group = primaryGroup(ctx, h, hi.User)
-	em.info(h.name, StepInstall, fmt.Sprintf("linux/%s (%s): shipd from %s; it runs as %s:%s", hi.Arch, machine, from, hi.User, hi.Group))
+	em.emit(name, LevelInfo, fmt.Sprintf("linux/%s (%s): shipd from %s; it runs as %s:%s", hi.Arch, machine, from, hi.User, hi.Group))
 
-	binPath := o.Prefix + ShipdBinaryPath
-	cfgPath := o.Prefix + ShipdConfigPath
-	unitPath := o.Prefix + ShipdUnitPath
+	binPath, cfgPath, unitPath := o.Prefix+BinaryPath, o.Prefix+ConfigPath, o.Prefix+UnitPath
 	var oldUnit string
 	if data, err := h.ReadFile(ctx, unitPath); err == nil {
 		oldUnit = string(data)
@@ -197,35 +241,34 @@ func installHost(ctx context.Context, s *session, h *hostConn, o InstallOptions,
 		if err != nil {
 			return fmt.Errorf("install %s: %w", f.path, err)
 		}
-		hi.Files = append(hi.Files, InstalledFile{Path: f.path, Action: action, Size: len(f.data)})
+		hi.Files = append(hi.Files, File{Path: f.path, Action: action, Size: len(f.data)})
 		changed[f.path] = action == FileWritten || action == FileReplaced
-		switch action {
-		case FileKept:
-			em.warn(h.name, StepInstall, fmt.Sprintf("%s is there and differs from the default: kept (--force replaces it)", f.path))
-		default:
-			em.info(h.name, StepInstall, fmt.Sprintf("%s %s (%d bytes)", f.path, action, len(f.data)))
+		if action == FileKept {
+			em.emit(name, LevelWarn, fmt.Sprintf("%s is there and differs from the default: kept (--force replaces it)", f.path))
+		} else {
+			em.emit(name, LevelInfo, fmt.Sprintf("%s %s (%d bytes)", f.path, action, len(f.data)))
 		}
 	}
 	hi.Command = fmt.Sprintf("%s run --config %s", binPath, cfgPath)
 
 	if _, err := h.ReadDir(ctx, systemdRunDir); errors.Is(err, fs.ErrNotExist) {
 		hi.Service = ServiceNoSystemd
-		em.info(h.name, StepInstall, fmt.Sprintf("the host does not run systemd (%s is missing): shipd is not started", systemdRunDir))
+		em.emit(name, LevelInfo, fmt.Sprintf("the host does not run systemd (%s is missing): shipd is not started", systemdRunDir))
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("look for systemd: %w", err)
 	}
 	hi.Systemd = true
-	return systemd(ctx, h, rem, o.Prefix, unitPath, changed[unitPath], changed[binPath] || changed[cfgPath], hi)
+	return systemd(ctx, h, name, o.Prefix, unitPath, changed[unitPath], changed[binPath] || changed[cfgPath], hi)
 }
 
 // systemd makes shipd.service run: daemon-reload when the unit changed, enable, and
 // start, restart (the unit changed) or reload (the binary or shipd.yaml changed; a
 // handover). Then it waits for shipd to answer.
-func systemd(ctx context.Context, h *hostConn, rem Remote, prefix, unitPath string, unitChanged, changed bool, hi *HostInstall) error {
+func systemd(ctx context.Context, h Host, name, prefix, unitPath string, unitChanged, changed bool, hi *Result) error {
 	run := func(args ...string) error {
 		cmd := sshx.ShellQuote(args...)
-		_, stderr, err := rem.Run(ctx, cmd)
+		_, stderr, err := h.Run(ctx, cmd)
 		if err != nil {
 			if msg := strings.TrimSpace(string(stderr)); msg != "" {
 				return fmt.Errorf("%s: %w: %s", cmd, err, msg)
@@ -268,13 +311,13 @@ func systemd(ctx context.Context, h *hostConn, rem Remote, prefix, unitPath stri
 	// shipd answers once it serves; a reload answers from its successor.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		st, err := agentStatus(ctx, h.Host)
+		st, err := shipdStatus(ctx, h)
 		if err == nil {
 			hi.Version = st.Version
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("shipd.service is %s but shipd does not answer (%v); see journalctl -u shipd on %s", hi.Service, err, h.name)
+			return fmt.Errorf("shipd.service is %s but shipd does not answer (%v); see journalctl -u shipd on %s", hi.Service, err, name)
 		}
 		sleep(ctx, 250*time.Millisecond)
 	}
@@ -283,7 +326,7 @@ func systemd(ctx context.Context, h *hostConn, rem Remote, prefix, unitPath stri
 // putFile writes data to name unless it holds that already: to a temporary name in the
 // same folder, renamed over it. An existing file that differs is replaced only with
 // replace.
-func putFile(ctx context.Context, f Files, name string, data []byte, mode fs.FileMode, replace bool) (string, error) {
+func putFile(ctx context.Context, f Host, name string, data []byte, mode fs.FileMode, replace bool) (string, error) {
 	action := FileWritten
 	old, err := f.ReadFile(ctx, name)
 	switch {
@@ -335,7 +378,7 @@ func GoArch(machine string) string {
 
 // primaryGroup is the name of user's primary group, from the host's /etc/passwd and
 // /etc/group; the user's own name when they do not say.
-func primaryGroup(ctx context.Context, f Files, user string) string {
+func primaryGroup(ctx context.Context, f Host, user string) string {
 	field := func(file string, key string, want, at int) string {
 		data, err := f.ReadFile(ctx, file)
 		if err != nil {
@@ -424,4 +467,43 @@ func shipdYAML(group string) string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// shipdStatus asks the host's shipd for its status, within a few seconds.
+func shipdStatus(ctx context.Context, h Host) (*agentapi.Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return h.ShipdStatus(ctx)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// emitter sends events to the caller's function, one at a time, redacted.
+type emitter struct {
+	mu     sync.Mutex
+	fn     func(Event)
+	redact *redact.Redactor
+}
+
+func (e *emitter) emit(host, level, msg string) {
+	if e.fn == nil {
+		return
+	}
+	msg = e.redact.String(msg)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.fn(Event{Host: host, Level: level, Msg: msg})
 }
