@@ -116,35 +116,7 @@ func deployProject(ctx context.Context, g *Globals, cfg *config.Config, version 
 // keychain finds registry credentials: SHIP_REGISTRY_USER and SHIP_REGISTRY_PASSWORD
 // for the configured registry, else docker's config.json and credential helpers.
 func keychain(g *Globals, cfg *config.Config) (*image.Keychain, error) {
-	dc, err := image.LoadDockerConfig(image.ConfigDir(g.IO.Getenv))
-	if err != nil {
-		return nil, err
-	}
-	kc := image.NewKeychain(dc)
-	user, pass := g.IO.Getenv("SHIP_REGISTRY_USER"), g.IO.Getenv("SHIP_REGISTRY_PASSWORD")
-	switch {
-	case user == "" && pass == "":
-	case pass == "":
-		return nil, usageErrorf("SHIP_REGISTRY_USER is set but SHIP_REGISTRY_PASSWORD is not: set both, or neither to use docker login's credentials")
-	case user == "":
-		return nil, usageErrorf("SHIP_REGISTRY_PASSWORD is set but SHIP_REGISTRY_USER is not: set both, or neither to use docker login's credentials")
-	default:
-		if cfg.Registry != "" {
-			kc.Set(registryHost(cfg.Registry), image.Credentials{Username: user, Password: pass, From: "SHIP_REGISTRY_USER and SHIP_REGISTRY_PASSWORD"})
-		}
-	}
-	return kc, nil
-}
-
-// builderChoice reads DOCKER_BUILDKIT the way docker does.
-func builderChoice(g *Globals) string {
-	switch strings.ToLower(strings.TrimSpace(g.IO.Getenv("DOCKER_BUILDKIT"))) {
-	case "0", "false":
-		return image.BuilderClassic
-	case "1", "true":
-		return image.BuilderBuildKit
-	}
-	return image.BuilderAuto
+	return image.KeychainFromEnv(g.IO.Getenv, cfg.Registry)
 }
 
 // buildImages builds the deploy compose file's images for info's version and returns
@@ -178,7 +150,7 @@ func buildImages(ctx context.Context, g *Globals, p *printer, cfg *config.Config
 		fmt.Sprintf("==> building %s", versionLabel(info, nil)))
 	v := newProgressView(g, p)
 	built, err := image.New(api).BuildAll(ctx, targets, image.Options{
-		Pull: !o.NoPull, Builder: builderChoice(g), Auth: kc, Live: v.live, Progress: v.show,
+		Pull: !o.NoPull, Builder: image.BuilderFromEnv(g.IO.Getenv), Auth: kc, Live: v.live, Progress: v.show,
 	})
 	v.close()
 	if err != nil {

@@ -208,22 +208,6 @@ func TestKeychainFromEnvironment(t *testing.T) {
 	}
 }
 
-func TestBuilderChoice(t *testing.T) {
-	for v, want := range map[string]string{"": image.BuilderAuto, "0": image.BuilderClassic, "false": image.BuilderClassic,
-		"1": image.BuilderBuildKit, "TRUE": image.BuilderBuildKit, "maybe": image.BuilderAuto} {
-		io, _, _ := testIO("", false)
-		io.Getenv = func(k string) string {
-			if k == "DOCKER_BUILDKIT" {
-				return v
-			}
-			return ""
-		}
-		if got := builderChoice(&Globals{IO: io}); got != want {
-			t.Errorf("DOCKER_BUILDKIT=%q: %q, want %q", v, got, want)
-		}
-	}
-}
-
 func TestRequireRegistry(t *testing.T) {
 	err := requireRegistry(&config.Config{File: "ship.yaml"})
 	if !errors.Is(err, config.ErrInvalid) || exitCode(err) != ExitUsage || !strings.Contains(err.Error(), "ship.yaml: registry: not set") {

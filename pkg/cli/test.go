@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/image"
 	"github.com/shipdeploy/ship/pkg/testrun"
 	"github.com/shipdeploy/ship/pkg/vcs"
 )
@@ -78,7 +79,7 @@ func runTest(ctx context.Context, g *Globals, o *testOptions) error {
 		fmt.Sprintf("==> testing %s with %s (service %q decides)", versionLabel(info, gitErr), file, service))
 	res, err := testrun.Run(ctx, api, testrun.Options{
 		Dir: cfg.Dir, File: file, Service: service, App: cfg.App, Timeout: timeout, Pull: !o.NoPull,
-		Builder: builderChoice(g), Auth: auth,
+		Builder: image.BuilderFromEnv(g.IO.Getenv), Auth: auth,
 		Environ:  environ(g),
 		Progress: func(e testrun.Event) { renderTestEvent(g, p, e) },
 	})
