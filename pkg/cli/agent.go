@@ -13,6 +13,7 @@ import (
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/deploy"
 	"github.com/shipdeploy/ship/pkg/install"
+	"github.com/shipdeploy/ship/pkg/term"
 )
 
 func newAgentCmd(g *Globals) *cobra.Command {
@@ -117,7 +118,7 @@ func runAgentInstall(ctx context.Context, g *Globals, o *agentInstallOptions) er
 		return err
 	}
 	if o.Binary != "" && finder.Mismatch() != "" {
-		p.warn(finder.Mismatch())
+		p.Warn(finder.Mismatch())
 	}
 	return nil
 }
@@ -159,7 +160,7 @@ func (h installHost) ShipdStatus(ctx context.Context) (*agentapi.Status, error) 
 	return nil, errors.New("this connection cannot reach shipd")
 }
 
-func renderInstall(g *Globals, p *printer, hi install.Result) {
+func renderInstall(g *Globals, p *term.Printer, hi install.Result) {
 	if g.JSON {
 		files := make([]map[string]any, 0, len(hi.Files))
 		for _, f := range hi.Files {
@@ -176,14 +177,14 @@ func renderInstall(g *Globals, p *printer, hi install.Result) {
 		if hi.Err != nil {
 			fields["error"] = hi.Err.Error()
 		}
-		p.event("agent_install", fields, "")
+		p.Event("agent_install", fields, "")
 		if hi.Service == install.ServiceNoSystemd {
-			p.warn(fmt.Sprintf("%s has no systemd: shipd was installed but NOT started; run `%s` as %s under a supervisor", hi.Host, hi.Command, hi.User))
+			p.Warn(fmt.Sprintf("%s has no systemd: shipd was installed but NOT started; run `%s` as %s under a supervisor", hi.Host, hi.Command, hi.User))
 		}
 		return
 	}
 	if hi.Err != nil {
-		p.event("agent_install", nil, fmt.Sprintf("==> %s: agent install FAILED: %v", hi.Host, hi.Err))
+		p.Event("agent_install", nil, fmt.Sprintf("==> %s: agent install FAILED: %v", hi.Host, hi.Err))
 		return
 	}
 	var b strings.Builder
@@ -205,9 +206,9 @@ func renderInstall(g *Globals, p *printer, hi install.Result) {
 	default:
 		fmt.Fprintf(&b, "; shipd.service %s, %s answers", hi.Service, hi.Version)
 	}
-	p.event("agent_install", nil, b.String())
+	p.Event("agent_install", nil, b.String())
 	if hi.Service == install.ServiceNoSystemd {
-		p.warn(fmt.Sprintf(`%s does not run systemd (no /run/systemd/system): shipd was installed but NOT started.
+		p.Warn(fmt.Sprintf(`%s does not run systemd (no /run/systemd/system): shipd was installed but NOT started.
   Start it as %s under the host's own supervisor:
     %s
   and point shipctl at its socket with SHIP_AGENT_SOCKET if shipd.yaml names another.`, hi.Host, hi.User, hi.Command))
@@ -263,7 +264,7 @@ func runAgentStatus(ctx context.Context, g *Globals, o *agentStatusOptions) erro
 	return nil
 }
 
-func renderAgentStatus(g *Globals, p *printer, ha deploy.HostAgent) {
+func renderAgentStatus(g *Globals, p *term.Printer, ha deploy.HostAgent) {
 	if g.JSON {
 		fields := map[string]any{"host": ha.Host}
 		if ha.Status != nil {
@@ -272,13 +273,13 @@ func renderAgentStatus(g *Globals, p *printer, ha deploy.HostAgent) {
 		if ha.Err != nil {
 			fields["error"] = ha.Err.Error()
 		}
-		p.event("agent_status", fields, "")
+		p.Event("agent_status", fields, "")
 		return
 	}
 	var b strings.Builder
 	if ha.Err != nil {
 		fmt.Fprintf(&b, "%s: %v", ha.Host, ha.Err)
-		p.event("agent_status", nil, b.String())
+		p.Event("agent_status", nil, b.String())
 		return
 	}
 	st := ha.Status
@@ -314,7 +315,7 @@ func renderAgentStatus(g *Globals, p *printer, ha deploy.HostAgent) {
 		}
 		fmt.Fprintf(&b, "\n      %s", a.Path)
 	}
-	p.event("agent_status", nil, b.String())
+	p.Event("agent_status", nil, b.String())
 }
 
 // appRoutes are shipd's routes of one app.

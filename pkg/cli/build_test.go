@@ -121,7 +121,7 @@ func TestProgressViewTerminal(t *testing.T) {
 	io.OutTTY = true
 	g := &Globals{IO: io}
 	v := newProgressView(g, newPrinter(g))
-	if !v.live {
+	if !v.isLive() {
 		t.Fatal("a terminal gets the live view")
 	}
 	for _, e := range buildEvents(true) {

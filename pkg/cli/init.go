@@ -1,10 +1,8 @@
 package cli
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -122,9 +120,9 @@ func runInit(g *Globals, o *initOptions) error {
 	registry := o.Registry
 
 	if o.AskApp || o.AskRegistry {
-		in := bufio.NewReader(g.IO.In)
+		asker := g.IO.Asker()
 		if o.AskApp {
-			app = ask(in, g.IO.ErrOut, "App name (compose project name on the hosts)", app, func(s string) error {
+			app = asker.Ask("App name (compose project name on the hosts)", app, func(s string) error {
 				if config.AppName(s) != s {
 					return fmt.Errorf("use lowercase letters, digits, \"-\" and \"_\", e.g. %s", config.AppName(s))
 				}
@@ -132,7 +130,7 @@ func runInit(g *Globals, o *initOptions) error {
 			})
 		}
 		if o.AskRegistry {
-			registry = ask(in, g.IO.ErrOut, "Registry for the built images (host[:port][/path])", registry, func(s string) error {
+			registry = asker.Ask("Registry for the built images (host[:port][/path])", registry, func(s string) error {
 				return checkSettings(composeRel, app, s)
 			})
 		}
@@ -192,7 +190,7 @@ func reportInit(g *Globals, o *initOptions, in config.TemplateInput, composeFile
 			}
 			services[i] = map[string]any{"name": s.Name, "build": s.Build, "ports": ports}
 		}
-		newPrinter(g).event("init", map[string]any{
+		newPrinter(g).Event("init", map[string]any{
 			"file": o.Config, "app": in.App, "compose": composeFile, "registry": in.Registry,
 			"services": services, "test_compose": hasTest,
 		}, "")
@@ -223,32 +221,6 @@ func reportInit(g *Globals, o *initOptions, in config.TemplateInput, composeFile
 		step++
 	}
 	fmt.Fprintf(w, "  %d. Run: %s test, then %s deploy staging\n", step, shipctl, shipctl)
-}
-
-// ask prompts for one value with its default shown; an empty answer or the
-// end of input keeps the default. An invalid answer is asked again, three times at most.
-func ask(in *bufio.Reader, out io.Writer, question, def string, check func(string) error) string {
-	for range 3 {
-		fmt.Fprintf(out, "? %s [%s]: ", question, def)
-		line, err := in.ReadString('\n')
-		answer := strings.TrimSpace(line)
-		if answer == "" {
-			if err != nil {
-				fmt.Fprintln(out)
-			}
-			return def
-		}
-		if cerr := check(answer); cerr != nil {
-			fmt.Fprintf(out, "  %v\n", cerr)
-			if err != nil {
-				return def
-			}
-			continue
-		}
-		return answer
-	}
-	fmt.Fprintf(out, "  keeping %s\n", def)
-	return def
 }
 
 // findCompose returns the compose file to read: named, or the first of

@@ -45,7 +45,7 @@ func runLock(ctx context.Context, g *Globals, o *lockOptions) error {
 	if err := deploy.Lock(ctx, h.target, o.Reason); err != nil {
 		return err
 	}
-	p.event("locked", map[string]any{"env": env.Name, "hosts": len(env.Hosts), "reason": o.Reason},
+	p.Event("locked", map[string]any{"env": env.Name, "hosts": len(env.Hosts), "reason": o.Reason},
 		fmt.Sprintf("==> locked %s (%d host(s)); shipctl unlock %s releases it", env.Name, len(env.Hosts), env.Name))
 	return nil
 }
@@ -90,7 +90,7 @@ func runUnlock(ctx context.Context, g *Globals, o *unlockOptions) error {
 				lines = append(lines, fmt.Sprintf("  %s: %s", l.Host, l.Holder))
 			}
 			fmt.Fprintf(g.IO.ErrOut, "Locks held by someone else (their deploy may still be running):\n%s\n", strings.Join(lines, "\n"))
-			ok, err := askYesNo(ctx, g.IO.In, g.IO.ErrOut, "Remove them anyway?")
+			ok, err := g.IO.AskYesNo(ctx, "Remove them anyway?")
 			if err != nil {
 				return err
 			}
@@ -111,6 +111,6 @@ func runUnlock(ctx context.Context, g *Globals, o *unlockOptions) error {
 	if len(removed) == 0 {
 		text = fmt.Sprintf("==> %s: no host is locked", env.Name)
 	}
-	p.event("unlocked", map[string]any{"env": env.Name, "hosts": len(removed)}, text)
+	p.Event("unlocked", map[string]any{"env": env.Name, "hosts": len(removed)}, text)
 	return nil
 }

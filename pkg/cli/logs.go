@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -58,12 +56,7 @@ func runLogs(ctx context.Context, g *Globals, o *logsOptions) error {
 		if many {
 			label = host + " " + l.Service
 		}
-		p.service(label)
-		p.mu.Lock()
-		width := p.width
-		p.mu.Unlock()
-		p.event("log", map[string]any{"host": host, "service": l.Service, "stream": l.Stream, "line": l.Text},
-			fmt.Sprintf("%-*s | %s", width, label, strings.TrimRight(l.Text, "\r")))
+		p.Prefixed("log", map[string]any{"host": host, "service": l.Service, "stream": l.Stream, "line": l.Text}, label, l.Text)
 	})
 	if err != nil && ctx.Err() != nil && o.Follow {
 		return nil

@@ -59,10 +59,10 @@ func runShip(ctx context.Context, g *Globals, o *shipOptions) error {
 	if err := checkDirty(p, info, o.AllowDirty, "ship"); err != nil {
 		return err
 	}
-	p.event("ship_start", map[string]any{"env": o.Env, "version": info.Version(), "sha": info.SHA, "steps": []string{"build", "test", "push", "deploy"}},
+	p.Event("ship_start", map[string]any{"env": o.Env, "version": info.Version(), "sha": info.SHA, "steps": []string{"build", "test", "push", "deploy"}},
 		fmt.Sprintf("==> shipping %s to %s: build, test, push, deploy", versionLabel(info, nil), o.Env))
 	failed := func(step string, err error) error {
-		p.event("ship_failed", map[string]any{"env": o.Env, "step": step, "exit_code": exitCode(err)},
+		p.Event("ship_failed", map[string]any{"env": o.Env, "step": step, "exit_code": exitCode(err)},
 			fmt.Sprintf("==> ship stopped: the %s step failed", step))
 		return err
 	}
@@ -88,7 +88,7 @@ func runShip(ctx context.Context, g *Globals, o *shipOptions) error {
 	}); err != nil {
 		return failed("deploy", err)
 	}
-	p.event("ship_done", map[string]any{"env": o.Env, "version": info.Version(), "images": nonNil(refs), "deployed": true},
+	p.Event("ship_done", map[string]any{"env": o.Env, "version": info.Version(), "images": nonNil(refs), "deployed": true},
 		fmt.Sprintf("==> shipped %s to %s", versionLabel(info, nil), o.Env))
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shipdeploy/ship/pkg/deploy"
+	"github.com/shipdeploy/ship/pkg/term"
 )
 
 type statusOptions struct {
@@ -61,7 +62,7 @@ func runStatus(ctx context.Context, g *Globals, o *statusOptions) error {
 	return nil
 }
 
-func renderStatus(g *Globals, p *printer, app string, st deploy.HostStatus) {
+func renderStatus(g *Globals, p *term.Printer, app string, st deploy.HostStatus) {
 	if g.JSON {
 		fields := map[string]any{"host": st.Host, "current": st.Current}
 		if st.Release != nil {
@@ -87,14 +88,14 @@ func renderStatus(g *Globals, p *printer, app string, st deploy.HostStatus) {
 		if st.Err != nil {
 			fields["error"] = st.Err.Error()
 		}
-		p.event("status", fields, "")
+		p.Event("status", fields, "")
 		return
 	}
 	var b strings.Builder
 	b.WriteString(st.Host)
 	if st.Err != nil {
 		fmt.Fprintf(&b, ": cannot read it: %v", st.Err)
-		p.event("status", nil, b.String())
+		p.Event("status", nil, b.String())
 		return
 	}
 	switch {
@@ -147,5 +148,5 @@ func renderStatus(g *Globals, p *printer, app string, st deploy.HostStatus) {
 	if st.AgentErr != nil {
 		fmt.Fprintf(&b, "\n  shipd: %v", st.AgentErr)
 	}
-	p.event("status", nil, b.String())
+	p.Event("status", nil, b.String())
 }

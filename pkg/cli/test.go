@@ -10,6 +10,7 @@ import (
 
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/image"
+	"github.com/shipdeploy/ship/pkg/term"
 	"github.com/shipdeploy/ship/pkg/testrun"
 	"github.com/shipdeploy/ship/pkg/vcs"
 )
@@ -62,7 +63,7 @@ func runTest(ctx context.Context, g *Globals, o *testOptions) error {
 
 	info, gitErr := vcs.Head(ctx, cfg.Dir)
 	if gitErr != nil {
-		p.warn(fmt.Sprintf("%v: the result will not be recorded, so push and deploy will not count it", gitErr))
+		p.Warn(fmt.Sprintf("%v: the result will not be recorded, so push and deploy will not count it", gitErr))
 	}
 
 	auth, err := keychain(g, cfg)
@@ -75,7 +76,7 @@ func runTest(ctx context.Context, g *Globals, o *testOptions) error {
 	}
 	defer api.Close()
 
-	p.event("test_start", map[string]any{"file": file, "service": service, "sha": info.SHA, "clean": info.Clean},
+	p.Event("test_start", map[string]any{"file": file, "service": service, "sha": info.SHA, "clean": info.Clean},
 		fmt.Sprintf("==> testing %s with %s (service %q decides)", versionLabel(info, gitErr), file, service))
 	res, err := testrun.Run(ctx, api, testrun.Options{
 		Dir: cfg.Dir, File: file, Service: service, App: cfg.App, Timeout: timeout, Pull: !o.NoPull,
@@ -86,7 +87,7 @@ func runTest(ctx context.Context, g *Globals, o *testOptions) error {
 	secs := res.Duration.Round(100 * time.Millisecond).Seconds()
 	if err != nil {
 		if errors.Is(err, testrun.ErrTestsFailed) {
-			p.event("test_failed", map[string]any{"exit_code": res.ExitCode, "seconds": secs, "error": err.Error()},
+			p.Event("test_failed", map[string]any{"exit_code": res.ExitCode, "seconds": secs, "error": err.Error()},
 				fmt.Sprintf("==> tests FAILED after %.1fs", secs))
 		}
 		return err
@@ -96,7 +97,7 @@ func runTest(ctx context.Context, g *Globals, o *testOptions) error {
 			return err
 		}
 	}
-	p.event("test_passed", map[string]any{"sha": info.SHA, "version": info.Version(), "clean": info.Clean, "seconds": secs},
+	p.Event("test_passed", map[string]any{"sha": info.SHA, "version": info.Version(), "clean": info.Clean, "seconds": secs},
 		fmt.Sprintf("==> tests passed for %s in %.1fs", versionLabel(info, gitErr), secs))
 	return nil
 }
@@ -119,15 +120,15 @@ func environ(g *Globals) []string {
 	return nil
 }
 
-func renderTestEvent(g *Globals, p *printer, e testrun.Event) {
+func renderTestEvent(g *Globals, p *term.Printer, e testrun.Event) {
 	fields := map[string]any{"msg": e.Msg}
 	if e.Service != "" {
 		fields["service"] = e.Service
-		p.service(e.Service)
+		p.Service(e.Service)
 	}
 	switch e.Kind {
 	case "log":
-		p.logLine(e.Service, e.Msg)
+		p.LogLine(e.Service, e.Msg)
 		return
 	case "build_detail":
 		// What the steps wrote: only with --debug (a failing step's output is in the error).
@@ -135,15 +136,15 @@ func renderTestEvent(g *Globals, p *printer, e testrun.Event) {
 			return
 		}
 	case "exit":
-		p.event("test_exit", fields, fmt.Sprintf("==> %s %s", e.Service, e.Msg))
+		p.Event("test_exit", fields, fmt.Sprintf("==> %s %s", e.Service, e.Msg))
 		return
 	case "cleanup":
-		p.event(e.Kind, fields, "==> "+e.Msg)
+		p.Event(e.Kind, fields, "==> "+e.Msg)
 		return
 	}
 	text := "--> " + e.Msg
 	if e.Service != "" {
 		text = fmt.Sprintf("--> %s: %s", e.Service, e.Msg)
 	}
-	p.event(e.Kind, fields, text)
+	p.Event(e.Kind, fields, text)
 }
