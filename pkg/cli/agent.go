@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -25,7 +24,7 @@ blue-green behind its own proxy (see docs/shipd.md). shipctl reaches it through
 its SSH connection to the host, at /run/shipd/shipd.sock (SHIP_AGENT_SOCKET
 names another socket).`,
 	}
-	cmd.AddCommand(newAgentInstallCmd(g), newAgentStatusCmd(g))
+	cmd.AddCommand(newAgentInstallCmd(g, nil), newAgentStatusCmd(g, nil))
 	return cmd
 }
 
@@ -38,7 +37,11 @@ type agentInstallOptions struct {
 	Force   bool
 }
 
-func newAgentInstallCmd(g *Globals) *cobra.Command {
+// newAgentInstallCmd builds the command; runF, when not nil, runs instead of runAgentInstall (tests).
+func newAgentInstallCmd(g *Globals, runF func(context.Context, *agentInstallOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *agentInstallOptions) error { return runAgentInstall(ctx, g, o) }
+	}
 	o := &agentInstallOptions{}
 	cmd := &cobra.Command{
 		Use:   "install ENV",
@@ -75,7 +78,7 @@ started: shipctl warns, shows the command that starts it, and exits 0.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env = args[0]
-			return runAgentInstall(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()
@@ -96,12 +99,9 @@ func runAgentInstall(ctx context.Context, g *Globals, o *agentInstallOptions) er
 	if err != nil {
 		return err
 	}
-	exe, err := os.Executable()
+	exe, err := g.Executable()
 	if err != nil {
 		return err
-	}
-	if real, err := filepath.EvalSymlinks(exe); err == nil {
-		exe = real
 	}
 	finder := &install.Finder{Explicit: o.Binary, Dir: filepath.Dir(exe), Want: install.OwnBuild()}
 	hosts, err := install.Run(ctx, install.Options{
@@ -220,7 +220,11 @@ type agentStatusOptions struct {
 	Env string
 }
 
-func newAgentStatusCmd(g *Globals) *cobra.Command {
+// newAgentStatusCmd builds the command; runF, when not nil, runs instead of runAgentStatus (tests).
+func newAgentStatusCmd(g *Globals, runF func(context.Context, *agentStatusOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *agentStatusOptions) error { return runAgentStatus(ctx, g, o) }
+	}
 	o := &agentStatusOptions{}
 	cmd := &cobra.Command{
 		Use:   "status ENV",
@@ -235,7 +239,7 @@ deploy ended. A host whose shipd does not answer makes the exit code 1.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env = args[0]
-			return runAgentStatus(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	o.hostFlags.register(cmd)

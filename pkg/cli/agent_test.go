@@ -19,7 +19,7 @@ func TestRenderAgentStatus(t *testing.T) {
 			LastResult: "failed", LastError: "deploy of cccccccccccc was cut off by a shipd restart\nmore", LastTime: since}},
 	}
 	io, out, _ := testIO("", false)
-	g := &Globals{IO: io}
+	g := &Globals{Factory: NewFactory(io)}
 	renderAgentStatus(g, newPrinter(g), deploy.HostAgent{Host: "deploy@web1", Status: st})
 	renderAgentStatus(g, newPrinter(g), deploy.HostAgent{Host: "deploy@web2", Err: errors.New("shipd does not answer")})
 	want := `deploy@web1: shipd v1.2.3 (abc) go1.26 linux/amd64, pid 42, up 1m30s (since 2025-03-01 12:00:00)

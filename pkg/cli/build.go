@@ -11,7 +11,6 @@ import (
 
 	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/config"
-	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/image"
 	"github.com/shipdeploy/ship/pkg/term"
 	"github.com/shipdeploy/ship/pkg/vcs"
@@ -22,7 +21,11 @@ type buildOptions struct {
 	Services []string // only these; nil is every service with build:
 }
 
-func newBuildCmd(g *Globals) *cobra.Command {
+// newBuildCmd builds the command; runF, when not nil, runs instead of runBuild (tests).
+func newBuildCmd(g *Globals, runF func(context.Context, *buildOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *buildOptions) error { return runBuild(ctx, g, o) }
+	}
 	o := &buildOptions{}
 	cmd := &cobra.Command{
 		Use:   "build [SERVICE...]",
@@ -42,7 +45,7 @@ builder, DOCKER_BUILDKIT=1 for BuildKit only. Base images are always pulled
   shipctl build --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Services = args
-			return runBuild(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	cmd.Flags().BoolVar(&o.NoPull, "no-pull", false, "do not pull newer base images")
@@ -136,7 +139,7 @@ func buildImages(ctx context.Context, g *Globals, p *term.Printer, cfg *config.C
 	if err != nil {
 		return nil, err
 	}
-	api, err := engine.Local()
+	api, err := g.Engine()
 	if err != nil {
 		return nil, fmt.Errorf("connect to the Docker engine: %w", err)
 	}

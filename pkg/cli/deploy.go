@@ -39,7 +39,11 @@ type deployOptions struct {
 	AllowDirty bool
 }
 
-func newDeployCmd(g *Globals) *cobra.Command {
+// newDeployCmd builds the command; runF, when not nil, runs instead of runDeploy (tests).
+func newDeployCmd(g *Globals, runF func(context.Context, *deployOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *deployOptions) error { return runDeploy(ctx, g, o) }
+	}
 	o := &deployOptions{}
 	cmd := &cobra.Command{
 		Use:   "deploy ENV",
@@ -82,7 +86,7 @@ keys from ~/.ssh/known_hosts and the environment's known_hosts file.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env = args[0]
-			return runDeploy(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()
@@ -153,7 +157,7 @@ func runDeploy(ctx context.Context, g *Globals, o *deployOptions) error {
 	sum, err := deploy.Run(ctx, deploy.Options{
 		Target:   h.target,
 		Release:  rel,
-		Registry: &image.Registries{Keychain: h.keychain},
+		Registry: g.Registry(h.keychain),
 		From:     vcs.Origin(ctx, cfg.Dir),
 		LockWait: o.LockWait,
 		Parallel: o.Parallel,
@@ -236,7 +240,7 @@ func newHostAccess(g *Globals, cfg *config.Config, env *config.Environment, f ho
 		target: deploy.Target{
 			App: cfg.App,
 			Env: env,
-			Dial: deploy.SSH(deploy.SSHOptions{
+			Dial: g.SSH(deploy.SSHOptions{
 				SSH: opts, DockerSocket: env.DockerSocket, RegistryAuth: image.PullAuth(kc),
 				AgentSocket: g.IO.Getenv("SHIP_AGENT_SOCKET"),
 			}),

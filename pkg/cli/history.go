@@ -17,7 +17,11 @@ type historyOptions struct {
 	Limit int
 }
 
-func newHistoryCmd(g *Globals) *cobra.Command {
+// newHistoryCmd builds the command; runF, when not nil, runs instead of runHistory (tests).
+func newHistoryCmd(g *Globals, runF func(context.Context, *historyOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *historyOptions) error { return runHistory(ctx, g, o) }
+	}
 	o := &historyOptions{}
 	cmd := &cobra.Command{
 		Use:   "history ENV",
@@ -31,7 +35,7 @@ rollback, lock and unlock.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env = args[0]
-			return runHistory(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	cmd.Flags().IntVarP(&o.Limit, "lines", "n", 20, "audit.log lines to show per host (0: all)")

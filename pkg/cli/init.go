@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -32,7 +33,11 @@ type initOptions struct {
 	AskApp, AskRegistry bool
 }
 
-func newInitCmd(g *Globals) *cobra.Command {
+// newInitCmd builds the command; runF, when not nil, runs instead of runInit (tests).
+func newInitCmd(g *Globals, runF func(context.Context, *initOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(_ context.Context, o *initOptions) error { return runInit(g, o) }
+	}
 	o := &initOptions{}
 	cmd := &cobra.Command{
 		Use:   "init",
@@ -67,7 +72,7 @@ On a terminal it asks for the app name and registry, showing the defaults;
 			interactive := g.IO.InTTY && !g.Yes && !g.JSON
 			o.AskApp = interactive && !cmd.Flags().Changed("app")
 			o.AskRegistry = interactive && !cmd.Flags().Changed("registry")
-			return runInit(g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()

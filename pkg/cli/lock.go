@@ -17,7 +17,11 @@ type lockOptions struct {
 	Reason string
 }
 
-func newLockCmd(g *Globals) *cobra.Command {
+// newLockCmd builds the command; runF, when not nil, runs instead of runLock (tests).
+func newLockCmd(g *Globals, runF func(context.Context, *lockOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *lockOptions) error { return runLock(ctx, g, o) }
+	}
 	o := &lockOptions{}
 	cmd := &cobra.Command{
 		Use:   "lock ENV",
@@ -29,7 +33,7 @@ unlock. A host locked already makes it fail, and releases the locks it took.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env = args[0]
-			return runLock(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	cmd.Flags().StringVar(&o.Reason, "reason", "", "why, for whoever finds the lock")
@@ -56,7 +60,11 @@ type unlockOptions struct {
 	Force bool
 }
 
-func newUnlockCmd(g *Globals) *cobra.Command {
+// newUnlockCmd builds the command; runF, when not nil, runs instead of runUnlock (tests).
+func newUnlockCmd(g *Globals, runF func(context.Context, *unlockOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *unlockOptions) error { return runUnlock(ctx, g, o) }
+	}
 	o := &unlockOptions{}
 	cmd := &cobra.Command{
 		Use:   "unlock ENV",
@@ -69,7 +77,7 @@ removed only after a yes on the terminal, or with --force (or --yes).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env = args[0]
-			return runUnlock(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	cmd.Flags().BoolVar(&o.Force, "force", false, "remove locks held by others without asking")

@@ -18,7 +18,11 @@ type logsOptions struct {
 	Timestamps bool
 }
 
-func newLogsCmd(g *Globals) *cobra.Command {
+// newLogsCmd builds the command; runF, when not nil, runs instead of runLogs (tests).
+func newLogsCmd(g *Globals, runF func(context.Context, *logsOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *logsOptions) error { return runLogs(ctx, g, o) }
+	}
 	o := &logsOptions{}
 	cmd := &cobra.Command{
 		Use:   "logs ENV [SERVICE...]",
@@ -32,7 +36,7 @@ environment's env_file are shown as [redacted].`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env, o.Services = args[0], args[1:]
-			return runLogs(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()

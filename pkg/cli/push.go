@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shipdeploy/ship/pkg/config"
-	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/image"
 	"github.com/shipdeploy/ship/pkg/term"
 	"github.com/shipdeploy/ship/pkg/testrun"
@@ -21,7 +20,11 @@ type pushOptions struct {
 	Latest     bool
 }
 
-func newPushCmd(g *Globals) *cobra.Command {
+// newPushCmd builds the command; runF, when not nil, runs instead of runPush (tests).
+func newPushCmd(g *Globals, runF func(context.Context, *pushOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *pushOptions) error { return runPush(ctx, g, o) }
+	}
 	o := &pushOptions{}
 	cmd := &cobra.Command{
 		Use:   "push",
@@ -40,7 +43,7 @@ manifest is looked up in the registry.`,
   SHIP_REGISTRY_USER=ci SHIP_REGISTRY_PASSWORD=... shipctl push --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runPush(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()
@@ -122,7 +125,7 @@ func pushImages(ctx context.Context, g *Globals, p *term.Printer, cfg *config.Co
 	if err != nil {
 		return err
 	}
-	api, err := engine.Local()
+	api, err := g.Engine()
 	if err != nil {
 		return fmt.Errorf("connect to the Docker engine: %w", err)
 	}

@@ -21,7 +21,11 @@ type shipOptions struct {
 	Parallel   int
 }
 
-func newShipCmd(g *Globals) *cobra.Command {
+// newShipCmd builds the command; runF, when not nil, runs instead of runShip (tests).
+func newShipCmd(g *Globals, runF func(context.Context, *shipOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *shipOptions) error { return runShip(ctx, g, o) }
+	}
 	o := &shipOptions{}
 	cmd := &cobra.Command{
 		Use:   "ship ENV",
@@ -36,7 +40,7 @@ tests, 4, 5 or 6 for a failed deploy.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env = args[0]
-			return runShip(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()

@@ -16,7 +16,11 @@ type statusOptions struct {
 	Env string
 }
 
-func newStatusCmd(g *Globals) *cobra.Command {
+// newStatusCmd builds the command; runF, when not nil, runs instead of runStatus (tests).
+func newStatusCmd(g *Globals, runF func(context.Context, *statusOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *statusOptions) error { return runStatus(ctx, g, o) }
+	}
 	o := &statusOptions{}
 	cmd := &cobra.Command{
 		Use:   "status ENV",
@@ -33,7 +37,7 @@ all of shipd.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env = args[0]
-			return runStatus(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	o.hostFlags.register(cmd)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/image"
 	"github.com/shipdeploy/ship/pkg/term"
 	"github.com/shipdeploy/ship/pkg/testrun"
@@ -22,7 +21,11 @@ type testOptions struct {
 	NoPull  bool
 }
 
-func newTestCmd(g *Globals) *cobra.Command {
+// newTestCmd builds the command; runF, when not nil, runs instead of runTest (tests).
+func newTestCmd(g *Globals, runF func(context.Context, *testOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *testOptions) error { return runTest(ctx, g, o) }
+	}
 	o := &testOptions{}
 	cmd := &cobra.Command{
 		Use:   "test",
@@ -33,7 +36,7 @@ fails. Everything the run created is removed afterwards, also on Ctrl-C and time
 A passing run is recorded for the commit, so that push and deploy can require it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runTest(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()
@@ -70,7 +73,7 @@ func runTest(ctx context.Context, g *Globals, o *testOptions) error {
 	if err != nil {
 		return err
 	}
-	api, err := engine.Local()
+	api, err := g.Engine()
 	if err != nil {
 		return fmt.Errorf("connect to the Docker engine: %w", err)
 	}
