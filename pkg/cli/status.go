@@ -68,31 +68,7 @@ func runStatus(ctx context.Context, g *Globals, o *statusOptions) error {
 
 func renderStatus(g *Globals, p *term.Printer, app string, st deploy.HostStatus) {
 	if g.JSON {
-		fields := map[string]any{"host": st.Host, "current": st.Current}
-		if st.Release != nil {
-			fields["deployed_at"] = st.Release.CurrentSince
-			fields["who"] = st.Release.Who
-			fields["from"] = st.Release.From
-			fields["subject"] = st.Release.Subject
-		}
-		cs := make([]map[string]any, 0, len(st.Containers))
-		for _, c := range st.Containers {
-			cs = append(cs, map[string]any{"name": c.Name, "service": c.Service, "image": c.Image, "state": c.State, "health": c.Health, "exit_code": c.ExitCode})
-		}
-		fields["containers"] = cs
-		if st.Lock != nil {
-			fields["lock"] = st.Lock
-		}
-		if st.Agent != nil {
-			fields["agent"] = map[string]any{"version": st.Agent.Version, "uptime": st.Agent.Uptime, "routes": appRoutes(st.Agent, app)}
-		}
-		if st.AgentErr != nil {
-			fields["agent_error"] = st.AgentErr.Error()
-		}
-		if st.Err != nil {
-			fields["error"] = st.Err.Error()
-		}
-		p.Event("status", fields, "")
+		renderStatusJSON(p, app, st)
 		return
 	}
 	var b strings.Builder
@@ -153,4 +129,32 @@ func renderStatus(g *Globals, p *term.Printer, app string, st deploy.HostStatus)
 		fmt.Fprintf(&b, "\n  shipd: %v", st.AgentErr)
 	}
 	p.Event("status", nil, b.String())
+}
+
+func renderStatusJSON(p *term.Printer, app string, st deploy.HostStatus) {
+	fields := map[string]any{"host": st.Host, "current": st.Current}
+	if st.Release != nil {
+		fields["deployed_at"] = st.Release.CurrentSince
+		fields["who"] = st.Release.Who
+		fields["from"] = st.Release.From
+		fields["subject"] = st.Release.Subject
+	}
+	cs := make([]map[string]any, 0, len(st.Containers))
+	for _, c := range st.Containers {
+		cs = append(cs, map[string]any{"name": c.Name, "service": c.Service, "image": c.Image, "state": c.State, "health": c.Health, "exit_code": c.ExitCode})
+	}
+	fields["containers"] = cs
+	if st.Lock != nil {
+		fields["lock"] = st.Lock
+	}
+	if st.Agent != nil {
+		fields["agent"] = map[string]any{"version": st.Agent.Version, "uptime": st.Agent.Uptime, "routes": appRoutes(st.Agent, app)}
+	}
+	if st.AgentErr != nil {
+		fields["agent_error"] = st.AgentErr.Error()
+	}
+	if st.Err != nil {
+		fields["error"] = st.Err.Error()
+	}
+	p.Event("status", fields, "")
 }
