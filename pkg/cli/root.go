@@ -1,5 +1,8 @@
-// Package cli holds shipctl's commands: each parses its flags into an options
-// struct, calls one function in pkg/, and renders what comes back.
+// Package cli holds shipctl's commands, as gh's pkg/cmd does: each parses its flags
+// into an options struct and hands it to a run function, which gets its dependencies
+// (the IO streams, the Docker engine, the SSH dialer, the registry) from one Factory,
+// calls one function in pkg/, and renders what comes back through pkg/term. Errors
+// become exit codes in one place (exit.go, codes.go).
 package cli
 
 import (
