@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -121,43 +120,6 @@ func runAgentInstall(ctx context.Context, g *Globals, o *agentInstallOptions) er
 		p.Warn(finder.Mismatch())
 	}
 	return nil
-}
-
-// installDialer reaches the hosts for agent install through the SSH connections of
-// pkg/deploy, which run commands and reach shipd as well.
-func installDialer(dial deploy.Dialer) install.Dialer {
-	return func(ctx context.Context, dest string) (install.Host, error) {
-		h, err := dial(ctx, dest)
-		if err != nil {
-			return nil, err
-		}
-		rem, ok := h.(remote)
-		if !ok {
-			_ = h.Close()
-			return nil, errors.New("this connection cannot run commands")
-		}
-		return installHost{Host: h, remote: rem}, nil
-	}
-}
-
-// remote is what the SSH host of pkg/deploy offers beyond deploy.Host.
-type remote interface {
-	Run(ctx context.Context, cmd string) (stdout, stderr []byte, err error)
-	LoginUser() string
-}
-
-type installHost struct {
-	deploy.Host
-	remote
-}
-
-func (h installHost) ShipdStatus(ctx context.Context) (*agentapi.Status, error) {
-	if a, ok := h.Host.(deploy.AgentHost); ok {
-		if sh := a.Shipd(); sh != nil {
-			return sh.Status(ctx)
-		}
-	}
-	return nil, errors.New("this connection cannot reach shipd")
 }
 
 func renderInstall(g *Globals, p *term.Printer, hi install.Result) {

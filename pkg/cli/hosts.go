@@ -1,11 +1,16 @@
 package cli
 
 import (
+	"context"
+	"errors"
+
 	"github.com/spf13/cobra"
 
+	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/config"
 	"github.com/shipdeploy/ship/pkg/deploy"
 	"github.com/shipdeploy/ship/pkg/image"
+	"github.com/shipdeploy/ship/pkg/install"
 	"github.com/shipdeploy/ship/pkg/notify"
 	"github.com/shipdeploy/ship/pkg/redact"
 	"github.com/shipdeploy/ship/pkg/sshx"
@@ -95,4 +100,41 @@ func notifier(cfg *config.Config) *notify.Webhook {
 		return nil
 	}
 	return &notify.Webhook{URL: cfg.Notify.Webhook}
+}
+
+// installDialer reaches the hosts for agent install through the SSH connections of
+// pkg/deploy, which run commands and reach shipd as well.
+func installDialer(dial deploy.Dialer) install.Dialer {
+	return func(ctx context.Context, dest string) (install.Host, error) {
+		h, err := dial(ctx, dest)
+		if err != nil {
+			return nil, err
+		}
+		rem, ok := h.(remote)
+		if !ok {
+			_ = h.Close()
+			return nil, errors.New("this connection cannot run commands")
+		}
+		return installHost{Host: h, remote: rem}, nil
+	}
+}
+
+// remote is what the SSH host of pkg/deploy offers beyond deploy.Host.
+type remote interface {
+	Run(ctx context.Context, cmd string) (stdout, stderr []byte, err error)
+	LoginUser() string
+}
+
+type installHost struct {
+	deploy.Host
+	remote
+}
+
+func (h installHost) ShipdStatus(ctx context.Context) (*agentapi.Status, error) {
+	if a, ok := h.Host.(deploy.AgentHost); ok {
+		if sh := a.Shipd(); sh != nil {
+			return sh.Status(ctx)
+		}
+	}
+	return nil, errors.New("this connection cannot reach shipd")
 }
