@@ -20,9 +20,6 @@ type Printer struct {
 // NewPrinter returns a Printer on io's streams; json writes NDJSON events.
 func NewPrinter(io *IOStreams, json bool) *Printer { return &Printer{io: io, json: json} }
 
-// JSON reports whether the Printer writes NDJSON.
-func (p *Printer) JSON() bool { return p.json }
-
 // Event writes one event. fields go into the JSON object; text is the plain line.
 func (p *Printer) Event(kind string, fields map[string]any, text string) {
 	p.mu.Lock()
