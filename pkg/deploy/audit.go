@@ -10,12 +10,13 @@ import (
 	"io/fs"
 	"time"
 
+	"github.com/shipdeploy/ship/pkg/redact"
 	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // appendAudit adds one line to the host's audit.log (O_APPEND, so concurrent writers
 // never interleave within a line).
-func appendAudit(ctx context.Context, f Files, l release.Layout, e release.AuditEntry, r *Redactor) error {
+func appendAudit(ctx context.Context, f Files, l release.Layout, e release.AuditEntry, r *redact.Redactor) error {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}

@@ -3,6 +3,8 @@ package deploy
 import (
 	"sync"
 	"time"
+
+	"github.com/shipdeploy/ship/pkg/redact"
 )
 
 // Steps an Event belongs to.
@@ -52,10 +54,10 @@ type Event struct {
 type emitter struct {
 	mu     sync.Mutex
 	fn     func(Event)
-	redact *Redactor
+	redact *redact.Redactor
 }
 
-func newEmitter(fn func(Event), r *Redactor) *emitter { return &emitter{fn: fn, redact: r} }
+func newEmitter(fn func(Event), r *redact.Redactor) *emitter { return &emitter{fn: fn, redact: r} }
 
 func (e *emitter) emit(ev Event) {
 	if e == nil || e.fn == nil {

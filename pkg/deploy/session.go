@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shipdeploy/ship/pkg/config"
+	"github.com/shipdeploy/ship/pkg/redact"
 	"github.com/shipdeploy/ship/pkg/release"
 )
 
@@ -27,7 +28,7 @@ type Target struct {
 	Progress func(Event)
 	// Redactor scrubs secrets from events, errors, audit lines and notifications;
 	// may be nil.
-	Redactor *Redactor
+	Redactor *redact.Redactor
 	// RegistryAuth returns the X-Registry-Auth value for pulling ref ("" anonymous):
 	// sent to shipd with a deploy or rollback (agent environments), which pulls with it
 	// and never keeps it. The agentless path pulls with SSHOptions.RegistryAuth.
