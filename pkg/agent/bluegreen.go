@@ -162,44 +162,24 @@ func (d *deployment) finishRoute(ctx context.Context, old, fresh *liveRoute) {
 	}
 }
 
-// switchRoute health-checks addr and makes it the route's target (Route.Deploy), and
-// saves the state the moment the route switches: Deploy itself returns only after the
-// old target has drained.
+// switchRoute health-checks addr and makes it the route's target (Route.Swap), saves
+// the state the moment the route switches, then drains the target it replaced.
 func (d *deployment) switchRoute(ctx context.Context, rs *routedService, r engine.Replica, addr string, hc proxy.HealthCheck) error {
-	lr, name, ship, network, drain := rs.target, rs.name, rs.ship, rs.network, rs.drain
-	prev := lr.route.Target()
-	done := make(chan error, 1)
-	go func() { done <- lr.route.Deploy(ctx, addr, hc, drain) }()
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	switched := false
-	onSwitch := func() {
-		switched = true
-		// From here on the release serves: a later failure must undo it.
-		d.sw.changed = true
-		d.recordRoute(name, ship, network, r, addr)
-		msg := fmt.Sprintf("%s: healthy; %s now routes to %s", r.Name, ship.Listen, addr)
-		if prev != "" && prev != addr {
-			msg += fmt.Sprintf(" (was %s); draining the old container for up to %s", prev, drain)
-		}
-		d.em.info(agentapi.StepSwitch, name, msg)
+	old, err := rs.target.route.Swap(ctx, addr, hc)
+	if err != nil {
+		return err
 	}
-	for {
-		select {
-		case err := <-done:
-			if err != nil {
-				return err
-			}
-			if !switched {
-				onSwitch()
-			}
-			return nil
-		case <-tick.C:
-			if !switched && lr.route.Target() == addr && prev != addr {
-				onSwitch()
-			}
-		}
+	// From here on the release serves: a later failure must undo it.
+	d.sw.changed = true
+	d.recordRoute(rs.name, rs.ship, rs.network, r, addr)
+	msg := fmt.Sprintf("%s: healthy; %s now routes to %s", r.Name, rs.ship.Listen, addr)
+	if old != nil {
+		msg += fmt.Sprintf(" (was %s); draining the old container for up to %s", old.Addr(), rs.drain)
 	}
+	d.em.info(agentapi.StepSwitch, rs.name, msg)
+	// A caller that goes away now does not cut the requests in flight on the old target.
+	old.Drain(context.WithoutCancel(ctx), rs.drain)
+	return nil
 }
 
 // recordRoute saves the service's route with r as its live container.

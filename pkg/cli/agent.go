@@ -2,20 +2,17 @@ package cli
 
 import (
 	"context"
-	"debug/buildinfo"
 	"fmt"
-	"os"
 	"path/filepath"
-	"regexp"
-	"runtime"
 	"strings"
-	"sync"
 
 	"github.com/spf13/cobra"
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/deploy"
-	"github.com/shipdeploy/ship/pkg/version"
+	"github.com/shipdeploy/ship/pkg/event"
+	"github.com/shipdeploy/ship/pkg/install"
+	"github.com/shipdeploy/ship/pkg/term"
 )
 
 func newAgentCmd(g *Globals) *cobra.Command {
@@ -27,7 +24,7 @@ blue-green behind its own proxy (see docs/shipd.md). shipctl reaches it through
 its SSH connection to the host, at /run/shipd/shipd.sock (SHIP_AGENT_SOCKET
 names another socket).`,
 	}
-	cmd.AddCommand(newAgentInstallCmd(g), newAgentStatusCmd(g))
+	cmd.AddCommand(newAgentInstallCmd(g, nil), newAgentStatusCmd(g, nil))
 	return cmd
 }
 
@@ -40,7 +37,11 @@ type agentInstallOptions struct {
 	Force   bool
 }
 
-func newAgentInstallCmd(g *Globals) *cobra.Command {
+// newAgentInstallCmd builds the command; runF, when not nil, runs instead of runAgentInstall (tests).
+func newAgentInstallCmd(g *Globals, runF func(context.Context, *agentInstallOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *agentInstallOptions) error { return runAgentInstall(ctx, g, o) }
+	}
 	o := &agentInstallOptions{}
 	cmd := &cobra.Command{
 		Use:   "install ENV",
@@ -77,7 +78,7 @@ started: shipctl warns, shows the command that starts it, and exits 0.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env = args[0]
-			return runAgentInstall(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()
@@ -94,20 +95,21 @@ func runAgentInstall(ctx context.Context, g *Globals, o *agentInstallOptions) er
 		return usageErrorf("--prefix %q: want an absolute folder on the hosts", o.Prefix)
 	}
 	o.Prefix = strings.TrimRight(o.Prefix, "/")
-	_, _, p, h, err := g.environment(o.Env, o.hostFlags)
+	_, env, p, h, err := g.environment(o.Env, o.hostFlags)
 	if err != nil {
 		return err
 	}
-	exe, err := os.Executable()
+	exe, err := g.Executable()
 	if err != nil {
 		return err
 	}
-	if real, err := filepath.EvalSymlinks(exe); err == nil {
-		exe = real
-	}
-	finder := &shipdFinder{explicit: o.Binary, dir: filepath.Dir(exe), want: ownBuild()}
-	hosts, err := deploy.InstallAgent(ctx, deploy.InstallOptions{
-		Target: h.target, Binary: finder.find, Prefix: o.Prefix, Force: o.Force, SSHUser: o.SSHUser,
+	finder := &install.Finder{Explicit: o.Binary, Dir: filepath.Dir(exe), Want: install.OwnBuild()}
+	hosts, err := install.Run(ctx, install.Options{
+		Env: env, Dial: installDialer(h.target.Dial), Binary: finder.Find, Prefix: o.Prefix, Force: o.Force, SSHUser: o.SSHUser,
+		Redactor: h.redact,
+		Progress: func(e install.Event) {
+			renderDeployEvent(g, p, deploy.Event{Host: e.Host, Step: deploy.StepInstall, Level: event.Level(e.Level), Msg: e.Msg})
+		},
 	})
 	for _, hi := range hosts {
 		renderInstall(g, p, hi)
@@ -115,13 +117,13 @@ func runAgentInstall(ctx context.Context, g *Globals, o *agentInstallOptions) er
 	if err != nil {
 		return err
 	}
-	if o.Binary != "" && finder.mismatch != "" {
-		p.warn(finder.mismatch)
+	if o.Binary != "" && finder.Mismatch() != "" {
+		p.Warn(finder.Mismatch())
 	}
 	return nil
 }
 
-func renderInstall(g *Globals, p *printer, hi deploy.HostInstall) {
+func renderInstall(g *Globals, p *term.Printer, hi install.Result) {
 	if g.JSON {
 		files := make([]map[string]any, 0, len(hi.Files))
 		for _, f := range hi.Files {
@@ -132,20 +134,20 @@ func renderInstall(g *Globals, p *printer, hi deploy.HostInstall) {
 		if hi.Version != "" {
 			fields["version"] = hi.Version
 		}
-		if hi.Service == deploy.ServiceNoSystemd {
+		if hi.Service == install.ServiceNoSystemd {
 			fields["command"] = hi.Command
 		}
 		if hi.Err != nil {
 			fields["error"] = hi.Err.Error()
 		}
-		p.event("agent_install", fields, "")
-		if hi.Service == deploy.ServiceNoSystemd {
-			p.warn(fmt.Sprintf("%s has no systemd: shipd was installed but NOT started; run `%s` as %s under a supervisor", hi.Host, hi.Command, hi.User))
+		p.Event("agent_install", fields, "")
+		if hi.Service == install.ServiceNoSystemd {
+			p.Warn(fmt.Sprintf("%s has no systemd: shipd was installed but NOT started; run `%s` as %s under a supervisor", hi.Host, hi.Command, hi.User))
 		}
 		return
 	}
 	if hi.Err != nil {
-		p.event("agent_install", nil, fmt.Sprintf("==> %s: agent install FAILED: %v", hi.Host, hi.Err))
+		p.Event("agent_install", nil, fmt.Sprintf("==> %s: agent install FAILED: %v", hi.Host, hi.Err))
 		return
 	}
 	var b strings.Builder
@@ -154,22 +156,22 @@ func renderInstall(g *Globals, p *printer, hi deploy.HostInstall) {
 	for _, f := range hi.Files {
 		counts[f.Action]++
 	}
-	for _, a := range []string{deploy.FileWritten, deploy.FileReplaced, deploy.FileUnchanged, deploy.FileKept} {
+	for _, a := range []string{install.FileWritten, install.FileReplaced, install.FileUnchanged, install.FileKept} {
 		if counts[a] > 0 {
 			fmt.Fprintf(&b, " %d %s", counts[a], a)
 		}
 	}
 	switch hi.Service {
-	case deploy.ServiceNoSystemd:
+	case install.ServiceNoSystemd:
 		b.WriteString("; no systemd: shipd NOT started")
-	case deploy.ServiceRunning:
+	case install.ServiceRunning:
 		fmt.Fprintf(&b, "; shipd.service runs unchanged, left alone (%s)", hi.Version)
 	default:
 		fmt.Fprintf(&b, "; shipd.service %s, %s answers", hi.Service, hi.Version)
 	}
-	p.event("agent_install", nil, b.String())
-	if hi.Service == deploy.ServiceNoSystemd {
-		p.warn(fmt.Sprintf(`%s does not run systemd (no /run/systemd/system): shipd was installed but NOT started.
+	p.Event("agent_install", nil, b.String())
+	if hi.Service == install.ServiceNoSystemd {
+		p.Warn(fmt.Sprintf(`%s does not run systemd (no /run/systemd/system): shipd was installed but NOT started.
   Start it as %s under the host's own supervisor:
     %s
   and point shipctl at its socket with SHIP_AGENT_SOCKET if shipd.yaml names another.`, hi.Host, hi.User, hi.Command))
@@ -181,7 +183,11 @@ type agentStatusOptions struct {
 	Env string
 }
 
-func newAgentStatusCmd(g *Globals) *cobra.Command {
+// newAgentStatusCmd builds the command; runF, when not nil, runs instead of runAgentStatus (tests).
+func newAgentStatusCmd(g *Globals, runF func(context.Context, *agentStatusOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *agentStatusOptions) error { return runAgentStatus(ctx, g, o) }
+	}
 	o := &agentStatusOptions{}
 	cmd := &cobra.Command{
 		Use:   "status ENV",
@@ -196,7 +202,7 @@ deploy ended. A host whose shipd does not answer makes the exit code 1.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env = args[0]
-			return runAgentStatus(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	o.hostFlags.register(cmd)
@@ -225,7 +231,7 @@ func runAgentStatus(ctx context.Context, g *Globals, o *agentStatusOptions) erro
 	return nil
 }
 
-func renderAgentStatus(g *Globals, p *printer, ha deploy.HostAgent) {
+func renderAgentStatus(g *Globals, p *term.Printer, ha deploy.HostAgent) {
 	if g.JSON {
 		fields := map[string]any{"host": ha.Host}
 		if ha.Status != nil {
@@ -234,13 +240,13 @@ func renderAgentStatus(g *Globals, p *printer, ha deploy.HostAgent) {
 		if ha.Err != nil {
 			fields["error"] = ha.Err.Error()
 		}
-		p.event("agent_status", fields, "")
+		p.Event("agent_status", fields, "")
 		return
 	}
 	var b strings.Builder
 	if ha.Err != nil {
 		fmt.Fprintf(&b, "%s: %v", ha.Host, ha.Err)
-		p.event("agent_status", nil, b.String())
+		p.Event("agent_status", nil, b.String())
 		return
 	}
 	st := ha.Status
@@ -276,7 +282,7 @@ func renderAgentStatus(g *Globals, p *printer, ha deploy.HostAgent) {
 		}
 		fmt.Fprintf(&b, "\n      %s", a.Path)
 	}
-	p.event("agent_status", nil, b.String())
+	p.Event("agent_status", nil, b.String())
 }
 
 // appRoutes are shipd's routes of one app.
@@ -344,149 +350,3 @@ func firstLine(s string) string {
 
 // shipdVersion is shipd's version without its program name.
 func shipdVersion(v string) string { return strings.TrimPrefix(v, "shipd ") }
-
-// build is what identifies a build of ship: the version set at link time and the
-// commit it was built from (when known).
-type build struct {
-	version, commit string
-}
-
-func (b build) String() string {
-	if b.commit == "" {
-		return b.version
-	}
-	return b.version + " (" + b.commit + ")"
-}
-
-// matches reports whether two builds are of the same version: the same Version, and
-// the same commit when both know theirs.
-func (b build) matches(o build) bool {
-	return b.version == o.version && (b.commit == "" || o.commit == "" || b.commit == o.commit)
-}
-
-func ownBuild() build { return build{version: version.Version, commit: version.Commit()} }
-
-var versionFlag = regexp.MustCompile(`-X[= ]?'?"?github\.com/shipdeploy/ship/pkg/version\.Version=([^\s'"]+)`)
-
-// shipdFile is an executable's build, read from the Go build information in it.
-type shipdFile struct {
-	path, goos, goarch string
-	build              build
-}
-
-func readShipd(path string) (shipdFile, error) {
-	bi, err := buildinfo.ReadFile(path)
-	if err != nil {
-		return shipdFile{}, fmt.Errorf("%s: not a Go executable: %w", path, err)
-	}
-	if bi.Path != "github.com/shipdeploy/ship/cmd/shipd" {
-		return shipdFile{}, fmt.Errorf("%s is not shipd (it is %s)", path, bi.Path)
-	}
-	f := shipdFile{path: path, build: build{version: "dev"}}
-	var rev, dirty string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "GOOS":
-			f.goos = s.Value
-		case "GOARCH":
-			f.goarch = s.Value
-		case "-ldflags":
-			if m := versionFlag.FindStringSubmatch(s.Value); m != nil {
-				f.build.version = m[1]
-			}
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				dirty = "-dirty"
-			}
-		}
-	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	if rev != "" {
-		f.build.commit = rev + dirty
-	}
-	return f, nil
-}
-
-// shipdFinder finds the shipd executable for a host's architecture: --binary, else
-// shipd-linux-ARCH or shipd next to shipctl's executable, of shipctl's version.
-type shipdFinder struct {
-	explicit string
-	dir      string
-	want     build
-
-	mu       sync.Mutex
-	cache    map[string]shipdFound
-	mismatch string // --binary is of another version: warned about
-}
-
-type shipdFound struct {
-	data []byte
-	from string
-	err  error
-}
-
-func (f *shipdFinder) find(arch string) ([]byte, string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if got, ok := f.cache[arch]; ok {
-		return got.data, got.from, got.err
-	}
-	data, from, err := f.look(arch)
-	if f.cache == nil {
-		f.cache = map[string]shipdFound{}
-	}
-	f.cache[arch] = shipdFound{data, from, err}
-	return data, from, err
-}
-
-func (f *shipdFinder) look(arch string) ([]byte, string, error) {
-	platform := "linux/" + arch
-	if f.explicit != "" {
-		sf, err := readShipd(f.explicit)
-		if err != nil {
-			return nil, "", withCode(ExitUsage, fmt.Errorf("--binary %w", err))
-		}
-		if sf.goos != "linux" || sf.goarch != arch {
-			return nil, "", withCode(ExitUsage, fmt.Errorf("--binary %s is for %s/%s, the host is %s", f.explicit, sf.goos, sf.goarch, platform))
-		}
-		if !sf.build.matches(f.want) {
-			f.mismatch = fmt.Sprintf("installing shipd %s (--binary) with shipctl %s: the versions differ", sf.build, f.want)
-		}
-		data, err := os.ReadFile(f.explicit)
-		return data, f.explicit, err
-	}
-	names := []string{"shipd-linux-" + arch, "shipd"}
-	var why []string
-	for _, name := range names {
-		path := filepath.Join(f.dir, name)
-		if _, err := os.Stat(path); err != nil {
-			why = append(why, name+": not there")
-			continue
-		}
-		sf, err := readShipd(path)
-		switch {
-		case err != nil:
-			why = append(why, err.Error())
-			continue
-		case sf.goos != "linux" || sf.goarch != arch:
-			why = append(why, fmt.Sprintf("%s is for %s/%s", name, sf.goos, sf.goarch))
-			continue
-		case !sf.build.matches(f.want):
-			why = append(why, fmt.Sprintf("%s is shipd %s, not %s", name, sf.build, f.want))
-			continue
-		}
-		data, err := os.ReadFile(path)
-		return data, path, err
-	}
-	hint := "`make build` builds bin/shipd beside bin/shipctl"
-	if runtime.GOOS != "linux" || runtime.GOARCH != arch {
-		hint = fmt.Sprintf("build it with CGO_ENABLED=0 GOOS=linux GOARCH=%s go build -trimpath -ldflags '-X github.com/shipdeploy/ship/pkg/version.Version=%s' -o %s ./cmd/shipd",
-			arch, f.want.version, filepath.Join(f.dir, "shipd-linux-"+arch))
-	}
-	return nil, "", fmt.Errorf("no shipd %s for %s next to shipctl in %s (%s): %s; or name one with --binary",
-		f.want, platform, f.dir, strings.Join(why, "; "), hint)
-}

@@ -45,7 +45,7 @@ func buildEvents(live bool) []image.Event {
 
 func TestProgressViewPlain(t *testing.T) {
 	io, out, errOut := testIO("", false)
-	g := &Globals{IO: io}
+	g := &Globals{Factory: NewFactory(io)}
 	v := newProgressView(g, newPrinter(g))
 	for _, e := range buildEvents(false) {
 		v.show(e)
@@ -66,7 +66,7 @@ func TestProgressViewPlain(t *testing.T) {
 
 	// --debug adds each step's output.
 	io, out, _ = testIO("", false)
-	g = &Globals{IO: io, Debug: true}
+	g = &Globals{Factory: NewFactory(io), Debug: true}
 	v = newProgressView(g, newPrinter(g))
 	for _, e := range buildEvents(false) {
 		v.show(e)
@@ -78,7 +78,7 @@ func TestProgressViewPlain(t *testing.T) {
 
 func TestProgressViewJSON(t *testing.T) {
 	io, out, errOut := testIO("", false)
-	g := &Globals{IO: io, JSON: true}
+	g := &Globals{Factory: NewFactory(io), JSON: true}
 	v := newProgressView(g, newPrinter(g))
 	for _, e := range buildEvents(true) {
 		v.show(e)
@@ -119,9 +119,9 @@ func TestProgressViewJSON(t *testing.T) {
 func TestProgressViewTerminal(t *testing.T) {
 	io, out, _ := testIO("", false)
 	io.OutTTY = true
-	g := &Globals{IO: io}
+	g := &Globals{Factory: NewFactory(io)}
 	v := newProgressView(g, newPrinter(g))
-	if !v.live {
+	if !v.isLive() {
 		t.Fatal("a terminal gets the live view")
 	}
 	for _, e := range buildEvents(true) {
@@ -147,7 +147,7 @@ func TestProgressViewTerminal(t *testing.T) {
 
 func TestPushEventsPlain(t *testing.T) {
 	io, out, _ := testIO("", false)
-	g := &Globals{IO: io}
+	g := &Globals{Factory: NewFactory(io)}
 	v := newProgressView(g, newPrinter(g))
 	pushed := &image.Pushed{Ref: "r/web:1", Digest: "sha256:abc", Sent: 1, Found: 1}
 	for _, e := range []image.Event{
@@ -190,7 +190,7 @@ func TestKeychainFromEnvironment(t *testing.T) {
 			tc.env["DOCKER_CONFIG"] = t.TempDir()
 			io, _, _ := testIO("", false)
 			io.Getenv = func(k string) string { return tc.env[k] }
-			kc, err := keychain(&Globals{IO: io}, cfg)
+			kc, err := keychain(&Globals{Factory: NewFactory(io)}, cfg)
 			if tc.wantUsage {
 				if exitCode(err) != ExitUsage || strings.Contains(err.Error(), "pw") {
 					t.Errorf("want a usage error that does not show the password, got %v", err)
@@ -205,22 +205,6 @@ func TestKeychainFromEnvironment(t *testing.T) {
 				t.Errorf("credentials %+v, %v; want user %q", c, err, tc.wantUser)
 			}
 		})
-	}
-}
-
-func TestBuilderChoice(t *testing.T) {
-	for v, want := range map[string]string{"": image.BuilderAuto, "0": image.BuilderClassic, "false": image.BuilderClassic,
-		"1": image.BuilderBuildKit, "TRUE": image.BuilderBuildKit, "maybe": image.BuilderAuto} {
-		io, _, _ := testIO("", false)
-		io.Getenv = func(k string) string {
-			if k == "DOCKER_BUILDKIT" {
-				return v
-			}
-			return ""
-		}
-		if got := builderChoice(&Globals{IO: io}); got != want {
-			t.Errorf("DOCKER_BUILDKIT=%q: %q, want %q", v, got, want)
-		}
 	}
 }
 

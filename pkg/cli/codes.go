@@ -5,6 +5,8 @@ import (
 	"github.com/shipdeploy/ship/pkg/config"
 	"github.com/shipdeploy/ship/pkg/deploy"
 	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/image"
+	"github.com/shipdeploy/ship/pkg/install"
 	"github.com/shipdeploy/ship/pkg/testrun"
 )
 
@@ -16,6 +18,8 @@ func init() {
 		{config.ErrInvalid, ExitUsage},
 		{compose.ErrInvalid, ExitUsage},
 		{engine.ErrUnsupported, ExitUsage},
+		{install.ErrBinary, ExitUsage},
+		{image.ErrEnvCredentials, ExitUsage},
 		{testrun.ErrTestsFailed, ExitTestsFailed},
 		// A deploy's error matches the worst that happened on a host; these go in
 		// that order.

@@ -1,36 +1,20 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/shipdeploy/ship/pkg/config"
 	"github.com/shipdeploy/ship/pkg/deploy"
 	"github.com/shipdeploy/ship/pkg/event"
-	"github.com/shipdeploy/ship/pkg/image"
-	"github.com/shipdeploy/ship/pkg/sshhost"
-	"github.com/shipdeploy/ship/pkg/sshx"
+	"github.com/shipdeploy/ship/pkg/term"
 	"github.com/shipdeploy/ship/pkg/testrun"
 	"github.com/shipdeploy/ship/pkg/vcs"
 )
-
-// hostFlags are the flags of every command that reaches the hosts.
-type hostFlags struct {
-	AcceptNewHostKey bool
-}
-
-func (h *hostFlags) register(cmd *cobra.Command) {
-	cmd.Flags().BoolVar(&h.AcceptNewHostKey, "accept-new-host-key", false,
-		"trust the key of a host no known_hosts file knows, and record it in ~/.ssh/known_hosts (a changed key is refused all the same)")
-}
 
 type deployOptions struct {
 	hostFlags
@@ -42,7 +26,11 @@ type deployOptions struct {
 	AllowDirty bool
 }
 
-func newDeployCmd(g *Globals) *cobra.Command {
+// newDeployCmd builds the command; runF, when not nil, runs instead of runDeploy (tests).
+func newDeployCmd(g *Globals, runF func(context.Context, *deployOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *deployOptions) error { return runDeploy(ctx, g, o) }
+	}
 	o := &deployOptions{}
 	cmd := &cobra.Command{
 		Use:   "deploy ENV",
@@ -85,7 +73,7 @@ keys from ~/.ssh/known_hosts and the environment's known_hosts file.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env = args[0]
-			return runDeploy(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()
@@ -156,7 +144,7 @@ func runDeploy(ctx context.Context, g *Globals, o *deployOptions) error {
 	sum, err := deploy.Run(ctx, deploy.Options{
 		Target:   h.target,
 		Release:  rel,
-		Registry: &image.Registries{Keychain: h.keychain},
+		Registry: g.Registry(h.keychain),
 		From:     vcs.Origin(ctx, cfg.Dir),
 		LockWait: o.LockWait,
 		Parallel: o.Parallel,
@@ -168,7 +156,7 @@ func runDeploy(ctx context.Context, g *Globals, o *deployOptions) error {
 }
 
 // checkDeployTested refuses a version no test run passed for, unless --untested.
-func checkDeployTested(p *printer, info vcs.Info, version string, untested bool) error {
+func checkDeployTested(p *term.Printer, info vcs.Info, version string, untested bool) error {
 	_, passed, err := testrun.Passed(info, version)
 	if err != nil {
 		return err
@@ -179,92 +167,13 @@ func checkDeployTested(p *printer, info vcs.Info, version string, untested bool)
 	if !untested {
 		return fmt.Errorf("no passing test run is recorded for %s here: run `shipctl test` on it first, or pass --untested to deploy it anyway", deploy.Short(version))
 	}
-	p.warn(fmt.Sprintf("deploying %s UNTESTED: no passing `shipctl test` run is recorded for it (--untested)", deploy.Short(version)))
+	p.Warn(fmt.Sprintf("deploying %s UNTESTED: no passing `shipctl test` run is recorded for it (--untested)", deploy.Short(version)))
 	return nil
-}
-
-// hostAccess is how a command reaches an environment's hosts, with the secrets it
-// must scrub and the registry credentials it sends.
-type hostAccess struct {
-	target   deploy.Target
-	redact   *deploy.Redactor
-	keychain *image.Keychain
-}
-
-// environment loads ship.yaml and opens the way to the hosts of its environment name:
-// what every command that works on hosts starts with.
-func (g *Globals) environment(name string, f hostFlags) (*config.Config, *config.Environment, *printer, *hostAccess, error) {
-	cfg, err := g.loadConfig()
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	env, err := cfg.Env(name)
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	p := newPrinter(g)
-	h, err := newHostAccess(g, cfg, env, f, p)
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	return cfg, env, p, h, nil
-}
-
-func newHostAccess(g *Globals, cfg *config.Config, env *config.Environment, f hostFlags, p *printer) (*hostAccess, error) {
-	redact := deploy.NewRedactor()
-	if env.EnvFile != "" {
-		if err := redact.AddEnvFile(cfg.Path(env.EnvFile)); err != nil {
-			return nil, err
-		}
-	}
-	kc, err := keychain(g, cfg)
-	if err != nil {
-		return nil, err
-	}
-	redact.Also(kc.Redact)
-	opts := sshx.Options{
-		AcceptNewHostKey: f.AcceptNewHostKey,
-		KeyText:          g.IO.Getenv("SHIP_SSH_KEY"),
-		Logger:           g.Logger(),
-	}
-	if env.KnownHosts != "" {
-		opts.KnownHostsFiles = []string{cfg.Path(env.KnownHosts)}
-	}
-	if g.IO.InTTY {
-		opts.Passphrase = func(file string) ([]byte, error) {
-			fmt.Fprintf(g.IO.ErrOut, "Passphrase for %s: ", file)
-			defer fmt.Fprintln(g.IO.ErrOut)
-			return term.ReadPassword(int(os.Stdin.Fd()))
-		}
-	}
-	return &hostAccess{
-		redact:   redact,
-		keychain: kc,
-		target: deploy.Target{
-			App: cfg.App,
-			Env: env,
-			Dial: sshhost.Dialer(sshhost.Options{
-				SSH: opts, DockerSocket: env.DockerSocket, RegistryAuth: image.PullAuth(kc),
-				AgentSocket: g.IO.Getenv("SHIP_AGENT_SOCKET"),
-			}),
-			RegistryAuth: image.PullAuth(kc),
-			Redactor:     redact,
-			Progress:     func(e deploy.Event) { renderDeployEvent(g, p, e) },
-		},
-	}, nil
-}
-
-// notifier is the webhook of ship.yaml, or nil.
-func notifier(cfg *config.Config) *deploy.Notifier {
-	if cfg.Notify.Webhook == "" {
-		return nil
-	}
-	return &deploy.Notifier{URL: cfg.Notify.Webhook}
 }
 
 // renderDeployEvent writes one event of pkg/deploy: "==> msg" for the command, "-->
 // host: msg" for a host, warnings on stderr.
-func renderDeployEvent(g *Globals, p *printer, e deploy.Event) {
+func renderDeployEvent(g *Globals, p *term.Printer, e deploy.Event) {
 	if e.Level == "" {
 		e.Level = deploy.LevelInfo
 	}
@@ -276,7 +185,7 @@ func renderDeployEvent(g *Globals, p *printer, e deploy.Event) {
 		if e.Service != "" {
 			fields["service"] = e.Service
 		}
-		p.event(string(e.Step), fields, "")
+		p.Event(string(e.Step), fields, "")
 		return
 	}
 	msg := e.Msg
@@ -288,27 +197,27 @@ func renderDeployEvent(g *Globals, p *printer, e deploy.Event) {
 	}
 	switch {
 	case e.Level == deploy.LevelWarn:
-		p.warn(msg)
+		p.Warn(msg)
 	case e.Level == deploy.LevelError && e.Step != deploy.StepDone:
-		p.event(string(e.Step), nil, "--> FAILED "+msg)
+		p.Event(string(e.Step), nil, "--> FAILED "+msg)
 	case e.Host == "":
-		p.event(string(e.Step), nil, "==> "+msg)
+		p.Event(string(e.Step), nil, "==> "+msg)
 	default:
-		p.event(string(e.Step), nil, "--> "+msg)
+		p.Event(string(e.Step), nil, "--> "+msg)
 	}
 }
 
 // confirmer shows the preview of a deploy or rollback, asks when the environment
 // wants it, and counts the grace period down (when grace is true). It runs before
 // the first change to any host: its error, or Ctrl-C, stops with nothing touched.
-func confirmer(g *Globals, p *printer, env *config.Environment, verb string, grace bool) func(context.Context, deploy.Preview) error {
+func confirmer(g *Globals, p *term.Printer, env *config.Environment, verb string, grace bool) func(context.Context, deploy.Preview) error {
 	return func(ctx context.Context, pv deploy.Preview) error {
 		renderPreview(g, p, verb, pv)
 		if env.Confirm && !g.Yes {
 			if !g.IO.InTTY || g.JSON {
 				return usageErrorf("%s asks for a confirmation (confirm: true) and there is no terminal to ask on: run with --yes", env.Name)
 			}
-			ok, err := askYesNo(ctx, g.IO.In, g.IO.ErrOut, fmt.Sprintf("%s %s to %s?", strings.ToUpper(verb[:1])+verb[1:], releaseLabel(pv), env.Name))
+			ok, err := g.IO.AskYesNo(ctx, fmt.Sprintf("%s %s to %s?", strings.ToUpper(verb[:1])+verb[1:], releaseLabel(pv), env.Name))
 			if err != nil {
 				return err
 			}
@@ -330,7 +239,7 @@ func releaseLabel(pv deploy.Preview) string {
 	return deploy.Short(pv.SHA)
 }
 
-func renderPreview(g *Globals, p *printer, verb string, pv deploy.Preview) {
+func renderPreview(g *Globals, p *term.Printer, verb string, pv deploy.Preview) {
 	if g.JSON {
 		for _, h := range pv.Hosts {
 			steps := make([]map[string]any, 0, len(h.Plan.Steps))
@@ -347,7 +256,7 @@ func renderPreview(g *Globals, p *printer, verb string, pv deploy.Preview) {
 				}
 				steps = append(steps, step)
 			}
-			p.event(string(deploy.StepPlan), map[string]any{"host": h.Host, "current": h.Current, "sha": pv.SHA, "steps": steps}, "")
+			p.Event(string(deploy.StepPlan), map[string]any{"host": h.Host, "current": h.Current, "sha": pv.SHA, "steps": steps}, "")
 		}
 		return
 	}
@@ -371,63 +280,24 @@ func renderPreview(g *Globals, p *printer, verb string, pv deploy.Preview) {
 			b.WriteString("\n  (no change: every service runs as wanted)")
 		}
 	}
-	p.event(string(deploy.StepPlan), nil, b.String())
-}
-
-// askYesNo asks question on out and reads the answer from in; only y or yes is yes.
-// Ctrl-C while it waits cancels.
-func askYesNo(ctx context.Context, in io.Reader, out io.Writer, question string) (bool, error) {
-	fmt.Fprintf(out, "? %s [y/N] ", question)
-	answer := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(in).ReadString('\n')
-		answer <- strings.ToLower(strings.TrimSpace(line))
-	}()
-	select {
-	case <-ctx.Done():
-		fmt.Fprintln(out)
-		return false, ctx.Err()
-	case a := <-answer:
-		return a == "y" || a == "yes", nil
-	}
+	p.Event(string(deploy.StepPlan), nil, b.String())
 }
 
 // countdown waits out the grace period. On a terminal it counts down on one line of
 // stderr; otherwise it says once how long it waits. Ctrl-C ends it (and the command).
-func countdown(ctx context.Context, g *Globals, p *printer, grace time.Duration) error {
+func countdown(ctx context.Context, g *Globals, p *term.Printer, grace time.Duration) error {
 	secs := int(grace.Round(time.Second).Seconds())
-	p.event(string(deploy.StepGrace), map[string]any{"seconds": secs},
+	p.Event(string(deploy.StepGrace), map[string]any{"seconds": secs},
 		fmt.Sprintf("==> starting in %s; Ctrl-C cancels with nothing touched", grace))
-	live := g.IO.OutTTY && !g.JSON
-	deadline := time.Now().Add(grace)
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			if live {
-				fmt.Fprint(g.IO.ErrOut, "\r\033[K")
-			}
-			return nil
-		}
-		if live {
-			fmt.Fprintf(g.IO.ErrOut, "\r\033[Kstarting in %ds (Ctrl-C cancels)", int(left.Round(time.Second).Seconds()))
-		}
-		select {
-		case <-ctx.Done():
-			if live {
-				fmt.Fprint(g.IO.ErrOut, "\r\033[K")
-			}
-			return fmt.Errorf("cancelled during the grace period, nothing touched: %w", ctx.Err())
-		case <-tick.C:
-		case <-time.After(left):
-		}
+	if err := g.IO.Countdown(ctx, grace, g.IO.OutTTY && !g.JSON); err != nil {
+		return fmt.Errorf("cancelled during the grace period, nothing touched: %w", err)
 	}
+	return nil
 }
 
 // renderSummary says which host is on which release at the end of a deploy or
 // rollback.
-func renderSummary(p *printer, verb string, sum *deploy.Summary) {
+func renderSummary(p *term.Printer, verb string, sum *deploy.Summary) {
 	if sum == nil || len(sum.Hosts) == 0 {
 		return
 	}
@@ -462,7 +332,7 @@ func renderSummary(p *printer, verb string, sum *deploy.Summary) {
 		}
 		fmt.Fprintf(&b, "\n  %-*s  on %-12s  %s", width, h.Host, on, resultText(h.Result))
 	}
-	p.event(verb+"_result", map[string]any{"sha": sum.SHA, "env": sum.Env, "hosts": hosts}, b.String())
+	p.Event(verb+"_result", map[string]any{"sha": sum.SHA, "env": sum.Env, "hosts": hosts}, b.String())
 }
 
 func resultText(r event.Result) string {

@@ -47,7 +47,7 @@ func TestRenderDeployEvent(t *testing.T) {
 	}
 	t.Run("text", func(t *testing.T) {
 		io, out, errOut := testIO("", false)
-		g := &Globals{IO: io}
+		g := &Globals{Factory: NewFactory(io)}
 		p := newPrinter(g)
 		for _, e := range events {
 			renderDeployEvent(g, p, e)
@@ -67,7 +67,7 @@ func TestRenderDeployEvent(t *testing.T) {
 	})
 	t.Run("json", func(t *testing.T) {
 		io, out, _ := testIO("", false)
-		g := &Globals{IO: io, JSON: true}
+		g := &Globals{Factory: NewFactory(io), JSON: true}
 		p := newPrinter(g)
 		for _, e := range events {
 			renderDeployEvent(g, p, e)
@@ -126,7 +126,7 @@ func TestConfirmer(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			io, out, errOut := testIO(tt.in, tt.tty)
-			g := &Globals{IO: io, Yes: tt.yes, JSON: tt.json}
+			g := &Globals{Factory: NewFactory(io), Yes: tt.yes, JSON: tt.json}
 			env := &config.Environment{Name: "prod", Confirm: tt.confirm, Grace: tt.grace}
 			err := confirmer(g, newPrinter(g), env, "deploy", true)(context.Background(), testPreview())
 			if got := exitCode(err); got != tt.wantCode {
@@ -146,7 +146,7 @@ func TestConfirmer(t *testing.T) {
 	}
 	t.Run("Ctrl-C during the grace period", func(t *testing.T) {
 		io, _, _ := testIO("", false)
-		g := &Globals{IO: io}
+		g := &Globals{Factory: NewFactory(io)}
 		env := &config.Environment{Name: "prod", Grace: time.Hour}
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(20*time.Millisecond, cancel)
@@ -157,7 +157,7 @@ func TestConfirmer(t *testing.T) {
 	})
 	t.Run("json plan", func(t *testing.T) {
 		io, out, _ := testIO("", false)
-		g := &Globals{IO: io, JSON: true}
+		g := &Globals{Factory: NewFactory(io), JSON: true}
 		if err := confirmer(g, newPrinter(g), &config.Environment{Name: "prod"}, "deploy", true)(context.Background(), testPreview()); err != nil {
 			t.Fatal(err)
 		}
@@ -176,7 +176,7 @@ func TestConfirmer(t *testing.T) {
 
 func TestRenderSummary(t *testing.T) {
 	io, out, _ := testIO("", false)
-	g := &Globals{IO: io}
+	g := &Globals{Factory: NewFactory(io)}
 	renderSummary(newPrinter(g), "deploy", &deploy.Summary{Env: "prod", SHA: strings.Repeat("b", 40), Hosts: []deploy.HostResult{
 		{Host: "deploy@web1", Result: deploy.ResultDeployed, Current: strings.Repeat("b", 40)},
 		{Host: "deploy@web22", Result: deploy.ResultFailed, Current: strings.Repeat("a", 40), Err: errors.New("unhealthy")},

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shipdeploy/ship/pkg/deploy"
+	"github.com/shipdeploy/ship/pkg/term"
 )
 
 type historyOptions struct {
@@ -16,7 +17,11 @@ type historyOptions struct {
 	Limit int
 }
 
-func newHistoryCmd(g *Globals) *cobra.Command {
+// newHistoryCmd builds the command; runF, when not nil, runs instead of runHistory (tests).
+func newHistoryCmd(g *Globals, runF func(context.Context, *historyOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *historyOptions) error { return runHistory(ctx, g, o) }
+	}
 	o := &historyOptions{}
 	cmd := &cobra.Command{
 		Use:   "history ENV",
@@ -30,7 +35,7 @@ rollback, lock and unlock.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env = args[0]
-			return runHistory(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	cmd.Flags().IntVarP(&o.Limit, "lines", "n", 20, "audit.log lines to show per host (0: all)")
@@ -63,17 +68,17 @@ func runHistory(ctx context.Context, g *Globals, o *historyOptions) error {
 	return nil
 }
 
-func renderHistory(g *Globals, p *printer, hh deploy.HostHistory) {
+func renderHistory(g *Globals, p *term.Printer, hh deploy.HostHistory) {
 	if g.JSON {
 		if hh.Err != nil {
-			p.event("history", map[string]any{"host": hh.Host, "error": hh.Err.Error()}, "")
+			p.Event("history", map[string]any{"host": hh.Host, "error": hh.Err.Error()}, "")
 			return
 		}
 		for _, r := range hh.Releases {
-			p.event("release", map[string]any{"host": hh.Host, "current": r.SHA == hh.Current, "release": r}, "")
+			p.Event("release", map[string]any{"host": hh.Host, "current": r.SHA == hh.Current, "release": r}, "")
 		}
 		for _, a := range hh.Audit {
-			p.event("audit_line", map[string]any{"host": hh.Host, "entry": a}, "")
+			p.Event("audit_line", map[string]any{"host": hh.Host, "entry": a}, "")
 		}
 		return
 	}
@@ -81,7 +86,7 @@ func renderHistory(g *Globals, p *printer, hh deploy.HostHistory) {
 	b.WriteString(hh.Host + ":")
 	if hh.Err != nil {
 		fmt.Fprintf(&b, " cannot read it: %v", hh.Err)
-		p.event("history", nil, b.String())
+		p.Event("history", nil, b.String())
 		return
 	}
 	if len(hh.Releases) == 0 {
@@ -121,5 +126,5 @@ func renderHistory(g *Globals, p *printer, hh deploy.HostHistory) {
 			fmt.Fprintf(&b, ": %s", first)
 		}
 	}
-	p.event("history", nil, b.String())
+	p.Event("history", nil, b.String())
 }

@@ -1,18 +1,17 @@
 package cli
 
 import (
-	"bufio"
+	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
-	"gopkg.in/yaml.v3"
 
+	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/config"
 )
 
@@ -34,7 +33,11 @@ type initOptions struct {
 	AskApp, AskRegistry bool
 }
 
-func newInitCmd(g *Globals) *cobra.Command {
+// newInitCmd builds the command; runF, when not nil, runs instead of runInit (tests).
+func newInitCmd(g *Globals, runF func(context.Context, *initOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(_ context.Context, o *initOptions) error { return runInit(g, o) }
+	}
 	o := &initOptions{}
 	cmd := &cobra.Command{
 		Use:   "init",
@@ -69,7 +72,7 @@ On a terminal it asks for the app name and registry, showing the defaults;
 			interactive := g.IO.InTTY && !g.Yes && !g.JSON
 			o.AskApp = interactive && !cmd.Flags().Changed("app")
 			o.AskRegistry = interactive && !cmd.Flags().Changed("registry")
-			return runInit(g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()
@@ -97,7 +100,7 @@ func runInit(g *Globals, o *initOptions) error {
 	if err != nil {
 		return fmt.Errorf("init: read compose file: %w", err)
 	}
-	facts, err := readComposeFacts(data)
+	facts, err := compose.ReadFacts(data)
 	if err != nil {
 		// The compose file is the input init was given: a wrong one is a usage error.
 		return withCode(ExitUsage, fmt.Errorf("init: %s: %w", displayPath(o.Dir, composeFile), err))
@@ -122,9 +125,9 @@ func runInit(g *Globals, o *initOptions) error {
 	registry := o.Registry
 
 	if o.AskApp || o.AskRegistry {
-		in := bufio.NewReader(g.IO.In)
+		asker := g.IO.Asker()
 		if o.AskApp {
-			app = ask(in, g.IO.ErrOut, "App name (compose project name on the hosts)", app, func(s string) error {
+			app = asker.Ask("App name (compose project name on the hosts)", app, func(s string) error {
 				if config.AppName(s) != s {
 					return fmt.Errorf("use lowercase letters, digits, \"-\" and \"_\", e.g. %s", config.AppName(s))
 				}
@@ -132,7 +135,7 @@ func runInit(g *Globals, o *initOptions) error {
 			})
 		}
 		if o.AskRegistry {
-			registry = ask(in, g.IO.ErrOut, "Registry for the built images (host[:port][/path])", registry, func(s string) error {
+			registry = asker.Ask("Registry for the built images (host[:port][/path])", registry, func(s string) error {
 				return checkSettings(composeRel, app, s)
 			})
 		}
@@ -141,7 +144,10 @@ func runInit(g *Globals, o *initOptions) error {
 	if err := checkSettings(composeRel, app, registry); err != nil {
 		return usageErrorf("init: %v", err)
 	}
-	in := config.TemplateInput{App: app, Compose: composeRel, Registry: registry, Services: facts.Services}
+	in := config.TemplateInput{App: app, Compose: composeRel, Registry: registry}
+	for _, s := range facts.Services {
+		in.Services = append(in.Services, config.TemplateService{Name: s.Name, Build: s.Build, Ports: s.Ports})
+	}
 	if err := writeFileAtomic(target, config.Template(in)); err != nil {
 		// The temporary file's name would only confuse: say which file and why.
 		var pe *fs.PathError
@@ -189,7 +195,7 @@ func reportInit(g *Globals, o *initOptions, in config.TemplateInput, composeFile
 			}
 			services[i] = map[string]any{"name": s.Name, "build": s.Build, "ports": ports}
 		}
-		newPrinter(g).event("init", map[string]any{
+		newPrinter(g).Event("init", map[string]any{
 			"file": o.Config, "app": in.App, "compose": composeFile, "registry": in.Registry,
 			"services": services, "test_compose": hasTest,
 		}, "")
@@ -222,32 +228,6 @@ func reportInit(g *Globals, o *initOptions, in config.TemplateInput, composeFile
 	fmt.Fprintf(w, "  %d. Run: %s test, then %s deploy staging\n", step, shipctl, shipctl)
 }
 
-// ask prompts for one value with its default shown; an empty answer or the
-// end of input keeps the default. An invalid answer is asked again, three times at most.
-func ask(in *bufio.Reader, out io.Writer, question, def string, check func(string) error) string {
-	for range 3 {
-		fmt.Fprintf(out, "? %s [%s]: ", question, def)
-		line, err := in.ReadString('\n')
-		answer := strings.TrimSpace(line)
-		if answer == "" {
-			if err != nil {
-				fmt.Fprintln(out)
-			}
-			return def
-		}
-		if cerr := check(answer); cerr != nil {
-			fmt.Fprintf(out, "  %v\n", cerr)
-			if err != nil {
-				return def
-			}
-			continue
-		}
-		return answer
-	}
-	fmt.Fprintf(out, "  keeping %s\n", def)
-	return def
-}
-
 // findCompose returns the compose file to read: named, or the first of
 // composeNames in dir.
 func findCompose(dir, named string) (string, error) {
@@ -278,159 +258,6 @@ func displayPath(dir, p string) string {
 		return rel
 	}
 	return p
-}
-
-// composeFacts is what init needs from a compose file. The full loader is
-// pkg/compose; init only lists services.
-type composeFacts struct {
-	Name     string
-	Services []config.TemplateService
-}
-
-// readComposeFacts reads the project name, the service names in file order,
-// whether each has build:, and the ports each publishes as written.
-func readComposeFacts(data []byte) (composeFacts, error) {
-	var facts composeFacts
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return facts, fmt.Errorf("not valid YAML: %w", err)
-	}
-	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
-		return facts, errors.New("the file is empty")
-	}
-	y := newYAMLMaps()
-	root := deref(doc.Content[0])
-	if root.Kind != yaml.MappingNode {
-		return facts, errors.New("not a compose file: the top level is not a mapping")
-	}
-	if n := y.lookup(root, "name"); n != nil && n.Kind == yaml.ScalarNode {
-		facts.Name = n.Value
-	}
-	services := y.lookup(root, "services")
-	if services == nil || services.Kind != yaml.MappingNode || len(services.Content) == 0 {
-		return facts, errors.New("no services: found no services: mapping")
-	}
-	for _, kv := range y.entries(services) {
-		svc := config.TemplateService{Name: kv[0].Value}
-		body := kv[1]
-		if b := y.lookup(body, "build"); b != nil && !(b.Kind == yaml.ScalarNode && b.ShortTag() == "!!null") {
-			svc.Build = true
-		}
-		if ports := y.lookup(body, "ports"); ports != nil && ports.Kind == yaml.SequenceNode {
-			for _, p := range ports.Content {
-				if s := portString(y, deref(p)); s != "" {
-					svc.Ports = append(svc.Ports, s)
-				}
-			}
-		}
-		facts.Services = append(facts.Services, svc)
-	}
-	return facts, nil
-}
-
-// portString writes a port entry in the short form: "8080:80", "127.0.0.1:8080:80/udp".
-func portString(y *yamlMaps, p *yaml.Node) string {
-	switch p.Kind {
-	case yaml.ScalarNode:
-		return p.Value
-	case yaml.MappingNode:
-		field := func(k string) string {
-			if n := y.lookup(p, k); n != nil && n.Kind == yaml.ScalarNode {
-				return n.Value
-			}
-			return ""
-		}
-		s := field("target")
-		if s == "" {
-			return ""
-		}
-		if pub := field("published"); pub != "" {
-			s = pub + ":" + s
-			if ip := field("host_ip"); ip != "" {
-				if strings.Contains(ip, ":") {
-					ip = "[" + ip + "]"
-				}
-				s = ip + ":" + s
-			}
-		}
-		if proto := field("protocol"); proto != "" && proto != "tcp" {
-			s += "/" + proto
-		}
-		return s
-	}
-	return ""
-}
-
-// yamlMaps reads mappings with "<<" merges expanded; keys written in a
-// mapping win over merged ones. Each mapping is expanded once, so merges of
-// merges stay cheap and a mapping that merges itself ends.
-type yamlMaps struct {
-	memo   map[*yaml.Node][][2]*yaml.Node
-	active map[*yaml.Node]bool
-}
-
-func newYAMLMaps() *yamlMaps {
-	return &yamlMaps{memo: map[*yaml.Node][][2]*yaml.Node{}, active: map[*yaml.Node]bool{}}
-}
-
-// entries lists a mapping's scalar-keyed pairs, merges expanded.
-func (y *yamlMaps) entries(m *yaml.Node) [][2]*yaml.Node {
-	m = deref(m)
-	if m == nil || m.Kind != yaml.MappingNode || y.active[m] {
-		return nil
-	}
-	if out, ok := y.memo[m]; ok {
-		return out
-	}
-	y.active[m] = true
-	defer delete(y.active, m)
-	var out, merged [][2]*yaml.Node
-	seen := map[string]bool{}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		k, v := deref(m.Content[i]), deref(m.Content[i+1])
-		if k.Kind != yaml.ScalarNode {
-			continue
-		}
-		if k.ShortTag() == "!!merge" {
-			sources := []*yaml.Node{v}
-			if v.Kind == yaml.SequenceNode {
-				sources = v.Content
-			}
-			for _, src := range sources {
-				merged = append(merged, y.entries(src)...)
-			}
-			continue
-		}
-		if !seen[k.Value] {
-			seen[k.Value] = true
-			out = append(out, [2]*yaml.Node{k, v})
-		}
-	}
-	for _, kv := range merged {
-		if !seen[kv[0].Value] {
-			seen[kv[0].Value] = true
-			out = append(out, kv)
-		}
-	}
-	y.memo[m] = out
-	return out
-}
-
-// lookup returns the value of key in mapping m, merges included, or nil.
-func (y *yamlMaps) lookup(m *yaml.Node, key string) *yaml.Node {
-	for _, kv := range y.entries(m) {
-		if kv[0].Value == key {
-			return kv[1]
-		}
-	}
-	return nil
-}
-
-func deref(n *yaml.Node) *yaml.Node {
-	if n != nil && n.Kind == yaml.AliasNode && n.Alias != nil {
-		return n.Alias
-	}
-	return n
 }
 
 // writeFileAtomic writes data to a temporary file beside path and renames it

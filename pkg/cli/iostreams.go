@@ -1,37 +1,14 @@
 package cli
 
 import (
-	"io"
-	"os"
-
-	"golang.org/x/term"
+	"github.com/shipdeploy/ship/pkg/term"
 )
 
-// IOStreams is where a command reads and writes. Library packages never print:
-// everything a user sees goes through here.
-type IOStreams struct {
-	In     io.Reader
-	Out    io.Writer
-	ErrOut io.Writer
-
-	// InTTY and OutTTY say whether In and Out are terminals.
-	InTTY  bool
-	OutTTY bool
-	// Getenv reads the environment; tests give their own.
-	Getenv func(string) string
-	// Environ lists the environment as KEY=VALUE, for compose interpolation.
-	Environ func() []string
-}
+// IOStreams is where a command reads and writes (pkg/term).
+type IOStreams = term.IOStreams
 
 // System returns the process's own streams.
-func System() *IOStreams {
-	return &IOStreams{
-		In:      os.Stdin,
-		Out:     os.Stdout,
-		ErrOut:  os.Stderr,
-		InTTY:   term.IsTerminal(int(os.Stdin.Fd())),
-		OutTTY:  term.IsTerminal(int(os.Stdout.Fd())),
-		Getenv:  os.Getenv,
-		Environ: os.Environ,
-	}
-}
+func System() *IOStreams { return term.System() }
+
+// newPrinter is the printer of a command's events on g's streams.
+func newPrinter(g *Globals) *term.Printer { return term.NewPrinter(g.IO, g.JSON) }

@@ -17,7 +17,11 @@ type lockOptions struct {
 	Reason string
 }
 
-func newLockCmd(g *Globals) *cobra.Command {
+// newLockCmd builds the command; runF, when not nil, runs instead of runLock (tests).
+func newLockCmd(g *Globals, runF func(context.Context, *lockOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *lockOptions) error { return runLock(ctx, g, o) }
+	}
 	o := &lockOptions{}
 	cmd := &cobra.Command{
 		Use:   "lock ENV",
@@ -29,7 +33,7 @@ unlock. A host locked already makes it fail, and releases the locks it took.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env = args[0]
-			return runLock(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	cmd.Flags().StringVar(&o.Reason, "reason", "", "why, for whoever finds the lock")
@@ -45,7 +49,7 @@ func runLock(ctx context.Context, g *Globals, o *lockOptions) error {
 	if err := deploy.Lock(ctx, h.target, o.Reason); err != nil {
 		return err
 	}
-	p.event("locked", map[string]any{"env": env.Name, "hosts": len(env.Hosts), "reason": o.Reason},
+	p.Event("locked", map[string]any{"env": env.Name, "hosts": len(env.Hosts), "reason": o.Reason},
 		fmt.Sprintf("==> locked %s (%d host(s)); shipctl unlock %s releases it", env.Name, len(env.Hosts), env.Name))
 	return nil
 }
@@ -56,7 +60,11 @@ type unlockOptions struct {
 	Force bool
 }
 
-func newUnlockCmd(g *Globals) *cobra.Command {
+// newUnlockCmd builds the command; runF, when not nil, runs instead of runUnlock (tests).
+func newUnlockCmd(g *Globals, runF func(context.Context, *unlockOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *unlockOptions) error { return runUnlock(ctx, g, o) }
+	}
 	o := &unlockOptions{}
 	cmd := &cobra.Command{
 		Use:   "unlock ENV",
@@ -69,7 +77,7 @@ removed only after a yes on the terminal, or with --force (or --yes).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env = args[0]
-			return runUnlock(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	cmd.Flags().BoolVar(&o.Force, "force", false, "remove locks held by others without asking")
@@ -90,7 +98,7 @@ func runUnlock(ctx context.Context, g *Globals, o *unlockOptions) error {
 				lines = append(lines, fmt.Sprintf("  %s: %s", l.Host, l.Holder))
 			}
 			fmt.Fprintf(g.IO.ErrOut, "Locks held by someone else (their deploy may still be running):\n%s\n", strings.Join(lines, "\n"))
-			ok, err := askYesNo(ctx, g.IO.In, g.IO.ErrOut, "Remove them anyway?")
+			ok, err := g.IO.AskYesNo(ctx, "Remove them anyway?")
 			if err != nil {
 				return err
 			}
@@ -111,6 +119,6 @@ func runUnlock(ctx context.Context, g *Globals, o *unlockOptions) error {
 	if len(removed) == 0 {
 		text = fmt.Sprintf("==> %s: no host is locked", env.Name)
 	}
-	p.event("unlocked", map[string]any{"env": env.Name, "hosts": len(removed)}, text)
+	p.Event("unlocked", map[string]any{"env": env.Name, "hosts": len(removed)}, text)
 	return nil
 }

@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -20,7 +18,11 @@ type logsOptions struct {
 	Timestamps bool
 }
 
-func newLogsCmd(g *Globals) *cobra.Command {
+// newLogsCmd builds the command; runF, when not nil, runs instead of runLogs (tests).
+func newLogsCmd(g *Globals, runF func(context.Context, *logsOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *logsOptions) error { return runLogs(ctx, g, o) }
+	}
 	o := &logsOptions{}
 	cmd := &cobra.Command{
 		Use:   "logs ENV [SERVICE...]",
@@ -34,7 +36,7 @@ environment's env_file are shown as [redacted].`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env, o.Services = args[0], args[1:]
-			return runLogs(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()
@@ -58,12 +60,7 @@ func runLogs(ctx context.Context, g *Globals, o *logsOptions) error {
 		if many {
 			label = host + " " + l.Service
 		}
-		p.service(label)
-		p.mu.Lock()
-		width := p.width
-		p.mu.Unlock()
-		p.event("log", map[string]any{"host": host, "service": l.Service, "stream": l.Stream, "line": l.Text},
-			fmt.Sprintf("%-*s | %s", width, label, strings.TrimRight(l.Text, "\r")))
+		p.Prefixed("log", map[string]any{"host": host, "service": l.Service, "stream": l.Stream, "line": l.Text}, label, l.Text)
 	})
 	if err != nil && ctx.Err() != nil && o.Follow {
 		return nil

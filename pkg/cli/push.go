@@ -8,8 +8,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shipdeploy/ship/pkg/config"
-	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/image"
+	"github.com/shipdeploy/ship/pkg/term"
 	"github.com/shipdeploy/ship/pkg/testrun"
 	"github.com/shipdeploy/ship/pkg/vcs"
 )
@@ -20,7 +20,11 @@ type pushOptions struct {
 	Latest     bool
 }
 
-func newPushCmd(g *Globals) *cobra.Command {
+// newPushCmd builds the command; runF, when not nil, runs instead of runPush (tests).
+func newPushCmd(g *Globals, runF func(context.Context, *pushOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *pushOptions) error { return runPush(ctx, g, o) }
+	}
 	o := &pushOptions{}
 	cmd := &cobra.Command{
 		Use:   "push",
@@ -39,7 +43,7 @@ manifest is looked up in the registry.`,
   SHIP_REGISTRY_USER=ci SHIP_REGISTRY_PASSWORD=... shipctl push --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runPush(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()
@@ -70,7 +74,7 @@ func runPush(ctx context.Context, g *Globals, o *pushOptions) error {
 		refs = append(refs, t.Ref)
 	}
 	if len(refs) == 0 {
-		p.event("push_done", map[string]any{"version": info.Version(), "images": []string{}},
+		p.Event("push_done", map[string]any{"version": info.Version(), "images": []string{}},
 			fmt.Sprintf("==> nothing to push: no service in %s has build:", cfg.Compose))
 		return nil
 	}
@@ -78,7 +82,7 @@ func runPush(ctx context.Context, g *Globals, o *pushOptions) error {
 }
 
 // checkDirty refuses a build of uncommitted changes unless allowed.
-func checkDirty(p *printer, info vcs.Info, allow bool, verb string) error {
+func checkDirty(p *term.Printer, info vcs.Info, allow bool, verb string) error {
 	if info.Clean {
 		return nil
 	}
@@ -86,14 +90,14 @@ func checkDirty(p *printer, info vcs.Info, allow bool, verb string) error {
 		return fmt.Errorf("the working tree has uncommitted changes, so its images are %s, not %s: commit first, or pass --allow-dirty to %s them anyway",
 			info.Version(), info.SHA, verb)
 	}
-	p.warn(fmt.Sprintf("%s: a build of uncommitted changes (--allow-dirty)", info.Version()))
+	p.Warn(fmt.Sprintf("%s: a build of uncommitted changes (--allow-dirty)", info.Version()))
 	return nil
 }
 
 // checkTested refuses a version no test run passed for, unless untested says to go on;
 // then it warns on stderr and, with --json, in the events as well. announce says
 // which run it found.
-func checkTested(g *Globals, p *printer, info vcs.Info, untested, announce bool) error {
+func checkTested(g *Globals, p *term.Printer, info vcs.Info, untested, announce bool) error {
 	version := info.Version()
 	rec, ok, err := testrun.Passed(info, version)
 	if err != nil {
@@ -103,7 +107,7 @@ func checkTested(g *Globals, p *printer, info vcs.Info, untested, announce bool)
 		return nil
 	}
 	if ok {
-		p.event("tested", map[string]any{"version": version, "tested_at": rec.Time, "file": rec.File},
+		p.Event("tested", map[string]any{"version": version, "tested_at": rec.Time, "file": rec.File},
 			fmt.Sprintf("==> tests passed for %s (%s)", versionLabel(info, nil), rec.Time.Local().Format("2006-01-02 15:04:05")))
 		return nil
 	}
@@ -111,31 +115,26 @@ func checkTested(g *Globals, p *printer, info vcs.Info, untested, announce bool)
 		return fmt.Errorf("no passing test run is recorded for %s: run `shipctl test` first, or pass --untested to push it anyway", version)
 	}
 	msg := fmt.Sprintf("pushing %s UNTESTED: no passing `shipctl test` run is recorded for it (--untested)", version)
-	p.warn(msg)
-	if g.JSON {
-		p.mu.Lock()
-		fmt.Fprintln(g.IO.ErrOut, "warning: "+msg)
-		p.mu.Unlock()
-	}
+	p.WarnLoud(msg)
 	return nil
 }
 
 // pushImages pushes refs and says where they are.
-func pushImages(ctx context.Context, g *Globals, p *printer, cfg *config.Config, info vcs.Info, refs []string, latest bool) error {
+func pushImages(ctx context.Context, g *Globals, p *term.Printer, cfg *config.Config, info vcs.Info, refs []string, latest bool) error {
 	kc, err := keychain(g, cfg)
 	if err != nil {
 		return err
 	}
-	api, err := engine.Local()
+	api, err := g.Engine()
 	if err != nil {
 		return fmt.Errorf("connect to the Docker engine: %w", err)
 	}
 	defer api.Close()
 
-	p.event("push_start", map[string]any{"version": info.Version(), "images": refs, "latest": latest, "registry": cfg.Registry},
+	p.Event("push_start", map[string]any{"version": info.Version(), "images": refs, "latest": latest, "registry": cfg.Registry},
 		fmt.Sprintf("==> pushing %d image(s) of %s to %s", len(refs), versionLabel(info, nil), cfg.Registry))
 	v := newProgressView(g, p)
-	pushed, err := image.New(api).Push(ctx, refs, image.PushOptions{Auth: kc, Latest: latest, Live: v.live, Progress: v.show})
+	pushed, err := image.New(api).Push(ctx, refs, image.PushOptions{Auth: kc, Latest: latest, Live: v.isLive(), Progress: v.show})
 	v.close()
 	if err != nil {
 		return pushHint(err, cfg)
@@ -144,7 +143,7 @@ func pushImages(ctx context.Context, g *Globals, p *printer, cfg *config.Config,
 	for _, pu := range pushed {
 		images = append(images, map[string]any{"image": pu.Ref, "digest": pu.Digest})
 	}
-	p.event("push_done", map[string]any{"version": info.Version(), "images": images},
+	p.Event("push_done", map[string]any{"version": info.Version(), "images": images},
 		fmt.Sprintf("==> pushed %d image(s) of %s; the registry has each of them", len(pushed), versionLabel(info, nil)))
 	return nil
 }

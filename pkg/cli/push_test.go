@@ -27,7 +27,7 @@ func TestCheckDirty(t *testing.T) {
 	clean := vcs.Info{SHA: testSHA, Clean: true}
 	dirty := vcs.Info{SHA: testSHA, Diff: "abcdefabcdef"}
 	io, _, errOut := testIO("", false)
-	p := newPrinter(&Globals{IO: io})
+	p := newPrinter(&Globals{Factory: NewFactory(io)})
 	if err := checkDirty(p, clean, false, "push"); err != nil {
 		t.Errorf("a clean tree: %v", err)
 	}
@@ -44,7 +44,7 @@ func TestCheckTested(t *testing.T) {
 	info := vcs.Info{SHA: testSHA, Clean: true, GitDir: t.TempDir()}
 
 	io, out, errOut := testIO("", false)
-	g := &Globals{IO: io}
+	g := &Globals{Factory: NewFactory(io)}
 	err := checkTested(g, newPrinter(g), info, false, true)
 	if err == nil || !strings.Contains(err.Error(), testSHA) || !strings.Contains(err.Error(), "shipctl test") || !strings.Contains(err.Error(), "--untested") {
 		t.Errorf("an untested sha must be refused, naming it, shipctl test and --untested: %v", err)
@@ -52,7 +52,7 @@ func TestCheckTested(t *testing.T) {
 
 	// --untested: a warning on stderr, and with --json an event as well.
 	io, out, errOut = testIO("", false)
-	g = &Globals{IO: io, JSON: true}
+	g = &Globals{Factory: NewFactory(io), JSON: true}
 	if err := checkTested(g, newPrinter(g), info, true, true); err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestCheckTested(t *testing.T) {
 		t.Fatal(err)
 	}
 	io, out, _ = testIO("", false)
-	g = &Globals{IO: io}
+	g = &Globals{Factory: NewFactory(io)}
 	if err := checkTested(g, newPrinter(g), info, false, true); err != nil || !strings.Contains(out.String(), "tests passed for 0123456789ab") {
 		t.Errorf("a tested sha: %v, output %q", err, out)
 	}

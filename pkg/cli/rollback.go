@@ -17,7 +17,11 @@ type rollbackOptions struct {
 	Parallel int
 }
 
-func newRollbackCmd(g *Globals) *cobra.Command {
+// newRollbackCmd builds the command; runF, when not nil, runs instead of runRollback (tests).
+func newRollbackCmd(g *Globals, runF func(context.Context, *rollbackOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *rollbackOptions) error { return runRollback(ctx, g, o) }
+	}
 	o := &rollbackOptions{}
 	cmd := &cobra.Command{
 		Use:   "rollback ENV [SHA]",
@@ -41,7 +45,7 @@ there is no grace period.`,
 			if len(args) == 2 {
 				o.SHA = args[1]
 			}
-			return runRollback(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()

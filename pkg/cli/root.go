@@ -1,5 +1,8 @@
-// Package cli holds shipctl's commands: each parses its flags into an options
-// struct, calls one function in pkg/, and renders what comes back.
+// Package cli holds shipctl's commands, as gh's pkg/cmd does: each parses its flags
+// into an options struct and hands it to a run function, which gets its dependencies
+// (the IO streams, the Docker engine, the SSH dialer, the registry) from one Factory,
+// calls one function in pkg/, and renders what comes back through pkg/term. Errors
+// become exit codes in one place (exit.go, codes.go).
 package cli
 
 import (
@@ -23,9 +26,9 @@ func (warningFormatter) Format(e *logrus.Entry) ([]byte, error) {
 	return []byte(e.Level.String() + ": " + e.Message + "\n"), nil
 }
 
-// Globals are the flags every command shares.
+// Globals are the flags every command shares, with the Factory of its dependencies.
 type Globals struct {
-	IO         *IOStreams
+	*Factory
 	ConfigPath string
 	JSON       bool
 	Yes        bool
@@ -40,9 +43,13 @@ func (g *Globals) Logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(g.IO.ErrOut, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// NewRoot builds the command tree.
-func NewRoot(io *IOStreams) *cobra.Command {
-	g := &Globals{IO: io}
+// NewRoot builds the command tree with the real dependencies.
+func NewRoot(io *IOStreams) *cobra.Command { return newRoot(NewFactory(io)) }
+
+// newRoot builds the command tree on f.
+func newRoot(f *Factory) *cobra.Command {
+	io := f.IO
+	g := &Globals{Factory: f}
 	root := &cobra.Command{
 		Use:           "shipctl",
 		Short:         "Ship a Docker Compose application from a git checkout to your servers",
@@ -64,18 +71,18 @@ func NewRoot(io *IOStreams) *cobra.Command {
 	root.AddCommand(
 		newVersionCmd(g),
 		newCompletionCmd(g),
-		newInitCmd(g),
-		newTestCmd(g),
-		newBuildCmd(g),
-		newPushCmd(g),
-		newShipCmd(g),
-		newDeployCmd(g),
-		newRollbackCmd(g),
-		newStatusCmd(g),
-		newHistoryCmd(g),
-		newLogsCmd(g),
-		newLockCmd(g),
-		newUnlockCmd(g),
+		newInitCmd(g, nil),
+		newTestCmd(g, nil),
+		newBuildCmd(g, nil),
+		newPushCmd(g, nil),
+		newShipCmd(g, nil),
+		newDeployCmd(g, nil),
+		newRollbackCmd(g, nil),
+		newStatusCmd(g, nil),
+		newHistoryCmd(g, nil),
+		newLogsCmd(g, nil),
+		newLockCmd(g, nil),
+		newUnlockCmd(g, nil),
 		newAgentCmd(g),
 	)
 	usageArgs(root)
@@ -95,13 +102,17 @@ func usageArgs(cmd *cobra.Command) {
 }
 
 // Main runs shipctl with args and returns the process exit code.
-func Main(args []string, io *IOStreams) int {
+func Main(args []string, io *IOStreams) int { return run(args, NewFactory(io)) }
+
+// run runs shipctl with args on f and returns the exit code.
+func run(args []string, f *Factory) int {
+	io := f.IO
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// A closed stdout (shipctl ... | head) must not kill us before we clean up: writes
 	// then fail with EPIPE instead.
 	signal.Ignore(syscall.SIGPIPE)
-	root := NewRoot(io)
+	root := newRoot(f)
 	root.SetArgs(args)
 	// compose-go warns through logrus (e.g. a variable that is not set): show those
 	// as our warnings, on stderr.

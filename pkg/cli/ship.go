@@ -2,10 +2,13 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/shipdeploy/ship/pkg/pipeline"
 )
 
 type shipOptions struct {
@@ -18,7 +21,11 @@ type shipOptions struct {
 	Parallel   int
 }
 
-func newShipCmd(g *Globals) *cobra.Command {
+// newShipCmd builds the command; runF, when not nil, runs instead of runShip (tests).
+func newShipCmd(g *Globals, runF func(context.Context, *shipOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *shipOptions) error { return runShip(ctx, g, o) }
+	}
 	o := &shipOptions{}
 	cmd := &cobra.Command{
 		Use:   "ship ENV",
@@ -33,7 +40,7 @@ tests, 4, 5 or 6 for a failed deploy.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env = args[0]
-			return runShip(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()
@@ -59,36 +66,34 @@ func runShip(ctx context.Context, g *Globals, o *shipOptions) error {
 	if err := checkDirty(p, info, o.AllowDirty, "ship"); err != nil {
 		return err
 	}
-	p.event("ship_start", map[string]any{"env": o.Env, "version": info.Version(), "sha": info.SHA, "steps": []string{"build", "test", "push", "deploy"}},
+	p.Event("ship_start", map[string]any{"env": o.Env, "version": info.Version(), "sha": info.SHA, "steps": pipeline.Steps},
 		fmt.Sprintf("==> shipping %s to %s: build, test, push, deploy", versionLabel(info, nil), o.Env))
-	failed := func(step string, err error) error {
-		p.event("ship_failed", map[string]any{"env": o.Env, "step": step, "exit_code": exitCode(err)},
-			fmt.Sprintf("==> ship stopped: the %s step failed", step))
+	refs, err := pipeline.Run(ctx, pipeline.Stages{
+		Build: func(ctx context.Context) ([]string, error) {
+			return buildImages(ctx, g, p, cfg, info, &buildOptions{NoPull: o.NoPull})
+		},
+		Test: func(ctx context.Context) error { return runTest(ctx, g, &testOptions{NoPull: o.NoPull}) },
+		// The run just recorded must be of this very tree: a change made meanwhile is not.
+		Tested: func(context.Context) error { return checkTested(g, p, info, false, false) },
+		Push: func(ctx context.Context, refs []string) error {
+			return pushImages(ctx, g, p, cfg, info, refs, o.Latest)
+		},
+		Deploy: func(ctx context.Context) error {
+			return runDeploy(ctx, g, &deployOptions{
+				hostFlags: o.hostFlags, Env: o.Env, LockWait: o.LockWait, Parallel: o.Parallel, AllowDirty: o.AllowDirty,
+			})
+		},
+	})
+	var se *pipeline.StepError
+	if errors.As(err, &se) {
+		p.Event("ship_failed", map[string]any{"env": o.Env, "step": se.Step, "exit_code": exitCode(err)},
+			fmt.Sprintf("==> ship stopped: the %s step failed", se.Step))
+		return se.Err
+	}
+	if err != nil {
 		return err
 	}
-
-	refs, err := buildImages(ctx, g, p, cfg, info, &buildOptions{NoPull: o.NoPull})
-	if err != nil {
-		return failed("build", err)
-	}
-	if err := runTest(ctx, g, &testOptions{NoPull: o.NoPull}); err != nil {
-		return failed("test", err)
-	}
-	// The run just recorded must be of this very tree: a change made meanwhile is not.
-	if err := checkTested(g, p, info, false, false); err != nil {
-		return failed("push", err)
-	}
-	if len(refs) > 0 {
-		if err := pushImages(ctx, g, p, cfg, info, refs, o.Latest); err != nil {
-			return failed("push", err)
-		}
-	}
-	if err := runDeploy(ctx, g, &deployOptions{
-		hostFlags: o.hostFlags, Env: o.Env, LockWait: o.LockWait, Parallel: o.Parallel, AllowDirty: o.AllowDirty,
-	}); err != nil {
-		return failed("deploy", err)
-	}
-	p.event("ship_done", map[string]any{"env": o.Env, "version": info.Version(), "images": nonNil(refs), "deployed": true},
+	p.Event("ship_done", map[string]any{"env": o.Env, "version": info.Version(), "images": nonNil(refs), "deployed": true},
 		fmt.Sprintf("==> shipped %s to %s", versionLabel(info, nil), o.Env))
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shipdeploy/ship/pkg/deploy"
+	"github.com/shipdeploy/ship/pkg/term"
 )
 
 type statusOptions struct {
@@ -15,7 +16,11 @@ type statusOptions struct {
 	Env string
 }
 
-func newStatusCmd(g *Globals) *cobra.Command {
+// newStatusCmd builds the command; runF, when not nil, runs instead of runStatus (tests).
+func newStatusCmd(g *Globals, runF func(context.Context, *statusOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *statusOptions) error { return runStatus(ctx, g, o) }
+	}
 	o := &statusOptions{}
 	cmd := &cobra.Command{
 		Use:   "status ENV",
@@ -32,7 +37,7 @@ all of shipd.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env = args[0]
-			return runStatus(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	o.hostFlags.register(cmd)
@@ -61,40 +66,16 @@ func runStatus(ctx context.Context, g *Globals, o *statusOptions) error {
 	return nil
 }
 
-func renderStatus(g *Globals, p *printer, app string, st deploy.HostStatus) {
+func renderStatus(g *Globals, p *term.Printer, app string, st deploy.HostStatus) {
 	if g.JSON {
-		fields := map[string]any{"host": st.Host, "current": st.Current}
-		if st.Release != nil {
-			fields["deployed_at"] = st.Release.CurrentSince
-			fields["who"] = st.Release.Who
-			fields["from"] = st.Release.From
-			fields["subject"] = st.Release.Subject
-		}
-		cs := make([]map[string]any, 0, len(st.Containers))
-		for _, c := range st.Containers {
-			cs = append(cs, map[string]any{"name": c.Name, "service": c.Service, "image": c.Image, "state": c.State, "health": c.Health, "exit_code": c.ExitCode})
-		}
-		fields["containers"] = cs
-		if st.Lock != nil {
-			fields["lock"] = st.Lock
-		}
-		if st.Agent != nil {
-			fields["agent"] = map[string]any{"version": st.Agent.Version, "uptime": st.Agent.Uptime, "routes": appRoutes(st.Agent, app)}
-		}
-		if st.AgentErr != nil {
-			fields["agent_error"] = st.AgentErr.Error()
-		}
-		if st.Err != nil {
-			fields["error"] = st.Err.Error()
-		}
-		p.event("status", fields, "")
+		renderStatusJSON(p, app, st)
 		return
 	}
 	var b strings.Builder
 	b.WriteString(st.Host)
 	if st.Err != nil {
 		fmt.Fprintf(&b, ": cannot read it: %v", st.Err)
-		p.event("status", nil, b.String())
+		p.Event("status", nil, b.String())
 		return
 	}
 	switch {
@@ -147,5 +128,33 @@ func renderStatus(g *Globals, p *printer, app string, st deploy.HostStatus) {
 	if st.AgentErr != nil {
 		fmt.Fprintf(&b, "\n  shipd: %v", st.AgentErr)
 	}
-	p.event("status", nil, b.String())
+	p.Event("status", nil, b.String())
+}
+
+func renderStatusJSON(p *term.Printer, app string, st deploy.HostStatus) {
+	fields := map[string]any{"host": st.Host, "current": st.Current}
+	if st.Release != nil {
+		fields["deployed_at"] = st.Release.CurrentSince
+		fields["who"] = st.Release.Who
+		fields["from"] = st.Release.From
+		fields["subject"] = st.Release.Subject
+	}
+	cs := make([]map[string]any, 0, len(st.Containers))
+	for _, c := range st.Containers {
+		cs = append(cs, map[string]any{"name": c.Name, "service": c.Service, "image": c.Image, "state": c.State, "health": c.Health, "exit_code": c.ExitCode})
+	}
+	fields["containers"] = cs
+	if st.Lock != nil {
+		fields["lock"] = st.Lock
+	}
+	if st.Agent != nil {
+		fields["agent"] = map[string]any{"version": st.Agent.Version, "uptime": st.Agent.Uptime, "routes": appRoutes(st.Agent, app)}
+	}
+	if st.AgentErr != nil {
+		fields["agent_error"] = st.AgentErr.Error()
+	}
+	if st.Err != nil {
+		fields["error"] = st.Err.Error()
+	}
+	p.Event("status", fields, "")
 }

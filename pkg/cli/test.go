@@ -8,7 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/image"
+	"github.com/shipdeploy/ship/pkg/term"
 	"github.com/shipdeploy/ship/pkg/testrun"
 	"github.com/shipdeploy/ship/pkg/vcs"
 )
@@ -20,7 +21,11 @@ type testOptions struct {
 	NoPull  bool
 }
 
-func newTestCmd(g *Globals) *cobra.Command {
+// newTestCmd builds the command; runF, when not nil, runs instead of runTest (tests).
+func newTestCmd(g *Globals, runF func(context.Context, *testOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = func(ctx context.Context, o *testOptions) error { return runTest(ctx, g, o) }
+	}
 	o := &testOptions{}
 	cmd := &cobra.Command{
 		Use:   "test",
@@ -31,7 +36,7 @@ fails. Everything the run created is removed afterwards, also on Ctrl-C and time
 A passing run is recorded for the commit, so that push and deploy can require it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runTest(cmd.Context(), g, o)
+			return runF(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()
@@ -61,31 +66,31 @@ func runTest(ctx context.Context, g *Globals, o *testOptions) error {
 
 	info, gitErr := vcs.Head(ctx, cfg.Dir)
 	if gitErr != nil {
-		p.warn(fmt.Sprintf("%v: the result will not be recorded, so push and deploy will not count it", gitErr))
+		p.Warn(fmt.Sprintf("%v: the result will not be recorded, so push and deploy will not count it", gitErr))
 	}
 
 	auth, err := keychain(g, cfg)
 	if err != nil {
 		return err
 	}
-	api, err := engine.Local()
+	api, err := g.Engine()
 	if err != nil {
 		return fmt.Errorf("connect to the Docker engine: %w", err)
 	}
 	defer api.Close()
 
-	p.event("test_start", map[string]any{"file": file, "service": service, "sha": info.SHA, "clean": info.Clean},
+	p.Event("test_start", map[string]any{"file": file, "service": service, "sha": info.SHA, "clean": info.Clean},
 		fmt.Sprintf("==> testing %s with %s (service %q decides)", versionLabel(info, gitErr), file, service))
 	res, err := testrun.Run(ctx, api, testrun.Options{
 		Dir: cfg.Dir, File: file, Service: service, App: cfg.App, Timeout: timeout, Pull: !o.NoPull,
-		Builder: builderChoice(g), Auth: auth,
+		Builder: image.BuilderFromEnv(g.IO.Getenv), Auth: auth,
 		Environ:  environ(g),
 		Progress: func(e testrun.Event) { renderTestEvent(g, p, e) },
 	})
 	secs := res.Duration.Round(100 * time.Millisecond).Seconds()
 	if err != nil {
 		if errors.Is(err, testrun.ErrTestsFailed) {
-			p.event("test_failed", map[string]any{"exit_code": res.ExitCode, "seconds": secs, "error": err.Error()},
+			p.Event("test_failed", map[string]any{"exit_code": res.ExitCode, "seconds": secs, "error": err.Error()},
 				fmt.Sprintf("==> tests FAILED after %.1fs", secs))
 		}
 		return err
@@ -95,7 +100,7 @@ func runTest(ctx context.Context, g *Globals, o *testOptions) error {
 			return err
 		}
 	}
-	p.event("test_passed", map[string]any{"sha": info.SHA, "version": info.Version(), "clean": info.Clean, "seconds": secs},
+	p.Event("test_passed", map[string]any{"sha": info.SHA, "version": info.Version(), "clean": info.Clean, "seconds": secs},
 		fmt.Sprintf("==> tests passed for %s in %.1fs", versionLabel(info, gitErr), secs))
 	return nil
 }
@@ -118,15 +123,15 @@ func environ(g *Globals) []string {
 	return nil
 }
 
-func renderTestEvent(g *Globals, p *printer, e testrun.Event) {
+func renderTestEvent(g *Globals, p *term.Printer, e testrun.Event) {
 	fields := map[string]any{"msg": e.Msg}
 	if e.Service != "" {
 		fields["service"] = e.Service
-		p.service(e.Service)
+		p.Service(e.Service)
 	}
 	switch e.Kind {
 	case "log":
-		p.logLine(e.Service, e.Msg)
+		p.LogLine(e.Service, e.Msg)
 		return
 	case "build_detail":
 		// What the steps wrote: only with --debug (a failing step's output is in the error).
@@ -134,15 +139,15 @@ func renderTestEvent(g *Globals, p *printer, e testrun.Event) {
 			return
 		}
 	case "exit":
-		p.event("test_exit", fields, fmt.Sprintf("==> %s %s", e.Service, e.Msg))
+		p.Event("test_exit", fields, fmt.Sprintf("==> %s %s", e.Service, e.Msg))
 		return
 	case "cleanup":
-		p.event(e.Kind, fields, "==> "+e.Msg)
+		p.Event(e.Kind, fields, "==> "+e.Msg)
 		return
 	}
 	text := "--> " + e.Msg
 	if e.Service != "" {
 		text = fmt.Sprintf("--> %s: %s", e.Service, e.Msg)
 	}
-	p.event(e.Kind, fields, text)
+	p.Event(e.Kind, fields, text)
 }

@@ -308,7 +308,7 @@ func (r *hostRun) agent(ctx context.Context, run *Runner) HostResult {
 // (it refused the request) is recorded as the agentless path records a failure that
 // changed nothing; the lock is released, old releases pruned after a deploy.
 func (t *hostTask) agentEnd(ctx context.Context, run *Runner, res HostResult, recorded bool, ok string) HostResult {
-	res.Err = t.redact.Error(res.Err)
+	res.Err = t.scrub.Error(res.Err)
 	bg := context.WithoutCancel(ctx)
 	if !recorded {
 		t.em.fail(t.h.name, StepApply, res.Err.Error())
@@ -342,7 +342,7 @@ func agentDone(host string, res HostResult, what, ok string) Event {
 func (r *rollbackRun) agent(ctx context.Context, run *Runner) HostResult {
 	auth, err := registryAuth(r.o.Target, r.project)
 	if err != nil {
-		return HostResult{Host: r.h.name, Result: ResultFailed, Current: r.prev, Err: r.redact.Error(err)}
+		return HostResult{Host: r.h.name, Result: ResultFailed, Current: r.prev, Err: r.scrub.Error(err)}
 	}
 	c := &agentCall{
 		s: r.s, h: r.h, em: r.em, kind: release.AuditRollback, sha: r.sha, prev: r.prev,

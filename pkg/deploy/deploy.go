@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/event"
+	"github.com/shipdeploy/ship/pkg/notify"
 	"github.com/shipdeploy/ship/pkg/plan"
+	"github.com/shipdeploy/ship/pkg/redact"
 	"github.com/shipdeploy/ship/pkg/release"
 )
 
@@ -68,7 +69,7 @@ type Options struct {
 	// context ending) stops the deploy with nothing touched.
 	Confirm func(ctx context.Context, p Preview) error
 	// Notify, when set, is told of the start and the end of the deploy.
-	Notify *Notifier
+	Notify *notify.Webhook
 }
 
 // Preview is what a deploy is about to do, for the confirmation.
@@ -173,8 +174,8 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	s.hold()
 
 	n := newNotifications(o.Notify, em, o.Redactor)
-	defer n.wait()
-	n.post(ctx, Notification{Event: NotifyStart, App: o.App, Env: o.Env.Name, SHA: rel.SHA, Subject: rel.Subject, Hosts: hostNames(s), Who: o.who()})
+	defer n.Wait()
+	n.Post(ctx, notify.Message{Event: notify.Start, App: o.App, Env: o.Env.Name, SHA: rel.SHA, Subject: rel.Subject, Hosts: hostNames(s), Who: o.who()})
 
 	me := Me("deploy", rel.SHA)
 	me.Who = o.who()
@@ -184,22 +185,22 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	if err := s.lockAll(ctx, me, o.LockWait, o.LockPoll, sum.Hosts); err != nil {
 		err = o.Redactor.Error(err)
-		n.post(ctx, endNotification(NotifyFailure, o, sum, err))
+		n.Post(ctx, endNotification(notify.Failure, o, sum, err))
 		return sum, err
 	}
 	s.each(ctx, parallel, func(ctx context.Context, i int, h *hostConn) {
 		r := &hostRun{o: &o, rel: rel, hostTask: hostTask{
-			s: s, em: em, h: h, redact: o.Redactor, me: me, kind: KindDeploy, sha: rel.SHA,
+			s: s, em: em, h: h, scrub: o.Redactor, me: me, kind: KindDeploy, sha: rel.SHA,
 			prev: preview.Hosts[i].Current, keep: max(o.Env.Keep, 1),
 		}}
 		sum.Hosts[i] = r.run(ctx)
 	})
 	err = sum.err(ctx, "deploy of "+release.Short(rel.SHA))
-	event := NotifySuccess
+	event := notify.Success
 	if err != nil {
-		event = NotifyFailure
+		event = notify.Failure
 	}
-	n.post(ctx, endNotification(event, o, sum, err))
+	n.Post(ctx, endNotification(event, o, sum, err))
 	return sum, err
 }
 
@@ -291,60 +292,26 @@ func hostNames(s *session) []string {
 	return out
 }
 
-// notifications posts a command's notifications in order, in the background: a
+// newNotifications posts a command\'s notifications in order, in the background: a
 // notification that fails is a warning, never the command's failure.
-type notifications struct {
-	n      *Notifier
-	em     *emitter
-	redact *Redactor
-	mu     sync.Mutex
-	last   chan struct{}
-	wg     sync.WaitGroup
-}
-
-func newNotifications(n *Notifier, em *emitter, r *Redactor) *notifications {
-	return &notifications{n: n, em: em, redact: r}
-}
-
-func (ns *notifications) post(ctx context.Context, m Notification) {
-	if ns.n == nil || ns.n.URL == "" {
-		return
-	}
-	ctx = context.WithoutCancel(ctx)
-	m.Error = ns.redact.String(m.Error)
-	for i := range m.Results {
-		m.Results[i].Error = ns.redact.String(m.Results[i].Error)
-	}
-	ns.mu.Lock()
-	prev := ns.last
-	done := make(chan struct{})
-	ns.last = done
-	ns.mu.Unlock()
-	ns.wg.Add(1)
-	go func() {
-		defer ns.wg.Done()
-		defer close(done)
-		if prev != nil {
-			<-prev
-		}
-		if err := ns.n.Send(ctx, m); err != nil {
-			ns.em.warn("", StepNotify, ns.redact.String(err.Error()))
+func newNotifications(w *notify.Webhook, em *emitter, r *redact.Redactor) *notify.Queue {
+	return notify.NewQueue(w, r.String, func(m notify.Message, err error) {
+		if err != nil {
+			em.warn("", StepNotify, r.String(err.Error()))
 		} else {
-			ns.em.info("", StepNotify, "notified "+ns.n.host()+" of "+m.Event)
+			em.info("", StepNotify, "notified "+w.Host()+" of "+m.Event)
 		}
-	}()
+	})
 }
 
-func (ns *notifications) wait() { ns.wg.Wait() }
-
-func endNotification(event string, o Options, s *Summary, err error) Notification {
-	m := Notification{Event: event, App: o.App, Env: o.Env.Name, SHA: s.SHA, Who: o.who()}
+func endNotification(event string, o Options, s *Summary, err error) notify.Message {
+	m := notify.Message{Event: event, App: o.App, Env: o.Env.Name, SHA: s.SHA, Who: o.who()}
 	if o.Release != nil {
 		m.Subject = o.Release.Subject
 	}
 	for _, h := range s.Hosts {
 		m.Hosts = append(m.Hosts, h.Host)
-		hr := NotifyHost{Host: h.Host, Result: string(h.Result), Current: h.Current}
+		hr := notify.Result{Host: h.Host, Result: string(h.Result), Current: h.Current}
 		if h.Err != nil {
 			hr.Error = h.Err.Error()
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/shipdeploy/ship/pkg/config"
 	"github.com/shipdeploy/ship/pkg/event"
+	"github.com/shipdeploy/ship/pkg/redact"
 	"github.com/shipdeploy/ship/pkg/release"
 )
 
@@ -38,7 +39,7 @@ type fixture struct {
 	net    *fakeNet
 	hosts  []*fakeHost
 	reg    fakeRegistry
-	redact *Redactor
+	redact *redact.Redactor
 
 	mu     sync.Mutex
 	events []Event
@@ -59,7 +60,7 @@ func newFixture(t *testing.T, compose string, hosts ...string) *fixture {
 		env:    &config.Environment{Name: "prod", Path: root, Keep: 5, EnvFile: ".env.prod"},
 		net:    &fakeNet{t: t, hosts: map[string]*fakeHost{}, dials: map[string]error{}},
 		reg:    fakeRegistry{},
-		redact: NewRedactor(),
+		redact: redact.New(),
 	}
 	for _, name := range hosts {
 		h, err := config.ParseHost(name)
@@ -275,7 +276,7 @@ func TestUnhealthyRestoresPrevious(t *testing.T) {
 	if !errors.Is(err, ErrDeployFailed) || errors.Is(err, ErrRestoreFailed) {
 		t.Fatalf("err = %v, want ErrDeployFailed", err)
 	}
-	if strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), Redacted) {
+	if strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), redact.Redacted) {
 		t.Errorf("the error is not redacted: %v", err)
 	}
 	if strings.Contains(f.eventText(), secret) {
@@ -691,7 +692,7 @@ func TestPrepare(t *testing.T) {
 	if rel.Project.WorkingDir != root+"/releases/"+shaA || rel.Project.Name != "shop" {
 		t.Errorf("project %s in %s", rel.Project.Name, rel.Project.WorkingDir)
 	}
-	if got := f.redact.String("x " + secret + " y"); got != "x "+Redacted+" y" {
+	if got := f.redact.String("x " + secret + " y"); got != "x "+redact.Redacted+" y" {
 		t.Errorf("the env_file's value is not known as a secret: %q", got)
 	}
 

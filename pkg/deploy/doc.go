@@ -1,7 +1,7 @@
 // Package deploy takes a release of a compose app to the hosts of an environment,
 // without an agent or through shipd (agent: true, see "Through shipd"), and reads back
 // what they run: Run (shipctl deploy), Rollback, Status, History, Logs, Lock and Unlock;
-// AgentStatus and InstallAgent for shipd itself. It does the work and reports it as Events;
+// AgentStatus for shipd itself (pkg/install installs it). It does the work and reports it as Events;
 // it never prints. The hosts are reached through the Host interface (files and the
 // Docker engine); SSH is the real one, one SSH connection per host per command
 // carrying SFTP and the engine's socket.
@@ -107,7 +107,7 @@
 //
 // Rollback goes through shipd the same way (agentapi's rollback, blue-green). Status
 // adds shipd's routes of the app; AgentStatus is shipd's whole status, per host.
-// InstallAgent is `shipctl agent install` (install.go).
+// `shipctl agent install` is pkg/install.
 //
 // # Choices
 //
@@ -122,7 +122,7 @@
 //     is refused before anything is touched: the hosts do not have that folder. Use a
 //     named volume, or an absolute path, which is used on the host as written.
 //   - Secrets: every value of the environment's env_file and of the services'
-//     env_file files is a secret (values shorter than MinSecretLen excepted: too
+//     env_file files is a secret (values shorter than redact.MinSecretLen excepted: too
 //     common to scrub). They are scrubbed from every event, error, audit line and
 //     notification, and from `shipctl logs`, since the engine's errors and a
 //     container's logs can echo its configuration. Values from the process
@@ -140,7 +140,7 @@
 //     (release.json's current_since), so that two rollbacks in a row go back and
 //     forth, like `cd -`. With a sha, any unique prefix of a release on the hosts.
 //     Jobs do not run on a rollback.
-//   - Notifications: JSON POSTed to notify.webhook on start (after the confirmation),
+//   - Notifications (pkg/notify): JSON POSTed to notify.webhook on start (after the confirmation),
 //     success, failure (a deploy that failed on any host; the results say which host
 //     was restored) and rollback (when a rollback ends, with error set if it failed).
 //     Each attempt has 5s, three attempts with a pause of 1s then 2s; a notification

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/shipdeploy/ship/pkg/event"
+	"github.com/shipdeploy/ship/pkg/redact"
 )
 
 // Steps an Event belongs to: pkg/event's, shared with shipd's wire types.
@@ -54,10 +55,10 @@ type Event struct {
 type emitter struct {
 	mu     sync.Mutex
 	fn     func(Event)
-	redact *Redactor
+	redact *redact.Redactor
 }
 
-func newEmitter(fn func(Event), r *Redactor) *emitter { return &emitter{fn: fn, redact: r} }
+func newEmitter(fn func(Event), r *redact.Redactor) *emitter { return &emitter{fn: fn, redact: r} }
 
 func (e *emitter) emit(ev Event) {
 	if e == nil || e.fn == nil {

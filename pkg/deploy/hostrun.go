@@ -8,6 +8,7 @@ import (
 	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/event"
+	"github.com/shipdeploy/ship/pkg/redact"
 	"github.com/shipdeploy/ship/pkg/release"
 )
 
@@ -15,14 +16,14 @@ import (
 // to it (the lock, the connection that may have to be made again, prune, the "done"
 // event) and the HostResult it ends with.
 type hostTask struct {
-	s      *session
-	em     *emitter
-	h      *hostConn
-	redact *Redactor
-	me     Holder
-	kind   Kind
-	sha    string
-	prev   string // current before; "" none
+	s     *session
+	em    *emitter
+	h     *hostConn
+	scrub *redact.Redactor
+	me    Holder
+	kind  Kind
+	sha   string
+	prev  string // current before; "" none
 	// keep is how many releases prune keeps; 0 does not prune.
 	keep int
 }
@@ -50,7 +51,7 @@ func (t *hostTask) runner(p *compose.Project, o runOptions) *Runner {
 		Audit: release.AuditEntry{
 			App: t.s.t.App, Env: t.s.t.Env.Name, Host: t.h.name, Who: t.me.Who, From: o.from,
 		},
-		Redact: t.redact.String,
+		Redact: t.scrub.String,
 		Report: t.report,
 		Failed: t.failed,
 	}
@@ -65,9 +66,9 @@ type runOptions struct {
 // failed shows the failure and makes sure the host can still be reached to put things
 // back: the connection is made again when it broke.
 func (t *hostTask) failed(ctx context.Context, step event.Step, err error) error {
-	t.em.fail(t.h.name, step, t.redact.Error(err).Error())
+	t.em.fail(t.h.name, step, t.scrub.Error(err).Error())
 	if cerr := t.s.reconnect(ctx, t.h); cerr != nil {
-		cerr = t.redact.Error(cerr)
+		cerr = t.scrub.Error(cerr)
 		t.em.fail(t.h.name, StepRestore, cerr.Error())
 		return cerr
 	}
@@ -82,14 +83,14 @@ func (t *hostTask) failed(ctx context.Context, step event.Step, err error) error
 // after a success, the "done" event; and the HostResult.
 func (t *hostTask) finish(ctx context.Context, out Outcome) HostResult {
 	bg := context.WithoutCancel(ctx)
-	res := HostResult{Host: t.h.name, Result: out.Result, Current: out.Current, Err: t.redact.Error(out.Err)}
+	res := HostResult{Host: t.h.name, Result: out.Result, Current: out.Current, Err: t.scrub.Error(out.Err)}
 	if out.Unreachable != nil {
 		msg := "its lock stays; release it with shipctl unlock once the host answers"
 		if out.Changed {
 			res.Result = ResultRestoreFailed
 			msg = "the host may run a part of the new release, and " + msg
 		}
-		res.Err = fmt.Errorf("%w; the host cannot be reached again (%w): %s", res.Err, t.redact.Error(out.Unreachable), msg)
+		res.Err = fmt.Errorf("%w; the host cannot be reached again (%w): %s", res.Err, t.scrub.Error(out.Unreachable), msg)
 		t.em.emit(Event{Host: t.h.name, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("unreachable (%s failed; %s was current)", t.what(), release.Name(t.prev))})
 		return res
 	}

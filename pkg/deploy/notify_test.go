@@ -12,13 +12,15 @@ import (
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/shipdeploy/ship/pkg/notify"
 )
 
 // hook is a webhook that records what it was sent; failures makes the first n
 // requests fail with 500, and delay holds every answer.
 type hook struct {
 	mu       sync.Mutex
-	got      []Notification
+	got      []notify.Message
 	raw      []string
 	requests int
 	failures int
@@ -46,7 +48,7 @@ func (h *hook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "down", http.StatusInternalServerError)
 		return
 	}
-	var m Notification
+	var m notify.Message
 	if err := json.Unmarshal(body, &m); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -67,11 +69,11 @@ func (h *hook) events() []string {
 	return out
 }
 
-func newHook(t *testing.T, h *hook) *Notifier {
+func newHook(t *testing.T, h *hook) *notify.Webhook {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &Notifier{URL: srv.URL + "/hook/s3cr3t-path", Timeout: 500 * time.Millisecond, Backoff: 10 * time.Millisecond}
+	return &notify.Webhook{URL: srv.URL + "/hook/s3cr3t-path", Timeout: 500 * time.Millisecond, Backoff: 10 * time.Millisecond}
 }
 
 func TestNotifications(t *testing.T) {
@@ -142,19 +144,6 @@ func TestNotifications(t *testing.T) {
 			t.Errorf("the warning shows the webhook's path:\n%s", text)
 		}
 	})
-	t.Run("time-limited", func(t *testing.T) {
-		h := &hook{delay: 5 * time.Second}
-		n := newHook(t, h)
-		n.Timeout, n.Attempts = 50*time.Millisecond, 2
-		start := time.Now()
-		err := n.Send(context.Background(), Notification{Event: NotifyStart})
-		if err == nil || !strings.Contains(err.Error(), "no answer within 50ms") {
-			t.Errorf("err = %v", err)
-		}
-		if d := time.Since(start); d > 2*time.Second {
-			t.Errorf("Send took %s", d)
-		}
-	})
 	t.Run("rollback", func(t *testing.T) {
 		f := newFixture(t, "docker-compose.yml")
 		f.mustDeploy(f.release(shaA))
@@ -168,31 +157,4 @@ func TestNotifications(t *testing.T) {
 			t.Errorf("events = %s: %+v", got, h.got)
 		}
 	})
-}
-
-func TestRedactor(t *testing.T) {
-	r := NewRedactor("short", "a-long-secret", "a-long-secret-and-more")
-	tests := []struct{ in, want string }{
-		{"short is not scrubbed", "short is not scrubbed"},
-		{"token=a-long-secret;", "token=[redacted];"},
-		{"a-long-secret-and-more", "[redacted]"},
-		{"nothing here", "nothing here"},
-	}
-	for _, tt := range tests {
-		if got := r.String(tt.in); got != tt.want {
-			t.Errorf("String(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-	err := r.Error(context.DeadlineExceeded)
-	if err != context.DeadlineExceeded {
-		t.Errorf("an error without secrets was wrapped: %v", err)
-	}
-	r.Also(func(s string) string { return strings.ReplaceAll(s, "pw123456", "***") })
-	if got := r.String("pw123456"); got != "***" {
-		t.Errorf("Also: %q", got)
-	}
-	var nilR *Redactor
-	if nilR.String("a-long-secret") != "a-long-secret" || nilR.Len() != 0 {
-		t.Error("a nil Redactor scrubs")
-	}
 }

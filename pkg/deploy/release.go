@@ -13,6 +13,7 @@ import (
 
 	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/config"
+	"github.com/shipdeploy/ship/pkg/redact"
 	"github.com/shipdeploy/ship/pkg/release"
 )
 
@@ -52,7 +53,7 @@ type PrepareOptions struct {
 	// in one of them cannot be deployed. Config.Dir is always one.
 	LocalRoots []string
 	// Redactor learns the values of every env_file; may be nil.
-	Redactor *Redactor
+	Redactor *redact.Redactor
 }
 
 // Prepare loads the compose file for the environment, pins the images of the services
@@ -83,7 +84,7 @@ func Prepare(ctx context.Context, o PrepareOptions) (*Release, error) {
 	var envFiles []string
 	if env.EnvFile != "" {
 		envFiles = []string{env.EnvFile}
-		if err := o.Redactor.addEnvFile(cfg.Path(env.EnvFile)); err != nil {
+		if err := o.Redactor.AddEnvFile(cfg.Path(env.EnvFile)); err != nil {
 			return nil, err
 		}
 	}
@@ -157,7 +158,7 @@ func prepareServices(p *compose.Project, o PrepareOptions) error {
 	for _, name := range p.ServicesInOrder() {
 		s := p.Services[name]
 		for _, ef := range s.EnvFiles {
-			if err := o.Redactor.addEnvFile(ef.Path); err != nil {
+			if err := o.Redactor.AddEnvFile(ef.Path); err != nil {
 				return err
 			}
 		}
@@ -205,14 +206,6 @@ func inAny(roots []string, p string) bool {
 		}
 	}
 	return false
-}
-
-// addEnvFile is AddEnvFile on a Redactor that may be nil.
-func (r *Redactor) addEnvFile(path string) error {
-	if r == nil {
-		return nil
-	}
-	return r.AddEnvFile(path)
 }
 
 // within reports whether p is root or inside it.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/notify"
 	"github.com/shipdeploy/ship/pkg/plan"
 	"github.com/shipdeploy/ship/pkg/release"
 )
@@ -30,7 +31,7 @@ type RollbackOptions struct {
 	AgentWait time.Duration
 	// Confirm is called after the preflight, before the first change (see Options).
 	Confirm func(ctx context.Context, p Preview) error
-	Notify  *Notifier
+	Notify  *notify.Webhook
 }
 
 // Rollback makes an earlier release current again on every host: its compose file,
@@ -79,10 +80,10 @@ func Rollback(ctx context.Context, o RollbackOptions) (*Summary, error) {
 		sum.Hosts[i] = HostResult{Host: h.name, Result: ResultSkipped, Current: preview.Hosts[i].Current}
 	}
 	n := newNotifications(o.Notify, em, o.Redactor)
-	defer n.wait()
+	defer n.Wait()
 	notify := func(err error) {
-		m := endNotification(NotifyRollback, Options{Target: o.Target}, sum, err)
-		n.post(ctx, m)
+		m := endNotification(notify.Rollback, Options{Target: o.Target}, sum, err)
+		n.Post(ctx, m)
 	}
 	if err := s.lockAll(ctx, me, o.LockWait, o.LockPoll, sum.Hosts); err != nil {
 		err = o.Redactor.Error(err)
@@ -91,7 +92,7 @@ func Rollback(ctx context.Context, o RollbackOptions) (*Summary, error) {
 	}
 	s.each(ctx, parallel, func(ctx context.Context, i int, h *hostConn) {
 		r := &rollbackRun{o: &o, project: targets[i], hostTask: hostTask{
-			s: s, em: em, h: h, redact: o.Redactor, me: me, kind: KindRollback, sha: shas[i], prev: preview.Hosts[i].Current,
+			s: s, em: em, h: h, scrub: o.Redactor, me: me, kind: KindRollback, sha: shas[i], prev: preview.Hosts[i].Current,
 		}}
 		sum.Hosts[i] = r.run(ctx)
 	})

@@ -2,8 +2,6 @@ package deploy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shipdeploy/ship/pkg/config"
+	"github.com/shipdeploy/ship/pkg/redact"
 	"github.com/shipdeploy/ship/pkg/release"
 )
 
@@ -29,7 +28,7 @@ type Target struct {
 	Progress func(Event)
 	// Redactor scrubs secrets from events, errors, audit lines and notifications;
 	// may be nil.
-	Redactor *Redactor
+	Redactor *redact.Redactor
 	// RegistryAuth returns the X-Registry-Auth value for pulling ref ("" anonymous):
 	// sent to shipd with a deploy or rollback (agent environments), which pulls with it
 	// and never keeps it. The agentless path pulls with SSHOptions.RegistryAuth.
@@ -164,11 +163,4 @@ func (s *session) each(ctx context.Context, limit int, fn func(ctx context.Conte
 		})
 	}
 	_ = g.Wait()
-}
-
-// randomSuffix names a temporary file.
-func randomSuffix() string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

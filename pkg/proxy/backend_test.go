@@ -23,8 +23,11 @@ type backend struct {
 	name   string
 	srv    *httptest.Server
 	served atomic.Int64 // requests other than health checks
+	checks atomic.Int64 // requests of /up
 	health atomic.Int32 // status of /up; 0 means 200
 	slow   chan struct{}
+	// arrived gets a token for each /slow request as it arrives (up to its buffer).
+	arrived chan struct{}
 }
 
 func (b *backend) addr() string { return b.srv.Listener.Addr().String() }
@@ -33,15 +36,15 @@ func (b *backend) addr() string { return b.srv.Listener.Addr().String() }
 //
 //	/up         health: 200, or b.health
 //	/           its name
-//	/slow       after b.slow is closed (or the request is cancelled)
-//	/sleep?d=   after the duration d
+//	/slow       after b.slow is closed (or the request is cancelled); b.arrived says it came
 //	/headers    the request's Host and X-Forwarded-* as JSON
 //	/ws         a WebSocket echo of text frames
 func newBackend(t *testing.T, name string) *backend {
 	t.Helper()
-	b := &backend{name: name, slow: make(chan struct{})}
+	b := &backend{name: name, slow: make(chan struct{}), arrived: make(chan struct{}, 16)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/up", func(w http.ResponseWriter, r *http.Request) {
+		b.checks.Add(1)
 		if code := b.health.Load(); code != 0 {
 			w.WriteHeader(int(code))
 			return
@@ -55,16 +58,14 @@ func newBackend(t *testing.T, name string) *backend {
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		b.served.Add(1)
 		select {
+		case b.arrived <- struct{}{}:
+		default:
+		}
+		select {
 		case <-b.slow:
 			io.WriteString(w, name+" slow done")
 		case <-r.Context().Done():
 		}
-	})
-	mux.HandleFunc("/sleep", func(w http.ResponseWriter, r *http.Request) {
-		b.served.Add(1)
-		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
-		time.Sleep(d)
-		io.WriteString(w, name+" slept")
 	})
 	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
 		b.served.Add(1)
@@ -105,10 +106,17 @@ func startRoute(t *testing.T, o RouteOptions) *Route {
 func serveRoute(t *testing.T, ln net.Listener, o RouteOptions) *Route {
 	t.Helper()
 	r := NewRoute("web", ln, o)
+	serve(t, r)
+	return r
+}
+
+// serve serves r and shuts it down at the end of the test.
+func serve(t *testing.T, r *Route) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- r.Serve() }()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
 		defer cancel()
 		if err := r.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
@@ -117,15 +125,20 @@ func serveRoute(t *testing.T, ln net.Listener, o RouteOptions) *Route {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return r
 }
 
-// fastCheck is a health check that does not keep a test waiting.
-var fastCheck = HealthCheck{Path: "/up", Interval: 20 * time.Millisecond, Timeout: time.Second, Deadline: 5 * time.Second}
+// patience bounds a wait for something that happens unless the code is broken: it only
+// keeps a hang from lasting until the test binary's own timeout, and is never the event
+// a test waits for, so a slow machine does not fail a test.
+const patience = 2 * time.Minute
+
+// fastCheck is a health check that does not keep a test waiting: it retries often, and
+// passes as soon as the target answers, however slowly the machine runs.
+var fastCheck = HealthCheck{Path: "/up", Interval: 20 * time.Millisecond, Timeout: patience, Deadline: patience}
 
 func deploy(t *testing.T, r *Route, addr string) {
 	t.Helper()
-	if err := r.Deploy(context.Background(), addr, fastCheck, 5*time.Second); err != nil {
+	if err := r.Deploy(context.Background(), addr, fastCheck, patience); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -10,8 +10,9 @@ import (
 	"time"
 )
 
-// ErrUnhealthy is returned (wrapped) by Route.Deploy when the new target did not pass its
-// health check before the deadline. The route is untouched: the old target keeps serving.
+// ErrUnhealthy is returned (wrapped) by Route.Swap and Route.Deploy when the new target
+// did not pass its health check before the deadline. The route is untouched: the old
+// target keeps serving.
 var ErrUnhealthy = errors.New("target unhealthy")
 
 // Health-check defaults, the same as kamal-proxy's.

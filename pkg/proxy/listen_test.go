@@ -40,7 +40,7 @@ func handoverChild(stdin io.Reader, stdout io.Writer) int {
 	// The target first: a request this process accepted before it had one would get 503.
 	r := NewRoute("web", ln, RouteOptions{})
 	ctx := context.Background()
-	if err := r.Deploy(ctx, os.Getenv("SHIP_PROXY_TEST_TARGET"), HealthCheck{Path: "/up", Interval: 20 * time.Millisecond}, time.Second); err != nil {
+	if err := r.Deploy(ctx, os.Getenv("SHIP_PROXY_TEST_TARGET"), fastCheck, time.Second); err != nil {
 		fmt.Fprintln(stdout, "error", err)
 		return 1
 	}
@@ -51,7 +51,7 @@ func handoverChild(stdin io.Reader, stdout io.Writer) int {
 		return 1
 	}
 	io.Copy(io.Discard, stdin)
-	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	sctx, cancel := context.WithTimeout(ctx, patience)
 	defer cancel()
 	if err := r.Shutdown(sctx); err != nil {
 		fmt.Fprintln(stdout, "error", err)
@@ -75,8 +75,8 @@ func TestHandoverToNewProcess(t *testing.T) {
 	go func() { served <- first.Serve() }()
 	deploy(t, first, blue.addr())
 
-	wait := load(t, first, "/", 200, 2500*time.Millisecond)
-	time.Sleep(500 * time.Millisecond)
+	l := startLoad(t, routeURL(first)+"/")
+	waitServed(t, blue, 50) // through this process
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0", "SHIP_PROXY_TEST_CHILD=handover", "SHIP_PROXY_TEST_LISTEN="+ln.Addr().String(), "SHIP_PROXY_TEST_TARGET="+blue.addr())
@@ -89,7 +89,7 @@ func TestHandoverToNewProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	if err := StartSuccessor(ctx, cmd, []net.Listener{ln}); err != nil {
 		t.Fatal(err)
@@ -103,7 +103,8 @@ func TestHandoverToNewProcess(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Fatal(err)
 	}
-	checkNoFailures(t, wait(), 500)
+	waitServed(t, blue, 50) // through the new process: this one is shut down
+	stopLoad(t, l)
 
 	stdin.Close()
 	if !lines.Scan() || !strings.HasPrefix(lines.Text(), "served ") {

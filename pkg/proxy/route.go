@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// ErrClosed is returned by Deploy on a route that has been shut down.
+// ErrClosed is returned (wrapped) by Swap and Deploy on a route that has been shut down.
 var ErrClosed = errors.New("route closed")
 
 // Defaults of RouteOptions.
@@ -75,17 +75,20 @@ func (o RouteOptions) withDefaults() RouteOptions {
 // The target is picked per request, so keep-alive client connections move to a new target
 // at the swap. A Route is an http.Handler; Serve serves it on its listener.
 type Route struct {
-	name string
-	opts RouteOptions
-	log  *slog.Logger
-	ln   net.Listener
-	srv  *http.Server
+	name  string
+	opts  RouteOptions
+	log   *slog.Logger
+	ln    net.Listener
+	srv   *http.Server
+	conns *conns
 
 	deployMu sync.Mutex // one deploy's health check and swap at a time
 
 	mu     sync.RWMutex // guards live and closed; held for writing only to swap
 	live   *target
 	closed bool
+
+	accepting sync.WaitGroup // Serve's accept loop, which Shutdown waits for
 
 	requests atomic.Uint64
 	serveErr atomic.Pointer[error] // set when Serve ended with an error under a Server
@@ -100,16 +103,18 @@ type Route struct {
 func NewRoute(name string, ln net.Listener, o RouteOptions) *Route {
 	o = o.withDefaults()
 	r := &Route{
-		name: name,
-		opts: o,
-		log:  o.Logger.With("route", name),
-		ln:   ln,
+		name:  name,
+		opts:  o,
+		log:   o.Logger.With("route", name),
+		ln:    ln,
+		conns: newConns(),
 	}
 	r.srv = &http.Server{
 		Handler:           r,
 		ReadHeaderTimeout: o.ReadHeaderTimeout,
 		IdleTimeout:       o.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
+		ConnState:         r.conns.track,
 	}
 	return r
 }
@@ -134,25 +139,43 @@ func (r *Route) Target() string {
 // Serve accepts connections on the route's listener until Shutdown; it then returns nil.
 // Any other error is the listener's.
 func (r *Route) Serve() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.accepting.Add(1)
+	r.mu.Unlock()
+	defer r.accepting.Done()
 	err := r.srv.Serve(r.ln)
-	if errors.Is(err, http.ErrServerClosed) {
+	// Shutdown closes the listener itself before the server's shutdown.
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) && r.isClosed() {
 		return nil
 	}
 	return fmt.Errorf("route %s: serve on %s: %w", r.name, r.ln.Addr(), err)
 }
 
 // Shutdown stops accepting connections (closing the listener: a socket shared with
-// another process or route stays open there), closes idle client connections, waits for
-// the requests in flight to finish until ctx is done, then closes the target's backend
-// connections (ending upgraded connections such as WebSockets) and refuses deploys.
+// another process or route stays open there), closes idle client connections, serves the
+// requests of the connections it has accepted (each connection closes after its answer)
+// until ctx is done, then closes the target's backend connections (ending upgraded
+// connections such as WebSockets) and refuses deploys.
 func (r *Route) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	r.closed = true
 	r.mu.Unlock()
-	err := r.srv.Shutdown(ctx)
-	// The server closes the listener only if Serve ran.
-	if cerr := r.ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
-		err = cerr
+	r.srv.SetKeepAlivesEnabled(false)
+	err := r.ln.Close()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	// Once the accept loop is over, every connection it accepted is tracked: each has its
+	// request read and answered before the server's shutdown, which would close it
+	// unanswered (see conns).
+	r.accepting.Wait()
+	r.conns.wait(ctx, newConnGrace)
+	if serr := r.srv.Shutdown(ctx); serr != nil && !errors.Is(serr, net.ErrClosed) && err == nil {
+		err = serr
 	}
 	r.mu.RLock()
 	live := r.live
@@ -173,83 +196,6 @@ func (r *Route) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("route %s: shutdown: %w", r.name, err)
 	}
 	return nil
-}
-
-// Deploy makes addr (host:port) the route's target. It health-checks addr outside any
-// lock; if the check fails the route is not touched and the error Is ErrUnhealthy. On
-// success it swaps the target in one step under a short write lock, so that every request
-// from then on goes to addr, then drains the old target outside the lock: Deploy returns
-// once the requests that were in flight on it have finished, or after drain (30s when
-// zero), and the old target's backend connections are closed. The caller may then stop
-// the old container. ctx bounds the health check only: a caller that goes away during
-// the drain does not cut the requests in flight. A drain that times out is logged, not
-// an error: the new target is live either way.
-//
-// Deploying the live address again only health-checks it. Deploys of one route are
-// serialized up to the swap; their drains may overlap.
-func (r *Route) Deploy(ctx context.Context, addr string, hc HealthCheck, drain time.Duration) error {
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return fmt.Errorf("route %s: deploy %q: %w", r.name, addr, err)
-	}
-	if drain <= 0 {
-		drain = DefaultDrain
-	}
-	old, err := r.checkAndSwap(ctx, addr, hc)
-	if err != nil {
-		return fmt.Errorf("route %s: deploy %s: %w", r.name, addr, err)
-	}
-	if old == nil {
-		return nil
-	}
-	start := time.Now()
-	if left := old.drain(context.WithoutCancel(ctx), drain); left > 0 {
-		r.log.Warn("drain timed out: closing requests still in flight", "target", old.addr, "in_flight", left, "drain", drain.String())
-	} else {
-		r.log.Info("old target drained", "target", old.addr, "took", time.Since(start).Round(time.Millisecond).String())
-	}
-	old.close()
-	return nil
-}
-
-// checkAndSwap health-checks addr and makes it the live target; it returns the target
-// it replaced, if any, for the caller to drain.
-func (r *Route) checkAndSwap(ctx context.Context, addr string, hc HealthCheck) (*target, error) {
-	r.deployMu.Lock()
-	defer r.deployMu.Unlock()
-	if r.isClosed() {
-		return nil, ErrClosed
-	}
-	start := time.Now()
-	if err := hc.Wait(ctx, addr); err != nil {
-		return nil, err
-	}
-	healthy := time.Since(start)
-	next := newTarget(addr, &r.opts, r.log)
-	r.mu.Lock()
-	old, closed := r.live, r.closed
-	switch {
-	case closed:
-	case old != nil && old.addr == addr:
-		next = nil
-	default:
-		r.live = next
-	}
-	r.mu.Unlock()
-	switch {
-	case closed:
-		return nil, ErrClosed
-	case next == nil:
-		return nil, nil
-	}
-	r.log.Info("target switched", "target", addr, "old", oldAddr(old), "healthy_after", healthy.Round(time.Millisecond).String())
-	return old, nil
-}
-
-func oldAddr(t *target) string {
-	if t == nil {
-		return ""
-	}
-	return t.addr
 }
 
 func (r *Route) isClosed() bool {

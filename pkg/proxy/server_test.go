@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"testing"
-	"time"
 )
 
 func TestServer(t *testing.T) {
@@ -53,7 +52,7 @@ func TestServer(t *testing.T) {
 		t.Errorf("Route(nope): %v", err)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	if err := s.Remove(ctx, "api"); err != nil {
 		t.Fatal(err)

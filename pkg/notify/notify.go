@@ -1,4 +1,6 @@
-package deploy
+// Package notify tells a webhook of deploys: a JSON POST on start, success, failure and
+// rollback, each attempt time-limited and retried, posted in order in the background.
+package notify
 
 import (
 	"bytes"
@@ -14,46 +16,46 @@ import (
 	"github.com/shipdeploy/ship/pkg/version"
 )
 
-// Notification events.
+// Events of a Message.
 const (
-	NotifyStart    = "start"    // a deploy begins changing hosts
-	NotifySuccess  = "success"  // a deploy ended with every host on the release
-	NotifyFailure  = "failure"  // a deploy failed on a host (which put its previous release back)
-	NotifyRollback = "rollback" // a rollback ended (Error says if it failed)
+	Start    = "start"    // a deploy begins changing hosts
+	Success  = "success"  // a deploy ended with every host on the release
+	Failure  = "failure"  // a deploy failed on a host (which put its previous release back)
+	Rollback = "rollback" // a rollback ended (Error says if it failed)
 )
 
-// Notification is the JSON body POSTed to notify.webhook.
-type Notification struct {
-	Event   string       `json:"event"`
-	App     string       `json:"app"`
-	Env     string       `json:"env"`
-	SHA     string       `json:"sha"`
-	Subject string       `json:"subject,omitempty"`
-	Hosts   []string     `json:"hosts"`
-	Results []NotifyHost `json:"results,omitempty"`
-	Who     string       `json:"who,omitempty"`
-	Error   string       `json:"error,omitempty"`
-	Time    time.Time    `json:"time"`
+// Message is the JSON body POSTed to notify.webhook.
+type Message struct {
+	Event   string    `json:"event"`
+	App     string    `json:"app"`
+	Env     string    `json:"env"`
+	SHA     string    `json:"sha"`
+	Subject string    `json:"subject,omitempty"`
+	Hosts   []string  `json:"hosts"`
+	Results []Result  `json:"results,omitempty"`
+	Who     string    `json:"who,omitempty"`
+	Error   string    `json:"error,omitempty"`
+	Time    time.Time `json:"time"`
 }
 
-// NotifyHost is one host's result in a Notification.
-type NotifyHost struct {
+// Result is one host's result in a Message.
+type Result struct {
 	Host    string `json:"host"`
 	Result  string `json:"result"`
 	Current string `json:"current,omitempty"`
 	Error   string `json:"error,omitempty"`
 }
 
-// Defaults of Notifier.
+// Defaults of Webhook.
 const (
-	DefaultNotifyTimeout  = 5 * time.Second
-	DefaultNotifyAttempts = 3
-	DefaultNotifyBackoff  = time.Second
+	DefaultTimeout  = 5 * time.Second
+	DefaultAttempts = 3
+	DefaultBackoff  = time.Second
 )
 
-// Notifier POSTs notifications to a webhook: each attempt time-limited, a failed one
+// Webhook POSTs messages to a webhook: each attempt time-limited, a failed one
 // (no answer, or an answer other than 2xx) tried again after a growing pause.
-type Notifier struct {
+type Webhook struct {
 	URL string
 	// Client sends the requests; default http.DefaultClient's transport.
 	Client *http.Client
@@ -65,8 +67,8 @@ type Notifier struct {
 	Backoff time.Duration
 }
 
-// host is the webhook's host, for messages (its path could hold a token).
-func (n *Notifier) host() string {
+// Host is the webhook's host, for messages (its path could hold a token).
+func (n *Webhook) Host() string {
 	u, err := url.Parse(n.URL)
 	if err != nil || u.Host == "" {
 		return "the webhook"
@@ -76,7 +78,7 @@ func (n *Notifier) host() string {
 
 // Send POSTs m, trying again as configured. Its error never repeats the URL's path or
 // query, which can hold a token.
-func (n *Notifier) Send(ctx context.Context, m Notification) error {
+func (n *Webhook) Send(ctx context.Context, m Message) error {
 	if m.Time.IsZero() {
 		m.Time = time.Now().UTC()
 	}
@@ -93,20 +95,20 @@ func (n *Notifier) Send(ctx context.Context, m Notification) error {
 	}
 	timeout, attempts, backoff := n.Timeout, n.Attempts, n.Backoff
 	if timeout <= 0 {
-		timeout = DefaultNotifyTimeout
+		timeout = DefaultTimeout
 	}
 	if attempts <= 0 {
-		attempts = DefaultNotifyAttempts
+		attempts = DefaultAttempts
 	}
 	if backoff <= 0 {
-		backoff = DefaultNotifyBackoff
+		backoff = DefaultBackoff
 	}
 	var last error
 	for i := range attempts {
 		if i > 0 {
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("notify %s of %s: %w (after %v)", n.host(), m.Event, ctx.Err(), last)
+				return fmt.Errorf("notify %s of %s: %w (after %v)", n.Host(), m.Event, ctx.Err(), last)
 			case <-time.After(backoff):
 			}
 			backoff *= 2
@@ -116,10 +118,10 @@ func (n *Notifier) Send(ctx context.Context, m Notification) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("notify %s of %s: %d attempts failed, the last: %w", n.host(), m.Event, attempts, last)
+	return fmt.Errorf("notify %s of %s: %d attempts failed, the last: %w", n.Host(), m.Event, attempts, last)
 }
 
-func (n *Notifier) post(ctx context.Context, client *http.Client, timeout time.Duration, body []byte) error {
+func (n *Webhook) post(ctx context.Context, client *http.Client, timeout time.Duration, body []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.URL, bytes.NewReader(body))

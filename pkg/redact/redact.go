@@ -1,4 +1,6 @@
-package deploy
+// Package redact scrubs known secret values (env_file values, registry passwords) from
+// text and errors: the last line of defence before anything is shown or written.
+package redact
 
 import (
 	"fmt"
@@ -8,8 +10,6 @@ import (
 	"sync"
 
 	"github.com/compose-spec/compose-go/v2/dotenv"
-
-	"github.com/shipdeploy/ship/pkg/image"
 )
 
 // MinSecretLen is the length below which a value is not scrubbed: shorter values
@@ -30,8 +30,8 @@ type Redactor struct {
 	extra   []func(string) string
 }
 
-// NewRedactor returns a Redactor for the given values.
-func NewRedactor(secrets ...string) *Redactor {
+// New returns a Redactor for the given values.
+func New(secrets ...string) *Redactor {
 	r := &Redactor{}
 	r.Add(secrets...)
 	return r
@@ -67,8 +67,11 @@ func (r *Redactor) Also(fn func(string) string) {
 }
 
 // AddEnvFile makes every value of a KEY=VALUE file secret. A file that is not there is
-// no error (compose will say so when it needs it).
+// no error (compose will say so when it needs it); on a nil Redactor it does nothing.
 func (r *Redactor) AddEnvFile(path string) error {
+	if r == nil {
+		return nil
+	}
 	data, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
 		return nil
@@ -118,8 +121,21 @@ func (r *Redactor) String(s string) string {
 // Error returns err with every secret scrubbed from its message; errors.Is and
 // errors.As still see the original.
 func (r *Redactor) Error(err error) error {
-	if r == nil {
+	if r == nil || err == nil {
 		return err
 	}
-	return image.RedactError(err, r.String)
+	msg := r.String(err.Error())
+	if msg == err.Error() {
+		return err
+	}
+	return &redactedError{msg: msg, err: err}
 }
+
+// redactedError is an error with its message scrubbed, wrapping the original.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }

@@ -1,0 +1,78 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shipdeploy/ship/pkg/agentapi"
+	"github.com/shipdeploy/ship/pkg/deploy"
+	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/release"
+)
+
+func testStatus() []deploy.HostStatus {
+	since := time.Date(2025, 3, 1, 12, 0, 0, 0, time.Local)
+	return []deploy.HostStatus{
+		{
+			Host: "deploy@web1", Current: strings.Repeat("a", 40),
+			Release: &release.Info{Subject: "Fix checkout", CurrentSince: since, Who: "alice@laptop", From: "git@example.com:shop.git"},
+			Containers: []engine.Container{
+				{Name: "shop-web-1", Service: "web", Image: "r/web:aaa", State: "running", Health: "healthy"},
+				{Name: "shop-migrate-1", Service: "migrate", Image: "r/web:aaa", State: "exited", ExitCode: 0},
+			},
+			Lock:  &deploy.Holder{Who: "bob@ci", Command: "lock", Reason: "migration"},
+			Agent: &agentapi.Status{Version: "shipd v1.2.3", Uptime: agentapi.Duration(time.Minute)},
+		},
+		{Host: "deploy@web2", Err: errors.New("dial tcp: connection refused")},
+	}
+}
+
+func TestRenderStatus(t *testing.T) {
+	io, out, _ := testIO("", false)
+	g := &Globals{Factory: NewFactory(io)}
+	p := newPrinter(g)
+	for _, st := range testStatus() {
+		renderStatus(g, p, "shop", st)
+	}
+	for _, want := range []string{
+		`deploy@web1: aaaaaaaaaaaa "Fix checkout", since 2025-03-01 12:00:00 by alice@laptop from git@example.com:shop.git` + "\n",
+		"\n  web      running (healthy)     r/web:aaa\n",
+		"\n  migrate  exited (0)            r/web:aaa\n",
+		"\n  locked by bob@ci (shipctl lock",
+		"\n  shipd v1.2.3, up 1m0s: no routes for shop\n",
+		"deploy@web2: cannot read it: dial tcp: connection refused\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+
+	io, out, _ = testIO("", false)
+	g = &Globals{Factory: NewFactory(io), JSON: true}
+	p = newPrinter(g)
+	for _, st := range testStatus() {
+		renderStatus(g, p, "shop", st)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want 2 events:\n%s", out)
+	}
+	var ev struct {
+		Event, Host, Current, Who, Error string
+		Containers                       []map[string]any
+		Lock                             map[string]any
+		Agent                            map[string]any
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Event != "status" || ev.Host != "deploy@web1" || ev.Who != "alice@laptop" || len(ev.Containers) != 2 || ev.Lock["who"] != "bob@ci" || ev.Agent["version"] != "shipd v1.2.3" {
+		t.Errorf("event = %+v", ev)
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &ev); err != nil || ev.Error != "dial tcp: connection refused" {
+		t.Errorf("event = %+v, %v", ev, err)
+	}
+}
