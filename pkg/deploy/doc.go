@@ -1,10 +1,29 @@
 // Package deploy takes a release of a compose app to the hosts of an environment,
 // without an agent or through shipd (agent: true, see "Through shipd"), and reads back
 // what they run: Run (shipctl deploy), Rollback, Status, History, Logs, Lock and Unlock;
-// AgentStatus for shipd itself (pkg/install installs it). It does the work and reports it as Events;
-// it never prints. The hosts are reached through the Host interface (files and the
-// Docker engine); SSH is the real one, one SSH connection per host per command
-// carrying SFTP and the engine's socket.
+// AgentStatus for shipd itself (pkg/install installs it). It does the work and reports
+// it as Events; it never prints. The hosts are reached through the Host interface
+// (release.FS for the files and Engine, pkg/engine's core); pkg/sshhost is the real
+// one, one SSH connection per host per command carrying SFTP and the engine's socket.
+//
+// # The runner
+//
+// Runner is the one run on a host: pull -> pre-deploy jobs -> apply -> switch current
+// -> record (release.json's result, an audit.log line); on a failure after a change,
+// the previous release is put back (or, with none, the app's containers removed) and
+// the failure recorded. Deploy, rollback (no jobs) and restore (no switch, no record:
+// shipd after a restart) are its Kinds. The apply step is a Strategy: Up here (the
+// engine's Up of the project, then a wait until healthy), shipd's swap in pkg/agent
+// (blue-green per service), and room for a third. The host's files go through
+// release.Store (the one implementation of the on-host contract), pull and jobs
+// through pkg/engine (PullImages, RunJob).
+//
+// What differs between the callers stays with them, through the runner's hooks:
+// shipctl's lock, the connection made again after a failure (Failed), "host
+// unreachable", prune and the "done" event (hostrun.go); shipd's state file, routes
+// and reconcile (pkg/agent). Once a change to a host has started, a cancellation only
+// stops the step under way: putting the previous release back and the record run
+// under a context of their own (WithoutCancel, with a timeout).
 //
 // # On the host
 //
@@ -39,9 +58,10 @@
 //     release the host has replaces each file with one rename). A connection cut
 //     in the middle leaves at most a part of a file under .tmp/, which the failed
 //     deploy removes once it has connected again (else the next deploy does).
-//  2. pull: the images the engine lacks, through the host's engine, with the
-//     registry's credentials (X-Registry-Auth) sent with each pull. pull_policy
-//     always pulls every time, never/build never.
+//  2. pull (engine.PullImages, in parallel and by each service's platform): the
+//     images the engine lacks, through the host's engine, with the registry's
+//     credentials (X-Registry-Auth) sent with each pull. pull_policy always pulls
+//     every time, never/build never.
 //  3. pre-deploy jobs (x-ship: {job: pre-deploy}), in name order: the job with its
 //     dependencies is started with the new images, and waited for (10 minutes at
 //     most); a non-zero exit stops the deploy with the job's last 20 log lines.
@@ -52,8 +72,9 @@
 //  6. release.json gets its result, audit.log a line, the lock is released, and old
 //     releases are pruned.
 //
-// A host whose deploy fails before the switch puts its previous release back: that
-// release's compose file, read from releases/<prev>/, is applied again (its images
+// Steps 2 to 6 are the Runner's with the Up strategy. A host whose deploy fails
+// before the switch puts its previous release back: that release's compose file,
+// read from releases/<prev>/, is applied again (its images
 // are on the host) and waited on; current never moved. When nothing had been touched
 // yet (the upload or a pull failed), there is nothing to put back. When the host had
 // no previous release, the new release's containers are stopped and removed, its
