@@ -7,9 +7,6 @@ import (
 	"github.com/shipdeploy/ship/pkg/release"
 )
 
-// Files is release.FS: what a command does to a host's file system.
-type Files = release.FS
-
 // appendAudit adds one line to the host's audit.log, its error and reason redacted.
 func appendAudit(ctx context.Context, f release.FS, l release.Layout, e release.AuditEntry, r *redact.Redactor) error {
 	e.Error = r.String(e.Error)

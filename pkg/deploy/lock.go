@@ -98,7 +98,7 @@ func Who() string {
 }
 
 // readHolder reads the lock's holder; ok is false when there is no lock.
-func readHolder(ctx context.Context, f Files, l release.Layout) (Holder, bool, error) {
+func readHolder(ctx context.Context, f release.FS, l release.Layout) (Holder, bool, error) {
 	data, err := f.ReadFile(ctx, l.Holder())
 	if errors.Is(err, fs.ErrNotExist) {
 		// The lock folder without its file: being taken right now, or left by a
@@ -142,7 +142,7 @@ func processAlive(pid int) bool {
 // acquire takes a host's lock for me: an atomic mkdir of .lock, then holder.json
 // inside. With wait, it tries again every poll (0: DefaultLockPoll) until wait has
 // passed.
-func acquire(ctx context.Context, f Files, l release.Layout, host string, me Holder, wait, poll time.Duration, em *emitter) error {
+func acquire(ctx context.Context, f release.FS, l release.Layout, host string, me Holder, wait, poll time.Duration, em *emitter) error {
 	if poll <= 0 {
 		poll = DefaultLockPoll
 	}
@@ -201,7 +201,7 @@ func acquire(ctx context.Context, f Files, l release.Layout, host string, me Hol
 
 // release removes the lock if me still holds it (someone may have forced it open and
 // taken it since).
-func releaseLock(ctx context.Context, f Files, l release.Layout, host string, me Holder, em *emitter) error {
+func releaseLock(ctx context.Context, f release.FS, l release.Layout, host string, me Holder, em *emitter) error {
 	h, held, err := readHolder(ctx, f, l)
 	if err != nil {
 		return err
