@@ -161,17 +161,9 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	if err != nil {
 		return sum, err
 	}
-	if o.Confirm != nil {
-		if err := o.Confirm(ctx, preview); err != nil {
-			return sum, err
-		}
-	}
-	if err := ctx.Err(); err != nil {
+	if err := s.begin(ctx, o.Confirm, preview); err != nil {
 		return sum, err
 	}
-	// From here on hosts change: a cancellation stops the current step, and the host
-	// puts its previous release back over the connection it still has.
-	s.hold()
 
 	n := newNotifications(o.Notify, em, o.Redactor)
 	defer n.Wait()
@@ -179,10 +171,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 
 	me := Me("deploy", rel.SHA)
 	me.Who = o.who()
-	sum.Hosts = make([]HostResult, len(s.hosts))
-	for i, h := range s.hosts {
-		sum.Hosts[i] = HostResult{Host: h.name, Result: ResultSkipped, Current: preview.Hosts[i].Current}
-	}
+	sum.Hosts = skipped(s, preview)
 	if err := s.lockAll(ctx, me, o.LockWait, o.LockPoll, sum.Hosts); err != nil {
 		err = o.Redactor.Error(err)
 		n.Post(ctx, endNotification(notify.Failure, o, sum, err))
@@ -283,6 +272,31 @@ func Short(sha string) string { return release.Short(sha) }
 
 // JobError says that a pre-deploy job failed, with its last log lines.
 type JobError = engine.JobError
+
+// begin asks for the confirmation of preview; from then on hosts change: a
+// cancellation stops the current step, and the host puts its previous release back
+// over the connection it still has.
+func (s *session) begin(ctx context.Context, confirm func(context.Context, Preview) error, preview Preview) error {
+	if confirm != nil {
+		if err := confirm(ctx, preview); err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.hold()
+	return nil
+}
+
+// skipped is every host's result before its run: skipped, on its current release.
+func skipped(s *session, preview Preview) []HostResult {
+	out := make([]HostResult, len(s.hosts))
+	for i, h := range s.hosts {
+		out[i] = HostResult{Host: h.name, Result: ResultSkipped, Current: preview.Hosts[i].Current}
+	}
+	return out
+}
 
 func hostNames(s *session) []string {
 	out := make([]string, len(s.hosts))

@@ -63,22 +63,13 @@ func Rollback(ctx context.Context, o RollbackOptions) (*Summary, error) {
 		return sum, err
 	}
 	sum.SHA = preview.SHA
-	if o.Confirm != nil {
-		if err := o.Confirm(ctx, preview); err != nil {
-			return sum, err
-		}
-	}
-	if err := ctx.Err(); err != nil {
+	if err := s.begin(ctx, o.Confirm, preview); err != nil {
 		return sum, err
 	}
-	s.hold()
 
 	me := Me("rollback", preview.SHA)
 	me.Who = o.who()
-	sum.Hosts = make([]HostResult, len(s.hosts))
-	for i, h := range s.hosts {
-		sum.Hosts[i] = HostResult{Host: h.name, Result: ResultSkipped, Current: preview.Hosts[i].Current}
-	}
+	sum.Hosts = skipped(s, preview)
 	n := newNotifications(o.Notify, em, o.Redactor)
 	defer n.Wait()
 	notify := func(err error) {
