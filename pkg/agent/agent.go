@@ -57,14 +57,16 @@ type Options struct {
 
 // agent is one running shipd.
 type agent struct {
-	cfg     Config
-	log     *slog.Logger
-	docker  client.APIClient
-	store   *store
-	server  *proxy.Server
-	inh     *proxy.Inherited
-	notify  *notifier
-	started time.Time
+	cfg    Config
+	log    *slog.Logger
+	docker client.APIClient
+	// containers is what reconcile needs of the engine (see enginePort).
+	containers enginePort
+	store      *store
+	server     *proxy.Server
+	inh        *proxy.Inherited
+	notify     *notifier
+	started    time.Time
 
 	// deployCtx is cancelled when shipd stops: a running deploy is cut short and
 	// puts the previous release back.
@@ -79,15 +81,6 @@ type agent struct {
 	early map[string]net.Listener
 }
 
-// liveRoute is a service's route, by "app/service".
-type liveRoute struct {
-	app, service, listen string
-	route                *proxy.Route
-	served               bool // added to the Server (guarded by agent.mu)
-}
-
-func routeKey(app, service string) string { return app + "/" + service }
-
 // Run is `shipd run`: it serves until ctx ends (or a handover completes) and returns
 // nil after a graceful stop.
 func Run(ctx context.Context, cfg Config, o Options) error {
@@ -96,12 +89,7 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := newNotifier()
-	// The names of the sockets systemd's file descriptor store passes back: those no
-	// route takes are removed from the store once the routes are open.
-	var stored []string
-	if names := os.Getenv("LISTEN_FDNAMES"); names != "" && os.Getenv("LISTEN_FDS") != "" {
-		stored = strings.Split(names, ":")
-	}
+	stored := storedNames()
 	inh, err := proxy.Inherit()
 	if err != nil {
 		return err
@@ -110,42 +98,18 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	if k := inh.Len(); k > 0 {
 		log.Info("inherited listening sockets", "count", k)
 	}
-	st, warning, err := openStore(cfg.State)
+	a, closeAgent, err := newAgent(ctx, cfg, log, inh, n)
 	if err != nil {
 		return err
 	}
-	if warning != nil {
-		log.Error("state", "err", warning)
-	}
-	docker, err := client.NewClientWithOpts(client.WithHost("unix://"+cfg.Docker), client.WithAPIVersionNegotiation())
-	if err != nil {
-		return fmt.Errorf("docker client: %w", err)
-	}
-	defer docker.Close()
-
-	a := &agent{
-		cfg: cfg, log: log, docker: docker, store: st, inh: inh, notify: n, started: time.Now(),
-		server: proxy.NewServer(log),
-		busy:   map[string]string{}, routes: map[string]*liveRoute{}, early: map[string]net.Listener{},
-	}
-	a.deployCtx, a.cancelDeploy = context.WithCancel(context.WithoutCancel(ctx))
-	defer a.cancelDeploy()
+	defer closeAgent()
 
 	api, err := listenAPI(cfg.Socket, cfg.SocketGroup)
 	if err != nil {
 		return err
 	}
 	log.Info("shipd starting", "version", version.Version, "pid", os.Getpid(), "socket", cfg.Socket, "state", cfg.State, "docker", cfg.Docker)
-
-	// Listeners first: from here on a client's connection waits in the backlog
-	// instead of being refused, while reconcile looks at the containers.
-	a.bindListeners()
-	cleanup := a.reconcile(ctx)
-	a.openRoutes(ctx)
-	if err := inh.Close(); err != nil {
-		log.Warn("close unused inherited sockets", "err", err)
-	}
-	a.forgetStored(stored)
+	cleanup := a.startRoutes(ctx, stored)
 
 	srv := &http.Server{
 		Handler:           a.handler(),
@@ -162,10 +126,9 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 		return nil
 	})
 	g.Go(func() error {
-		n.runWatchdog(gctx, a.alive, func(msg string, err error) { log.Warn(msg, "err", err) })
+		a.notify.runWatchdog(gctx, a.alive, func(msg string, err error) { log.Warn(msg, "err", err) })
 		return nil
 	})
-
 	if cleanup != nil {
 		// Strays go once the routes serve: stopping a container takes a while.
 		g.Go(func() error {
@@ -176,37 +139,96 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	if err := a.ready(); err != nil {
 		log.Warn("tell readiness", "err", err)
 	}
-	routes := a.server.Status()
-	log.Info("shipd ready", "routes", len(routes), "apps", len(a.store.snapshot().Apps), "startup", time.Since(a.started).Round(time.Millisecond).String())
+	log.Info("shipd ready", "routes", len(a.server.Status()), "apps", len(a.store.snapshot().Apps), "startup", time.Since(a.started).Round(time.Millisecond).String())
 
-	handedOver := false
-wait:
+	handedOver := a.serveUntilStop(ctx, gctx, o)
+	return a.stop(srv, api, handedOver, func() error {
+		stopRun()
+		return g.Wait()
+	})
+}
+
+// storedNames are the names of the sockets systemd's file descriptor store passes
+// back: those no route takes are removed from the store once the routes are open.
+func storedNames() []string {
+	if names := os.Getenv("LISTEN_FDNAMES"); names != "" && os.Getenv("LISTEN_FDS") != "" {
+		return strings.Split(names, ":")
+	}
+	return nil
+}
+
+// newAgent reads the state and connects to the Docker engine; closeAgent cuts a
+// running deploy short and closes the connection.
+func newAgent(ctx context.Context, cfg Config, log *slog.Logger, inh *proxy.Inherited, n *notifier) (a *agent, closeAgent func(), err error) {
+	st, warning, err := openStore(cfg.State)
+	if err != nil {
+		return nil, nil, err
+	}
+	if warning != nil {
+		log.Error("state", "err", warning)
+	}
+	docker, err := client.NewClientWithOpts(client.WithHost("unix://"+cfg.Docker), client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, nil, fmt.Errorf("docker client: %w", err)
+	}
+	a = &agent{
+		cfg: cfg, log: log, docker: docker, containers: engine.New(docker), store: st, inh: inh,
+		notify: n, started: time.Now(), server: proxy.NewServer(log),
+		busy: map[string]string{}, routes: map[string]*liveRoute{}, early: map[string]net.Listener{},
+	}
+	a.deployCtx, a.cancelDeploy = context.WithCancel(context.WithoutCancel(ctx))
+	return a, func() {
+		a.cancelDeploy()
+		docker.Close()
+	}, nil
+}
+
+// startRoutes binds the routes' listeners, reconciles the state with the containers and
+// serves the routes; it returns reconcile's clean-up, to run once they serve.
+func (a *agent) startRoutes(ctx context.Context, stored []string) func(context.Context) {
+	// Listeners first: from here on a client's connection waits in the backlog
+	// instead of being refused, while reconcile looks at the containers.
+	a.bindListeners()
+	cleanup := a.reconcile(ctx)
+	a.openRoutes(ctx)
+	if err := a.inh.Close(); err != nil {
+		a.log.Warn("close unused inherited sockets", "err", err)
+	}
+	a.forgetStored(stored)
+	return cleanup
+}
+
+// serveUntilStop waits until ctx ends, a server fails (gctx ends) or a handover
+// completes; it reports whether shipd handed over.
+func (a *agent) serveUntilStop(ctx, gctx context.Context, o Options) bool {
 	for {
 		select {
 		case <-ctx.Done():
-			log.Info("stopping", "reason", context.Cause(ctx).Error())
-			break wait
+			a.log.Info("stopping", "reason", context.Cause(ctx).Error())
+			return false
 		case <-gctx.Done():
-			log.Error("stopping: a server failed", "err", context.Cause(gctx))
-			break wait
+			a.log.Error("stopping: a server failed", "err", context.Cause(gctx))
+			return false
 		case <-o.Handover:
 			if err := a.handover(ctx, o.Args); err != nil {
-				log.Error("handover failed: this shipd keeps serving", "err", err)
+				a.log.Error("handover failed: this shipd keeps serving", "err", err)
 				continue
 			}
-			handedOver = true
-			break wait
+			return true
 		}
 	}
+}
 
-	// Graceful stop: no new API calls and deploys; a running deploy is cut short and
-	// restores; the routes finish their requests. The app containers keep running.
-	_ = n.notify("STOPPING=1")
+// stop is the graceful stop: no new API calls and deploys; a running deploy is cut
+// short and restores; the routes finish their requests. The app containers keep
+// running. wait stops and waits for the servers' goroutines.
+func (a *agent) stop(srv *http.Server, api *apiSocket, handedOver bool, wait func() error) error {
+	_ = a.notify.notify("STOPPING=1")
 	a.mu.Lock()
 	a.closing = true
 	a.mu.Unlock()
 	a.cancelDeploy()
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
 	var errs []error
 	if err := srv.Shutdown(sctx); err != nil {
@@ -218,15 +240,14 @@ wait:
 	if err := a.server.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("routes shutdown: %w", err))
 	}
-	stopRun()
-	if err := g.Wait(); err != nil {
+	if err := wait(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
-		log.Error("stopped with errors", "err", err)
+		a.log.Error("stopped with errors", "err", err)
 		return err
 	}
-	log.Info("stopped; the app containers keep running", "handed_over", handedOver)
+	a.log.Info("stopped; the app containers keep running", "handed_over", handedOver)
 	return nil
 }
 
@@ -277,215 +298,6 @@ func lookupAuth(auth map[string]string, image string) string {
 	if found && strings.ContainsAny(host, ".:") || host == "localhost" {
 		if v, ok := auth[host]; ok {
 			return v
-		}
-	}
-	return ""
-}
-
-// bindListeners opens, before anything else, the listener of every route in the state.
-func (a *agent) bindListeners() {
-	snap := a.store.snapshot()
-	for _, app := range snap.Apps {
-		for _, rs := range app.Routes {
-			if _, ok := a.early[rs.Listen]; ok {
-				continue
-			}
-			ln, inherited, err := a.inh.Listen(rs.Listen)
-			if err != nil {
-				a.log.Error("listen", "app", app.App, "service", rs.Service, "listen", rs.Listen, "err", err)
-				continue
-			}
-			a.log.Info("listening", "app", app.App, "service", rs.Service, "listen", rs.Listen, "inherited", inherited)
-			a.early[rs.Listen] = ln
-		}
-	}
-}
-
-// listen returns the listener for addr: one bound at start, an inherited one, or new.
-func (a *agent) listen(addr string) (net.Listener, error) {
-	a.mu.Lock()
-	ln, ok := a.early[addr]
-	delete(a.early, addr)
-	a.mu.Unlock()
-	if ok {
-		return ln, nil
-	}
-	ln, _, err := a.inh.Listen(addr)
-	return ln, err
-}
-
-// openRoutes serves the route of every routed service in the state, with the target
-// reconcile chose.
-func (a *agent) openRoutes(ctx context.Context) {
-	snap := a.store.snapshot()
-	var wg sync.WaitGroup
-	for _, app := range snap.Apps {
-		for _, rs := range app.Routes {
-			lr, err := a.newRoute(app.App, rs.Service, rs.Listen)
-			if err != nil {
-				a.log.Error("route", "app", app.App, "service", rs.Service, "err", err)
-				continue
-			}
-			a.setRoute(lr)
-			wg.Go(func() {
-				// The target first, then serving: the connections waiting in the
-				// backlog never see a route without one.
-				if rs.Target == "" {
-					a.log.Error("route has no container to serve: it answers 503 until the next deploy", "app", app.App, "service", rs.Service, "listen", rs.Listen)
-				} else {
-					// Reconcile has just checked the target: one attempt is enough.
-					hc := proxy.HealthCheck{Path: rs.Health, Interval: 100 * time.Millisecond, Timeout: 2 * time.Second, Deadline: 2 * time.Second}
-					if err := lr.route.Deploy(ctx, rs.Target, hc, time.Second); err != nil {
-						a.log.Error("route: the container does not answer: 503 until the next deploy", "app", app.App, "service", rs.Service, "target", rs.Target, "err", err)
-					}
-				}
-				if err := a.serveRoute(lr); err != nil {
-					a.log.Error("route", "app", app.App, "service", rs.Service, "err", err)
-				}
-			})
-		}
-	}
-	wg.Wait()
-	a.mu.Lock()
-	for addr, ln := range a.early {
-		a.log.Warn("closing a listener no route uses", "listen", addr)
-		ln.Close()
-		delete(a.early, addr)
-	}
-	a.mu.Unlock()
-}
-
-// newRoute makes a route of a service on listen. Its listener is bound (connections
-// wait in the backlog) but nothing is accepted until serveRoute, and it is not the
-// service's route until setRoute.
-func (a *agent) newRoute(app, service, listen string) (*liveRoute, error) {
-	key := routeKey(app, service)
-	ln, err := a.listen(listen)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s for %s: %w", listen, key, err)
-	}
-	if err := a.notify.storeListener(ln); err != nil {
-		a.log.Warn("keep the listening socket in systemd's store (a restart may refuse connections)", "listen", listen, "err", err)
-	}
-	r := proxy.NewRoute(key+"@"+listen, ln, proxy.RouteOptions{Logger: a.log.With("app", app, "service", service), TrustForwarded: a.cfg.TrustForwarded})
-	return &liveRoute{app: app, service: service, listen: listen, route: r}, nil
-}
-
-// forgetStored removes from systemd's store the sockets, by name, that no route uses.
-func (a *agent) forgetStored(names []string) {
-	if len(names) == 0 {
-		return
-	}
-	used := map[string]bool{}
-	a.mu.Lock()
-	for _, lr := range a.routes {
-		used[fdName(lr.route.Listener())] = true
-	}
-	a.mu.Unlock()
-	for _, name := range names {
-		if name == "" || used[name] || !strings.HasPrefix(name, "listen-") {
-			continue
-		}
-		a.log.Info("closing a stored listening socket no route uses", "name", name)
-		if err := a.notify.forgetListener(name); err != nil {
-			a.log.Warn("remove a socket from systemd's store", "name", name, "err", err)
-		}
-	}
-}
-
-// serveRoute starts accepting connections on the route (a no-op once it does).
-func (a *agent) serveRoute(lr *liveRoute) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if lr.served {
-		return nil
-	}
-	if err := a.server.Add(lr.route); err != nil {
-		return err
-	}
-	lr.served = true
-	return nil
-}
-
-// setRoute makes lr its service's route and returns the one it replaces, if any.
-func (a *agent) setRoute(lr *liveRoute) *liveRoute {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	key := routeKey(lr.app, lr.service)
-	old := a.routes[key]
-	a.routes[key] = lr
-	if old == lr {
-		return nil
-	}
-	return old
-}
-
-// dropRoute shuts lr down once its in-flight requests have finished, and forgets it if
-// it is its service's route.
-func (a *agent) dropRoute(ctx context.Context, lr *liveRoute) {
-	if lr == nil {
-		return
-	}
-	a.mu.Lock()
-	key := routeKey(lr.app, lr.service)
-	if a.routes[key] == lr {
-		delete(a.routes, key)
-	}
-	served := lr.served
-	lr.served = true // never served after this
-	a.mu.Unlock()
-	if err := a.notify.forgetListener(fdName(lr.route.Listener())); err != nil {
-		a.log.Warn("remove a socket from systemd's store", "listen", lr.listen, "err", err)
-	}
-	if !served {
-		lr.route.Listener().Close()
-		return
-	}
-	a.log.Info("removing route", "app", lr.app, "service", lr.service, "listen", lr.listen)
-	if err := a.server.Remove(ctx, lr.route.Name()); err != nil && !errors.Is(err, proxy.ErrNoRoute) {
-		a.log.Warn("remove route", "app", lr.app, "service", lr.service, "err", err)
-	}
-}
-
-// appRoutes returns the app's routes, by service.
-func (a *agent) appRoutes(app string) map[string]*liveRoute {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := map[string]*liveRoute{}
-	for _, lr := range a.routes {
-		if lr.app == app {
-			out[lr.service] = lr
-		}
-	}
-	return out
-}
-
-// route returns the live route of a service.
-func (a *agent) route(app, service string) *liveRoute {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.routes[routeKey(app, service)]
-}
-
-// listenConflict names the route of another app or service that serves addr's port on
-// an overlapping address, "" when there is none.
-func (a *agent) listenConflict(app, service, addr string) string {
-	want, err := net.ResolveTCPAddr("tcp", addr)
-	if err != nil {
-		return ""
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for key, lr := range a.routes {
-		if lr.app == app {
-			continue
-		}
-		got, err := net.ResolveTCPAddr("tcp", lr.listen)
-		if err != nil || got.Port != want.Port {
-			continue
-		}
-		if len(want.IP) == 0 || want.IP.IsUnspecified() || len(got.IP) == 0 || got.IP.IsUnspecified() || want.IP.Equal(got.IP) {
-			return key + " (" + lr.listen + ")"
 		}
 	}
 	return ""

@@ -23,6 +23,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
@@ -213,6 +214,10 @@ type app struct {
 	listen string
 	cli    *client.Client
 	eng    *engine.Engine
+	// image is the services' image; pull is their pull_policy line, if any.
+	image, pull string
+	// auth is the deploy requests' RegistryAuth.
+	auth map[string]string
 }
 
 func newApp(t *testing.T) *app {
@@ -221,7 +226,9 @@ func newApp(t *testing.T) *app {
 	testenv.AppImage(t, cli)
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	a := &app{t: t, name: "shipdtest-" + hex.EncodeToString(b), path: t.TempDir(), listen: freeAddr(t), cli: cli, eng: engine.New(cli)}
+	a := &app{t: t, name: "shipdtest-" + hex.EncodeToString(b), path: t.TempDir(), listen: freeAddr(t), cli: cli, eng: engine.New(cli),
+		image: testenv.AppImageRef, pull: "    pull_policy: never\n",
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -243,7 +250,8 @@ func freeAddr(t *testing.T) string {
 }
 
 // release writes releases/<sha>/docker-compose.yml: a routed web service, a worker
-// (stateless, replaced start-first) and a store (a named volume: stop-first).
+// (stateless, replaced start-first) and a store (a named volume: stop-first), all of
+// a.image.
 // webEnv adds to web's environment; extra is YAML appended to the services.
 func (a *app) release(sha string, webEnv map[string]string, extra string) {
 	a.t.Helper()
@@ -254,8 +262,7 @@ func (a *app) release(sha string, webEnv map[string]string, extra string) {
 	yaml := fmt.Sprintf(`services:
   web:
     image: %[1]s
-    pull_policy: never
-    environment:
+%[6]s    environment:
       VERSION: %[2]s
 %[3]s    stop_grace_period: 2s
     x-ship:
@@ -265,22 +272,20 @@ func (a *app) release(sha string, webEnv map[string]string, extra string) {
       drain: 2s
   worker:
     image: %[1]s
-    pull_policy: never
-    environment:
+%[6]s    environment:
       VERSION: %[2]s
     stop_grace_period: 2s
     healthcheck: {interval: 300ms, timeout: 2s, retries: 3}
   store:
     image: %[1]s
-    pull_policy: never
-    environment:
+%[6]s    environment:
       VERSION: %[2]s
     volumes: ["data:/data"]
     stop_grace_period: 2s
     healthcheck: {interval: 300ms, timeout: 2s, retries: 3}
 %[5]svolumes:
   data: {}
-`, testenv.AppImageRef, sha, env.String(), a.listen, extra)
+`, a.image, sha, env.String(), a.listen, extra, a.pull)
 	dir := filepath.Join(a.path, "releases", sha)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		a.t.Fatal(err)
@@ -292,9 +297,7 @@ func (a *app) release(sha string, webEnv map[string]string, extra string) {
 
 func (a *app) request(sha string, deadline time.Duration) agentapi.DeployRequest {
 	return agentapi.DeployRequest{
-		App: a.name, Path: a.path, SHA: sha,
-		// A credential that must never show up in a log or an event.
-		RegistryAuth: map[string]string{"registry.invalid": "c2VjcmV0LXRva2VuLTEyMzQ="},
+		App: a.name, Path: a.path, SHA: sha, RegistryAuth: a.auth,
 		Health: &agentapi.HealthCheck{
 			Interval: agentapi.Duration(200 * time.Millisecond), Timeout: agentapi.Duration(2 * time.Second),
 			Deadline: agentapi.Duration(deadline),
@@ -460,6 +463,11 @@ func noFailures(t *testing.T, what string, rep *loadgen.Report) {
 // a plain restart and a handover.
 func TestBlueGreen(t *testing.T) {
 	a := newApp(t)
+	// The services' image is only in a registry that demands credentials: the first
+	// deploy pulls it with the request's, which must never show up in shipd's log.
+	reg := testenv.Registry(t, testenv.WithAuth("shipper", "secret-token-1234"))
+	a.image, a.pull = a.registryImage(reg, "bluegreen"), ""
+	a.auth = map[string]string{reg.Addr: reg.RegistryAuth()}
 	d := newDaemon(t)
 	d.start(false)
 
@@ -497,7 +505,13 @@ func TestBlueGreen(t *testing.T) {
 		}},
 		{"first deploy", func(t *testing.T) {
 			a.release("v1", nil, "")
+			if a.hasImage(a.image) {
+				t.Fatalf("%s is on the engine before the first deploy, which would not pull it", a.image)
+			}
 			a.mustDeploy(d, "v1")
+			if !a.hasImage(a.image) {
+				t.Errorf("the first deploy did not pull %s", a.image)
+			}
 			if v := a.version(); v != "v1" {
 				t.Errorf("version %q, want v1", v)
 			}
@@ -774,9 +788,39 @@ func TestBlueGreen(t *testing.T) {
 			break
 		}
 	}
-	if strings.Contains(d.logText(), "c2VjcmV0LXRva2VuLTEyMzQ") {
-		t.Errorf("the registry credential shows in shipd's log")
+	for _, secret := range []string{reg.RegistryAuth(), reg.Password} {
+		if strings.Contains(d.logText(), secret) {
+			t.Errorf("the registry credential shows in shipd's log")
+		}
 	}
+}
+
+// registryImage pushes the app's image to reg as <reg>/<app>/web:<tag> and takes that
+// name off the engine, so that a deploy must pull it, with reg's credentials.
+func (a *app) registryImage(reg *testenv.RegistryServer, tag string) string {
+	a.t.Helper()
+	ref := reg.Addr + "/" + a.name + "/web:" + tag
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := a.cli.ImageTag(ctx, testenv.AppImageRef, ref); err != nil {
+		a.t.Fatal(err)
+	}
+	reg.Push(a.t, a.cli, ref)
+	if _, err := a.cli.ImageRemove(ctx, ref, image.RemoveOptions{}); err != nil {
+		a.t.Fatal(err)
+	}
+	a.t.Cleanup(func() { a.cli.ImageRemove(context.Background(), ref, image.RemoveOptions{}) })
+	return ref
+}
+
+// hasImage says whether the engine has an image by the name ref.
+func (a *app) hasImage(ref string) bool {
+	a.t.Helper()
+	_, err := a.cli.ImageInspect(context.Background(), ref)
+	if err != nil && !cerrdefs.IsNotFound(err) {
+		a.t.Fatalf("inspect %s: %v", ref, err)
+	}
+	return err == nil
 }
 
 // upAgentless applies a release as the agentless deploy does (pkg/deploy's loadRelease
@@ -826,17 +870,7 @@ func killPid(t *testing.T, pid int) {
 func TestDeployPullsWithRegistryAuth(t *testing.T) {
 	a := newApp(t)
 	reg := testenv.Registry(t, testenv.WithAuth("shipper", "s3cret-pass"))
-	ref := reg.Addr + "/" + a.name + "/web:r1"
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := a.cli.ImageTag(ctx, testenv.AppImageRef, ref); err != nil {
-		t.Fatal(err)
-	}
-	reg.Push(t, a.cli, ref)
-	if _, err := a.cli.ImageRemove(ctx, ref, image.RemoveOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.cli.ImageRemove(context.Background(), ref, image.RemoveOptions{}) })
+	ref := a.registryImage(reg, "r1")
 
 	d := newDaemon(t)
 	d.start(false)

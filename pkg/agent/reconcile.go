@@ -44,6 +44,15 @@ import (
 // reconcileCheck is how long a candidate container has to pass its health check.
 const reconcileCheck = 3 * time.Second
 
+// enginePort is what reconcile needs of the Docker engine: *engine.Engine in shipd, a
+// small fake in reconcile's tests.
+type enginePort interface {
+	Ping(ctx context.Context) error
+	Replicas(ctx context.Context, project, service string) ([]engine.Replica, error)
+	InspectReplica(ctx context.Context, id string) (engine.Replica, error)
+	RemoveReplica(ctx context.Context, r engine.Replica, progress func(engine.Event)) error
+}
+
 // reconcile updates the state from the containers found, and returns the clean-up to
 // run once the routes serve (removing strays).
 func (a *agent) reconcile(ctx context.Context) func(context.Context) {
@@ -53,13 +62,12 @@ func (a *agent) reconcile(ctx context.Context) func(context.Context) {
 		return nil
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	_, err := a.docker.Ping(pctx)
+	err := a.containers.Ping(pctx)
 	cancel()
 	if err != nil {
 		a.log.Error("reconcile: the Docker engine does not answer; routing to the containers the state names, if they answer", "err", err)
 		return nil
 	}
-	eng := engine.New(a.docker)
 	names := make([]string, 0, len(snap.Apps))
 	for name := range snap.Apps {
 		names = append(names, name)
@@ -67,7 +75,7 @@ func (a *agent) reconcile(ctx context.Context) func(context.Context) {
 	sort.Strings(names)
 	var cleanups []func(context.Context)
 	for _, name := range names {
-		if c := a.reconcileApp(ctx, eng, snap.Apps[name]); c != nil {
+		if c := a.reconcileApp(ctx, snap.Apps[name]); c != nil {
 			cleanups = append(cleanups, c)
 		}
 	}
@@ -89,57 +97,24 @@ type choice struct {
 	strays  []engine.Replica
 }
 
-func (a *agent) reconcileApp(ctx context.Context, eng *engine.Engine, app *AppState) func(context.Context) {
+// reconcileApp routes each of the app's routed services (see above), records a cut-off
+// deploy, and returns the app's clean-up: the strays' removal and, after a cut-off
+// deploy, putting the current release back.
+func (a *agent) reconcileApp(ctx context.Context, app *AppState) func(context.Context) {
 	log := a.log.With("app", app.App)
 	cut := app.Deploying
 	if cut != nil {
 		log.Warn("reconcile: a deploy was cut off by the restart", "kind", cut.Kind, "release", cut.Release, "from", cut.From, "started", cut.Started, "service", cut.Service)
 	}
-
-	services := make([]string, 0, len(app.Routes))
-	for s := range app.Routes {
-		services = append(services, s)
-	}
-	sort.Strings(services)
-	choices := make([]choice, len(services))
-	var wg sync.WaitGroup
-	for i, service := range services {
-		rs := app.Routes[service]
-		wg.Go(func() { choices[i] = a.choose(ctx, eng, log, app, rs) })
-	}
-	wg.Wait()
-
+	choices := a.chooseAll(ctx, log, app)
 	var strays []engine.Replica
 	routed := map[string]bool{}
 	for _, c := range choices {
 		routed[c.service] = true
 		strays = append(strays, c.strays...)
 	}
-	// Containers the cut-off deploy started for services that are not routed: the
-	// service's other container, if it has one, stays.
 	if cut != nil {
-		for _, id := range cut.Created {
-			r, err := eng.InspectReplica(ctx, id)
-			if cerrdefs.IsNotFound(err) {
-				continue
-			}
-			if err != nil {
-				log.Warn("reconcile: inspect a container of the cut-off deploy", "container", id, "err", err)
-				continue
-			}
-			if routed[r.Service] {
-				continue
-			}
-			others, err := eng.Replicas(ctx, app.App, r.Service)
-			if err != nil {
-				log.Warn("reconcile", "service", r.Service, "err", err)
-				continue
-			}
-			if len(others) > 1 {
-				log.Info("reconcile: stray container of the cut-off deploy will be removed; the service's other container stays", "service", r.Service, "container", r.Name)
-				strays = append(strays, r)
-			}
-		}
+		strays = append(strays, a.cutOffStrays(ctx, log, app, cut, routed)...)
 	}
 
 	// After a cut-off deploy the services that are not routed may run either
@@ -150,6 +125,80 @@ func (a *agent) reconcileApp(ctx context.Context, eng *engine.Engine, app *AppSt
 			resume = app.Release
 		}
 	}
+	summary := a.saveChoices(app, choices, cut, resume)
+	if cut != nil {
+		a.recordCutOff(log, app, cut, summary)
+		if resume == "" {
+			log.Warn("reconcile: no earlier release to put back; the services run what the cut-off deploy left", "release", app.Release)
+		}
+	}
+	if len(strays) == 0 && resume == "" {
+		return nil
+	}
+	return func(ctx context.Context) {
+		for _, r := range strays {
+			if err := a.containers.RemoveReplica(ctx, r, nil); err != nil {
+				log.Error("reconcile: remove stray container", "service", r.Service, "container", r.Name, "err", err)
+				continue
+			}
+			log.Info("reconcile: removed stray container", "service", r.Service, "container", r.Name, "release", r.Labels[ReleaseLabel])
+		}
+		if resume != "" {
+			a.restoreAfterCut(ctx, app.App, app.Path, resume)
+		}
+	}
+}
+
+// chooseAll chooses the container of each of the app's routed services, at once.
+func (a *agent) chooseAll(ctx context.Context, log *slog.Logger, app *AppState) []choice {
+	services := make([]string, 0, len(app.Routes))
+	for s := range app.Routes {
+		services = append(services, s)
+	}
+	sort.Strings(services)
+	choices := make([]choice, len(services))
+	var wg sync.WaitGroup
+	for i, service := range services {
+		rs := app.Routes[service]
+		wg.Go(func() { choices[i] = a.choose(ctx, log, app, rs) })
+	}
+	wg.Wait()
+	return choices
+}
+
+// cutOffStrays are the containers the cut-off deploy started for services that are not
+// routed, when the service has another container (which stays).
+func (a *agent) cutOffStrays(ctx context.Context, log *slog.Logger, app *AppState, cut *Deploying, routed map[string]bool) []engine.Replica {
+	var strays []engine.Replica
+	for _, id := range cut.Created {
+		r, err := a.containers.InspectReplica(ctx, id)
+		if cerrdefs.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			log.Warn("reconcile: inspect a container of the cut-off deploy", "container", id, "err", err)
+			continue
+		}
+		if routed[r.Service] {
+			continue
+		}
+		others, err := a.containers.Replicas(ctx, app.App, r.Service)
+		if err != nil {
+			log.Warn("reconcile", "service", r.Service, "err", err)
+			continue
+		}
+		if len(others) > 1 {
+			log.Info("reconcile: stray container of the cut-off deploy will be removed; the service's other container stays", "service", r.Service, "container", r.Name)
+			strays = append(strays, r)
+		}
+	}
+	return strays
+}
+
+// saveChoices saves the chosen containers as the routes' live ones and, after a
+// cut-off deploy, its failure (and the restore to come, when resume names the
+// release to put back). It returns the routes, one line each, for the audit.
+func (a *agent) saveChoices(app *AppState, choices []choice, cut *Deploying, resume string) []string {
 	var summary []string
 	a.saveState(func(s *State) {
 		as := s.app(app.App, app.Path)
@@ -180,27 +229,7 @@ func (a *agent) reconcileApp(ctx context.Context, eng *engine.Engine, app *AppSt
 			as.LastTime = time.Now().UTC()
 		}
 	})
-	if cut != nil {
-		a.recordCutOff(log, app, cut, summary)
-		if resume == "" {
-			log.Warn("reconcile: no earlier release to put back; the services run what the cut-off deploy left", "release", app.Release)
-		}
-	}
-	if len(strays) == 0 && resume == "" {
-		return nil
-	}
-	return func(ctx context.Context) {
-		for _, r := range strays {
-			if err := eng.RemoveReplica(ctx, r, nil); err != nil {
-				log.Error("reconcile: remove stray container", "service", r.Service, "container", r.Name, "err", err)
-				continue
-			}
-			log.Info("reconcile: removed stray container", "service", r.Service, "container", r.Name, "release", r.Labels[ReleaseLabel])
-		}
-		if resume != "" {
-			a.restoreAfterCut(ctx, app.App, app.Path, resume)
-		}
-	}
+	return summary
 }
 
 // restoreAfterCut puts the current release back after a cut-off deploy, as a failed
@@ -277,10 +306,10 @@ func (a *agent) recordCutOff(log *slog.Logger, app *AppState, cut *Deploying, su
 }
 
 // choose picks the container a routed service's route goes to (see above).
-func (a *agent) choose(ctx context.Context, eng *engine.Engine, log *slog.Logger, app *AppState, rs *RouteState) choice {
+func (a *agent) choose(ctx context.Context, log *slog.Logger, app *AppState, rs *RouteState) choice {
 	c := choice{service: rs.Service}
 	log = log.With("service", rs.Service)
-	reps, err := eng.Replicas(ctx, app.App, rs.Service)
+	reps, err := a.containers.Replicas(ctx, app.App, rs.Service)
 	if err != nil {
 		log.Error("reconcile: list the service's containers", "err", err)
 		return c

@@ -149,3 +149,9 @@ func (e *Engine) apiVersion(ctx context.Context) string {
 	e.api.NegotiateAPIVersion(ctx)
 	return e.api.ClientVersion()
 }
+
+// Ping checks that the engine answers.
+func (e *Engine) Ping(ctx context.Context) error {
+	_, err := e.api.Ping(ctx)
+	return err
+}

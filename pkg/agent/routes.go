@@ -1,0 +1,236 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shipdeploy/ship/pkg/proxy"
+)
+
+// Routes: each routed service of each app has one, a proxy.Route on its listen address
+// that sends every request to the service's live container. The listeners are bound
+// first (at start, from the state) so that connections wait in the backlog; a route
+// serves once it has its target.
+
+// liveRoute is a service's route, by "app/service".
+type liveRoute struct {
+	app, service, listen string
+	route                *proxy.Route
+	served               bool // added to the Server (guarded by agent.mu)
+}
+
+func routeKey(app, service string) string { return app + "/" + service }
+
+// bindListeners opens, before anything else, the listener of every route in the state.
+func (a *agent) bindListeners() {
+	snap := a.store.snapshot()
+	for _, app := range snap.Apps {
+		for _, rs := range app.Routes {
+			if _, ok := a.early[rs.Listen]; ok {
+				continue
+			}
+			ln, inherited, err := a.inh.Listen(rs.Listen)
+			if err != nil {
+				a.log.Error("listen", "app", app.App, "service", rs.Service, "listen", rs.Listen, "err", err)
+				continue
+			}
+			a.log.Info("listening", "app", app.App, "service", rs.Service, "listen", rs.Listen, "inherited", inherited)
+			a.early[rs.Listen] = ln
+		}
+	}
+}
+
+// listen returns the listener for addr: one bound at start, an inherited one, or new.
+func (a *agent) listen(addr string) (net.Listener, error) {
+	a.mu.Lock()
+	ln, ok := a.early[addr]
+	delete(a.early, addr)
+	a.mu.Unlock()
+	if ok {
+		return ln, nil
+	}
+	ln, _, err := a.inh.Listen(addr)
+	return ln, err
+}
+
+// openRoutes serves the route of every routed service in the state, with the target
+// reconcile chose.
+func (a *agent) openRoutes(ctx context.Context) {
+	snap := a.store.snapshot()
+	var wg sync.WaitGroup
+	for _, app := range snap.Apps {
+		for _, rs := range app.Routes {
+			lr, err := a.newRoute(app.App, rs.Service, rs.Listen)
+			if err != nil {
+				a.log.Error("route", "app", app.App, "service", rs.Service, "err", err)
+				continue
+			}
+			a.setRoute(lr)
+			wg.Go(func() {
+				// The target first, then serving: the connections waiting in the
+				// backlog never see a route without one.
+				if rs.Target == "" {
+					a.log.Error("route has no container to serve: it answers 503 until the next deploy", "app", app.App, "service", rs.Service, "listen", rs.Listen)
+				} else {
+					// Reconcile has just checked the target: one attempt is enough.
+					hc := proxy.HealthCheck{Path: rs.Health, Interval: 100 * time.Millisecond, Timeout: 2 * time.Second, Deadline: 2 * time.Second}
+					if err := lr.route.Deploy(ctx, rs.Target, hc, time.Second); err != nil {
+						a.log.Error("route: the container does not answer: 503 until the next deploy", "app", app.App, "service", rs.Service, "target", rs.Target, "err", err)
+					}
+				}
+				if err := a.serveRoute(lr); err != nil {
+					a.log.Error("route", "app", app.App, "service", rs.Service, "err", err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	a.mu.Lock()
+	for addr, ln := range a.early {
+		a.log.Warn("closing a listener no route uses", "listen", addr)
+		ln.Close()
+		delete(a.early, addr)
+	}
+	a.mu.Unlock()
+}
+
+// newRoute makes a route of a service on listen. Its listener is bound (connections
+// wait in the backlog) but nothing is accepted until serveRoute, and it is not the
+// service's route until setRoute.
+func (a *agent) newRoute(app, service, listen string) (*liveRoute, error) {
+	key := routeKey(app, service)
+	ln, err := a.listen(listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s for %s: %w", listen, key, err)
+	}
+	if err := a.notify.storeListener(ln); err != nil {
+		a.log.Warn("keep the listening socket in systemd's store (a restart may refuse connections)", "listen", listen, "err", err)
+	}
+	r := proxy.NewRoute(key+"@"+listen, ln, proxy.RouteOptions{Logger: a.log.With("app", app, "service", service), TrustForwarded: a.cfg.TrustForwarded})
+	return &liveRoute{app: app, service: service, listen: listen, route: r}, nil
+}
+
+// forgetStored removes from systemd's store the sockets, by name, that no route uses.
+func (a *agent) forgetStored(names []string) {
+	if len(names) == 0 {
+		return
+	}
+	used := map[string]bool{}
+	a.mu.Lock()
+	for _, lr := range a.routes {
+		used[fdName(lr.route.Listener())] = true
+	}
+	a.mu.Unlock()
+	for _, name := range names {
+		if name == "" || used[name] || !strings.HasPrefix(name, "listen-") {
+			continue
+		}
+		a.log.Info("closing a stored listening socket no route uses", "name", name)
+		if err := a.notify.forgetListener(name); err != nil {
+			a.log.Warn("remove a socket from systemd's store", "name", name, "err", err)
+		}
+	}
+}
+
+// serveRoute starts accepting connections on the route (a no-op once it does).
+func (a *agent) serveRoute(lr *liveRoute) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if lr.served {
+		return nil
+	}
+	if err := a.server.Add(lr.route); err != nil {
+		return err
+	}
+	lr.served = true
+	return nil
+}
+
+// setRoute makes lr its service's route and returns the one it replaces, if any.
+func (a *agent) setRoute(lr *liveRoute) *liveRoute {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	key := routeKey(lr.app, lr.service)
+	old := a.routes[key]
+	a.routes[key] = lr
+	if old == lr {
+		return nil
+	}
+	return old
+}
+
+// dropRoute shuts lr down once its in-flight requests have finished, and forgets it if
+// it is its service's route.
+func (a *agent) dropRoute(ctx context.Context, lr *liveRoute) {
+	if lr == nil {
+		return
+	}
+	a.mu.Lock()
+	key := routeKey(lr.app, lr.service)
+	if a.routes[key] == lr {
+		delete(a.routes, key)
+	}
+	served := lr.served
+	lr.served = true // never served after this
+	a.mu.Unlock()
+	if err := a.notify.forgetListener(fdName(lr.route.Listener())); err != nil {
+		a.log.Warn("remove a socket from systemd's store", "listen", lr.listen, "err", err)
+	}
+	if !served {
+		lr.route.Listener().Close()
+		return
+	}
+	a.log.Info("removing route", "app", lr.app, "service", lr.service, "listen", lr.listen)
+	if err := a.server.Remove(ctx, lr.route.Name()); err != nil && !errors.Is(err, proxy.ErrNoRoute) {
+		a.log.Warn("remove route", "app", lr.app, "service", lr.service, "err", err)
+	}
+}
+
+// appRoutes returns the app's routes, by service.
+func (a *agent) appRoutes(app string) map[string]*liveRoute {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[string]*liveRoute{}
+	for _, lr := range a.routes {
+		if lr.app == app {
+			out[lr.service] = lr
+		}
+	}
+	return out
+}
+
+// route returns the live route of a service.
+func (a *agent) route(app, service string) *liveRoute {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.routes[routeKey(app, service)]
+}
+
+// listenConflict names the route of another app or service that serves addr's port on
+// an overlapping address, "" when there is none.
+func (a *agent) listenConflict(app, service, addr string) string {
+	want, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil {
+		return ""
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for key, lr := range a.routes {
+		if lr.app == app {
+			continue
+		}
+		got, err := net.ResolveTCPAddr("tcp", lr.listen)
+		if err != nil || got.Port != want.Port {
+			continue
+		}
+		if len(want.IP) == 0 || want.IP.IsUnspecified() || len(got.IP) == 0 || got.IP.IsUnspecified() || want.IP.Equal(got.IP) {
+			return key + " (" + lr.listen + ")"
+		}
+	}
+	return ""
+}
