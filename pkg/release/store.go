@@ -147,7 +147,8 @@ func (s *Store) Info(ctx context.Context, sha string) (Info, error) {
 }
 
 // UpdateInfo changes a release's release.json in one step (staged in .tmp/); a
-// release without one gets one with only its SHA and the change.
+// release without one gets one with only its SHA and the change (and its folder, when
+// that is not there either: shipd records the outcome of a deploy it was asked for).
 func (s *Store) UpdateInfo(ctx context.Context, sha string, change func(*Info)) error {
 	info, err := s.Info(ctx, sha)
 	if err != nil {
@@ -155,6 +156,9 @@ func (s *Store) UpdateInfo(ctx context.Context, sha string, change func(*Info)) 
 			return fmt.Errorf("update release.json: %w", err)
 		}
 		info = Info{SHA: sha}
+		if err := s.FS.MkdirAll(ctx, s.Layout.Release(sha)); err != nil {
+			return fmt.Errorf("create %s: %w", s.Layout.Release(sha), err)
+		}
 	}
 	change(&info)
 	data, err := marshalInfo(info)
