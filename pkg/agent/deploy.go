@@ -55,11 +55,11 @@ import (
 // local file system. What is shipd's own stays here: the state file (Deploying while
 // a deploy runs, the routes), the routes, and reconcile after a restart.
 
-// Kinds of deploy.
+// Kinds of deploy: the runner's, as the state file and the API name them.
 const (
-	kindDeploy   = "deploy"
-	kindRollback = "rollback"
-	kindRestore  = "restore"
+	kindDeploy   = string(deploy.KindDeploy)
+	kindRollback = string(deploy.KindRollback)
+	kindRestore  = string(deploy.KindRestore)
 )
 
 // ReleaseLabel is set on the containers shipd starts: the release they run.
