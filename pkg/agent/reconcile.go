@@ -11,6 +11,7 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/client"
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/engine"
@@ -53,7 +54,7 @@ func (a *agent) reconcile(ctx context.Context) func(context.Context) {
 		return nil
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	_, err := a.docker.Ping(pctx)
+	_, err := a.docker.Ping(pctx, client.PingOptions{})
 	cancel()
 	if err != nil {
 		a.log.Error("reconcile: the Docker engine does not answer; routing to the containers the state names, if they answer", "err", err)

@@ -6,8 +6,9 @@ import (
 	"sort"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/image"
+	"github.com/moby/moby/client"
 )
 
 // Containers lists the project's containers, stopped and one-off ones too, like
@@ -19,7 +20,7 @@ func (e *Engine) Containers(ctx context.Context, project string) ([]Container, e
 	}
 	out := make([]Container, 0, len(cs))
 	for _, c := range cs {
-		ins, err := e.api.ContainerInspect(ctx, c.ID)
+		ins, err := e.inspect(ctx, c.ID)
 		if cerrdefs.IsNotFound(err) {
 			continue // removed since it was listed
 		}
@@ -40,7 +41,7 @@ func (e *Engine) Containers(ctx context.Context, project string) ([]Container, e
 			ct.State = string(st.Status)
 			ct.ExitCode = st.ExitCode
 			if st.Health != nil {
-				ct.Health = st.Health.Status
+				ct.Health = string(st.Health.Status)
 			}
 		}
 		if ins.Config != nil && ins.Config.Image != "" {
@@ -67,30 +68,43 @@ func (e *Engine) Containers(ctx context.Context, project string) ([]Container, e
 // Wait waits until the service's container (number 1) has stopped and returns its
 // exit code; it returns at once if the container has already exited.
 func (e *Engine) Wait(ctx context.Context, project, service string) (int, error) {
-	cs, err := e.api.ContainerList(ctx, container.ListOptions{
+	res, err := e.api.ContainerList(ctx, client.ContainerListOptions{
 		All: true,
-		Filters: filters.NewArgs(
-			filters.Arg("label", labelProject+"="+project),
-			filters.Arg("label", labelService+"="+service),
-			filters.Arg("label", labelOneOff+"=False"),
-			filters.Arg("label", labelNumber+"=1"),
+		Filters: make(client.Filters).Add("label",
+			labelProject+"="+project,
+			labelService+"="+service,
+			labelOneOff+"=False",
+			labelNumber+"=1",
 		),
 	})
 	if err != nil {
 		return 0, fmt.Errorf("wait for %s: list containers: %w", service, err)
 	}
+	cs := res.Items
 	if len(cs) == 0 {
 		return 0, fmt.Errorf("wait for %s: project %s has no container for it", service, project)
 	}
 	name := containerLabelName(cs[0])
-	resc, errc := e.api.ContainerWait(ctx, cs[0].ID, container.WaitConditionNotRunning)
+	wait := e.api.ContainerWait(ctx, cs[0].ID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
 	select {
-	case res := <-resc:
+	case res := <-wait.Result:
 		if res.Error != nil && res.Error.Message != "" {
 			return 0, fmt.Errorf("wait for container %s: %s", name, res.Error.Message)
 		}
 		return int(res.StatusCode), nil
-	case err := <-errc:
+	case err := <-wait.Error:
 		return 0, fmt.Errorf("wait for container %s: %w", name, err)
 	}
+}
+
+// inspect returns the engine's view of one container.
+func (e *Engine) inspect(ctx context.Context, id string) (container.InspectResponse, error) {
+	res, err := e.api.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	return res.Container, err
+}
+
+// imageInspect returns the engine's view of one image.
+func (e *Engine) imageInspect(ctx context.Context, ref string) (image.InspectResponse, error) {
+	res, err := e.api.ImageInspect(ctx, ref)
+	return res.InspectResponse, err
 }

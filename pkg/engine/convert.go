@@ -2,19 +2,20 @@ package engine
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/mount"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/strslice"
-	"github.com/docker/docker/api/types/versions"
-	"github.com/docker/go-connections/nat"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/api/types/strslice"
+	"github.com/moby/moby/client/pkg/versions"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -130,7 +131,7 @@ func buildCreate(in createInput) (createSpec, error) {
 		Hostname:     s.Hostname,
 		Domainname:   s.DomainName,
 		User:         s.User,
-		ExposedPorts: nat.PortSet{},
+		ExposedPorts: network.PortSet{},
 		Tty:          s.Tty,
 		OpenStdin:    s.StdinOpen,
 		AttachStdout: true,
@@ -153,7 +154,7 @@ func buildCreate(in createInput) (createSpec, error) {
 		cfg.StopTimeout = &secs
 	}
 
-	bindings := nat.PortMap{}
+	bindings := network.PortMap{}
 	for _, e := range s.Expose {
 		ports, err := exposedPorts(e)
 		if err != nil {
@@ -168,12 +169,16 @@ func buildCreate(in createInput) (createSpec, error) {
 		if proto == "" {
 			proto = "tcp"
 		}
-		port, err := nat.NewPort(proto, strconv.FormatUint(uint64(pc.Target), 10))
+		port, ok := network.PortFrom(uint16(pc.Target), network.IPProtocol(proto))
+		if !ok || pc.Target > 65535 {
+			return createSpec{}, fmt.Errorf("service %s: port %d/%s is not a port", s.Name, pc.Target, proto)
+		}
+		hostIP, err := parseAddr(pc.HostIP)
 		if err != nil {
-			return createSpec{}, fmt.Errorf("service %s: port %d: %w", s.Name, pc.Target, err)
+			return createSpec{}, fmt.Errorf("service %s: port %d: host_ip: %w", s.Name, pc.Target, err)
 		}
 		cfg.ExposedPorts[port] = struct{}{}
-		bindings[port] = append(bindings[port], nat.PortBinding{HostIP: pc.HostIP, HostPort: pc.Published})
+		bindings[port] = append(bindings[port], network.PortBinding{HostIP: hostIP, HostPort: pc.Published})
 	}
 
 	restart := container.RestartPolicy{Name: container.RestartPolicyDisabled}
@@ -188,6 +193,10 @@ func buildCreate(in createInput) (createSpec, error) {
 		restart = deployRestartPolicy(*s.Deploy.RestartPolicy)
 	}
 
+	dns, err := parseAddrs(s.DNS)
+	if err != nil {
+		return createSpec{}, fmt.Errorf("service %s: dns: %w", s.Name, err)
+	}
 	binds, mounts := volumeMounts(p, s, in.inherit)
 	tmpfs := map[string]string{}
 	for _, t := range s.Tmpfs {
@@ -211,7 +220,7 @@ func buildCreate(in createInput) (createSpec, error) {
 		RestartPolicy:  restart,
 		CapAdd:         strslice.StrSlice(s.CapAdd),
 		CapDrop:        strslice.StrSlice(s.CapDrop),
-		DNS:            s.DNS,
+		DNS:            dns,
 		DNSSearch:      s.DNSSearch,
 		DNSOptions:     s.DNSOpts,
 		ExtraHosts:     extraHosts(s.ExtraHosts),
@@ -253,10 +262,11 @@ func buildCreate(in createInput) (createSpec, error) {
 	keys := serviceNetworks(s)
 	eps := make([]endpoint, 0, len(keys))
 	for _, key := range keys {
-		eps = append(eps, endpoint{
-			network:  networkName(p, key),
-			settings: endpointSettings(s, name, s.Networks[key]),
-		})
+		settings, err := endpointSettings(s, name, s.Networks[key])
+		if err != nil {
+			return createSpec{}, fmt.Errorf("service %s: network %s: %w", s.Name, key, err)
+		}
+		eps = append(eps, endpoint{network: networkName(p, key), settings: settings})
 	}
 	host.NetworkMode = container.NetworkMode(eps[0].network)
 	spec.network = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
@@ -274,7 +284,7 @@ func buildCreate(in createInput) (createSpec, error) {
 
 // endpointSettings attaches the container to one network under the names docker
 // compose registers: the container's name, the service's name and its aliases.
-func endpointSettings(s types.ServiceConfig, name string, cfg *types.ServiceNetworkConfig) *network.EndpointSettings {
+func endpointSettings(s types.ServiceConfig, name string, cfg *types.ServiceNetworkConfig) (*network.EndpointSettings, error) {
 	aliases := []string{name}
 	if cfg.ServiceNameAliasEnabled() {
 		aliases = append(aliases, s.Name)
@@ -283,15 +293,67 @@ func endpointSettings(s types.ServiceConfig, name string, cfg *types.ServiceNetw
 	if cfg != nil {
 		aliases = append(aliases, cfg.Aliases...)
 		if cfg.Ipv4Address != "" || cfg.Ipv6Address != "" || len(cfg.LinkLocalIPs) > 0 {
-			ep.IPAMConfig = &network.EndpointIPAMConfig{
-				IPv4Address:  cfg.Ipv4Address,
-				IPv6Address:  cfg.Ipv6Address,
-				LinkLocalIPs: cfg.LinkLocalIPs,
+			ipam, err := endpointIPAM(cfg)
+			if err != nil {
+				return nil, err
 			}
+			ep.IPAMConfig = ipam
 		}
 	}
 	ep.Aliases = aliases
-	return ep
+	return ep, nil
+}
+
+// endpointIPAM maps a network's fixed addresses: ipv4_address, ipv6_address and
+// link_local_ips.
+func endpointIPAM(cfg *types.ServiceNetworkConfig) (*network.EndpointIPAMConfig, error) {
+	v4, err := parseAddr(cfg.Ipv4Address)
+	if err != nil {
+		return nil, fmt.Errorf("ipv4_address: %w", err)
+	}
+	v6, err := parseAddr(cfg.Ipv6Address)
+	if err != nil {
+		return nil, fmt.Errorf("ipv6_address: %w", err)
+	}
+	local, err := parseAddrs(cfg.LinkLocalIPs)
+	if err != nil {
+		return nil, fmt.Errorf("link_local_ips: %w", err)
+	}
+	return &network.EndpointIPAMConfig{IPv4Address: v4, IPv6Address: v6, LinkLocalIPs: local}, nil
+}
+
+// parseAddr parses an IP address; "" is the zero address, which the API leaves out.
+func parseAddr(s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("%q is not an IP address", s)
+	}
+	return a, nil
+}
+
+// addrString is an address as the engine's API wrote it before it was typed: ""
+// when there is none.
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+// parseAddrs parses a list of IP addresses; an empty list stays nil.
+func parseAddrs(in []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, s := range in {
+		a, err := parseAddr(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // environment renders the resolved environment as KEY=value, sorted; a key without a
@@ -319,24 +381,12 @@ func extraHosts(h types.HostsList) []string {
 }
 
 // exposedPorts expands an expose entry: 3000, 3000/udp or a range 3000-3005/tcp.
-func exposedPorts(e string) ([]nat.Port, error) {
-	rng, proto, _ := strings.Cut(e, "/")
-	if proto == "" {
-		proto = "tcp"
-	}
-	start, end, err := nat.ParsePortRangeToInt(rng)
+func exposedPorts(e string) ([]network.Port, error) {
+	rng, err := network.ParsePortRange(e)
 	if err != nil {
 		return nil, err
 	}
-	var ports []nat.Port
-	for port := start; port <= end; port++ {
-		p, err := nat.NewPort(proto, strconv.Itoa(port))
-		if err != nil {
-			return nil, err
-		}
-		ports = append(ports, p)
-	}
-	return ports, nil
+	return slices.Collect(rng.All()), nil
 }
 
 // healthConfig maps a compose healthcheck; nil keeps the image's HEALTHCHECK. Fields

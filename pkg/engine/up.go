@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -13,12 +13,11 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/types"
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/volume"
-	"github.com/docker/docker/pkg/jsonmessage"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/image"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -237,13 +236,13 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 			r.rep.event(s.Name, c.name, "unchanged", "running")
 			return c, nil
 		case container.StatePaused:
-			if err := e.api.ContainerUnpause(ctx, old.ID); err != nil {
+			if _, err := e.api.ContainerUnpause(ctx, old.ID, client.ContainerUnpauseOptions{}); err != nil {
 				return target{}, fmt.Errorf("unpause container %s: %w", c.name, err)
 			}
 			r.rep.event(s.Name, c.name, "start", "unpaused")
 			return c, nil
 		}
-		if err := e.api.ContainerStart(ctx, old.ID, container.StartOptions{}); err != nil {
+		if _, err := e.api.ContainerStart(ctx, old.ID, client.ContainerStartOptions{}); err != nil {
 			return target{}, fmt.Errorf("start container %s: %w", c.name, err)
 		}
 		r.rep.event(s.Name, c.name, "start", "started")
@@ -251,7 +250,7 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 	}
 
 	r.rep.event(s.Name, oldName, "recreate", why)
-	inspect, err := e.api.ContainerInspect(ctx, old.ID)
+	inspect, err := e.inspect(ctx, old.ID)
 	if err != nil {
 		return target{}, fmt.Errorf("inspect container %s: %w", oldName, err)
 	}
@@ -270,17 +269,19 @@ func (r *run) create(ctx context.Context, in createInput) (target, error) {
 	if err != nil {
 		return target{}, err
 	}
-	resp, err := e.api.ContainerCreate(ctx, spec.config, spec.host, spec.network, spec.platform, spec.name)
+	resp, err := e.api.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Config: spec.config, HostConfig: spec.host, NetworkingConfig: spec.network, Platform: spec.platform, Name: spec.name,
+	})
 	if err != nil {
 		return target{}, fmt.Errorf("create container %s: %w", spec.name, err)
 	}
 	for _, ep := range spec.connect {
-		if err := e.api.NetworkConnect(ctx, ep.network, resp.ID, ep.settings); err != nil {
+		if _, err := e.api.NetworkConnect(ctx, ep.network, client.NetworkConnectOptions{Container: resp.ID, EndpointConfig: ep.settings}); err != nil {
 			return target{}, fmt.Errorf("connect container %s to network %s: %w", spec.name, ep.network, err)
 		}
 	}
 	r.rep.event(s.Name, spec.name, "create", "created")
-	if err := e.api.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
+	if _, err := e.api.ContainerStart(ctx, resp.ID, client.ContainerStartOptions{}); err != nil {
 		return target{}, fmt.Errorf("start container %s: %w", spec.name, err)
 	}
 	r.rep.event(s.Name, spec.name, "start", "started")
@@ -380,7 +381,7 @@ func (e *Engine) ensureImages(ctx context.Context, p *types.Project, services []
 		w := byRef[key]
 		g.Go(func() error {
 			who := strings.Join(w.services, ",")
-			img, err := e.api.ImageInspect(gctx, w.ref)
+			img, err := e.imageInspect(gctx, w.ref)
 			missing := cerrdefs.IsNotFound(err)
 			if err != nil && !missing {
 				return fmt.Errorf("inspect image %s: %w", w.ref, err)
@@ -394,7 +395,7 @@ func (e *Engine) ensureImages(ctx context.Context, p *types.Project, services []
 					return fmt.Errorf("pull %s for service %s: %w", w.ref, who, err)
 				}
 				rep.event(who, "", "pull", "pulled "+w.ref)
-				if img, err = e.api.ImageInspect(gctx, w.ref); err != nil {
+				if img, err = e.imageInspect(gctx, w.ref); err != nil {
 					return fmt.Errorf("inspect image %s: %w", w.ref, err)
 				}
 			}
@@ -418,11 +419,9 @@ func (e *Engine) Check(ctx context.Context, p *types.Project, services []string)
 }
 
 func (e *Engine) prepare(ctx context.Context, p *types.Project, wanted []string) ([]string, string, error) {
-	ping, err := e.api.Ping(ctx)
-	if err != nil {
+	if _, err := e.api.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		return nil, "", fmt.Errorf("connect to the docker engine: %w", err)
 	}
-	e.api.NegotiateAPIVersionPing(ping)
 	apiVersion := e.api.ClientVersion()
 	services, err := selectServices(p, wanted)
 	if err == nil {
@@ -439,7 +438,14 @@ func (e *Engine) prepare(ctx context.Context, p *types.Project, wanted []string)
 
 // pull pulls ref and reads the engine's progress to its end, failing on its errors.
 func (e *Engine) pull(ctx context.Context, ref, platform string) error {
-	opts := image.PullOptions{Platform: platform}
+	var opts client.ImagePullOptions
+	if platform != "" {
+		pl, err := parsePlatform(platform)
+		if err != nil {
+			return err
+		}
+		opts.Platforms = []ocispec.Platform{*pl}
+	}
 	if e.RegistryAuth != nil {
 		auth, err := e.RegistryAuth(ref)
 		if err != nil {
@@ -447,13 +453,13 @@ func (e *Engine) pull(ctx context.Context, ref, platform string) error {
 		}
 		opts.RegistryAuth = auth
 	}
-	rc, err := e.api.ImagePull(ctx, ref, opts)
+	resp, err := e.api.ImagePull(ctx, ref, opts)
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
+	defer resp.Close()
 	// Read the progress to its end; an error message in it is the pull's error.
-	return jsonmessage.DisplayJSONMessagesStream(rc, io.Discard, 0, false, nil)
+	return resp.Wait(ctx)
 }
 
 // ensureNetworks creates the networks the services join that do not exist yet, and
@@ -496,7 +502,7 @@ func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services 
 		labels[labelNetwork] = key
 		labels[labelProject] = p.Name
 		labels[labelVersion] = composeVersion
-		opts := network.CreateOptions{
+		opts := client.NetworkCreateOptions{
 			Driver:     n.Driver,
 			Options:    n.DriverOpts,
 			Internal:   n.Internal,
@@ -504,17 +510,11 @@ func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services 
 			EnableIPv6: n.EnableIPv6,
 			Labels:     labels,
 		}
-		if n.Ipam.Driver != "" || len(n.Ipam.Config) > 0 {
-			opts.IPAM = &network.IPAM{Driver: n.Ipam.Driver, Options: n.Ipam.Options}
-			for _, pool := range n.Ipam.Config {
-				if pool == nil {
-					continue
-				}
-				opts.IPAM.Config = append(opts.IPAM.Config, network.IPAMConfig{
-					Subnet: pool.Subnet, IPRange: pool.IPRange, Gateway: pool.Gateway, AuxAddress: pool.AuxiliaryAddresses,
-				})
-			}
+		ipam, err := ipamConfig(n.Ipam)
+		if err != nil {
+			return fmt.Errorf("network %s: %w", name, err)
 		}
+		opts.IPAM = ipam
 		if _, err := e.api.NetworkCreate(ctx, name, opts); err != nil {
 			// Another Up of the same project may have just created it.
 			if found, ferr := e.findNetwork(ctx, name); ferr == nil && found {
@@ -530,11 +530,11 @@ func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services 
 // findNetwork reports whether a network has exactly this name (the engine's name
 // filter matches substrings, and inspecting by name also matches ID prefixes).
 func (e *Engine) findNetwork(ctx context.Context, name string) (bool, error) {
-	nets, err := e.api.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
+	res, err := e.api.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("name", name)})
 	if err != nil {
 		return false, fmt.Errorf("list networks: %w", err)
 	}
-	for _, n := range nets {
+	for _, n := range res.Items {
 		if n.Name == name {
 			return true, nil
 		}
@@ -561,7 +561,7 @@ func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project, services [
 	for _, key := range sorted {
 		v := p.Volumes[key]
 		name := volumeName(p, key)
-		_, err := e.api.VolumeInspect(ctx, name)
+		_, err := e.api.VolumeInspect(ctx, name, client.VolumeInspectOptions{})
 		if err == nil {
 			continue
 		}
@@ -581,7 +581,7 @@ func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project, services [
 		labels[labelVolume] = key
 		labels[labelProject] = p.Name
 		labels[labelVersion] = composeVersion
-		if _, err := e.api.VolumeCreate(ctx, volume.CreateOptions{
+		if _, err := e.api.VolumeCreate(ctx, client.VolumeCreateOptions{
 			Name: name, Driver: v.Driver, DriverOpts: v.DriverOpts, Labels: labels,
 		}); err != nil {
 			return fmt.Errorf("create volume %s: %w", name, err)
@@ -593,14 +593,14 @@ func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project, services [
 
 // list returns the project's containers, one-off ones too, running or not.
 func (e *Engine) list(ctx context.Context, project string, all bool) ([]container.Summary, error) {
-	cs, err := e.api.ContainerList(ctx, container.ListOptions{
+	cs, err := e.api.ContainerList(ctx, client.ContainerListOptions{
 		All:     all,
-		Filters: filters.NewArgs(filters.Arg("label", labelProject+"="+project)),
+		Filters: make(client.Filters).Add("label", labelProject+"="+project),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list containers of %s: %w", project, err)
 	}
-	return cs, nil
+	return cs.Items, nil
 }
 
 // isOrphan tells a container of a service no longer in the project, or an exited
@@ -621,10 +621,10 @@ func isOrphan(p *types.Project, c container.Summary) bool {
 // removes it.
 func (e *Engine) stopRemove(ctx context.Context, id, service, name string, volumes bool, rep *reporter) error {
 	rep.event(service, name, "remove", "stopping")
-	if err := e.api.ContainerStop(ctx, id, container.StopOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+	if _, err := e.api.ContainerStop(ctx, id, client.ContainerStopOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("stop container %s: %w", name, err)
 	}
-	if err := e.api.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: volumes}); err != nil && !cerrdefs.IsNotFound(err) {
+	if _, err := e.api.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: volumes}); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container %s: %w", name, err)
 	}
 	rep.event(service, name, "remove", "removed")
@@ -651,4 +651,53 @@ func containerNumber(c container.Summary) int {
 		return 0
 	}
 	return n
+}
+
+// ipamConfig maps a network's ipam section; nil when it has none.
+func ipamConfig(c types.IPAMConfig) (*network.IPAM, error) {
+	if c.Driver == "" && len(c.Config) == 0 {
+		return nil, nil
+	}
+	ipam := &network.IPAM{Driver: c.Driver, Options: c.Options}
+	for _, pool := range c.Config {
+		if pool == nil {
+			continue
+		}
+		cfg := network.IPAMConfig{}
+		var err error
+		if cfg.Subnet, err = parsePrefix(pool.Subnet); err != nil {
+			return nil, fmt.Errorf("ipam subnet: %w", err)
+		}
+		if cfg.IPRange, err = parsePrefix(pool.IPRange); err != nil {
+			return nil, fmt.Errorf("ipam ip_range: %w", err)
+		}
+		if cfg.Gateway, err = parseAddr(pool.Gateway); err != nil {
+			return nil, fmt.Errorf("ipam gateway: %w", err)
+		}
+		for host, addr := range pool.AuxiliaryAddresses {
+			a, err := parseAddr(addr)
+			if err != nil {
+				return nil, fmt.Errorf("ipam aux_addresses %s: %w", host, err)
+			}
+			if cfg.AuxAddress == nil {
+				cfg.AuxAddress = map[string]netip.Addr{}
+			}
+			cfg.AuxAddress[host] = a
+		}
+		ipam.Config = append(ipam.Config, cfg)
+	}
+	return ipam, nil
+}
+
+// parsePrefix parses a subnet in CIDR form; "" is the zero prefix, which the API
+// leaves out.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a subnet in CIDR form", s)
+	}
+	return p, nil
 }

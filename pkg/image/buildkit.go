@@ -17,12 +17,12 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/types"
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/pkg/jsonmessage"
 	controlapi "github.com/moby/buildkit/api/services/control"
 	"github.com/moby/buildkit/session"
 	"github.com/moby/buildkit/session/auth"
 	"github.com/moby/buildkit/session/filesync"
+	"github.com/moby/moby/api/types/build"
+	"github.com/moby/moby/client"
 	"github.com/tonistiigi/fsutil"
 	fstypes "github.com/tonistiigi/fsutil/types"
 	"google.golang.org/grpc"
@@ -99,7 +99,7 @@ func (b *Builder) buildKit(ctx context.Context, service string, src source, cfg 
 	}
 
 	buildID := randomID()
-	opts := build.ImageBuildOptions{
+	opts := client.ImageBuildOptions{
 		Version:       build.BuilderBuildKit,
 		SessionID:     s.ID(),
 		BuildID:       buildID,
@@ -133,7 +133,7 @@ func (b *Builder) buildKit(ctx context.Context, service string, src source, cfg 
 		case <-ctx.Done():
 			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			_ = b.api.BuildCancel(cctx, buildID)
+			_, _ = b.api.BuildCancel(cctx, buildID, client.BuildCancelOptions{})
 		case <-finished:
 		}
 	}()
@@ -182,18 +182,14 @@ func readBuildKit(r io.Reader, service string, o Options) error {
 	t := newTracker(service, o)
 	dec := json.NewDecoder(r)
 	for {
-		var m jsonmessage.JSONMessage
+		var m engineMessage
 		if err := dec.Decode(&m); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return fmt.Errorf("build %s: read the engine's answer: %w", service, err)
 		}
-		if m.Error != nil || m.ErrorMessage != "" {
-			msg := m.ErrorMessage
-			if m.Error != nil {
-				msg = m.Error.Message
-			}
+		if msg, failed := m.failure(); failed {
 			return t.failure(msg)
 		}
 		switch {

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/distribution/reference"
-	"github.com/docker/docker/api/types"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/registry"
-	"github.com/docker/docker/pkg/jsonmessage"
+	"github.com/moby/moby/api/pkg/authconfig"
+	"github.com/moby/moby/api/types/registry"
+	"github.com/moby/moby/client"
 )
 
 var (
@@ -87,12 +87,12 @@ func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pus
 	// matters only when HTTPS fails.
 	infoCh := make(chan *registry.ServiceConfig, 1)
 	go func() {
-		info, err := b.api.Info(ctx)
+		res, err := b.api.Info(ctx, client.InfoOptions{})
 		if err != nil {
 			infoCh <- nil
 			return
 		}
-		infoCh <- info.RegistryConfig
+		infoCh <- res.Info.RegistryConfig
 	}()
 	var regCfg *registry.ServiceConfig
 	asked := false
@@ -153,7 +153,7 @@ func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pus
 			latest := t
 			latest.tag = "latest"
 			latest.ref = strings.TrimSuffix(t.ref, ":"+t.tag) + ":latest"
-			if err := b.api.ImageTag(ctx, t.ref, latest.ref); err != nil {
+			if _, err := b.api.ImageTag(ctx, client.ImageTagOptions{Source: t.ref, Target: latest.ref}); err != nil {
 				return nil, fmt.Errorf("tag %s as %s: %w", t.ref, latest.ref, err)
 			}
 			all = append(all, t, latest)
@@ -203,16 +203,19 @@ func parseTarget(ref string) (pushTarget, error) {
 
 func (b *Builder) pushOne(ctx context.Context, t pushTarget, o PushOptions) (Pushed, error) {
 	o.emit(Event{Kind: KindPush, Msg: "pushing " + t.ref, Ref: t.ref})
-	authHeader, err := registry.EncodeAuthConfig(registry.AuthConfig{
-		Username: t.creds.Username, Password: t.creds.Password, IdentityToken: t.creds.IdentityToken, ServerAddress: t.host,
-	})
+	// Anonymous pushes send an empty auth config ("{}"): older engines (20.10) refuse
+	// a push without the header.
+	auth := registry.AuthConfig{}
+	if !t.creds.Empty() {
+		auth = registry.AuthConfig{
+			Username: t.creds.Username, Password: t.creds.Password, IdentityToken: t.creds.IdentityToken, ServerAddress: t.host,
+		}
+	}
+	authHeader, err := authconfig.Encode(auth)
 	if err != nil {
 		return Pushed{}, err
 	}
-	if t.creds.Empty() {
-		authHeader = ""
-	}
-	rc, err := b.api.ImagePush(ctx, t.ref, image.PushOptions{RegistryAuth: authHeader})
+	rc, err := b.api.ImagePush(ctx, t.ref, client.ImagePushOptions{RegistryAuth: authHeader})
 	if err != nil {
 		return Pushed{}, fmt.Errorf("push %s: %w", t.ref, err)
 	}
@@ -232,22 +235,18 @@ func readPush(r io.Reader, ref string, o PushOptions) (Pushed, error) {
 	layers := map[string]*Layer{}
 	dec := json.NewDecoder(r)
 	for {
-		var m jsonmessage.JSONMessage
+		var m engineMessage
 		if err := dec.Decode(&m); err != nil {
 			if errors.Is(err, io.EOF) {
 				return p, nil
 			}
 			return p, fmt.Errorf("push %s: read the engine's answer: %w", ref, err)
 		}
-		if m.Error != nil || m.ErrorMessage != "" {
-			msg := m.ErrorMessage
-			if m.Error != nil {
-				msg = m.Error.Message
-			}
+		if msg, failed := m.failure(); failed {
 			return p, fmt.Errorf("%w: %s: %s", ErrPushFailed, ref, strings.TrimSpace(msg))
 		}
 		if m.Aux != nil {
-			var res types.PushResult
+			var res pushResult
 			if json.Unmarshal(*m.Aux, &res) == nil && res.Digest != "" {
 				p.Digest, p.Size = res.Digest, res.Size
 			}
@@ -303,8 +302,12 @@ func insecureRegistry(cfg *registry.ServiceConfig, host string) bool {
 		ips = found
 	}
 	for _, ip := range ips {
+		addr, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			continue
+		}
 		for _, n := range cfg.InsecureRegistryCIDRs {
-			if n != nil && (*net.IPNet)(n).Contains(ip) {
+			if n.Contains(addr.Unmap()) {
 				return true
 			}
 		}

@@ -7,11 +7,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
 
-	"github.com/docker/docker/api/types/registry"
+	"github.com/moby/moby/api/types/registry"
 )
 
 // fakeRegistry answers /v2/ and manifest HEADs the way a registry does, asking for
@@ -170,9 +171,8 @@ func TestFetchTokenWithRefreshToken(t *testing.T) {
 }
 
 func TestInsecureRegistry(t *testing.T) {
-	_, loopback, _ := net.ParseCIDR("127.0.0.0/8")
 	cfg := &registry.ServiceConfig{
-		InsecureRegistryCIDRs: []*registry.NetIPNet{(*registry.NetIPNet)(loopback)},
+		InsecureRegistryCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 		IndexConfigs: map[string]*registry.IndexInfo{
 			"docker.io":                 {Name: "docker.io", Secure: true},
 			"insecure.example.com:5000": {Name: "insecure.example.com:5000", Secure: false},
