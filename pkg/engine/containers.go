@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 
+	"github.com/compose-spec/compose-go/v2/types"
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/image"
@@ -107,4 +110,66 @@ func (e *Engine) inspect(ctx context.Context, id string) (container.InspectRespo
 func (e *Engine) imageInspect(ctx context.Context, ref string) (image.InspectResponse, error) {
 	res, err := e.api.ImageInspect(ctx, ref)
 	return res.InspectResponse, err
+}
+
+// list returns the project's containers, one-off ones too, running or not.
+func (e *Engine) list(ctx context.Context, project string, all bool) ([]container.Summary, error) {
+	cs, err := e.api.ContainerList(ctx, client.ContainerListOptions{
+		All:     all,
+		Filters: make(client.Filters).Add("label", labelProject+"="+project),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list containers of %s: %w", project, err)
+	}
+	return cs.Items, nil
+}
+
+// isOrphan tells a container of a service no longer in the project, or an exited
+// one-off container, as docker compose does.
+func isOrphan(p *types.Project, c container.Summary) bool {
+	if c.Labels[labelOneOff] == "True" {
+		return c.State == container.StateExited || c.State == container.StateDead
+	}
+	svc := c.Labels[labelService]
+	if _, ok := p.Services[svc]; ok {
+		return false
+	}
+	_, disabled := p.DisabledServices[svc]
+	return !disabled
+}
+
+// stopRemove stops a container (its own stop timeout applies: stop_grace_period) and
+// removes it.
+func (e *Engine) stopRemove(ctx context.Context, id, service, name string, volumes bool, rep *reporter) error {
+	rep.event(service, name, "remove", "stopping")
+	if _, err := e.api.ContainerStop(ctx, id, client.ContainerStopOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("stop container %s: %w", name, err)
+	}
+	if _, err := e.api.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: volumes}); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("remove container %s: %w", name, err)
+	}
+	rep.event(service, name, "remove", "removed")
+	return nil
+}
+
+// containerLabelName is the container's name without the engine's leading slash.
+func containerLabelName(c container.Summary) string {
+	if len(c.Names) == 0 {
+		return c.ID[:min(12, len(c.ID))]
+	}
+	// A container linked to others is listed under several names; its own has one slash.
+	for _, n := range c.Names {
+		if strings.Count(n, "/") == 1 {
+			return strings.TrimPrefix(n, "/")
+		}
+	}
+	return strings.TrimPrefix(c.Names[0], "/")
+}
+
+func containerNumber(c container.Summary) int {
+	n, err := strconv.Atoi(c.Labels[labelNumber])
+	if err != nil {
+		return 0
+	}
+	return n
 }

@@ -233,21 +233,9 @@ func (e *Engine) StartReplica(ctx context.Context, p *types.Project, service str
 	for _, c := range existing {
 		number = max(number, c.Number+1)
 	}
-	networkMode := ""
-	if dep, ok := strings.CutPrefix(s.NetworkMode, types.ServicePrefix); ok {
-		deps, err := e.Replicas(ctx, p.Name, dep)
-		if err != nil {
-			return Replica{}, err
-		}
-		for _, d := range deps {
-			if d.State == string(container.StateRunning) {
-				networkMode = "container:" + d.ID
-				break
-			}
-		}
-		if networkMode == "" {
-			return Replica{}, fmt.Errorf("start replica of %s: network_mode service:%s: that service has no running container", service, dep)
-		}
+	networkMode, err := e.replicaNetworkMode(ctx, p, s)
+	if err != nil {
+		return Replica{}, err
 	}
 	if len(o.Labels) > 0 {
 		labels := types.Labels{}
@@ -268,6 +256,25 @@ func (e *Engine) StartReplica(ctx context.Context, p *types.Project, service str
 		return Replica{}, err
 	}
 	return e.replica(ctx, c.id)
+}
+
+// replicaNetworkMode resolves network_mode service:x to the container of x that runs;
+// "" for any other network mode.
+func (e *Engine) replicaNetworkMode(ctx context.Context, p *types.Project, s types.ServiceConfig) (string, error) {
+	dep, ok := strings.CutPrefix(s.NetworkMode, types.ServicePrefix)
+	if !ok {
+		return "", nil
+	}
+	deps, err := e.Replicas(ctx, p.Name, dep)
+	if err != nil {
+		return "", err
+	}
+	for _, d := range deps {
+		if d.State == string(container.StateRunning) {
+			return "container:" + d.ID, nil
+		}
+	}
+	return "", fmt.Errorf("start replica of %s: network_mode service:%s: that service has no running container", s.Name, dep)
 }
 
 // WaitReplica waits until the container is healthy (when it has a health check) or

@@ -4,20 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
-	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/image"
-	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -74,21 +69,8 @@ func (e *Engine) Up(ctx context.Context, p *types.Project, o UpOptions) error {
 	if err != nil {
 		return err
 	}
-	r.existing = map[string][]container.Summary{}
 	var orphans []container.Summary
-	for _, c := range all {
-		if isOrphan(p, c) {
-			orphans = append(orphans, c)
-			continue
-		}
-		if c.Labels[labelOneOff] != "True" {
-			svc := c.Labels[labelService]
-			r.existing[svc] = append(r.existing[svc], c)
-		}
-	}
-	for _, cs := range r.existing {
-		sort.Slice(cs, func(i, j int) bool { return containerNumber(cs[i]) < containerNumber(cs[j]) })
-	}
+	r.existing, orphans = byService(p, all)
 	if o.RemoveOrphans {
 		for _, c := range orphans {
 			if err := e.stopRemove(ctx, c.ID, c.Labels[labelService], containerLabelName(c), false, rep); err != nil {
@@ -104,6 +86,27 @@ func (e *Engine) Up(ctx context.Context, p *types.Project, o UpOptions) error {
 		return r.waitAll(ctx, services)
 	}
 	return nil
+}
+
+// byService sorts the project's containers: by service (each service's by number),
+// one-off ones left out; and the orphans, as docker compose tells them.
+func byService(p *types.Project, all []container.Summary) (map[string][]container.Summary, []container.Summary) {
+	existing := map[string][]container.Summary{}
+	var orphans []container.Summary
+	for _, c := range all {
+		if isOrphan(p, c) {
+			orphans = append(orphans, c)
+			continue
+		}
+		if c.Labels[labelOneOff] != "True" {
+			svc := c.Labels[labelService]
+			existing[svc] = append(existing[svc], c)
+		}
+	}
+	for _, cs := range existing {
+		sort.Slice(cs, func(i, j int) bool { return containerNumber(cs[i]) < containerNumber(cs[j]) })
+	}
+	return existing, orphans
 }
 
 // run is one Up in progress.
@@ -288,31 +291,6 @@ func (r *run) create(ctx context.Context, in createInput) (target, error) {
 	return target{service: s.Name, id: resp.ID, name: spec.name}, nil
 }
 
-// anonymousVolumes finds the anonymous volumes the old container has at places the
-// service or its image declare one, so the new container keeps their data.
-func anonymousVolumes(s types.ServiceConfig, old container.InspectResponse, img image.InspectResponse) map[string]string {
-	declared := map[string]bool{}
-	if img.Config != nil {
-		for target := range img.Config.Volumes {
-			declared[target] = true
-		}
-	}
-	for _, v := range s.Volumes {
-		if v.Type == types.VolumeTypeVolume && v.Source == "" {
-			declared[v.Target] = true
-		} else {
-			declared[v.Target] = false // mounted from elsewhere now
-		}
-	}
-	out := map[string]string{}
-	for _, m := range old.Mounts {
-		if m.Type == "volume" && m.Name != "" && declared[m.Destination] {
-			out[m.Destination] = m.Name
-		}
-	}
-	return out
-}
-
 // waitAll waits, in parallel, until each service's container is healthy (with a
 // health check) or running (without); a service another one waits on to complete
 // successfully must have exited 0 instead.
@@ -336,78 +314,6 @@ func (r *run) waitAll(ctx context.Context, services []string) error {
 		})
 	}
 	return g.Wait()
-}
-
-// ensureImages makes sure every service's image is on the engine, pulling by the
-// services' pull_policy, and returns each service's image.
-func (e *Engine) ensureImages(ctx context.Context, p *types.Project, services []string, rep *reporter) (map[string]image.InspectResponse, error) {
-	type want struct {
-		ref, platform string
-		services      []string
-		always, pull  bool
-		policy        string // of the first service, for the error when it may not pull
-	}
-	byRef := map[string]*want{}
-	var refs []string
-	for _, name := range services {
-		s := p.Services[name]
-		ref := imageRef(p.Name, s)
-		key := ref + "\x00" + s.Platform
-		w := byRef[key]
-		if w == nil {
-			w = &want{ref: ref, platform: s.Platform}
-			byRef[key] = w
-			refs = append(refs, key)
-		}
-		w.services = append(w.services, name)
-		policy, _ := pullPolicy(s) // checked already
-		if w.policy == "" {
-			w.policy = policy
-		}
-		switch policy {
-		case types.PullPolicyAlways:
-			w.always, w.pull = true, true
-		case types.PullPolicyMissing:
-			w.pull = true
-		}
-	}
-	sort.Strings(refs)
-
-	var mu sync.Mutex
-	out := map[string]image.InspectResponse{}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(4)
-	for _, key := range refs {
-		w := byRef[key]
-		g.Go(func() error {
-			who := strings.Join(w.services, ",")
-			img, err := e.imageInspect(gctx, w.ref)
-			missing := cerrdefs.IsNotFound(err)
-			if err != nil && !missing {
-				return fmt.Errorf("inspect image %s: %w", w.ref, err)
-			}
-			if missing && !w.pull {
-				return fmt.Errorf("image %s for service %s is not on the engine and pull_policy is %s", w.ref, who, w.policy)
-			}
-			if missing || w.always {
-				rep.event(who, "", "pull", "pulling "+w.ref)
-				if err := e.pull(gctx, w.ref, w.platform); err != nil {
-					return fmt.Errorf("pull %s for service %s: %w", w.ref, who, err)
-				}
-				rep.event(who, "", "pull", "pulled "+w.ref)
-				if img, err = e.imageInspect(gctx, w.ref); err != nil {
-					return fmt.Errorf("inspect image %s: %w", w.ref, err)
-				}
-			}
-			mu.Lock()
-			for _, s := range w.services {
-				out[s] = img
-			}
-			mu.Unlock()
-			return nil
-		})
-	}
-	return out, g.Wait()
 }
 
 // Check refuses what Up could not run of services (all when none are named): unknown
@@ -434,270 +340,4 @@ func (e *Engine) prepare(ctx context.Context, p *types.Project, wanted []string)
 		return nil, "", fmt.Errorf("up %s: %w", p.Name, err)
 	}
 	return services, apiVersion, nil
-}
-
-// pull pulls ref and reads the engine's progress to its end, failing on its errors.
-func (e *Engine) pull(ctx context.Context, ref, platform string) error {
-	var opts client.ImagePullOptions
-	if platform != "" {
-		pl, err := parsePlatform(platform)
-		if err != nil {
-			return err
-		}
-		opts.Platforms = []ocispec.Platform{*pl}
-	}
-	if e.RegistryAuth != nil {
-		auth, err := e.RegistryAuth(ref)
-		if err != nil {
-			return fmt.Errorf("registry credentials: %w", err)
-		}
-		opts.RegistryAuth = auth
-	}
-	resp, err := e.api.ImagePull(ctx, ref, opts)
-	if err != nil {
-		return err
-	}
-	defer resp.Close()
-	// Read the progress to its end; an error message in it is the pull's error.
-	return resp.Wait(ctx)
-}
-
-// ensureNetworks creates the networks the services join that do not exist yet, and
-// checks that the external ones do.
-func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services []string, rep *reporter) error {
-	keys := map[string]bool{}
-	for _, name := range services {
-		for _, key := range serviceNetworks(p.Services[name]) {
-			keys[key] = true
-		}
-	}
-	sorted := make([]string, 0, len(keys))
-	for key := range keys {
-		sorted = append(sorted, key)
-	}
-	sort.Strings(sorted)
-	for _, key := range sorted {
-		n := p.Networks[key] // the zero value for an undeclared default network
-		name := networkName(p, key)
-		found, err := e.findNetwork(ctx, name)
-		if err != nil {
-			return err
-		}
-		if n.External {
-			if !found {
-				return fmt.Errorf("network %s is declared external but does not exist", name)
-			}
-			continue
-		}
-		if found {
-			continue
-		}
-		labels := map[string]string{}
-		for k, v := range n.Labels {
-			labels[k] = v
-		}
-		for k, v := range n.CustomLabels {
-			labels[k] = v
-		}
-		labels[labelNetwork] = key
-		labels[labelProject] = p.Name
-		labels[labelVersion] = composeVersion
-		opts := client.NetworkCreateOptions{
-			Driver:     n.Driver,
-			Options:    n.DriverOpts,
-			Internal:   n.Internal,
-			Attachable: n.Attachable,
-			EnableIPv6: n.EnableIPv6,
-			Labels:     labels,
-		}
-		ipam, err := ipamConfig(n.Ipam)
-		if err != nil {
-			return fmt.Errorf("network %s: %w", name, err)
-		}
-		opts.IPAM = ipam
-		if _, err := e.api.NetworkCreate(ctx, name, opts); err != nil {
-			// Another Up of the same project may have just created it.
-			if found, ferr := e.findNetwork(ctx, name); ferr == nil && found {
-				continue
-			}
-			return fmt.Errorf("create network %s: %w", name, err)
-		}
-		rep.event("", "", "network", "created "+name)
-	}
-	return nil
-}
-
-// findNetwork reports whether a network has exactly this name (the engine's name
-// filter matches substrings, and inspecting by name also matches ID prefixes).
-func (e *Engine) findNetwork(ctx context.Context, name string) (bool, error) {
-	res, err := e.api.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("name", name)})
-	if err != nil {
-		return false, fmt.Errorf("list networks: %w", err)
-	}
-	for _, n := range res.Items {
-		if n.Name == name {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// ensureVolumes creates the named volumes the services mount that do not exist yet,
-// and checks that the external ones do.
-func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project, services []string, rep *reporter) error {
-	keys := map[string]bool{}
-	for _, name := range services {
-		for _, v := range p.Services[name].Volumes {
-			if v.Type == types.VolumeTypeVolume && v.Source != "" {
-				keys[v.Source] = true
-			}
-		}
-	}
-	sorted := make([]string, 0, len(keys))
-	for key := range keys {
-		sorted = append(sorted, key)
-	}
-	sort.Strings(sorted)
-	for _, key := range sorted {
-		v := p.Volumes[key]
-		name := volumeName(p, key)
-		_, err := e.api.VolumeInspect(ctx, name, client.VolumeInspectOptions{})
-		if err == nil {
-			continue
-		}
-		if !cerrdefs.IsNotFound(err) {
-			return fmt.Errorf("inspect volume %s: %w", name, err)
-		}
-		if v.External {
-			return fmt.Errorf("volume %s is declared external but does not exist", name)
-		}
-		labels := map[string]string{}
-		for k, val := range v.Labels {
-			labels[k] = val
-		}
-		for k, val := range v.CustomLabels {
-			labels[k] = val
-		}
-		labels[labelVolume] = key
-		labels[labelProject] = p.Name
-		labels[labelVersion] = composeVersion
-		if _, err := e.api.VolumeCreate(ctx, client.VolumeCreateOptions{
-			Name: name, Driver: v.Driver, DriverOpts: v.DriverOpts, Labels: labels,
-		}); err != nil {
-			return fmt.Errorf("create volume %s: %w", name, err)
-		}
-		rep.event("", "", "volume", "created "+name)
-	}
-	return nil
-}
-
-// list returns the project's containers, one-off ones too, running or not.
-func (e *Engine) list(ctx context.Context, project string, all bool) ([]container.Summary, error) {
-	cs, err := e.api.ContainerList(ctx, client.ContainerListOptions{
-		All:     all,
-		Filters: make(client.Filters).Add("label", labelProject+"="+project),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list containers of %s: %w", project, err)
-	}
-	return cs.Items, nil
-}
-
-// isOrphan tells a container of a service no longer in the project, or an exited
-// one-off container, as docker compose does.
-func isOrphan(p *types.Project, c container.Summary) bool {
-	if c.Labels[labelOneOff] == "True" {
-		return c.State == container.StateExited || c.State == container.StateDead
-	}
-	svc := c.Labels[labelService]
-	if _, ok := p.Services[svc]; ok {
-		return false
-	}
-	_, disabled := p.DisabledServices[svc]
-	return !disabled
-}
-
-// stopRemove stops a container (its own stop timeout applies: stop_grace_period) and
-// removes it.
-func (e *Engine) stopRemove(ctx context.Context, id, service, name string, volumes bool, rep *reporter) error {
-	rep.event(service, name, "remove", "stopping")
-	if _, err := e.api.ContainerStop(ctx, id, client.ContainerStopOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("stop container %s: %w", name, err)
-	}
-	if _, err := e.api.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: volumes}); err != nil && !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("remove container %s: %w", name, err)
-	}
-	rep.event(service, name, "remove", "removed")
-	return nil
-}
-
-// containerLabelName is the container's name without the engine's leading slash.
-func containerLabelName(c container.Summary) string {
-	if len(c.Names) == 0 {
-		return c.ID[:min(12, len(c.ID))]
-	}
-	// A container linked to others is listed under several names; its own has one slash.
-	for _, n := range c.Names {
-		if strings.Count(n, "/") == 1 {
-			return strings.TrimPrefix(n, "/")
-		}
-	}
-	return strings.TrimPrefix(c.Names[0], "/")
-}
-
-func containerNumber(c container.Summary) int {
-	n, err := strconv.Atoi(c.Labels[labelNumber])
-	if err != nil {
-		return 0
-	}
-	return n
-}
-
-// ipamConfig maps a network's ipam section; nil when it has none.
-func ipamConfig(c types.IPAMConfig) (*network.IPAM, error) {
-	if c.Driver == "" && len(c.Config) == 0 {
-		return nil, nil
-	}
-	ipam := &network.IPAM{Driver: c.Driver, Options: c.Options}
-	for _, pool := range c.Config {
-		if pool == nil {
-			continue
-		}
-		cfg := network.IPAMConfig{}
-		var err error
-		if cfg.Subnet, err = parsePrefix(pool.Subnet); err != nil {
-			return nil, fmt.Errorf("ipam subnet: %w", err)
-		}
-		if cfg.IPRange, err = parsePrefix(pool.IPRange); err != nil {
-			return nil, fmt.Errorf("ipam ip_range: %w", err)
-		}
-		if cfg.Gateway, err = parseAddr(pool.Gateway); err != nil {
-			return nil, fmt.Errorf("ipam gateway: %w", err)
-		}
-		for host, addr := range pool.AuxiliaryAddresses {
-			a, err := parseAddr(addr)
-			if err != nil {
-				return nil, fmt.Errorf("ipam aux_addresses %s: %w", host, err)
-			}
-			if cfg.AuxAddress == nil {
-				cfg.AuxAddress = map[string]netip.Addr{}
-			}
-			cfg.AuxAddress[host] = a
-		}
-		ipam.Config = append(ipam.Config, cfg)
-	}
-	return ipam, nil
-}
-
-// parsePrefix parses a subnet in CIDR form; "" is the zero prefix, which the API
-// leaves out.
-func parsePrefix(s string) (netip.Prefix, error) {
-	if s == "" {
-		return netip.Prefix{}, nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not a subnet in CIDR form", s)
-	}
-	return p, nil
 }
