@@ -12,9 +12,8 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/types"
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/client"
-	"github.com/docker/docker/pkg/jsonmessage"
+	"github.com/moby/moby/client"
+	"github.com/moby/moby/client/pkg/jsonmessage"
 	"github.com/pkg/sftp"
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
@@ -266,7 +265,7 @@ func (h *sshHost) Ping(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	v, err := api.ServerVersion(ctx)
+	v, err := api.ServerVersion(ctx, client.ServerVersionOptions{})
 	if err != nil {
 		return "", fmt.Errorf("ask the Docker engine its version: %w", err)
 	}
@@ -302,7 +301,7 @@ func (h *sshHost) Pull(ctx context.Context, ref string) error {
 	if err != nil {
 		return err
 	}
-	var opts image.PullOptions
+	var opts client.ImagePullOptions
 	if h.auth != nil {
 		if opts.RegistryAuth, err = h.auth(ref); err != nil {
 			return fmt.Errorf("registry credentials: %w", err)
@@ -321,7 +320,7 @@ func (h *sshHost) RemoveImage(ctx context.Context, ref string) error {
 	if err != nil {
 		return err
 	}
-	_, err = api.ImageRemove(ctx, ref, image.RemoveOptions{PruneChildren: true})
+	_, err = api.ImageRemove(ctx, ref, client.ImageRemoveOptions{PruneChildren: true})
 	if err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
 		return err
 	}

@@ -82,10 +82,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/test/testenv"
@@ -538,13 +536,13 @@ func (d *deployBench) newCommit() (string, string) {
 	ref := d.reg + "/example/web:" + sha
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := d.cli.ImageTag(ctx, testenv.AppImageRef, ref); err != nil {
+	if _, err := d.cli.ImageTag(ctx, client.ImageTagOptions{Source: testenv.AppImageRef, Target: ref}); err != nil {
 		d.b.Fatal(err)
 	}
 	if err := testenv.PushImage(ctx, d.cli, ref, ""); err != nil {
 		d.b.Fatal(err)
 	}
-	if _, err := d.cli.ImageRemove(ctx, ref, image.RemoveOptions{}); err != nil {
+	if _, err := d.cli.ImageRemove(ctx, ref, client.ImageRemoveOptions{}); err != nil {
 		d.b.Fatal(err)
 	}
 	return version, ref
@@ -641,13 +639,13 @@ func (d *deployBench) waitHealthy(ctx context.Context, project, version string) 
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for {
-		cs, err := d.cli.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(
-			filters.Arg("label", "com.docker.compose.project="+project), filters.Arg("label", "com.docker.compose.service=web"))})
+		cs, err := d.cli.ContainerList(ctx, client.ContainerListOptions{Filters: make(client.Filters).Add("label", "com.docker.compose.project="+project, "com.docker.compose.service=web")})
 		if err != nil {
 			d.b.Fatalf("%s: %v", project, err)
 		}
-		if len(cs) == 1 {
-			ins, err := d.cli.ContainerInspect(ctx, cs[0].ID)
+		if len(cs.Items) == 1 {
+			res, err := d.cli.ContainerInspect(ctx, cs.Items[0].ID, client.ContainerInspectOptions{})
+			ins := res.Container
 			if err == nil && ins.State.Health != nil && ins.State.Health.Status == container.Healthy &&
 				slices.Contains(ins.Config.Env, "VERSION="+version) {
 				return
@@ -1011,14 +1009,14 @@ func (d *deployBench) cleanup() {
 	if d.reg == "" {
 		return
 	}
-	imgs, err := d.cli.ImageList(ctx, image.ListOptions{})
+	imgs, err := d.cli.ImageList(ctx, client.ImageListOptions{})
 	if err != nil {
 		return
 	}
-	for _, img := range imgs {
+	for _, img := range imgs.Items {
 		for _, tag := range img.RepoTags {
 			if strings.HasPrefix(tag, d.reg+"/") {
-				_, _ = d.cli.ImageRemove(ctx, tag, image.RemoveOptions{Force: true})
+				_, _ = d.cli.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
 			}
 		}
 	}
@@ -1089,7 +1087,7 @@ func overheads(runs []deployRun) string {
 }
 
 func engineVersion(cli *client.Client) string {
-	v, err := cli.ServerVersion(context.Background())
+	v, err := cli.ServerVersion(context.Background(), client.ServerVersionOptions{})
 	if err != nil {
 		return "?"
 	}
