@@ -78,14 +78,21 @@ bench-proxy:
 # docker-compose pull && up -d over ssh): wall time, shipctl's own overhead, SSH
 # connections and round trips per host. Needs root (the hosts' mount namespaces);
 # installs sshd and Debian's docker-compose (the script's) when missing.
-# BENCH_RUNS=n deploys per row (default 5).
+# BENCH_RUNS=n deploys per row (default 5). BASE=rev also deploys with the shipctl of
+# that git revision in the same rounds and prints this tree's time over it.
 .PHONY: bench-deploy
 bench-deploy: deps
 	@command -v docker-compose >/dev/null 2>&1 || { \
 		echo "bench-deploy: installing Debian's docker-compose, for the plain-script baseline"; \
 		sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
-	$(GO) test -run '^$$' -bench '^BenchmarkDeploy$$' -benchtime 1x -count 1 -timeout 20m ./test/bench
+	@base=; if [ -n "$(BASE)" ]; then \
+		tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		git archive "$(BASE)" | tar -x -C "$$tmp" && \
+		(cd "$$tmp" && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o "$$tmp/shipctl-base" ./cmd/shipctl) && \
+		base="$$tmp/shipctl-base"; \
+	fi; \
+	BENCH_BASE_SHIPCTL="$$base" $(GO) test -run '^$$' -bench '^BenchmarkDeploy$$' -benchtime 1x -count 1 -timeout 30m ./test/bench
 
 # The highest fixed rate at which deploys through shipd keep zero failed requests, on
 # this machine, next to the agentless path (a recreate behind a published port); and

@@ -138,6 +138,7 @@ type deployBench struct {
 	b       *testing.B
 	cli     *client.Client
 	shipctl string
+	base    string // another shipctl to compare with; "" none
 	reg     string // the registry's address
 	repo    string // the app's checkout
 	mnt     string // the hosts' folder, as they see it
@@ -220,6 +221,9 @@ func measureDeploy(b *testing.B) map[string]float64 {
 	testenv.AppImage(b, d.cli)
 	bins := buildBins(b, "shipctl", "./cmd/shipctl", "registry", "./test/cmd/registry", "sftpcount", "./test/cmd/sftpcount")
 	d.shipctl = bins["shipctl"]
+	// BENCH_BASE_SHIPCTL: another shipctl (an earlier commit's, `make bench-deploy
+	// BASE=rev` builds it) deployed in the same rounds, for a before/after ratio.
+	d.base = os.Getenv("BENCH_BASE_SHIPCTL")
 
 	// The registry, a process of its own.
 	d.reg = startProc(b, bins["registry"], "-dir", b.TempDir(), "-listen", "127.0.0.1:0", "-max-life", "1h").addr
@@ -290,10 +294,7 @@ func measureDeploy(b *testing.B) map[string]float64 {
 	d.setupScript(key.UserKeyFile)
 
 	one, four := d.hosts[:1], d.hosts
-	rows := []struct {
-		name string
-		run  func() deployRun
-	}{
+	rows := []benchRow{
 		{"shipctl deploy, 1 host", func() deployRun { return d.ship("ship-one.yaml", "one", one, true) }},
 		{"shipctl deploy, 4 hosts", func() deployRun { return d.ship("ship-four.yaml", "four", four, true) }},
 		{"shipctl no-op redeploy, 1 host", func() deployRun { return d.ship("ship-one.yaml", "one", one, false) }},
@@ -302,6 +303,14 @@ func measureDeploy(b *testing.B) map[string]float64 {
 		{"script, 4 hosts", func() deployRun { return d.plain(four, true) }},
 		{"script no-op, 1 host", func() deployRun { return d.plain(one, false) }},
 		{"script no-op, 4 hosts", func() deployRun { return d.plain(four, false) }},
+	}
+	order := []int{0, 2, 1, 3, 4, 6, 5, 7}
+	if d.base != "" {
+		rows = append(rows,
+			benchRow{"base shipctl deploy, 1 host", func() deployRun { return d.shipWith(d.base, "ship-one.yaml", "one", one, true) }},
+			benchRow{"base shipctl no-op, 1 host", func() deployRun { return d.shipWith(d.base, "ship-one.yaml", "one", one, false) }},
+		)
+		order = append(order, 8, 9)
 	}
 	// A first deploy creates what later ones only change (networks, the first
 	// container, the hosts' folders): it is not measured.
@@ -314,7 +323,7 @@ func measureDeploy(b *testing.B) map[string]float64 {
 	for range runs {
 		// A new commit for each deploy row, then its no-op redeploy: rows 0 and 2, 1
 		// and 3 go in pairs, and the script's the same.
-		for _, i := range []int{0, 2, 1, 3, 4, 6, 5, 7} {
+		for _, i := range order {
 			results[i] = append(results[i], rows[i].run())
 		}
 	}
@@ -387,6 +396,10 @@ func measureDeploy(b *testing.B) map[string]float64 {
 	w("\nshipctl / script (until healthy): 1 host %.2fx, 4 hosts %.2fx; no-op 1 host %.2fx, 4 hosts %.2fx; the script's 4 hosts / 1 host %.2fx\n",
 		ratio(med[0].wall, med[4].healthy), ratio(med[1].wall, med[5].healthy),
 		ratio(med[2].wall, med[6].healthy), ratio(med[3].wall, med[7].healthy), fanoutScript)
+	if d.base != "" {
+		w("this tree / base shipctl (%s), wall time: deploy 1 host %.2fx, no-op 1 host %.2fx\n",
+			d.base, ratio(med[0].wall, med[8].wall), ratio(med[2].wall, med[9].wall))
+	}
 	w("  (ratio < 1: shipctl is quicker; shipctl also uploads release.json, locks, checks the registry and the plan, and\n")
 	w("   switches current; the script does none of that, and docker-compose v1 is a Python program started twice per host)\n\n")
 
@@ -548,8 +561,19 @@ func (d *deployBench) newCommit() (string, string) {
 	return version, ref
 }
 
+// benchRow is one row of the table: what it deploys, and how.
+type benchRow struct {
+	name string
+	run  func() deployRun
+}
+
 // ship runs shipctl deploy (of a new commit when fresh) and measures it.
 func (d *deployBench) ship(cfg, env string, hosts []*benchHost, fresh bool) deployRun {
+	return d.shipWith(d.shipctl, cfg, env, hosts, fresh)
+}
+
+// shipWith is ship with the shipctl binary bin.
+func (d *deployBench) shipWith(bin, cfg, env string, hosts []*benchHost, fresh bool) deployRun {
 	b := d.b
 	if fresh {
 		d.newCommit()
@@ -559,7 +583,7 @@ func (d *deployBench) ship(cfg, env string, hosts []*benchHost, fresh bool) depl
 	defer cancel()
 	// --debug: sshx logs when each host's SSH connection is up, the one moment of a
 	// host's preflight that no event marks.
-	cmd := exec.CommandContext(ctx, d.shipctl, "-c", cfg, "--json", "--debug", "deploy", env, "--untested")
+	cmd := exec.CommandContext(ctx, bin, "-c", cfg, "--json", "--debug", "deploy", env, "--untested")
 	cmd.Dir = d.repo
 	cmd.Env = d.env
 	var stdout, stderr bytes.Buffer
