@@ -35,7 +35,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
@@ -167,7 +167,7 @@ func newAgent(ctx context.Context, cfg Config, log *slog.Logger, inh *proxy.Inhe
 	if warning != nil {
 		log.Error("state", "err", warning)
 	}
-	docker, err := client.NewClientWithOpts(client.WithHost("unix://"+cfg.Docker), client.WithAPIVersionNegotiation())
+	docker, err := client.New(client.WithHost("unix://" + cfg.Docker))
 	if err != nil {
 		return nil, nil, fmt.Errorf("docker client: %w", err)
 	}

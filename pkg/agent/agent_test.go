@@ -24,10 +24,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
 
 	"github.com/shipdeploy/ship/pkg/agent"
 	"github.com/shipdeploy/ship/pkg/agentapi"
@@ -376,16 +373,17 @@ func (a *app) containers() map[string][]string {
 	a.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cs, err := a.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", "com.docker.compose.project="+a.name))})
+	cs, err := a.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", "com.docker.compose.project="+a.name)})
 	if err != nil {
 		a.t.Fatal(err)
 	}
 	out := map[string][]string{}
-	for _, c := range cs {
-		ins, err := a.cli.ContainerInspect(ctx, c.ID)
+	for _, c := range cs.Items {
+		res, err := a.cli.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
 		if err != nil {
 			continue
 		}
+		ins := res.Container
 		ver := ""
 		for _, e := range ins.Config.Env {
 			if v, ok := strings.CutPrefix(e, "VERSION="); ok {
@@ -802,14 +800,14 @@ func (a *app) registryImage(reg *testenv.RegistryServer, tag string) string {
 	ref := reg.Addr + "/" + a.name + "/web:" + tag
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := a.cli.ImageTag(ctx, testenv.AppImageRef, ref); err != nil {
+	if _, err := a.cli.ImageTag(ctx, client.ImageTagOptions{Source: testenv.AppImageRef, Target: ref}); err != nil {
 		a.t.Fatal(err)
 	}
 	reg.Push(a.t, a.cli, ref)
-	if _, err := a.cli.ImageRemove(ctx, ref, image.RemoveOptions{}); err != nil {
+	if _, err := a.cli.ImageRemove(ctx, ref, client.ImageRemoveOptions{}); err != nil {
 		a.t.Fatal(err)
 	}
-	a.t.Cleanup(func() { a.cli.ImageRemove(context.Background(), ref, image.RemoveOptions{}) })
+	a.t.Cleanup(func() { a.cli.ImageRemove(context.Background(), ref, client.ImageRemoveOptions{}) })
 	return ref
 }
 

@@ -49,6 +49,9 @@ func TestCheckTested(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), testSHA) || !strings.Contains(err.Error(), "shipctl test") || !strings.Contains(err.Error(), "--untested") {
 		t.Errorf("an untested sha must be refused, naming it, shipctl test and --untested: %v", err)
 	}
+	if out.Len() != 0 || errOut.Len() != 0 {
+		t.Errorf("a refused sha: the error says it all, yet it printed %q and %q", out, errOut)
+	}
 
 	// --untested: a warning on stderr, and with --json an event as well.
 	io, out, errOut = testIO("", false)

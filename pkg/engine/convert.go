@@ -2,19 +2,15 @@ package engine
 
 import (
 	"fmt"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/mount"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/strslice"
-	"github.com/docker/docker/api/types/versions"
-	"github.com/docker/go-connections/nat"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client/pkg/versions"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -98,7 +94,33 @@ type createInput struct {
 func buildCreate(in createInput) (createSpec, error) {
 	p, s := in.project, in.service
 	name := containerName(p.Name, s, in.number)
+	cfg := containerConfig(in)
+	bindings, err := publish(s, cfg.ExposedPorts)
+	if err != nil {
+		return createSpec{}, err
+	}
+	host, err := hostConfig(in, bindings)
+	if err != nil {
+		return createSpec{}, err
+	}
 
+	spec := createSpec{name: name, config: cfg, host: host}
+	if s.Platform != "" {
+		pl, err := parsePlatform(s.Platform)
+		if err != nil {
+			return createSpec{}, fmt.Errorf("service %s: %w", s.Name, err)
+		}
+		spec.platform = pl
+	}
+	if err := networking(&spec, in); err != nil {
+		return createSpec{}, err
+	}
+	return spec, nil
+}
+
+// createLabels are the service's labels and those docker compose sets.
+func createLabels(in createInput) map[string]string {
+	p, s := in.project, in.service
 	labels := map[string]string{}
 	for k, v := range s.Labels {
 		labels[k] = v
@@ -125,93 +147,71 @@ func buildCreate(in createInput) (createSpec, error) {
 	} {
 		labels[k] = v
 	}
+	return labels
+}
 
+// containerConfig is the create request's container part, its exposed ports still
+// empty (see publish).
+func containerConfig(in createInput) *container.Config {
+	s := in.service
 	cfg := &container.Config{
 		Hostname:     s.Hostname,
 		Domainname:   s.DomainName,
 		User:         s.User,
-		ExposedPorts: nat.PortSet{},
+		ExposedPorts: network.PortSet{},
 		Tty:          s.Tty,
 		OpenStdin:    s.StdinOpen,
 		AttachStdout: true,
 		AttachStderr: true,
 		Env:          environment(s.Environment),
-		Image:        imageRef(p.Name, s),
+		Image:        imageRef(in.project.Name, s),
 		WorkingDir:   s.WorkingDir,
-		Labels:       labels,
+		Labels:       createLabels(in),
 		StopSignal:   s.StopSignal,
 		Healthcheck:  healthConfig(s.HealthCheck, in.apiVersion),
 	}
 	if s.Command != nil {
-		cfg.Cmd = strslice.StrSlice(s.Command)
+		cfg.Cmd = s.Command
 	}
 	if s.Entrypoint != nil {
-		cfg.Entrypoint = strslice.StrSlice(s.Entrypoint)
+		cfg.Entrypoint = s.Entrypoint
 	}
 	if s.StopGracePeriod != nil {
 		secs := int(time.Duration(*s.StopGracePeriod).Round(time.Second) / time.Second)
 		cfg.StopTimeout = &secs
 	}
+	return cfg
+}
 
-	bindings := nat.PortMap{}
-	for _, e := range s.Expose {
-		ports, err := exposedPorts(e)
-		if err != nil {
-			return createSpec{}, fmt.Errorf("service %s: expose %q: %w", s.Name, e, err)
-		}
-		for _, port := range ports {
-			cfg.ExposedPorts[port] = struct{}{}
-		}
-	}
-	for _, pc := range s.Ports {
-		proto := pc.Protocol
-		if proto == "" {
-			proto = "tcp"
-		}
-		port, err := nat.NewPort(proto, strconv.FormatUint(uint64(pc.Target), 10))
-		if err != nil {
-			return createSpec{}, fmt.Errorf("service %s: port %d: %w", s.Name, pc.Target, err)
-		}
-		cfg.ExposedPorts[port] = struct{}{}
-		bindings[port] = append(bindings[port], nat.PortBinding{HostIP: pc.HostIP, HostPort: pc.Published})
-	}
-
+// hostConfig is the create request's host part: restart policy, mounts, DNS, logging,
+// limits and the published ports (bindings). The network mode is set by networking.
+func hostConfig(in createInput, bindings network.PortMap) (*container.HostConfig, error) {
+	s := in.service
 	restart := container.RestartPolicy{Name: container.RestartPolicyDisabled}
 	if s.Restart != "" {
 		r, err := restartPolicy(s.Restart)
 		if err != nil {
-			return createSpec{}, fmt.Errorf("service %s: %w", s.Name, err)
+			return nil, fmt.Errorf("service %s: %w", s.Name, err)
 		}
 		restart = r
 	}
 	if s.Deploy != nil && s.Deploy.RestartPolicy != nil {
 		restart = deployRestartPolicy(*s.Deploy.RestartPolicy)
 	}
-
-	binds, mounts := volumeMounts(p, s, in.inherit)
-	tmpfs := map[string]string{}
-	for _, t := range s.Tmpfs {
-		target, opts, _ := strings.Cut(t, ":")
-		tmpfs[target] = opts
+	dns, err := parseAddrs(s.DNS)
+	if err != nil {
+		return nil, fmt.Errorf("service %s: dns: %w", s.Name, err)
 	}
-
-	var logConfig container.LogConfig
-	switch {
-	case s.Logging != nil:
-		logConfig = container.LogConfig{Type: s.Logging.Driver, Config: s.Logging.Options}
-	case s.LogDriver != "" || len(s.LogOpt) > 0:
-		logConfig = container.LogConfig{Type: s.LogDriver, Config: s.LogOpt}
-	}
-
+	binds, mounts := volumeMounts(in.project, s, in.inherit)
 	host := &container.HostConfig{
 		Binds:          binds,
 		Mounts:         mounts,
-		Tmpfs:          tmpfs,
+		Tmpfs:          tmpfs(s.Tmpfs),
 		PortBindings:   bindings,
 		RestartPolicy:  restart,
-		CapAdd:         strslice.StrSlice(s.CapAdd),
-		CapDrop:        strslice.StrSlice(s.CapDrop),
-		DNS:            s.DNS,
+		CapAdd:         s.CapAdd,
+		CapDrop:        s.CapDrop,
+		DNS:            dns,
 		DNSSearch:      s.DNSSearch,
 		DNSOptions:     s.DNSOpts,
 		ExtraHosts:     extraHosts(s.ExtraHosts),
@@ -226,39 +226,59 @@ func buildCreate(in createInput) (createSpec, error) {
 		ShmSize:        int64(s.ShmSize),
 		Sysctls:        s.Sysctls,
 		Init:           s.Init,
-		LogConfig:      logConfig,
+		LogConfig:      logConfig(s),
 		Resources:      resources(s),
 	}
-	if len(host.Tmpfs) == 0 {
-		host.Tmpfs = nil
-	}
+	return host, nil
+}
 
-	spec := createSpec{name: name, config: cfg, host: host}
-	if s.Platform != "" {
-		pl, err := parsePlatform(s.Platform)
-		if err != nil {
-			return createSpec{}, fmt.Errorf("service %s: %w", s.Name, err)
-		}
-		spec.platform = pl
+// tmpfs maps the service's tmpfs entries (target[:options]); none is nil.
+func tmpfs(entries []string) map[string]string {
+	if len(entries) == 0 {
+		return nil
 	}
+	out := map[string]string{}
+	for _, t := range entries {
+		target, opts, _ := strings.Cut(t, ":")
+		out[target] = opts
+	}
+	return out
+}
 
+// logConfig maps logging (or the older log_driver and log_opt).
+func logConfig(s types.ServiceConfig) container.LogConfig {
+	switch {
+	case s.Logging != nil:
+		return container.LogConfig{Type: s.Logging.Driver, Config: s.Logging.Options}
+	case s.LogDriver != "" || len(s.LogOpt) > 0:
+		return container.LogConfig{Type: s.LogDriver, Config: s.LogOpt}
+	}
+	return container.LogConfig{}
+}
+
+// networking sets the network mode and the networks the container joins: the
+// primary one at create; the others at create too from API 1.44, else connected after
+// create and before start (spec.connect).
+func networking(spec *createSpec, in createInput) error {
+	p, s := in.project, in.service
 	mode := s.NetworkMode
 	if in.networkMode != "" {
 		mode = in.networkMode
 	}
 	if mode != "" {
-		host.NetworkMode = container.NetworkMode(mode)
-		return spec, nil
+		spec.host.NetworkMode = container.NetworkMode(mode)
+		return nil
 	}
 	keys := serviceNetworks(s)
 	eps := make([]endpoint, 0, len(keys))
 	for _, key := range keys {
-		eps = append(eps, endpoint{
-			network:  networkName(p, key),
-			settings: endpointSettings(s, name, s.Networks[key]),
-		})
+		settings, err := endpointSettings(s, spec.name, s.Networks[key])
+		if err != nil {
+			return fmt.Errorf("service %s: network %s: %w", s.Name, key, err)
+		}
+		eps = append(eps, endpoint{network: networkName(p, key), settings: settings})
 	}
-	host.NetworkMode = container.NetworkMode(eps[0].network)
+	spec.host.NetworkMode = container.NetworkMode(eps[0].network)
 	spec.network = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
 		eps[0].network: eps[0].settings,
 	}}
@@ -269,29 +289,7 @@ func buildCreate(in createInput) (createSpec, error) {
 	} else {
 		spec.connect = eps[1:]
 	}
-	return spec, nil
-}
-
-// endpointSettings attaches the container to one network under the names docker
-// compose registers: the container's name, the service's name and its aliases.
-func endpointSettings(s types.ServiceConfig, name string, cfg *types.ServiceNetworkConfig) *network.EndpointSettings {
-	aliases := []string{name}
-	if cfg.ServiceNameAliasEnabled() {
-		aliases = append(aliases, s.Name)
-	}
-	ep := &network.EndpointSettings{}
-	if cfg != nil {
-		aliases = append(aliases, cfg.Aliases...)
-		if cfg.Ipv4Address != "" || cfg.Ipv6Address != "" || len(cfg.LinkLocalIPs) > 0 {
-			ep.IPAMConfig = &network.EndpointIPAMConfig{
-				IPv4Address:  cfg.Ipv4Address,
-				IPv6Address:  cfg.Ipv6Address,
-				LinkLocalIPs: cfg.LinkLocalIPs,
-			}
-		}
-	}
-	ep.Aliases = aliases
-	return ep
+	return nil
 }
 
 // environment renders the resolved environment as KEY=value, sorted; a key without a
@@ -307,231 +305,6 @@ func environment(env types.MappingWithEquals) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func extraHosts(h types.HostsList) []string {
-	if len(h) == 0 {
-		return nil
-	}
-	l := h.AsList(":")
-	sort.Strings(l)
-	return l
-}
-
-// exposedPorts expands an expose entry: 3000, 3000/udp or a range 3000-3005/tcp.
-func exposedPorts(e string) ([]nat.Port, error) {
-	rng, proto, _ := strings.Cut(e, "/")
-	if proto == "" {
-		proto = "tcp"
-	}
-	start, end, err := nat.ParsePortRangeToInt(rng)
-	if err != nil {
-		return nil, err
-	}
-	var ports []nat.Port
-	for port := start; port <= end; port++ {
-		p, err := nat.NewPort(proto, strconv.Itoa(port))
-		if err != nil {
-			return nil, err
-		}
-		ports = append(ports, p)
-	}
-	return ports, nil
-}
-
-// healthConfig maps a compose healthcheck; nil keeps the image's HEALTHCHECK. Fields
-// left out inherit from the image (the engine merges them).
-func healthConfig(h *types.HealthCheckConfig, apiVersion string) *container.HealthConfig {
-	if h == nil {
-		return nil
-	}
-	if h.Disable {
-		return &container.HealthConfig{Test: []string{"NONE"}}
-	}
-	hc := &container.HealthConfig{Test: h.Test}
-	if h.Interval != nil {
-		hc.Interval = time.Duration(*h.Interval)
-	}
-	if h.Timeout != nil {
-		hc.Timeout = time.Duration(*h.Timeout)
-	}
-	if h.StartPeriod != nil {
-		hc.StartPeriod = time.Duration(*h.StartPeriod)
-	}
-	// start_interval came with API 1.44; older engines probe at interval throughout.
-	if h.StartInterval != nil && versions.GreaterThanOrEqualTo(apiVersion, "1.44") {
-		hc.StartInterval = time.Duration(*h.StartInterval)
-	}
-	if h.Retries != nil {
-		hc.Retries = int(*h.Retries)
-	}
-	return hc
-}
-
-// restartPolicy parses restart: "no", always, unless-stopped or on-failure[:N].
-func restartPolicy(r string) (container.RestartPolicy, error) {
-	name, count, hasCount := strings.Cut(r, ":")
-	switch name {
-	case "no":
-		if !hasCount {
-			return container.RestartPolicy{Name: container.RestartPolicyDisabled}, nil
-		}
-	case "always", "unless-stopped":
-		if !hasCount {
-			return container.RestartPolicy{Name: container.RestartPolicyMode(name)}, nil
-		}
-	case "on-failure":
-		p := container.RestartPolicy{Name: container.RestartPolicyOnFailure}
-		if !hasCount {
-			return p, nil
-		}
-		n, err := strconv.Atoi(count)
-		if err == nil && n >= 0 {
-			p.MaximumRetryCount = n
-			return p, nil
-		}
-	}
-	return container.RestartPolicy{}, fmt.Errorf("restart %q is not a restart policy (\"no\", always, unless-stopped, on-failure[:N])", r)
-}
-
-func deployRestartPolicy(rp types.RestartPolicy) container.RestartPolicy {
-	p := container.RestartPolicy{}
-	switch rp.Condition {
-	case "none", "no":
-		p.Name = container.RestartPolicyDisabled
-	case "on-failure":
-		p.Name = container.RestartPolicyOnFailure
-	default: // "any", "" and anything else: compose and swarm restart on any exit
-		p.Name = container.RestartPolicyAlways
-	}
-	if rp.MaxAttempts != nil && p.Name == container.RestartPolicyOnFailure {
-		p.MaximumRetryCount = int(*rp.MaxAttempts)
-	}
-	return p
-}
-
-// resources maps the service's limits; deploy.resources wins where both are set, as
-// in docker compose.
-func resources(s types.ServiceConfig) container.Resources {
-	r := container.Resources{
-		CPUShares:         s.CPUShares,
-		CPUPeriod:         s.CPUPeriod,
-		CPUQuota:          s.CPUQuota,
-		CpusetCpus:        s.CPUSet,
-		Memory:            int64(s.MemLimit),
-		MemoryReservation: int64(s.MemReservation),
-		MemorySwap:        int64(s.MemSwapLimit),
-		NanoCPUs:          nanoCPUs(s.CPUS),
-		Ulimits:           ulimits(s.Ulimits),
-	}
-	if s.PidsLimit != 0 {
-		n := s.PidsLimit
-		r.PidsLimit = &n
-	}
-	if s.Deploy != nil {
-		if l := s.Deploy.Resources.Limits; l != nil {
-			if l.MemoryBytes != 0 {
-				r.Memory = int64(l.MemoryBytes)
-			}
-			if l.NanoCPUs != 0 {
-				r.NanoCPUs = nanoCPUs(float32(l.NanoCPUs))
-			}
-			if l.Pids > 0 {
-				n := l.Pids
-				r.PidsLimit = &n
-			}
-		}
-		if rs := s.Deploy.Resources.Reservations; rs != nil && rs.MemoryBytes != 0 {
-			r.MemoryReservation = int64(rs.MemoryBytes)
-		}
-	}
-	return r
-}
-
-// nanoCPUs converts cpus (e.g. 0.1) through its shortest decimal form, so float32
-// rounding does not show up in the engine's value.
-func nanoCPUs(cpus float32) int64 {
-	if cpus == 0 {
-		return 0
-	}
-	f, _ := strconv.ParseFloat(strconv.FormatFloat(float64(cpus), 'f', -1, 32), 64)
-	return int64(f*1e9 + 0.5)
-}
-
-func ulimits(m map[string]*types.UlimitsConfig) []*container.Ulimit {
-	names := make([]string, 0, len(m))
-	for name := range m {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	var out []*container.Ulimit
-	for _, name := range names {
-		u := m[name]
-		if u == nil {
-			continue
-		}
-		soft, hard := u.Soft, u.Hard
-		if u.Single != 0 {
-			soft, hard = u.Single, u.Single
-		}
-		out = append(out, &container.Ulimit{Name: name, Soft: int64(soft), Hard: int64(hard)})
-	}
-	return out
-}
-
-// volumeMounts maps the service's volumes. Binds that may create their host path use
-// the legacy Binds list, which does; binds with create_host_path: false use a bind
-// mount, which fails when the path is missing, as docker compose does. Anonymous
-// volumes of a replaced container are mounted again at the same place (inherit).
-func volumeMounts(p *types.Project, s types.ServiceConfig, inherit map[string]string) ([]string, []mount.Mount) {
-	var binds []string
-	var mounts []mount.Mount
-	used := map[string]bool{}
-	for _, v := range s.Volumes {
-		used[v.Target] = true
-		switch v.Type {
-		case types.VolumeTypeBind:
-			if v.Bind != nil && !bool(v.Bind.CreateHostPath) {
-				m := mount.Mount{Type: mount.TypeBind, Source: v.Source, Target: v.Target, ReadOnly: v.ReadOnly}
-				if v.Bind.Propagation != "" {
-					m.BindOptions = &mount.BindOptions{Propagation: mount.Propagation(v.Bind.Propagation)}
-				}
-				mounts = append(mounts, m)
-				continue
-			}
-			binds = append(binds, v.String())
-		case types.VolumeTypeVolume:
-			m := mount.Mount{Type: mount.TypeVolume, Target: v.Target, ReadOnly: v.ReadOnly}
-			if v.Source != "" {
-				m.Source = volumeName(p, v.Source)
-			} else if name, ok := inherit[v.Target]; ok {
-				m.Source = name
-			}
-			if v.Volume != nil && (v.Volume.NoCopy || v.Volume.Subpath != "") {
-				m.VolumeOptions = &mount.VolumeOptions{NoCopy: v.Volume.NoCopy, Subpath: v.Volume.Subpath}
-			}
-			mounts = append(mounts, m)
-		case types.VolumeTypeTmpfs:
-			m := mount.Mount{Type: mount.TypeTmpfs, Target: v.Target, ReadOnly: v.ReadOnly}
-			if v.Tmpfs != nil && (v.Tmpfs.Size != 0 || v.Tmpfs.Mode != 0) {
-				m.TmpfsOptions = &mount.TmpfsOptions{SizeBytes: int64(v.Tmpfs.Size), Mode: os.FileMode(v.Tmpfs.Mode)}
-			}
-			mounts = append(mounts, m)
-		}
-	}
-	// Volumes declared by the image (VOLUME) that the service does not mount.
-	targets := make([]string, 0, len(inherit))
-	for target := range inherit {
-		targets = append(targets, target)
-	}
-	sort.Strings(targets)
-	for _, target := range targets {
-		if used[target] {
-			continue
-		}
-		mounts = append(mounts, mount.Mount{Type: mount.TypeVolume, Source: inherit[target], Target: target})
-	}
-	return binds, mounts
 }
 
 // parsePlatform parses os[/arch[/variant]].

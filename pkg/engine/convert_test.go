@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -12,9 +13,9 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/mount"
-	"github.com/docker/go-connections/nat"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/network"
 )
 
 func loadProject(t *testing.T, yaml string) *types.Project {
@@ -187,18 +188,18 @@ volumes:
 			t.Errorf("label %s = %q, want %q", k, c.Labels[k], want)
 		}
 	}
-	for _, port := range []nat.Port{"80/tcp", "9000/udp", "9001/udp", "443/tcp", "3000/tcp", "4000/udp", "4001/udp"} {
-		if _, ok := c.ExposedPorts[port]; !ok {
+	for _, port := range []string{"80/tcp", "9000/udp", "9001/udp", "443/tcp", "3000/tcp", "4000/udp", "4001/udp"} {
+		if _, ok := c.ExposedPorts[network.MustParsePort(port)]; !ok {
 			t.Errorf("port %s not exposed: %v", port, c.ExposedPorts)
 		}
 	}
-	if b := h.PortBindings["80/tcp"]; len(b) != 1 || b[0] != (nat.PortBinding{HostIP: "127.0.0.1", HostPort: "8080"}) {
+	if b := h.PortBindings[network.MustParsePort("80/tcp")]; len(b) != 1 || b[0] != (network.PortBinding{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: "8080"}) {
 		t.Errorf("80/tcp bindings = %v", b)
 	}
-	if b := h.PortBindings["443/tcp"]; len(b) != 1 || b[0] != (nat.PortBinding{HostIP: "0.0.0.0", HostPort: "8443"}) {
+	if b := h.PortBindings[network.MustParsePort("443/tcp")]; len(b) != 1 || b[0] != (network.PortBinding{HostIP: netip.MustParseAddr("0.0.0.0"), HostPort: "8443"}) {
 		t.Errorf("443/tcp bindings = %v", b)
 	}
-	if b := h.PortBindings["9001/udp"]; len(b) != 1 || b[0].HostPort != "9001" {
+	if b := h.PortBindings[network.MustParsePort("9001/udp")]; len(b) != 1 || b[0].HostPort != "9001" {
 		t.Errorf("9001/udp bindings = %v", b)
 	}
 	if !slices.Equal(h.Binds, []string{"/srv/app/conf:/etc/app:ro"}) {
@@ -239,7 +240,7 @@ volumes:
 	}
 	if !slices.Equal(h.ExtraHosts, []string{"db.local:10.0.0.2"}) || h.Init == nil || !*h.Init || !h.ReadonlyRootfs ||
 		!h.Privileged || !slices.Equal(h.CapAdd, []string{"NET_ADMIN"}) || !slices.Equal(h.CapDrop, []string{"ALL"}) ||
-		!slices.Equal(h.DNS, []string{"1.1.1.1"}) || !slices.Equal(h.DNSSearch, []string{"example.com"}) ||
+		!slices.Equal(h.DNS, []netip.Addr{netip.MustParseAddr("1.1.1.1")}) || !slices.Equal(h.DNSSearch, []string{"example.com"}) ||
 		h.Sysctls["net.core.somaxconn"] != "1024" || h.ShmSize != 64<<20 {
 		t.Errorf("host config = %+v", h)
 	}
@@ -259,7 +260,7 @@ volumes:
 		t.Fatalf("network mode %s, endpoints %v", h.NetworkMode, spec.network.EndpointsConfig)
 	}
 	back := spec.network.EndpointsConfig["demo_back"]
-	if !slices.Equal(back.Aliases, []string{"demo-web-1", "web", "api"}) || back.IPAMConfig == nil || back.IPAMConfig.IPv4Address != "172.30.0.10" {
+	if !slices.Equal(back.Aliases, []string{"demo-web-1", "web", "api"}) || back.IPAMConfig == nil || back.IPAMConfig.IPv4Address != netip.MustParseAddr("172.30.0.10") {
 		t.Errorf("back endpoint = %+v", back)
 	}
 	if len(spec.connect) != 1 || spec.connect[0].network != "demo_front" || !slices.Equal(spec.connect[0].settings.Aliases, []string{"demo-web-1", "web"}) {

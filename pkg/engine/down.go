@@ -8,10 +8,8 @@ import (
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/volume"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -47,14 +45,15 @@ func (e *Engine) Down(ctx context.Context, project string, o DownOptions) error 
 		}
 	}
 
-	byProject := filters.NewArgs(filters.Arg("label", labelProject+"="+project))
-	nets, err := e.api.NetworkList(ctx, network.ListOptions{Filters: byProject})
+	byProject := make(client.Filters).Add("label", labelProject+"="+project)
+	netList, err := e.api.NetworkList(ctx, client.NetworkListOptions{Filters: byProject})
+	nets := netList.Items
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list networks of %s: %w", project, err))
 	}
 	sort.Slice(nets, func(i, j int) bool { return nets[i].Name < nets[j].Name })
 	for _, n := range nets {
-		if err := e.api.NetworkRemove(ctx, n.ID); err != nil && !cerrdefs.IsNotFound(err) {
+		if _, err := e.api.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("remove network %s: %w", n.Name, err))
 			continue
 		}
@@ -62,13 +61,13 @@ func (e *Engine) Down(ctx context.Context, project string, o DownOptions) error 
 	}
 
 	if o.Volumes {
-		vols, err := e.api.VolumeList(ctx, volume.ListOptions{Filters: byProject})
+		vols, err := e.api.VolumeList(ctx, client.VolumeListOptions{Filters: byProject})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("list volumes of %s: %w", project, err))
 		}
-		sort.Slice(vols.Volumes, func(i, j int) bool { return vols.Volumes[i].Name < vols.Volumes[j].Name })
-		for _, v := range vols.Volumes {
-			if err := e.api.VolumeRemove(ctx, v.Name, false); err != nil && !cerrdefs.IsNotFound(err) {
+		sort.Slice(vols.Items, func(i, j int) bool { return vols.Items[i].Name < vols.Items[j].Name })
+		for _, v := range vols.Items {
+			if _, err := e.api.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("remove volume %s: %w", v.Name, err))
 				continue
 			}

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
 )
 
 // Labels docker compose v2 sets, and reads back in `docker compose ps`, `down` and `up`.
@@ -35,9 +35,10 @@ const (
 )
 
 // Local returns a client for the engine named by the environment (DOCKER_HOST and
-// friends, else the local socket), its API version negotiated with the engine.
+// friends, else the local socket). It negotiates its API version with the engine on
+// its first request (down to client.MinAPIVersion), unless DOCKER_API_VERSION fixes it.
 func Local() (*client.Client, error) {
-	return client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	return client.New(client.FromEnv)
 }
 
 // Engine applies compose projects to one Docker engine.
@@ -146,12 +147,12 @@ func (r *reporter) event(service, container, action, msg string) {
 // apiVersion negotiates (when the client is set up to) and returns the API version
 // requests will use.
 func (e *Engine) apiVersion(ctx context.Context) string {
-	e.api.NegotiateAPIVersion(ctx)
+	_, _ = e.api.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
 	return e.api.ClientVersion()
 }
 
 // Ping checks that the engine answers.
 func (e *Engine) Ping(ctx context.Context) error {
-	_, err := e.api.Ping(ctx)
+	_, err := e.api.Ping(ctx, client.PingOptions{})
 	return err
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -18,12 +19,9 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/volume"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
 
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/test/testenv"
@@ -97,30 +95,30 @@ func (s *stack) mustUp(p *types.Project, o engine.UpOptions) *recorder {
 
 func (s *stack) inspect(name string) container.InspectResponse {
 	s.t.Helper()
-	c, err := s.cli.ContainerInspect(context.Background(), name)
+	c, err := s.cli.ContainerInspect(context.Background(), name, client.ContainerInspectOptions{})
 	if err != nil {
 		s.t.Fatalf("inspect %s: %v", name, err)
 	}
-	return c
+	return c.Container
 }
 
-func (s *stack) byProject() filters.Args {
-	return filters.NewArgs(filters.Arg("label", "com.docker.compose.project="+s.name))
+func (s *stack) byProject() client.Filters {
+	return make(client.Filters).Add("label", "com.docker.compose.project="+s.name)
 }
 
 func (s *stack) assertGone(ctx context.Context) {
 	s.t.Helper()
-	cs, err := s.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: s.byProject()})
-	if err != nil || len(cs) > 0 {
-		s.t.Errorf("after down: %d containers left (%v)", len(cs), err)
+	cs, err := s.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: s.byProject()})
+	if err != nil || len(cs.Items) > 0 {
+		s.t.Errorf("after down: %d containers left (%v)", len(cs.Items), err)
 	}
-	nets, err := s.cli.NetworkList(ctx, network.ListOptions{Filters: s.byProject()})
-	if err != nil || len(nets) > 0 {
-		s.t.Errorf("after down: %d networks left (%v)", len(nets), err)
+	nets, err := s.cli.NetworkList(ctx, client.NetworkListOptions{Filters: s.byProject()})
+	if err != nil || len(nets.Items) > 0 {
+		s.t.Errorf("after down: %d networks left (%v)", len(nets.Items), err)
 	}
-	vols, err := s.cli.VolumeList(ctx, volume.ListOptions{Filters: s.byProject()})
-	if err != nil || len(vols.Volumes) > 0 {
-		s.t.Errorf("after down: %d volumes left (%v)", len(vols.Volumes), err)
+	vols, err := s.cli.VolumeList(ctx, client.VolumeListOptions{Filters: s.byProject()})
+	if err != nil || len(vols.Items) > 0 {
+		s.t.Errorf("after down: %d volumes left (%v)", len(vols.Items), err)
 	}
 }
 
@@ -213,17 +211,19 @@ func TestUpCreatesThenLeavesAloneThenRecreatesWhatChanged(t *testing.T) {
 	}
 
 	// Network and volume, named and labelled as docker compose does.
-	net, err := s.cli.NetworkInspect(ctx, s.name+"_default", network.InspectOptions{})
+	netRes, err := s.cli.NetworkInspect(ctx, s.name+"_default", client.NetworkInspectOptions{})
 	if err != nil {
 		t.Fatalf("default network: %v", err)
 	}
+	net := netRes.Network
 	if net.Labels["com.docker.compose.project"] != s.name || net.Labels["com.docker.compose.network"] != "default" {
 		t.Errorf("network labels = %v", net.Labels)
 	}
-	vol, err := s.cli.VolumeInspect(ctx, s.name+"_data")
+	volRes, err := s.cli.VolumeInspect(ctx, s.name+"_data", client.VolumeInspectOptions{})
 	if err != nil {
 		t.Fatalf("volume: %v", err)
 	}
+	vol := volRes.Volume
 	if vol.Labels["com.docker.compose.project"] != s.name || vol.Labels["com.docker.compose.volume"] != "data" {
 		t.Errorf("volume labels = %v", vol.Labels)
 	}
@@ -271,8 +271,8 @@ func TestUpCreatesThenLeavesAloneThenRecreatesWhatChanged(t *testing.T) {
 	}
 
 	// The published port on 127.0.0.1 answers.
-	bindings := web.NetworkSettings.Ports["8080/tcp"]
-	if len(bindings) == 0 || bindings[0].HostIP != "127.0.0.1" {
+	bindings := web.NetworkSettings.Ports[network.MustParsePort("8080/tcp")]
+	if len(bindings) == 0 || bindings[0].HostIP != netip.MustParseAddr("127.0.0.1") {
 		t.Fatalf("8080/tcp bindings = %+v", bindings)
 	}
 	url := "http://127.0.0.1:" + bindings[0].HostPort + "/version"
@@ -314,7 +314,7 @@ func TestUpCreatesThenLeavesAloneThenRecreatesWhatChanged(t *testing.T) {
 	if s.inspect(s.name+"-other-1").ID != other.ID {
 		t.Errorf("other was recreated")
 	}
-	url = "http://127.0.0.1:" + web2.NetworkSettings.Ports["8080/tcp"][0].HostPort + "/version"
+	url = "http://127.0.0.1:" + web2.NetworkSettings.Ports[network.MustParsePort("8080/tcp")][0].HostPort + "/version"
 	if body := get(t, url); !strings.Contains(body, `"version":"2"`) {
 		t.Errorf("GET /version after the change = %s", body)
 	}
@@ -487,14 +487,14 @@ services:
 	one := s.load(strings.Split(two, "  extra:")[0])
 
 	s.mustUp(one, engine.UpOptions{}) // without RemoveOrphans the orphan stays
-	if _, err := s.cli.ContainerInspect(context.Background(), s.name+"-extra-1"); err != nil {
+	if _, err := s.cli.ContainerInspect(context.Background(), s.name+"-extra-1", client.ContainerInspectOptions{}); err != nil {
 		t.Fatalf("orphan removed without RemoveOrphans: %v", err)
 	}
 	rec := s.mustUp(one, engine.UpOptions{RemoveOrphans: true})
 	if !rec.has("extra", "remove") || !rec.has("web", "unchanged") {
 		t.Errorf("want extra removed, web unchanged; got\n%s", rec)
 	}
-	if _, err := s.cli.ContainerInspect(context.Background(), s.name+"-extra-1"); err == nil {
+	if _, err := s.cli.ContainerInspect(context.Background(), s.name+"-extra-1", client.ContainerInspectOptions{}); err == nil {
 		t.Errorf("orphan still there")
 	}
 }
@@ -530,14 +530,14 @@ volumes:
 	if rec.index("web", "remove") > rec.index("db", "remove") {
 		t.Errorf("db stopped before web, which depends on it:\n%s", rec)
 	}
-	cs, _ := s.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: s.byProject()})
-	nets, _ := s.cli.NetworkList(ctx, network.ListOptions{Filters: s.byProject()})
-	if len(cs) != 0 || len(nets) != 0 {
-		t.Errorf("after down: %d containers, %d networks", len(cs), len(nets))
+	cs, _ := s.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: s.byProject()})
+	nets, _ := s.cli.NetworkList(ctx, client.NetworkListOptions{Filters: s.byProject()})
+	if len(cs.Items) != 0 || len(nets.Items) != 0 {
+		t.Errorf("after down: %d containers, %d networks", len(cs.Items), len(nets.Items))
 	}
-	vols, _ := s.cli.VolumeList(ctx, volume.ListOptions{Filters: s.byProject()})
-	if len(vols.Volumes) != 1 {
-		t.Errorf("down without Volumes removed the named volume (%d left)", len(vols.Volumes))
+	vols, _ := s.cli.VolumeList(ctx, client.VolumeListOptions{Filters: s.byProject()})
+	if len(vols.Items) != 1 {
+		t.Errorf("down without Volumes removed the named volume (%d left)", len(vols.Items))
 	}
 	if err := s.eng.Down(ctx, s.name, engine.DownOptions{Volumes: true}); err != nil {
 		t.Fatalf("down -v: %v", err)
@@ -692,9 +692,9 @@ secrets:
 		!strings.Contains(err.Error(), `service "web": volumes_from is not supported`) {
 		t.Fatalf("up: err = %v, want secrets and volumes_from refused by name", err)
 	}
-	nets, _ := s.cli.NetworkList(context.Background(), network.ListOptions{Filters: s.byProject()})
-	if len(nets) > 0 {
-		t.Errorf("a refused up created %d networks", len(nets))
+	nets, _ := s.cli.NetworkList(context.Background(), client.NetworkListOptions{Filters: s.byProject()})
+	if len(nets.Items) > 0 {
+		t.Errorf("a refused up created %d networks", len(nets.Items))
 	}
 }
 
@@ -721,7 +721,7 @@ func TestUpRecreatesWhenTheTagMovesToAnotherImage(t *testing.T) {
 	var built []string
 	t.Cleanup(func() { // registered first, so it runs after Down
 		for _, id := range built {
-			if _, err := cli.ImageRemove(ctx, id, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil {
+			if _, err := cli.ImageRemove(ctx, id, client.ImageRemoveOptions{Force: true, PruneChildren: true}); err != nil {
 				t.Errorf("remove image %s: %v", id, err)
 			}
 		}

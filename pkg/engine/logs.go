@@ -12,7 +12,8 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/docker/docker/api/types/container"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -61,11 +62,11 @@ func (e *Engine) Logs(ctx context.Context, project string, o LogOptions, fn func
 	for _, c := range picked {
 		svc, name := c.Labels[labelService], containerLabelName(c)
 		g.Go(func() error {
-			ins, err := e.api.ContainerInspect(gctx, c.ID)
+			ins, err := e.inspect(gctx, c.ID)
 			if err != nil {
 				return fmt.Errorf("inspect container %s: %w", name, err)
 			}
-			rc, err := e.api.ContainerLogs(gctx, c.ID, container.LogsOptions{
+			rc, err := e.api.ContainerLogs(gctx, c.ID, client.ContainerLogsOptions{
 				ShowStdout: true, ShowStderr: true, Follow: o.Follow, Tail: tail, Timestamps: o.Timestamps,
 			})
 			if err != nil {

@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
-	"github.com/docker/docker/api/types/versions"
+	"github.com/moby/moby/client/pkg/versions"
 )
 
 // ErrUnsupported marks a compose project the engine cannot run as written.
@@ -27,82 +27,7 @@ func check(p *types.Project, services []string, apiVersion string) error {
 		add("top-level jobs are not supported")
 	}
 	for _, name := range services {
-		s := p.Services[name]
-		for _, key := range unsupportedKeys(s) {
-			add("service %q: %s is not supported", name, key)
-		}
-		if s.GetScale() > 1 {
-			add("service %q: scale %d is not supported (one container per service)", name, s.GetScale())
-		}
-		if _, err := pullPolicy(s); err != nil {
-			add("service %q: %v", name, err)
-		}
-		if s.Image == "" && s.Build == nil {
-			add("service %q: has neither image nor build", name)
-		}
-		if s.Restart != "" {
-			if _, err := restartPolicy(s.Restart); err != nil {
-				add("service %q: %v", name, err)
-			}
-		}
-		for _, opt := range s.SecurityOpt {
-			if strings.HasPrefix(opt, "seccomp=") || strings.HasPrefix(opt, "seccomp:") {
-				if v := opt[len("seccomp="):]; v != "unconfined" && v != "builtin" {
-					add("service %q: security_opt %s (a seccomp profile file) is not supported", name, opt)
-				}
-			}
-		}
-		for _, ns := range []struct{ key, value string }{{"ipc", s.Ipc}, {"pid", s.Pid}, {"uts", s.Uts}} {
-			if strings.HasPrefix(ns.value, types.ServicePrefix) {
-				add("service %q: %s %q is not supported", name, ns.key, ns.value)
-			}
-		}
-		if strings.HasPrefix(s.NetworkMode, types.ServicePrefix) {
-			dep := strings.TrimPrefix(s.NetworkMode, types.ServicePrefix)
-			if _, ok := p.Services[dep]; !ok {
-				add("service %q: network_mode refers to unknown service %q", name, dep)
-			}
-		}
-		for _, v := range s.Volumes {
-			switch v.Type {
-			case types.VolumeTypeBind:
-				if v.Bind != nil && v.Bind.Recursive != "" {
-					add("service %q: volume %s: bind.recursive is not supported", name, v.Target)
-				}
-			case types.VolumeTypeVolume:
-				if v.Source != "" {
-					if _, ok := p.Volumes[v.Source]; !ok {
-						add("service %q: volume %q is not declared in the top-level volumes", name, v.Source)
-					}
-				}
-				if v.Volume != nil && v.Volume.Subpath != "" && versions.LessThan(apiVersion, "1.45") {
-					add("service %q: volume %s: subpath needs Docker API 1.45, the engine has %s", name, v.Target, apiVersion)
-				}
-			case types.VolumeTypeTmpfs:
-			default:
-				add("service %q: volume %s: type %q is not supported", name, v.Target, v.Type)
-			}
-		}
-		for net, cfg := range s.Networks {
-			if _, ok := p.Networks[net]; !ok && net != "default" {
-				add("service %q: network %q is not declared in the top-level networks", name, net)
-			}
-			if cfg == nil {
-				continue
-			}
-			if cfg.MacAddress != "" {
-				add("service %q: networks.%s.mac_address is not supported", name, net)
-			}
-			if len(cfg.DriverOpts) > 0 {
-				add("service %q: networks.%s.driver_opts is not supported", name, net)
-			}
-			if cfg.GatewayPriority != 0 {
-				add("service %q: networks.%s.gw_priority is not supported", name, net)
-			}
-			if cfg.InterfaceName != "" {
-				add("service %q: networks.%s.interface_name is not supported", name, net)
-			}
-		}
+		checkService(p, name, apiVersion, add)
 	}
 	for _, name := range p.NetworkNames() {
 		n := p.Networks[name]
@@ -114,6 +39,98 @@ func check(p *types.Project, services []string, apiVersion string) error {
 		return fmt.Errorf("%w:\n  %s", ErrUnsupported, strings.Join(problems, "\n  "))
 	}
 	return nil
+}
+
+// checkService adds what the engine cannot run of one service.
+func checkService(p *types.Project, name, apiVersion string, add func(format string, args ...any)) {
+	s := p.Services[name]
+	for _, key := range unsupportedKeys(s) {
+		add("service %q: %s is not supported", name, key)
+	}
+	if s.GetScale() > 1 {
+		add("service %q: scale %d is not supported (one container per service)", name, s.GetScale())
+	}
+	if _, err := pullPolicy(s); err != nil {
+		add("service %q: %v", name, err)
+	}
+	if s.Image == "" && s.Build == nil {
+		add("service %q: has neither image nor build", name)
+	}
+	if s.Restart != "" {
+		if _, err := restartPolicy(s.Restart); err != nil {
+			add("service %q: %v", name, err)
+		}
+	}
+	for _, opt := range s.SecurityOpt {
+		if strings.HasPrefix(opt, "seccomp=") || strings.HasPrefix(opt, "seccomp:") {
+			if v := opt[len("seccomp="):]; v != "unconfined" && v != "builtin" {
+				add("service %q: security_opt %s (a seccomp profile file) is not supported", name, opt)
+			}
+		}
+	}
+	for _, ns := range []struct{ key, value string }{{"ipc", s.Ipc}, {"pid", s.Pid}, {"uts", s.Uts}} {
+		if strings.HasPrefix(ns.value, types.ServicePrefix) {
+			add("service %q: %s %q is not supported", name, ns.key, ns.value)
+		}
+	}
+	if strings.HasPrefix(s.NetworkMode, types.ServicePrefix) {
+		dep := strings.TrimPrefix(s.NetworkMode, types.ServicePrefix)
+		if _, ok := p.Services[dep]; !ok {
+			add("service %q: network_mode refers to unknown service %q", name, dep)
+		}
+	}
+	checkVolumes(p, s, apiVersion, add)
+	checkNetworks(p, s, add)
+}
+
+// checkVolumes adds what the engine cannot mount of a service's volumes.
+func checkVolumes(p *types.Project, s types.ServiceConfig, apiVersion string, add func(format string, args ...any)) {
+	name := s.Name
+	for _, v := range s.Volumes {
+		switch v.Type {
+		case types.VolumeTypeBind:
+			if v.Bind != nil && v.Bind.Recursive != "" {
+				add("service %q: volume %s: bind.recursive is not supported", name, v.Target)
+			}
+		case types.VolumeTypeVolume:
+			if v.Source != "" {
+				if _, ok := p.Volumes[v.Source]; !ok {
+					add("service %q: volume %q is not declared in the top-level volumes", name, v.Source)
+				}
+			}
+			if v.Volume != nil && v.Volume.Subpath != "" && versions.LessThan(apiVersion, "1.45") {
+				add("service %q: volume %s: subpath needs Docker API 1.45, the engine has %s", name, v.Target, apiVersion)
+			}
+		case types.VolumeTypeTmpfs:
+		default:
+			add("service %q: volume %s: type %q is not supported", name, v.Target, v.Type)
+		}
+	}
+}
+
+// checkNetworks adds what the engine cannot set up of a service's networks.
+func checkNetworks(p *types.Project, s types.ServiceConfig, add func(format string, args ...any)) {
+	name := s.Name
+	for net, cfg := range s.Networks {
+		if _, ok := p.Networks[net]; !ok && net != "default" {
+			add("service %q: network %q is not declared in the top-level networks", name, net)
+		}
+		if cfg == nil {
+			continue
+		}
+		if cfg.MacAddress != "" {
+			add("service %q: networks.%s.mac_address is not supported", name, net)
+		}
+		if len(cfg.DriverOpts) > 0 {
+			add("service %q: networks.%s.driver_opts is not supported", name, net)
+		}
+		if cfg.GatewayPriority != 0 {
+			add("service %q: networks.%s.gw_priority is not supported", name, net)
+		}
+		if cfg.InterfaceName != "" {
+			add("service %q: networks.%s.interface_name is not supported", name, net)
+		}
+	}
 }
 
 // unsupportedKeys names the compose keys set on s that the engine cannot honour.

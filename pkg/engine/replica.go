@@ -11,8 +11,8 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/types"
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 )
 
 // What shipd's blue-green swap needs beyond Up: one more container of a service beside
@@ -52,16 +52,17 @@ type ReplicaOptions struct {
 // Replicas lists the containers of one service of the project, one-off ones left out,
 // sorted by container number.
 func (e *Engine) Replicas(ctx context.Context, project, service string) ([]Replica, error) {
-	cs, err := e.api.ContainerList(ctx, container.ListOptions{
+	res, err := e.api.ContainerList(ctx, client.ContainerListOptions{
 		All: true,
-		Filters: filters.NewArgs(
-			filters.Arg("label", labelProject+"="+project),
-			filters.Arg("label", labelService+"="+service),
+		Filters: make(client.Filters).Add("label",
+			labelProject+"="+project,
+			labelService+"="+service,
 		),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list containers of %s: %w", service, err)
 	}
+	cs := res.Items
 	out := make([]Replica, 0, len(cs))
 	for _, c := range cs {
 		if c.Labels[labelOneOff] == "True" {
@@ -91,7 +92,7 @@ func (e *Engine) InspectReplica(ctx context.Context, id string) (Replica, error)
 }
 
 func (e *Engine) replica(ctx context.Context, id string) (Replica, error) {
-	ins, err := e.api.ContainerInspect(ctx, id)
+	ins, err := e.inspect(ctx, id)
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
 			return Replica{}, err
@@ -110,20 +111,18 @@ func (e *Engine) replica(ctx context.Context, id string) (Replica, error) {
 	r.OneOff = r.Labels[labelOneOff] == "True"
 	r.ConfigHash = r.Labels[labelConfigHash]
 	r.ImageID = r.Labels[labelImage]
-	if ins.ContainerJSONBase != nil {
-		r.Created, _ = time.Parse(time.RFC3339Nano, ins.Created)
-		if st := ins.State; st != nil {
-			r.State = string(st.Status)
-			r.ExitCode = st.ExitCode
-			if st.Health != nil {
-				r.Health = st.Health.Status
-			}
+	r.Created, _ = time.Parse(time.RFC3339Nano, ins.Created)
+	if st := ins.State; st != nil {
+		r.State = string(st.Status)
+		r.ExitCode = st.ExitCode
+		if st.Health != nil {
+			r.Health = string(st.Health.Status)
 		}
 	}
 	if ns := ins.NetworkSettings; ns != nil {
 		for name, ep := range ns.Networks {
 			if ep != nil {
-				r.IPs[name] = ep.IPAddress
+				r.IPs[name] = addrString(ep.IPAddress)
 			}
 		}
 	}
@@ -205,11 +204,9 @@ func (e *Engine) StartReplica(ctx context.Context, p *types.Project, service str
 		return Replica{}, fmt.Errorf("service %q: %w: it publishes ports, which a second container could not bind; remove ports", service, ErrNoReplica)
 	}
 	rep := newReporter(o.Progress)
-	ping, err := e.api.Ping(ctx)
-	if err != nil {
+	if _, err := e.api.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		return Replica{}, fmt.Errorf("connect to the docker engine: %w", err)
 	}
-	e.api.NegotiateAPIVersionPing(ping)
 	apiVersion := e.api.ClientVersion()
 	if err := check(p, []string{service}, apiVersion); err != nil {
 		return Replica{}, fmt.Errorf("start replica of %s: %w", service, err)
@@ -236,21 +233,9 @@ func (e *Engine) StartReplica(ctx context.Context, p *types.Project, service str
 	for _, c := range existing {
 		number = max(number, c.Number+1)
 	}
-	networkMode := ""
-	if dep, ok := strings.CutPrefix(s.NetworkMode, types.ServicePrefix); ok {
-		deps, err := e.Replicas(ctx, p.Name, dep)
-		if err != nil {
-			return Replica{}, err
-		}
-		for _, d := range deps {
-			if d.State == string(container.StateRunning) {
-				networkMode = "container:" + d.ID
-				break
-			}
-		}
-		if networkMode == "" {
-			return Replica{}, fmt.Errorf("start replica of %s: network_mode service:%s: that service has no running container", service, dep)
-		}
+	networkMode, err := e.replicaNetworkMode(ctx, p, s)
+	if err != nil {
+		return Replica{}, err
 	}
 	if len(o.Labels) > 0 {
 		labels := types.Labels{}
@@ -271,6 +256,25 @@ func (e *Engine) StartReplica(ctx context.Context, p *types.Project, service str
 		return Replica{}, err
 	}
 	return e.replica(ctx, c.id)
+}
+
+// replicaNetworkMode resolves network_mode service:x to the container of x that runs;
+// "" for any other network mode.
+func (e *Engine) replicaNetworkMode(ctx context.Context, p *types.Project, s types.ServiceConfig) (string, error) {
+	dep, ok := strings.CutPrefix(s.NetworkMode, types.ServicePrefix)
+	if !ok {
+		return "", nil
+	}
+	deps, err := e.Replicas(ctx, p.Name, dep)
+	if err != nil {
+		return "", err
+	}
+	for _, d := range deps {
+		if d.State == string(container.StateRunning) {
+			return "container:" + d.ID, nil
+		}
+	}
+	return "", fmt.Errorf("start replica of %s: network_mode service:%s: that service has no running container", s.Name, dep)
 }
 
 // WaitReplica waits until the container is healthy (when it has a health check) or

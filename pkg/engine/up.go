@@ -4,21 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
-	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/volume"
-	"github.com/docker/docker/pkg/jsonmessage"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/image"
+	"github.com/moby/moby/client"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -75,21 +69,8 @@ func (e *Engine) Up(ctx context.Context, p *types.Project, o UpOptions) error {
 	if err != nil {
 		return err
 	}
-	r.existing = map[string][]container.Summary{}
 	var orphans []container.Summary
-	for _, c := range all {
-		if isOrphan(p, c) {
-			orphans = append(orphans, c)
-			continue
-		}
-		if c.Labels[labelOneOff] != "True" {
-			svc := c.Labels[labelService]
-			r.existing[svc] = append(r.existing[svc], c)
-		}
-	}
-	for _, cs := range r.existing {
-		sort.Slice(cs, func(i, j int) bool { return containerNumber(cs[i]) < containerNumber(cs[j]) })
-	}
+	r.existing, orphans = byService(p, all)
 	if o.RemoveOrphans {
 		for _, c := range orphans {
 			if err := e.stopRemove(ctx, c.ID, c.Labels[labelService], containerLabelName(c), false, rep); err != nil {
@@ -105,6 +86,27 @@ func (e *Engine) Up(ctx context.Context, p *types.Project, o UpOptions) error {
 		return r.waitAll(ctx, services)
 	}
 	return nil
+}
+
+// byService sorts the project's containers: by service (each service's by number),
+// one-off ones left out; and the orphans, as docker compose tells them.
+func byService(p *types.Project, all []container.Summary) (map[string][]container.Summary, []container.Summary) {
+	existing := map[string][]container.Summary{}
+	var orphans []container.Summary
+	for _, c := range all {
+		if isOrphan(p, c) {
+			orphans = append(orphans, c)
+			continue
+		}
+		if c.Labels[labelOneOff] != "True" {
+			svc := c.Labels[labelService]
+			existing[svc] = append(existing[svc], c)
+		}
+	}
+	for _, cs := range existing {
+		sort.Slice(cs, func(i, j int) bool { return containerNumber(cs[i]) < containerNumber(cs[j]) })
+	}
+	return existing, orphans
 }
 
 // run is one Up in progress.
@@ -237,13 +239,13 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 			r.rep.event(s.Name, c.name, "unchanged", "running")
 			return c, nil
 		case container.StatePaused:
-			if err := e.api.ContainerUnpause(ctx, old.ID); err != nil {
+			if _, err := e.api.ContainerUnpause(ctx, old.ID, client.ContainerUnpauseOptions{}); err != nil {
 				return target{}, fmt.Errorf("unpause container %s: %w", c.name, err)
 			}
 			r.rep.event(s.Name, c.name, "start", "unpaused")
 			return c, nil
 		}
-		if err := e.api.ContainerStart(ctx, old.ID, container.StartOptions{}); err != nil {
+		if _, err := e.api.ContainerStart(ctx, old.ID, client.ContainerStartOptions{}); err != nil {
 			return target{}, fmt.Errorf("start container %s: %w", c.name, err)
 		}
 		r.rep.event(s.Name, c.name, "start", "started")
@@ -251,7 +253,7 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 	}
 
 	r.rep.event(s.Name, oldName, "recreate", why)
-	inspect, err := e.api.ContainerInspect(ctx, old.ID)
+	inspect, err := e.inspect(ctx, old.ID)
 	if err != nil {
 		return target{}, fmt.Errorf("inspect container %s: %w", oldName, err)
 	}
@@ -270,46 +272,23 @@ func (r *run) create(ctx context.Context, in createInput) (target, error) {
 	if err != nil {
 		return target{}, err
 	}
-	resp, err := e.api.ContainerCreate(ctx, spec.config, spec.host, spec.network, spec.platform, spec.name)
+	resp, err := e.api.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Config: spec.config, HostConfig: spec.host, NetworkingConfig: spec.network, Platform: spec.platform, Name: spec.name,
+	})
 	if err != nil {
 		return target{}, fmt.Errorf("create container %s: %w", spec.name, err)
 	}
 	for _, ep := range spec.connect {
-		if err := e.api.NetworkConnect(ctx, ep.network, resp.ID, ep.settings); err != nil {
+		if _, err := e.api.NetworkConnect(ctx, ep.network, client.NetworkConnectOptions{Container: resp.ID, EndpointConfig: ep.settings}); err != nil {
 			return target{}, fmt.Errorf("connect container %s to network %s: %w", spec.name, ep.network, err)
 		}
 	}
 	r.rep.event(s.Name, spec.name, "create", "created")
-	if err := e.api.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
+	if _, err := e.api.ContainerStart(ctx, resp.ID, client.ContainerStartOptions{}); err != nil {
 		return target{}, fmt.Errorf("start container %s: %w", spec.name, err)
 	}
 	r.rep.event(s.Name, spec.name, "start", "started")
 	return target{service: s.Name, id: resp.ID, name: spec.name}, nil
-}
-
-// anonymousVolumes finds the anonymous volumes the old container has at places the
-// service or its image declare one, so the new container keeps their data.
-func anonymousVolumes(s types.ServiceConfig, old container.InspectResponse, img image.InspectResponse) map[string]string {
-	declared := map[string]bool{}
-	if img.Config != nil {
-		for target := range img.Config.Volumes {
-			declared[target] = true
-		}
-	}
-	for _, v := range s.Volumes {
-		if v.Type == types.VolumeTypeVolume && v.Source == "" {
-			declared[v.Target] = true
-		} else {
-			declared[v.Target] = false // mounted from elsewhere now
-		}
-	}
-	out := map[string]string{}
-	for _, m := range old.Mounts {
-		if m.Type == "volume" && m.Name != "" && declared[m.Destination] {
-			out[m.Destination] = m.Name
-		}
-	}
-	return out
 }
 
 // waitAll waits, in parallel, until each service's container is healthy (with a
@@ -337,78 +316,6 @@ func (r *run) waitAll(ctx context.Context, services []string) error {
 	return g.Wait()
 }
 
-// ensureImages makes sure every service's image is on the engine, pulling by the
-// services' pull_policy, and returns each service's image.
-func (e *Engine) ensureImages(ctx context.Context, p *types.Project, services []string, rep *reporter) (map[string]image.InspectResponse, error) {
-	type want struct {
-		ref, platform string
-		services      []string
-		always, pull  bool
-		policy        string // of the first service, for the error when it may not pull
-	}
-	byRef := map[string]*want{}
-	var refs []string
-	for _, name := range services {
-		s := p.Services[name]
-		ref := imageRef(p.Name, s)
-		key := ref + "\x00" + s.Platform
-		w := byRef[key]
-		if w == nil {
-			w = &want{ref: ref, platform: s.Platform}
-			byRef[key] = w
-			refs = append(refs, key)
-		}
-		w.services = append(w.services, name)
-		policy, _ := pullPolicy(s) // checked already
-		if w.policy == "" {
-			w.policy = policy
-		}
-		switch policy {
-		case types.PullPolicyAlways:
-			w.always, w.pull = true, true
-		case types.PullPolicyMissing:
-			w.pull = true
-		}
-	}
-	sort.Strings(refs)
-
-	var mu sync.Mutex
-	out := map[string]image.InspectResponse{}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(4)
-	for _, key := range refs {
-		w := byRef[key]
-		g.Go(func() error {
-			who := strings.Join(w.services, ",")
-			img, err := e.api.ImageInspect(gctx, w.ref)
-			missing := cerrdefs.IsNotFound(err)
-			if err != nil && !missing {
-				return fmt.Errorf("inspect image %s: %w", w.ref, err)
-			}
-			if missing && !w.pull {
-				return fmt.Errorf("image %s for service %s is not on the engine and pull_policy is %s", w.ref, who, w.policy)
-			}
-			if missing || w.always {
-				rep.event(who, "", "pull", "pulling "+w.ref)
-				if err := e.pull(gctx, w.ref, w.platform); err != nil {
-					return fmt.Errorf("pull %s for service %s: %w", w.ref, who, err)
-				}
-				rep.event(who, "", "pull", "pulled "+w.ref)
-				if img, err = e.api.ImageInspect(gctx, w.ref); err != nil {
-					return fmt.Errorf("inspect image %s: %w", w.ref, err)
-				}
-			}
-			mu.Lock()
-			for _, s := range w.services {
-				out[s] = img
-			}
-			mu.Unlock()
-			return nil
-		})
-	}
-	return out, g.Wait()
-}
-
 // Check refuses what Up could not run of services (all when none are named): unknown
 // services, dependency cycles, and settings the engine's API version lacks. It
 // changes nothing, so callers run it before building images.
@@ -418,11 +325,9 @@ func (e *Engine) Check(ctx context.Context, p *types.Project, services []string)
 }
 
 func (e *Engine) prepare(ctx context.Context, p *types.Project, wanted []string) ([]string, string, error) {
-	ping, err := e.api.Ping(ctx)
-	if err != nil {
+	if _, err := e.api.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		return nil, "", fmt.Errorf("connect to the docker engine: %w", err)
 	}
-	e.api.NegotiateAPIVersionPing(ping)
 	apiVersion := e.api.ClientVersion()
 	services, err := selectServices(p, wanted)
 	if err == nil {
@@ -435,220 +340,4 @@ func (e *Engine) prepare(ctx context.Context, p *types.Project, wanted []string)
 		return nil, "", fmt.Errorf("up %s: %w", p.Name, err)
 	}
 	return services, apiVersion, nil
-}
-
-// pull pulls ref and reads the engine's progress to its end, failing on its errors.
-func (e *Engine) pull(ctx context.Context, ref, platform string) error {
-	opts := image.PullOptions{Platform: platform}
-	if e.RegistryAuth != nil {
-		auth, err := e.RegistryAuth(ref)
-		if err != nil {
-			return fmt.Errorf("registry credentials: %w", err)
-		}
-		opts.RegistryAuth = auth
-	}
-	rc, err := e.api.ImagePull(ctx, ref, opts)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	// Read the progress to its end; an error message in it is the pull's error.
-	return jsonmessage.DisplayJSONMessagesStream(rc, io.Discard, 0, false, nil)
-}
-
-// ensureNetworks creates the networks the services join that do not exist yet, and
-// checks that the external ones do.
-func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services []string, rep *reporter) error {
-	keys := map[string]bool{}
-	for _, name := range services {
-		for _, key := range serviceNetworks(p.Services[name]) {
-			keys[key] = true
-		}
-	}
-	sorted := make([]string, 0, len(keys))
-	for key := range keys {
-		sorted = append(sorted, key)
-	}
-	sort.Strings(sorted)
-	for _, key := range sorted {
-		n := p.Networks[key] // the zero value for an undeclared default network
-		name := networkName(p, key)
-		found, err := e.findNetwork(ctx, name)
-		if err != nil {
-			return err
-		}
-		if n.External {
-			if !found {
-				return fmt.Errorf("network %s is declared external but does not exist", name)
-			}
-			continue
-		}
-		if found {
-			continue
-		}
-		labels := map[string]string{}
-		for k, v := range n.Labels {
-			labels[k] = v
-		}
-		for k, v := range n.CustomLabels {
-			labels[k] = v
-		}
-		labels[labelNetwork] = key
-		labels[labelProject] = p.Name
-		labels[labelVersion] = composeVersion
-		opts := network.CreateOptions{
-			Driver:     n.Driver,
-			Options:    n.DriverOpts,
-			Internal:   n.Internal,
-			Attachable: n.Attachable,
-			EnableIPv6: n.EnableIPv6,
-			Labels:     labels,
-		}
-		if n.Ipam.Driver != "" || len(n.Ipam.Config) > 0 {
-			opts.IPAM = &network.IPAM{Driver: n.Ipam.Driver, Options: n.Ipam.Options}
-			for _, pool := range n.Ipam.Config {
-				if pool == nil {
-					continue
-				}
-				opts.IPAM.Config = append(opts.IPAM.Config, network.IPAMConfig{
-					Subnet: pool.Subnet, IPRange: pool.IPRange, Gateway: pool.Gateway, AuxAddress: pool.AuxiliaryAddresses,
-				})
-			}
-		}
-		if _, err := e.api.NetworkCreate(ctx, name, opts); err != nil {
-			// Another Up of the same project may have just created it.
-			if found, ferr := e.findNetwork(ctx, name); ferr == nil && found {
-				continue
-			}
-			return fmt.Errorf("create network %s: %w", name, err)
-		}
-		rep.event("", "", "network", "created "+name)
-	}
-	return nil
-}
-
-// findNetwork reports whether a network has exactly this name (the engine's name
-// filter matches substrings, and inspecting by name also matches ID prefixes).
-func (e *Engine) findNetwork(ctx context.Context, name string) (bool, error) {
-	nets, err := e.api.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
-	if err != nil {
-		return false, fmt.Errorf("list networks: %w", err)
-	}
-	for _, n := range nets {
-		if n.Name == name {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// ensureVolumes creates the named volumes the services mount that do not exist yet,
-// and checks that the external ones do.
-func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project, services []string, rep *reporter) error {
-	keys := map[string]bool{}
-	for _, name := range services {
-		for _, v := range p.Services[name].Volumes {
-			if v.Type == types.VolumeTypeVolume && v.Source != "" {
-				keys[v.Source] = true
-			}
-		}
-	}
-	sorted := make([]string, 0, len(keys))
-	for key := range keys {
-		sorted = append(sorted, key)
-	}
-	sort.Strings(sorted)
-	for _, key := range sorted {
-		v := p.Volumes[key]
-		name := volumeName(p, key)
-		_, err := e.api.VolumeInspect(ctx, name)
-		if err == nil {
-			continue
-		}
-		if !cerrdefs.IsNotFound(err) {
-			return fmt.Errorf("inspect volume %s: %w", name, err)
-		}
-		if v.External {
-			return fmt.Errorf("volume %s is declared external but does not exist", name)
-		}
-		labels := map[string]string{}
-		for k, val := range v.Labels {
-			labels[k] = val
-		}
-		for k, val := range v.CustomLabels {
-			labels[k] = val
-		}
-		labels[labelVolume] = key
-		labels[labelProject] = p.Name
-		labels[labelVersion] = composeVersion
-		if _, err := e.api.VolumeCreate(ctx, volume.CreateOptions{
-			Name: name, Driver: v.Driver, DriverOpts: v.DriverOpts, Labels: labels,
-		}); err != nil {
-			return fmt.Errorf("create volume %s: %w", name, err)
-		}
-		rep.event("", "", "volume", "created "+name)
-	}
-	return nil
-}
-
-// list returns the project's containers, one-off ones too, running or not.
-func (e *Engine) list(ctx context.Context, project string, all bool) ([]container.Summary, error) {
-	cs, err := e.api.ContainerList(ctx, container.ListOptions{
-		All:     all,
-		Filters: filters.NewArgs(filters.Arg("label", labelProject+"="+project)),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list containers of %s: %w", project, err)
-	}
-	return cs, nil
-}
-
-// isOrphan tells a container of a service no longer in the project, or an exited
-// one-off container, as docker compose does.
-func isOrphan(p *types.Project, c container.Summary) bool {
-	if c.Labels[labelOneOff] == "True" {
-		return c.State == container.StateExited || c.State == container.StateDead
-	}
-	svc := c.Labels[labelService]
-	if _, ok := p.Services[svc]; ok {
-		return false
-	}
-	_, disabled := p.DisabledServices[svc]
-	return !disabled
-}
-
-// stopRemove stops a container (its own stop timeout applies: stop_grace_period) and
-// removes it.
-func (e *Engine) stopRemove(ctx context.Context, id, service, name string, volumes bool, rep *reporter) error {
-	rep.event(service, name, "remove", "stopping")
-	if err := e.api.ContainerStop(ctx, id, container.StopOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("stop container %s: %w", name, err)
-	}
-	if err := e.api.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: volumes}); err != nil && !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("remove container %s: %w", name, err)
-	}
-	rep.event(service, name, "remove", "removed")
-	return nil
-}
-
-// containerLabelName is the container's name without the engine's leading slash.
-func containerLabelName(c container.Summary) string {
-	if len(c.Names) == 0 {
-		return c.ID[:min(12, len(c.ID))]
-	}
-	// A container linked to others is listed under several names; its own has one slash.
-	for _, n := range c.Names {
-		if strings.Count(n, "/") == 1 {
-			return strings.TrimPrefix(n, "/")
-		}
-	}
-	return strings.TrimPrefix(c.Names[0], "/")
-}
-
-func containerNumber(c container.Summary) int {
-	n, err := strconv.Atoi(c.Labels[labelNumber])
-	if err != nil {
-		return 0
-	}
-	return n
 }

@@ -7,7 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 )
 
 // ErrUnhealthy is matched, with errors.Is, by every *HealthError.
@@ -53,7 +54,7 @@ func (e *Engine) waitHealthy(ctx context.Context, c target, timeout time.Duratio
 	rep.event(c.service, c.name, "wait", "waiting until healthy")
 	deadline := time.Now().Add(timeout)
 	for {
-		ins, err := e.api.ContainerInspect(ctx, c.id)
+		ins, err := e.inspect(ctx, c.id)
 		if err != nil {
 			return fmt.Errorf("inspect container %s: %w", c.name, err)
 		}
@@ -81,7 +82,7 @@ func (e *Engine) waitHealthy(ctx context.Context, c target, timeout time.Duratio
 			case container.Unhealthy:
 				return e.healthError(ctx, c, "unhealthy"+lastProbe(st.Health))
 			}
-			status = st.Health.Status
+			status = string(st.Health.Status)
 		}
 		if time.Now().After(deadline) {
 			return e.healthError(ctx, c, fmt.Sprintf("%s: not healthy after %s", status, timeout))
@@ -98,7 +99,7 @@ func (e *Engine) waitCompleted(ctx context.Context, c target, timeout time.Durat
 	rep.event(c.service, c.name, "wait", "waiting until it completes")
 	deadline := time.Now().Add(timeout)
 	for {
-		ins, err := e.api.ContainerInspect(ctx, c.id)
+		ins, err := e.inspect(ctx, c.id)
 		if err != nil {
 			return fmt.Errorf("inspect container %s: %w", c.name, err)
 		}
@@ -131,11 +132,11 @@ func (e *Engine) healthError(ctx context.Context, c target, status string) error
 // tail returns the container's last n log lines, stdout and stderr interleaved as the
 // engine sent them.
 func (e *Engine) tail(ctx context.Context, id string, n int) ([]string, error) {
-	ins, err := e.api.ContainerInspect(ctx, id)
+	ins, err := e.inspect(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	rc, err := e.api.ContainerLogs(ctx, id, container.LogsOptions{
+	rc, err := e.api.ContainerLogs(ctx, id, client.ContainerLogsOptions{
 		ShowStdout: true, ShowStderr: true, Tail: fmt.Sprint(n),
 	})
 	if err != nil {

@@ -16,9 +16,8 @@ import (
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/versions"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
+	"github.com/moby/moby/client/pkg/versions"
 	"github.com/moby/patternmatcher/ignorefile"
 )
 
@@ -237,7 +236,7 @@ func (b *Builder) builderFor(ctx context.Context, o Options) (string, string) {
 	if b.mode != "" {
 		return b.mode, b.noKitBy
 	}
-	ping, err := b.api.Ping(ctx)
+	ping, err := b.api.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
 	switch {
 	case err != nil:
 		// The build itself will say what is wrong with the engine.
@@ -306,7 +305,7 @@ func localContext(cfg types.BuildConfig) (source, error) {
 func (b *Builder) Remove(ctx context.Context, refs ...string) error {
 	var errs []error
 	for _, ref := range refs {
-		_, err := b.api.ImageRemove(ctx, ref, image.RemoveOptions{Force: true, PruneChildren: true})
+		_, err := b.api.ImageRemove(ctx, ref, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 		if err != nil && !isNotFound(err) {
 			errs = append(errs, fmt.Errorf("remove image %s: %w", ref, err))
 		}

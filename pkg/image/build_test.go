@@ -13,8 +13,8 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/types"
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 
 	"github.com/shipdeploy/ship/test/testenv"
 )
@@ -47,20 +47,20 @@ func toolContext(t *testing.T, dockerfile string) string {
 func fileIn(t *testing.T, cli *client.Client, ref, path string) (string, bool) {
 	t.Helper()
 	ctx := context.Background()
-	c, err := cli.ContainerCreate(ctx, &container.Config{Image: ref, Cmd: []string{"/none"}}, nil, nil, nil, "")
+	c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: ref, Cmd: []string{"/none"}}})
 	if err != nil {
 		t.Fatalf("create a container of %s: %v", ref, err)
 	}
-	defer cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
-	rc, _, err := cli.CopyFromContainer(ctx, c.ID, path)
+	defer cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true})
+	res, err := cli.CopyFromContainer(ctx, c.ID, client.CopyFromContainerOptions{SourcePath: path})
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
 			return "", false
 		}
 		t.Fatalf("copy %s from %s: %v", path, ref, err)
 	}
-	defer rc.Close()
-	tr := tar.NewReader(rc)
+	defer res.Content.Close()
+	tr := tar.NewReader(res.Content)
 	if _, err := tr.Next(); err != nil {
 		t.Fatal(err)
 	}

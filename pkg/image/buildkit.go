@@ -17,12 +17,12 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/types"
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/pkg/jsonmessage"
 	controlapi "github.com/moby/buildkit/api/services/control"
 	"github.com/moby/buildkit/session"
 	"github.com/moby/buildkit/session/auth"
 	"github.com/moby/buildkit/session/filesync"
+	"github.com/moby/moby/api/types/build"
+	"github.com/moby/moby/client"
 	"github.com/tonistiigi/fsutil"
 	fstypes "github.com/tonistiigi/fsutil/types"
 	"google.golang.org/grpc"
@@ -35,71 +35,14 @@ import (
 // and registry credentials when the builder asks; the build request names the session.
 // A *refusedError means the engine would not do it, and nothing was built.
 func (b *Builder) buildKit(ctx context.Context, service string, src source, cfg types.BuildConfig, tag string, o Options) error {
-	// The shared key lets the engine keep the context it was sent last time and ask
-	// only for what changed.
-	s, err := session.NewSession(ctx, sharedKey(src.dir))
+	s, stop, err := b.startSession(ctx, service, src, o)
 	if err != nil {
-		return &refusedError{reason: err.Error()}
+		return err
 	}
-	ctxFS, err := fsutil.NewFS(src.dir)
-	if err != nil {
-		return fmt.Errorf("build %s: context: %w", service, err)
-	}
-	// Files belong to root in the image, as with docker build.
-	ctxFS, err = fsutil.NewFilterFS(ctxFS, &fsutil.FilterOpt{ExcludePatterns: src.excludes, Map: rootOwned})
-	if err != nil {
-		return fmt.Errorf("build %s: .dockerignore: %w", service, err)
-	}
-	dfFS, err := fsutil.NewFS(filepath.Dir(src.dockerfile))
-	if err != nil {
-		return fmt.Errorf("build %s: %w", service, err)
-	}
-	s.Allow(filesync.NewFSSyncProvider(filesync.StaticDirSource{"context": ctxFS, "dockerfile": dfFS}))
-	s.Allow(&sessionAuth{kc: o.Auth})
-
-	sessCtx, stopSession := context.WithCancel(context.WithoutCancel(ctx))
-	dialed := make(chan error, 1)
-	ran := make(chan struct{})
-	go func() {
-		defer close(ran)
-		err := s.Run(sessCtx, func(ctx context.Context, proto string, meta map[string][]string) (net.Conn, error) {
-			conn, err := b.api.DialHijack(ctx, "/session", proto, meta)
-			dialed <- err
-			return conn, err
-		})
-		if err != nil {
-			select {
-			case dialed <- err:
-			default:
-			}
-		}
-	}()
-	defer func() {
-		s.Close()
-		stopSession()
-		<-ran
-	}()
-	var dialErr error
-	select {
-	case dialErr = <-dialed:
-	case <-ran:
-		select {
-		case dialErr = <-dialed:
-		default:
-			return &refusedError{reason: "the build session ended before it started"}
-		}
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	if dialErr != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return &refusedError{reason: "the engine has no build session endpoint: " + dialErr.Error()}
-	}
+	defer stop()
 
 	buildID := randomID()
-	opts := build.ImageBuildOptions{
+	opts := client.ImageBuildOptions{
 		Version:       build.BuilderBuildKit,
 		SessionID:     s.ID(),
 		BuildID:       buildID,
@@ -124,8 +67,18 @@ func (b *Builder) buildKit(ctx context.Context, service string, src source, cfg 
 	}
 	defer resp.Body.Close()
 	o.emit(Event{Service: service, Kind: KindBuilder, Msg: "builder: buildkit"})
+	defer b.cancelOnDone(ctx, buildID)()
 
-	// Closing the stream does not always stop the builder: cancel it by its ID.
+	err = readBuildKit(resp.Body, service, o)
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// cancelOnDone cancels the build by its ID if ctx ends before the returned function
+// is called: closing the stream does not always stop the builder.
+func (b *Builder) cancelOnDone(ctx context.Context, buildID string) func() {
 	finished, cancelled := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(cancelled)
@@ -133,20 +86,92 @@ func (b *Builder) buildKit(ctx context.Context, service string, src source, cfg 
 		case <-ctx.Done():
 			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			_ = b.api.BuildCancel(cctx, buildID)
+			_, _ = b.api.BuildCancel(cctx, buildID, client.BuildCancelOptions{})
 		case <-finished:
 		}
 	}()
-	defer func() {
+	return func() {
 		close(finished)
 		<-cancelled
-	}()
+	}
+}
 
-	err = readBuildKit(resp.Body, service, o)
-	if err != nil && ctx.Err() != nil {
+// startSession opens the build session that serves src's context and Dockerfile and
+// the keychain's credentials, and waits until the engine has taken it; stop closes it.
+// A *refusedError means the engine has no session endpoint.
+func (b *Builder) startSession(ctx context.Context, service string, src source, o Options) (s *session.Session, stop func(), err error) {
+	// The shared key lets the engine keep the context it was sent last time and ask
+	// only for what changed.
+	s, err = session.NewSession(ctx, sharedKey(src.dir))
+	if err != nil {
+		return nil, nil, &refusedError{reason: err.Error()}
+	}
+	ctxFS, err := fsutil.NewFS(src.dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("build %s: context: %w", service, err)
+	}
+	// Files belong to root in the image, as with docker build.
+	ctxFS, err = fsutil.NewFilterFS(ctxFS, &fsutil.FilterOpt{ExcludePatterns: src.excludes, Map: rootOwned})
+	if err != nil {
+		return nil, nil, fmt.Errorf("build %s: .dockerignore: %w", service, err)
+	}
+	dfFS, err := fsutil.NewFS(filepath.Dir(src.dockerfile))
+	if err != nil {
+		return nil, nil, fmt.Errorf("build %s: %w", service, err)
+	}
+	s.Allow(filesync.NewFSSyncProvider(filesync.StaticDirSource{"context": ctxFS, "dockerfile": dfFS}))
+	s.Allow(&sessionAuth{kc: o.Auth})
+
+	sessCtx, stopSession := context.WithCancel(context.WithoutCancel(ctx))
+	dialed := make(chan error, 1)
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		err := s.Run(sessCtx, func(ctx context.Context, proto string, meta map[string][]string) (net.Conn, error) {
+			conn, err := b.api.DialHijack(ctx, "/session", proto, meta)
+			dialed <- err
+			return conn, err
+		})
+		if err != nil {
+			select {
+			case dialed <- err:
+			default:
+			}
+		}
+	}()
+	stop = func() {
+		s.Close()
+		stopSession()
+		<-ran
+	}
+	if err := sessionStarted(ctx, dialed, ran); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return s, stop, nil
+}
+
+// sessionStarted waits for the session's dial to the engine and tells how it went.
+func sessionStarted(ctx context.Context, dialed <-chan error, ran <-chan struct{}) error {
+	var dialErr error
+	select {
+	case dialErr = <-dialed:
+	case <-ran:
+		select {
+		case dialErr = <-dialed:
+		default:
+			return &refusedError{reason: "the build session ended before it started"}
+		}
+	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return err
+	if dialErr != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &refusedError{reason: "the engine has no build session endpoint: " + dialErr.Error()}
+	}
+	return nil
 }
 
 // refusesBuildKit tells the engine turning a BuildKit request down from a build that
@@ -182,18 +207,14 @@ func readBuildKit(r io.Reader, service string, o Options) error {
 	t := newTracker(service, o)
 	dec := json.NewDecoder(r)
 	for {
-		var m jsonmessage.JSONMessage
+		var m engineMessage
 		if err := dec.Decode(&m); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return fmt.Errorf("build %s: read the engine's answer: %w", service, err)
 		}
-		if m.Error != nil || m.ErrorMessage != "" {
-			msg := m.ErrorMessage
-			if m.Error != nil {
-				msg = m.Error.Message
-			}
+		if msg, failed := m.failure(); failed {
 			return t.failure(msg)
 		}
 		switch {

@@ -6,7 +6,8 @@ import (
 	"net"
 
 	"github.com/distribution/reference"
-	"github.com/docker/docker/api/types/registry"
+	"github.com/moby/moby/api/pkg/authconfig"
+	"github.com/moby/moby/api/types/registry"
 )
 
 // Registries answers whether images are in their registries, with a keychain's
@@ -52,7 +53,7 @@ func PullAuth(kc *Keychain) func(ref string) (string, error) {
 		if err != nil || creds.Empty() {
 			return "", err
 		}
-		return registry.EncodeAuthConfig(registry.AuthConfig{
+		return authconfig.Encode(registry.AuthConfig{
 			Username: creds.Username, Password: creds.Password, IdentityToken: creds.IdentityToken, ServerAddress: host,
 		})
 	}

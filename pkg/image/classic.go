@@ -13,10 +13,11 @@ import (
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
-	"github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/api/types/registry"
-	"github.com/docker/docker/pkg/jsonmessage"
 	archive "github.com/moby/go-archive"
+	"github.com/moby/moby/api/types/build"
+	"github.com/moby/moby/api/types/jsonstream"
+	"github.com/moby/moby/api/types/registry"
+	"github.com/moby/moby/client"
 )
 
 // tailLines is how many lines of a failed step's output an error keeps.
@@ -33,7 +34,7 @@ func (b *Builder) classic(ctx context.Context, service string, src source, cfg t
 	if err != nil {
 		return fmt.Errorf("build %s: %w", service, err)
 	}
-	resp, err := b.api.ImageBuild(ctx, buildCtx, build.ImageBuildOptions{
+	resp, err := b.api.ImageBuild(ctx, buildCtx, client.ImageBuildOptions{
 		Tags:        []string{tag},
 		Dockerfile:  src.rel,
 		BuildArgs:   cfg.Args,
@@ -128,7 +129,7 @@ func readClassic(r io.Reader, service string, o Options) error {
 	c := &classicSteps{service: service, o: o}
 	dec := json.NewDecoder(r)
 	for {
-		var m jsonmessage.JSONMessage
+		var m engineMessage
 		if err := dec.Decode(&m); err != nil {
 			if errors.Is(err, io.EOF) {
 				c.finish(StepDone)
@@ -136,11 +137,7 @@ func readClassic(r io.Reader, service string, o Options) error {
 			}
 			return fmt.Errorf("build %s: read the engine's answer: %w", service, err)
 		}
-		if m.Error != nil || m.ErrorMessage != "" {
-			msg := m.ErrorMessage
-			if m.Error != nil {
-				msg = m.Error.Message
-			}
+		if msg, failed := m.failure(); failed {
 			e := &BuildError{Service: service, Msg: strings.TrimSpace(msg), Tail: c.tail}
 			if c.cur != nil {
 				e.Step = c.cur.Name
@@ -177,7 +174,7 @@ func readClassic(r io.Reader, service string, o Options) error {
 	}
 }
 
-func progressText(p *jsonmessage.JSONProgress) string {
+func progressText(p *jsonstream.Progress) string {
 	if p == nil || p.Total <= 0 {
 		return ""
 	}

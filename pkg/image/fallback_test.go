@@ -11,9 +11,8 @@ import (
 	"testing"
 
 	"github.com/compose-spec/compose-go/v2/types"
-	dockertypes "github.com/docker/docker/api/types"
-	"github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/api/types/build"
+	"github.com/moby/moby/client"
 )
 
 // refusingEngine is an engine without BuildKit: it answers Ping with apiVersion,
@@ -26,8 +25,8 @@ type refusingEngine struct {
 	dials, builds    int
 }
 
-func (e *refusingEngine) Ping(context.Context) (dockertypes.Ping, error) {
-	return dockertypes.Ping{APIVersion: e.apiVersion, OSType: "linux"}, nil
+func (e *refusingEngine) Ping(context.Context, client.PingOptions) (client.PingResult, error) {
+	return client.PingResult{APIVersion: e.apiVersion, OSType: "linux"}, nil
 }
 
 func (e *refusingEngine) DialHijack(context.Context, string, string, map[string][]string) (net.Conn, error) {
@@ -50,16 +49,16 @@ func (e *refusingEngine) DialHijack(context.Context, string, string, map[string]
 	return net.Dial("tcp", ln.Addr().String())
 }
 
-func (e *refusingEngine) ImageBuild(_ context.Context, body io.Reader, o build.ImageBuildOptions) (build.ImageBuildResponse, error) {
+func (e *refusingEngine) ImageBuild(_ context.Context, body io.Reader, o client.ImageBuildOptions) (client.ImageBuildResult, error) {
 	if o.Version == build.BuilderBuildKit {
-		return build.ImageBuildResponse{}, e.kitErr
+		return client.ImageBuildResult{}, e.kitErr
 	}
 	e.builds++
 	if body != nil {
 		io.Copy(io.Discard, body)
 	}
 	stream := `{"stream":"Step 1/1 : FROM scratch\n"}` + "\n" + `{"stream":"Successfully built 1234\n"}` + "\n"
-	return build.ImageBuildResponse{Body: io.NopCloser(strings.NewReader(stream))}, nil
+	return client.ImageBuildResult{Body: io.NopCloser(strings.NewReader(stream))}, nil
 }
 
 func TestFallbackToClassic(t *testing.T) {

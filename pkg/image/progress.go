@@ -6,6 +6,7 @@ import (
 	"time"
 
 	controlapi "github.com/moby/buildkit/api/services/control"
+	"github.com/moby/moby/api/types/jsonstream"
 )
 
 // tracker turns BuildKit's status updates into step events: BuildKit reports a vertex
@@ -180,4 +181,26 @@ func (t *tracker) failure(msg string) error {
 		}
 	}
 	return e
+}
+
+// engineMessage is one message of the engine's JSON progress stream (build, push).
+type engineMessage struct {
+	jsonstream.Message
+	// ErrorMessage is the plain "error" field, which older engines send alone.
+	ErrorMessage string `json:"error,omitempty"`
+}
+
+// failure returns the message's error, if it carries one.
+func (m engineMessage) failure() (string, bool) {
+	if m.Error != nil {
+		return m.Error.Message, true
+	}
+	return m.ErrorMessage, m.ErrorMessage != ""
+}
+
+// pushResult is the aux part of the engine's push stream that names what was pushed.
+type pushResult struct {
+	Tag    string
+	Digest string
+	Size   int
 }

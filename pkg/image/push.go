@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/distribution/reference"
-	"github.com/docker/docker/api/types"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/registry"
-	"github.com/docker/docker/pkg/jsonmessage"
+	"github.com/moby/moby/api/pkg/authconfig"
+	"github.com/moby/moby/api/types/registry"
+	"github.com/moby/moby/client"
 )
 
 var (
@@ -83,25 +83,7 @@ type pushTarget struct {
 }
 
 func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pushed, error) {
-	// Which registries the engine reaches over plain HTTP is asked in the meantime; it
-	// matters only when HTTPS fails.
-	infoCh := make(chan *registry.ServiceConfig, 1)
-	go func() {
-		info, err := b.api.Info(ctx)
-		if err != nil {
-			infoCh <- nil
-			return
-		}
-		infoCh <- info.RegistryConfig
-	}()
-	var regCfg *registry.ServiceConfig
-	asked := false
-	engineConfig := func() *registry.ServiceConfig {
-		if !asked {
-			regCfg, asked = <-infoCh, true
-		}
-		return regCfg
-	}
+	engineConfig := b.engineRegistryConfig(ctx)
 	defer engineConfig()
 
 	var targets []pushTarget
@@ -118,7 +100,53 @@ func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pus
 		}
 		targets = append(targets, t)
 	}
+	clients, err := openRegistries(ctx, targets, engineConfig, o)
+	if err != nil {
+		return nil, err
+	}
+	if o.Latest {
+		if targets, err = b.tagLatest(ctx, targets); err != nil {
+			return nil, err
+		}
+	}
 
+	var done []Pushed
+	for _, t := range targets {
+		p, err := b.pushOne(ctx, t, o)
+		if err != nil {
+			return done, err
+		}
+		done = append(done, p)
+	}
+	return done, verifyPushed(ctx, clients, targets, done, o)
+}
+
+// engineRegistryConfig asks the engine, in the meantime, which registries it reaches
+// over plain HTTP: that matters only when HTTPS fails. The returned function waits for
+// the answer (nil when the engine did not give one); call it at least once.
+func (b *Builder) engineRegistryConfig(ctx context.Context) func() *registry.ServiceConfig {
+	infoCh := make(chan *registry.ServiceConfig, 1)
+	go func() {
+		res, err := b.api.Info(ctx, client.InfoOptions{})
+		if err != nil {
+			infoCh <- nil
+			return
+		}
+		infoCh <- res.Info.RegistryConfig
+	}()
+	var regCfg *registry.ServiceConfig
+	asked := false
+	return func() *registry.ServiceConfig {
+		if !asked {
+			regCfg, asked = <-infoCh, true
+		}
+		return regCfg
+	}
+}
+
+// openRegistries checks that each target's registry answers and takes its
+// credentials, and sets each target's credentials; it returns a client per registry.
+func openRegistries(ctx context.Context, targets []pushTarget, engineConfig func() *registry.ServiceConfig, o PushOptions) (map[string]*registryClient, error) {
 	clients := map[string]*registryClient{}
 	for i, t := range targets {
 		c, ok := clients[t.host]
@@ -146,39 +174,37 @@ func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pus
 		}
 		targets[i].creds = c.creds
 	}
+	return clients, nil
+}
 
-	if o.Latest {
-		var all []pushTarget
-		for _, t := range targets {
-			latest := t
-			latest.tag = "latest"
-			latest.ref = strings.TrimSuffix(t.ref, ":"+t.tag) + ":latest"
-			if err := b.api.ImageTag(ctx, t.ref, latest.ref); err != nil {
-				return nil, fmt.Errorf("tag %s as %s: %w", t.ref, latest.ref, err)
-			}
-			all = append(all, t, latest)
-		}
-		targets = all
-	}
-
-	var done []Pushed
+// tagLatest tags each target :latest too and returns the targets with those after each.
+func (b *Builder) tagLatest(ctx context.Context, targets []pushTarget) ([]pushTarget, error) {
+	var all []pushTarget
 	for _, t := range targets {
-		p, err := b.pushOne(ctx, t, o)
-		if err != nil {
-			return done, err
+		latest := t
+		latest.tag = "latest"
+		latest.ref = strings.TrimSuffix(t.ref, ":"+t.tag) + ":latest"
+		if _, err := b.api.ImageTag(ctx, client.ImageTagOptions{Source: t.ref, Target: latest.ref}); err != nil {
+			return nil, fmt.Errorf("tag %s as %s: %w", t.ref, latest.ref, err)
 		}
-		done = append(done, p)
+		all = append(all, t, latest)
 	}
+	return all, nil
+}
+
+// verifyPushed checks that each registry holds what the engine pushed (done[i] is
+// targets[i]), filling in a digest the engine did not report.
+func verifyPushed(ctx context.Context, clients map[string]*registryClient, targets []pushTarget, done []Pushed, o PushOptions) error {
 	for i, t := range targets {
 		digest, ok, err := clients[t.host].manifest(ctx, t.repo, t.tag)
 		if err != nil {
-			return done, fmt.Errorf("check %s in the registry: %w", t.ref, err)
+			return fmt.Errorf("check %s in the registry: %w", t.ref, err)
 		}
 		if !ok {
-			return done, fmt.Errorf("%w: the engine pushed %s but the registry does not have it", ErrPushFailed, t.ref)
+			return fmt.Errorf("%w: the engine pushed %s but the registry does not have it", ErrPushFailed, t.ref)
 		}
 		if done[i].Digest != "" && digest != "" && digest != done[i].Digest {
-			return done, fmt.Errorf("%w: the registry has %s as %s, not the %s the engine pushed", ErrPushFailed, t.ref, digest, done[i].Digest)
+			return fmt.Errorf("%w: the registry has %s as %s, not the %s the engine pushed", ErrPushFailed, t.ref, digest, done[i].Digest)
 		}
 		if done[i].Digest == "" {
 			done[i].Digest = digest
@@ -186,7 +212,7 @@ func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pus
 		p := done[i]
 		o.emit(Event{Kind: KindVerified, Msg: fmt.Sprintf("%s: in the registry (%s)", t.ref, p.Digest), Ref: t.ref, Pushed: &p})
 	}
-	return done, nil
+	return nil
 }
 
 func parseTarget(ref string) (pushTarget, error) {
@@ -203,16 +229,19 @@ func parseTarget(ref string) (pushTarget, error) {
 
 func (b *Builder) pushOne(ctx context.Context, t pushTarget, o PushOptions) (Pushed, error) {
 	o.emit(Event{Kind: KindPush, Msg: "pushing " + t.ref, Ref: t.ref})
-	authHeader, err := registry.EncodeAuthConfig(registry.AuthConfig{
-		Username: t.creds.Username, Password: t.creds.Password, IdentityToken: t.creds.IdentityToken, ServerAddress: t.host,
-	})
+	// Anonymous pushes send an empty auth config ("{}"): older engines (20.10) refuse
+	// a push without the header.
+	auth := registry.AuthConfig{}
+	if !t.creds.Empty() {
+		auth = registry.AuthConfig{
+			Username: t.creds.Username, Password: t.creds.Password, IdentityToken: t.creds.IdentityToken, ServerAddress: t.host,
+		}
+	}
+	authHeader, err := authconfig.Encode(auth)
 	if err != nil {
 		return Pushed{}, err
 	}
-	if t.creds.Empty() {
-		authHeader = ""
-	}
-	rc, err := b.api.ImagePush(ctx, t.ref, image.PushOptions{RegistryAuth: authHeader})
+	rc, err := b.api.ImagePush(ctx, t.ref, client.ImagePushOptions{RegistryAuth: authHeader})
 	if err != nil {
 		return Pushed{}, fmt.Errorf("push %s: %w", t.ref, err)
 	}
@@ -232,22 +261,18 @@ func readPush(r io.Reader, ref string, o PushOptions) (Pushed, error) {
 	layers := map[string]*Layer{}
 	dec := json.NewDecoder(r)
 	for {
-		var m jsonmessage.JSONMessage
+		var m engineMessage
 		if err := dec.Decode(&m); err != nil {
 			if errors.Is(err, io.EOF) {
 				return p, nil
 			}
 			return p, fmt.Errorf("push %s: read the engine's answer: %w", ref, err)
 		}
-		if m.Error != nil || m.ErrorMessage != "" {
-			msg := m.ErrorMessage
-			if m.Error != nil {
-				msg = m.Error.Message
-			}
+		if msg, failed := m.failure(); failed {
 			return p, fmt.Errorf("%w: %s: %s", ErrPushFailed, ref, strings.TrimSpace(msg))
 		}
 		if m.Aux != nil {
-			var res types.PushResult
+			var res pushResult
 			if json.Unmarshal(*m.Aux, &res) == nil && res.Digest != "" {
 				p.Digest, p.Size = res.Digest, res.Size
 			}
@@ -303,8 +328,12 @@ func insecureRegistry(cfg *registry.ServiceConfig, host string) bool {
 		ips = found
 	}
 	for _, ip := range ips {
+		addr, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			continue
+		}
 		for _, n := range cfg.InsecureRegistryCIDRs {
-			if n != nil && (*net.IPNet)(n).Contains(ip) {
+			if n.Contains(addr.Unmap()) {
 				return true
 			}
 		}

@@ -7,26 +7,24 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
 
-	"github.com/docker/docker/api/types/registry"
+	"github.com/moby/moby/api/types/registry"
+
+	"github.com/shipdeploy/ship/test/testenv"
 )
 
-// fakeRegistry answers /v2/ and manifest HEADs the way a registry does, asking for
-// basic auth, or for a bearer token from its /token endpoint.
-func fakeRegistry(t *testing.T, bearer bool) *httptest.Server {
+// tokenRegistry answers /v2/ and manifest HEADs the way a registry behind a token
+// service does: a bearer token from its /token endpoint, for basic auth there. The
+// in-process distribution registry of test/testenv has basic auth only, so this one
+// flow is served by a stand-in.
+func tokenRegistry(t *testing.T) *httptest.Server {
 	t.Helper()
 	const user, pass, token = "ci", "s3cret-pass", "tok-123"
 	var srv *httptest.Server
-	authorized := func(r *http.Request) bool {
-		if bearer {
-			return r.Header.Get("Authorization") == "Bearer "+token
-		}
-		u, p, ok := r.BasicAuth()
-		return ok && u == user && p == pass
-	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
 		u, p, ok := r.BasicAuth()
@@ -37,19 +35,15 @@ func fakeRegistry(t *testing.T, bearer bool) *httptest.Server {
 		fmt.Fprintf(w, `{"token": %q, "expires_in": 300}`, token)
 	})
 	mux.HandleFunc("/v2/", func(w http.ResponseWriter, r *http.Request) {
-		if !authorized(r) {
-			if bearer {
-				w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s/token",service="fake"`, srv.URL))
-			} else {
-				w.Header().Set("WWW-Authenticate", `Basic realm="fake"`)
-			}
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s/token",service="fake"`, srv.URL))
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
 		switch r.URL.Path {
 		case "/v2/":
 			w.WriteHeader(http.StatusOK)
-		case "/v2/team/web/manifests/abc":
+		case "/v2/team/web/manifests/latest":
 			if !strings.Contains(r.Header.Get("Accept"), "application/vnd.oci.image.manifest.v1+json") {
 				w.WriteHeader(http.StatusNotAcceptable)
 				return
@@ -65,6 +59,32 @@ func fakeRegistry(t *testing.T, bearer bool) *httptest.Server {
 	return srv
 }
 
+// realRegistry is test/testenv's distribution registry with basic auth, holding
+// team/web:latest (pushed by the engine); it returns the registry and that manifest's
+// digest as the registry itself reports it.
+func realRegistry(t *testing.T) (*testenv.RegistryServer, string) {
+	t.Helper()
+	cli := testenv.Docker(t)
+	reg := testenv.Registry(t, testenv.WithAuth("ci", "s3cret-pass"))
+	testenv.BaseImage(t, cli, reg, "team/web", "registry-test")
+	req, err := http.NewRequest(http.MethodHead, "http://"+reg.Addr+"/v2/team/web/manifests/latest", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(reg.User, reg.Password)
+	req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	digest := resp.Header.Get("Docker-Content-Digest")
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(digest, "sha256:") {
+		t.Fatalf("the registry's own answer for team/web:latest: %s, digest %q", resp.Status, digest)
+	}
+	return reg, digest
+}
+
 func yes() bool { return true }
 
 func hostOf(srv *httptest.Server) string { return strings.TrimPrefix(srv.URL, "http://") }
@@ -72,30 +92,36 @@ func hostOf(srv *httptest.Server) string { return strings.TrimPrefix(srv.URL, "h
 func TestRegistryPing(t *testing.T) {
 	good := Credentials{Username: "ci", Password: "s3cret-pass", From: "the test"}
 	bad := Credentials{Username: "ci", Password: "wrong-pass", From: "the test"}
-	for _, bearer := range []bool{false, true} {
-		srv := fakeRegistry(t, bearer)
-		t.Run(fmt.Sprintf("bearer=%v", bearer), func(t *testing.T) {
-			c := newRegistryClient(hostOf(srv), good, yes)
+	reg, regDigest := realRegistry(t)
+	tok := tokenRegistry(t)
+	for _, tc := range []struct {
+		name, host, digest string
+	}{
+		{"basic auth (distribution)", reg.Addr, regDigest},
+		{"bearer token", hostOf(tok), "sha256:1234"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newRegistryClient(tc.host, good, yes)
 			if err := c.ping(context.Background()); err != nil {
 				t.Errorf("good credentials: %v", err)
 			}
-			if c.base != srv.URL {
-				t.Errorf("the scheme settled on %q, want %q (HTTPS failed, the registry is insecure)", c.base, srv.URL)
+			if c.base != "http://"+tc.host {
+				t.Errorf("the scheme settled on %q, want http://%s (HTTPS failed, the registry is insecure)", c.base, tc.host)
 			}
-			digest, ok, err := c.manifest(context.Background(), "team/web", "abc")
-			if err != nil || !ok || digest != "sha256:1234" {
-				t.Errorf("manifest team/web:abc = %q, %v, %v", digest, ok, err)
+			digest, ok, err := c.manifest(context.Background(), "team/web", "latest")
+			if err != nil || !ok || digest != tc.digest {
+				t.Errorf("manifest team/web:latest = %q, %v, %v; want %s", digest, ok, err, tc.digest)
 			}
 			if _, ok, err := c.manifest(context.Background(), "team/web", "nope"); err != nil || ok {
 				t.Errorf("a missing manifest: %v, %v", ok, err)
 			}
 
-			err = newRegistryClient(hostOf(srv), bad, yes).ping(context.Background())
+			err = newRegistryClient(tc.host, bad, yes).ping(context.Background())
 			if !errors.Is(err, ErrRegistryAuth) || strings.Contains(err.Error(), "wrong-pass") ||
 				!strings.Contains(err.Error(), `user "ci"`) || !strings.Contains(err.Error(), "the test") {
 				t.Errorf("refused credentials: %v", err)
 			}
-			err = newRegistryClient(hostOf(srv), Credentials{}, yes).ping(context.Background())
+			err = newRegistryClient(tc.host, Credentials{}, yes).ping(context.Background())
 			if !errors.Is(err, ErrRegistryAuth) || !strings.Contains(err.Error(), "none were found") {
 				t.Errorf("no credentials: %v", err)
 			}
@@ -103,8 +129,7 @@ func TestRegistryPing(t *testing.T) {
 	}
 
 	t.Run("secure registry over plain HTTP", func(t *testing.T) {
-		srv := fakeRegistry(t, false)
-		err := newRegistryClient(hostOf(srv), good, nil).ping(context.Background())
+		err := newRegistryClient(reg.Addr, good, nil).ping(context.Background())
 		if !errors.Is(err, ErrRegistryDown) {
 			t.Errorf("a registry the engine reaches by HTTPS only must not be asked over HTTP: %v", err)
 		}
@@ -170,9 +195,8 @@ func TestFetchTokenWithRefreshToken(t *testing.T) {
 }
 
 func TestInsecureRegistry(t *testing.T) {
-	_, loopback, _ := net.ParseCIDR("127.0.0.0/8")
 	cfg := &registry.ServiceConfig{
-		InsecureRegistryCIDRs: []*registry.NetIPNet{(*registry.NetIPNet)(loopback)},
+		InsecureRegistryCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 		IndexConfigs: map[string]*registry.IndexInfo{
 			"docker.io":                 {Name: "docker.io", Secure: true},
 			"insecure.example.com:5000": {Name: "insecure.example.com:5000", Secure: false},

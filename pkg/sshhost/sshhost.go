@@ -16,8 +16,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/types"
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
 	"github.com/pkg/sftp"
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
@@ -272,7 +271,7 @@ func (h *host) Ping(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	v, err := api.ServerVersion(ctx)
+	v, err := api.ServerVersion(ctx, client.ServerVersionOptions{})
 	if err != nil {
 		return "", fmt.Errorf("ask the Docker engine its version: %w", err)
 	}
@@ -311,7 +310,7 @@ func (h *host) RemoveImage(ctx context.Context, ref string) error {
 	if err != nil {
 		return err
 	}
-	_, err = api.ImageRemove(ctx, ref, image.RemoveOptions{PruneChildren: true})
+	_, err = api.ImageRemove(ctx, ref, client.ImageRemoveOptions{PruneChildren: true})
 	if err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
 		return err
 	}

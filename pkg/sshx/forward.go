@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
 )
 
 // DialUnix connects to the unix socket at path on the host
@@ -33,23 +33,20 @@ func (c *Client) Docker(ctx context.Context, socket string) (*client.Client, err
 	if err := c.checkOpen(); err != nil {
 		return nil, err
 	}
-	cli, err := client.NewClientWithOpts(
+	cli, err := client.New(
 		// The docker client wants a host; the address is the socket on the host.
 		client.WithHost("unix://"+socket),
 		client.WithDialContext(func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return c.DialUnix(ctx, socket)
 		}),
-		client.WithAPIVersionNegotiation(),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("ssh %s: docker client: %w", c.host, err)
 	}
-	ping, err := cli.Ping(ctx)
-	if err != nil {
+	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		cli.Close()
 		return nil, fmt.Errorf("ssh %s: reach the Docker engine at %s on the host: %w", c.host, socket, err)
 	}
-	cli.NegotiateAPIVersionPing(ping)
 
 	c.mu.Lock()
 	defer c.mu.Unlock()

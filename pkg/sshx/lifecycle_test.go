@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/client"
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/shipdeploy/ship/pkg/sshx"
@@ -69,14 +70,14 @@ func TestDocker(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ping, err := cli.Ping(ctx)
+		ping, err := cli.Ping(ctx, client.PingOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if ping.APIVersion == "" || cli.ClientVersion() == "" {
 			t.Fatalf("no API version: %+v", ping)
 		}
-		if _, err := cli.ServerVersion(ctx); err != nil {
+		if _, err := cli.ServerVersion(ctx, client.ServerVersionOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
 
 	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/engine"
@@ -56,41 +56,15 @@ type Result struct {
 // removes what it made, also when ctx is cancelled or the timeout passes.
 func Run(ctx context.Context, api client.APIClient, o Options) (res Result, err error) {
 	start := time.Now()
-	emit := func(kind, service, msg string) {
-		if o.Progress != nil {
-			o.Progress(Event{Kind: kind, Service: service, Msg: msg})
-		}
-	}
 	res.Project = projectName(o.App)
-	p, err := compose.Load(ctx, compose.Options{Dir: o.Dir, Files: []string{o.File}, Name: res.Project, Environ: o.Environ})
+	p, err := load(ctx, o, res.Project)
 	if err != nil {
 		return res, err
 	}
-	if _, ok := p.Services[o.Service]; !ok {
-		return res, fmt.Errorf("%w: %s has no service %q (the test service, test.service in ship.yaml); it has: %s",
-			compose.ErrInvalid, o.File, o.Service, strings.Join(p.ServicesInOrder(), ", "))
-	}
-	// Test-only images get the project's unique name, so removing them afterwards
-	// can never touch an image of the user's.
-	p.PinImages(func(img string) string {
-		if !strings.HasPrefix(img, res.Project+"/") { // <project>/<service> already is
-			img = res.Project + "/" + img
-		}
-		return img + ":test"
-	})
-
-	eng := engine.New(api)
-	builder := image.New(api)
-	var built []string
+	r := &run{o: o, project: res.Project, eng: engine.New(api), builder: image.New(api)}
 	defer func() {
-		// Clean up even when ctx is done: a cancelled run must leave nothing behind.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-		defer cancel()
-		emit("cleanup", "", "removing containers, networks, volumes and test images of "+res.Project)
-		cerr := eng.Down(cctx, res.Project, engine.DownOptions{Volumes: true})
-		cerr = errors.Join(cerr, builder.Remove(cctx, built...))
-		if cerr != nil {
-			err = errors.Join(err, fmt.Errorf("clean up %s: %w", res.Project, cerr))
+		if cerr := r.cleanUp(ctx); cerr != nil {
+			err = errors.Join(err, cerr)
 		}
 		res.Duration = time.Since(start)
 	}()
@@ -101,16 +75,80 @@ func Run(ctx context.Context, api client.APIClient, o Options) (res Result, err 
 		runCtx, cancel = context.WithTimeoutCause(ctx, o.Timeout, fmt.Errorf("%w: the suite ran longer than its timeout %s (test.timeout in ship.yaml)", ErrTestsFailed, o.Timeout))
 		defer cancel()
 	}
-	timedOut := func(err error) error {
+	r.timedOut = func(err error) error {
 		if cause := context.Cause(runCtx); ctx.Err() == nil && errors.Is(cause, ErrTestsFailed) {
 			return cause
 		}
 		return err
 	}
 
-	if err := eng.Check(runCtx, p.Project, nil); err != nil {
+	if err := r.eng.Check(runCtx, p.Project, nil); err != nil {
 		return res, err
 	}
+	if err := r.buildAll(runCtx, p); err != nil {
+		return res, r.timedOut(err)
+	}
+	if err := r.up(runCtx, p); err != nil {
+		return res, r.timedOut(err)
+	}
+	res.ExitCode, err = r.wait(ctx, runCtx)
+	return res, err
+}
+
+// load reads the test compose file as the project named project, its images pinned
+// to test-only names.
+func load(ctx context.Context, o Options, project string) (*compose.Project, error) {
+	p, err := compose.Load(ctx, compose.Options{Dir: o.Dir, Files: []string{o.File}, Name: project, Environ: o.Environ})
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := p.Services[o.Service]; !ok {
+		return nil, fmt.Errorf("%w: %s has no service %q (the test service, test.service in ship.yaml); it has: %s",
+			compose.ErrInvalid, o.File, o.Service, strings.Join(p.ServicesInOrder(), ", "))
+	}
+	// Test-only images get the project's unique name, so removing them afterwards
+	// can never touch an image of the user's.
+	p.PinImages(func(img string) string {
+		if !strings.HasPrefix(img, project+"/") { // <project>/<service> already is
+			img = project + "/" + img
+		}
+		return img + ":test"
+	})
+	return p, nil
+}
+
+// run is one Run in progress.
+type run struct {
+	o        Options
+	project  string
+	eng      *engine.Engine
+	builder  *image.Builder
+	built    []string // the test images built, removed at the end
+	timedOut func(error) error
+}
+
+func (r *run) emit(kind, service, msg string) {
+	if r.o.Progress != nil {
+		r.o.Progress(Event{Kind: kind, Service: service, Msg: msg})
+	}
+}
+
+// cleanUp removes what the run made, even when ctx is done: a cancelled run must
+// leave nothing behind.
+func (r *run) cleanUp(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	r.emit("cleanup", "", "removing containers, networks, volumes and test images of "+r.project)
+	cerr := r.eng.Down(cctx, r.project, engine.DownOptions{Volumes: true})
+	cerr = errors.Join(cerr, r.builder.Remove(cctx, r.built...))
+	if cerr != nil {
+		return fmt.Errorf("clean up %s: %w", r.project, cerr)
+	}
+	return nil
+}
+
+// buildAll builds each image the test stack builds, once.
+func (r *run) buildAll(ctx context.Context, p *compose.Project) error {
 	seen := map[string]bool{}
 	for _, name := range p.ServicesInOrder() {
 		ref, ok := p.Built[name]
@@ -118,45 +156,49 @@ func Run(ctx context.Context, api client.APIClient, o Options) (res Result, err 
 			continue
 		}
 		seen[ref] = true
-		built = append(built, ref)
-		emit("build", name, "building "+ref)
-		err := builder.Build(runCtx, name, *p.Services[name].Build, ref, image.Options{
-			Pull: o.Pull, Builder: o.Builder, Auth: o.Auth,
+		r.built = append(r.built, ref)
+		r.emit("build", name, "building "+ref)
+		err := r.builder.Build(ctx, name, *p.Services[name].Build, ref, image.Options{
+			Pull: r.o.Pull, Builder: r.o.Builder, Auth: r.o.Auth,
 			Progress: func(e image.Event) {
 				kind := "build_detail"
 				if e.Kind == image.KindStep || e.Kind == image.KindBuilder {
 					kind = "build"
 				}
-				emit(kind, e.Service, e.Msg)
+				r.emit(kind, e.Service, e.Msg)
 			},
 		})
 		if err != nil {
-			return res, timedOut(err)
+			return err
 		}
 	}
+	return nil
+}
 
-	err = eng.Up(runCtx, p.Project, engine.UpOptions{
-		WaitTimeout: o.Timeout,
+func (r *run) up(ctx context.Context, p *compose.Project) error {
+	return r.eng.Up(ctx, p.Project, engine.UpOptions{
+		WaitTimeout: r.o.Timeout,
 		Progress: func(e engine.Event) {
 			msg := e.Msg
 			if e.Service == "" {
 				msg = e.Action + " " + msg // "network created x"
 			}
-			emit("engine", e.Service, msg)
+			r.emit("engine", e.Service, msg)
 		},
 	})
-	if err != nil {
-		return res, timedOut(err)
-	}
+}
 
+// wait follows the stack's logs until the test service exits, stops the stack and
+// returns the service's exit code; non-zero is ErrTestsFailed.
+func (r *run) wait(ctx, runCtx context.Context) (int, error) {
 	// Logs follow every container from its first line until it stops; Down stops them.
 	logCtx, stopLogs := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLogs()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = eng.Logs(logCtx, res.Project, engine.LogOptions{Follow: true}, func(l engine.LogLine) {
-			emit("log", l.Service, l.Text)
+		_ = r.eng.Logs(logCtx, r.project, engine.LogOptions{Follow: true}, func(l engine.LogLine) {
+			r.emit("log", l.Service, l.Text)
 		})
 	}()
 	waitLogs := func(grace time.Duration) {
@@ -169,21 +211,20 @@ func Run(ctx context.Context, api client.APIClient, o Options) (res Result, err 
 	}
 	defer waitLogs(0) // on the error paths: stop following at once
 
-	code, err := eng.Wait(runCtx, res.Project, o.Service)
+	code, err := r.eng.Wait(runCtx, r.project, r.o.Service)
 	if err != nil {
-		return res, timedOut(err)
+		return 0, r.timedOut(err)
 	}
-	res.ExitCode = code
 	// Stop the stack now so the log streams end with every line delivered.
-	if err := eng.Down(context.WithoutCancel(ctx), res.Project, engine.DownOptions{}); err != nil {
-		return res, err
+	if err := r.eng.Down(context.WithoutCancel(ctx), r.project, engine.DownOptions{}); err != nil {
+		return code, err
 	}
 	waitLogs(10 * time.Second)
-	emit("exit", o.Service, fmt.Sprintf("exited with code %d", code))
+	r.emit("exit", r.o.Service, fmt.Sprintf("exited with code %d", code))
 	if code != 0 {
-		return res, fmt.Errorf("%w: service %q exited with code %d", ErrTestsFailed, o.Service, code)
+		return code, fmt.Errorf("%w: service %q exited with code %d", ErrTestsFailed, r.o.Service, code)
 	}
-	return res, nil
+	return code, nil
 }
 
 func projectName(app string) string {

@@ -82,10 +82,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/test/testenv"
@@ -140,6 +138,7 @@ type deployBench struct {
 	b       *testing.B
 	cli     *client.Client
 	shipctl string
+	base    string // another shipctl to compare with; "" none
 	reg     string // the registry's address
 	repo    string // the app's checkout
 	mnt     string // the hosts' folder, as they see it
@@ -222,6 +221,9 @@ func measureDeploy(b *testing.B) map[string]float64 {
 	testenv.AppImage(b, d.cli)
 	bins := buildBins(b, "shipctl", "./cmd/shipctl", "registry", "./test/cmd/registry", "sftpcount", "./test/cmd/sftpcount")
 	d.shipctl = bins["shipctl"]
+	// BENCH_BASE_SHIPCTL: another shipctl (an earlier commit's, `make bench-deploy
+	// BASE=rev` builds it) deployed in the same rounds, for a before/after ratio.
+	d.base = os.Getenv("BENCH_BASE_SHIPCTL")
 
 	// The registry, a process of its own.
 	d.reg = startProc(b, bins["registry"], "-dir", b.TempDir(), "-listen", "127.0.0.1:0", "-max-life", "1h").addr
@@ -292,10 +294,7 @@ func measureDeploy(b *testing.B) map[string]float64 {
 	d.setupScript(key.UserKeyFile)
 
 	one, four := d.hosts[:1], d.hosts
-	rows := []struct {
-		name string
-		run  func() deployRun
-	}{
+	rows := []benchRow{
 		{"shipctl deploy, 1 host", func() deployRun { return d.ship("ship-one.yaml", "one", one, true) }},
 		{"shipctl deploy, 4 hosts", func() deployRun { return d.ship("ship-four.yaml", "four", four, true) }},
 		{"shipctl no-op redeploy, 1 host", func() deployRun { return d.ship("ship-one.yaml", "one", one, false) }},
@@ -304,6 +303,14 @@ func measureDeploy(b *testing.B) map[string]float64 {
 		{"script, 4 hosts", func() deployRun { return d.plain(four, true) }},
 		{"script no-op, 1 host", func() deployRun { return d.plain(one, false) }},
 		{"script no-op, 4 hosts", func() deployRun { return d.plain(four, false) }},
+	}
+	order := []int{0, 2, 1, 3, 4, 6, 5, 7}
+	if d.base != "" {
+		rows = append(rows,
+			benchRow{"base shipctl deploy, 1 host", func() deployRun { return d.shipWith(d.base, "ship-one.yaml", "one", one, true) }},
+			benchRow{"base shipctl no-op, 1 host", func() deployRun { return d.shipWith(d.base, "ship-one.yaml", "one", one, false) }},
+		)
+		order = append(order, 8, 9)
 	}
 	// A first deploy creates what later ones only change (networks, the first
 	// container, the hosts' folders): it is not measured.
@@ -316,7 +323,7 @@ func measureDeploy(b *testing.B) map[string]float64 {
 	for range runs {
 		// A new commit for each deploy row, then its no-op redeploy: rows 0 and 2, 1
 		// and 3 go in pairs, and the script's the same.
-		for _, i := range []int{0, 2, 1, 3, 4, 6, 5, 7} {
+		for _, i := range order {
 			results[i] = append(results[i], rows[i].run())
 		}
 	}
@@ -389,6 +396,10 @@ func measureDeploy(b *testing.B) map[string]float64 {
 	w("\nshipctl / script (until healthy): 1 host %.2fx, 4 hosts %.2fx; no-op 1 host %.2fx, 4 hosts %.2fx; the script's 4 hosts / 1 host %.2fx\n",
 		ratio(med[0].wall, med[4].healthy), ratio(med[1].wall, med[5].healthy),
 		ratio(med[2].wall, med[6].healthy), ratio(med[3].wall, med[7].healthy), fanoutScript)
+	if d.base != "" {
+		w("this tree / base shipctl (%s), wall time: deploy 1 host %.2fx, no-op 1 host %.2fx\n",
+			d.base, ratio(med[0].wall, med[8].wall), ratio(med[2].wall, med[9].wall))
+	}
 	w("  (ratio < 1: shipctl is quicker; shipctl also uploads release.json, locks, checks the registry and the plan, and\n")
 	w("   switches current; the script does none of that, and docker-compose v1 is a Python program started twice per host)\n\n")
 
@@ -538,20 +549,31 @@ func (d *deployBench) newCommit() (string, string) {
 	ref := d.reg + "/example/web:" + sha
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := d.cli.ImageTag(ctx, testenv.AppImageRef, ref); err != nil {
+	if _, err := d.cli.ImageTag(ctx, client.ImageTagOptions{Source: testenv.AppImageRef, Target: ref}); err != nil {
 		d.b.Fatal(err)
 	}
 	if err := testenv.PushImage(ctx, d.cli, ref, ""); err != nil {
 		d.b.Fatal(err)
 	}
-	if _, err := d.cli.ImageRemove(ctx, ref, image.RemoveOptions{}); err != nil {
+	if _, err := d.cli.ImageRemove(ctx, ref, client.ImageRemoveOptions{}); err != nil {
 		d.b.Fatal(err)
 	}
 	return version, ref
 }
 
+// benchRow is one row of the table: what it deploys, and how.
+type benchRow struct {
+	name string
+	run  func() deployRun
+}
+
 // ship runs shipctl deploy (of a new commit when fresh) and measures it.
 func (d *deployBench) ship(cfg, env string, hosts []*benchHost, fresh bool) deployRun {
+	return d.shipWith(d.shipctl, cfg, env, hosts, fresh)
+}
+
+// shipWith is ship with the shipctl binary bin.
+func (d *deployBench) shipWith(bin, cfg, env string, hosts []*benchHost, fresh bool) deployRun {
 	b := d.b
 	if fresh {
 		d.newCommit()
@@ -561,7 +583,7 @@ func (d *deployBench) ship(cfg, env string, hosts []*benchHost, fresh bool) depl
 	defer cancel()
 	// --debug: sshx logs when each host's SSH connection is up, the one moment of a
 	// host's preflight that no event marks.
-	cmd := exec.CommandContext(ctx, d.shipctl, "-c", cfg, "--json", "--debug", "deploy", env, "--untested")
+	cmd := exec.CommandContext(ctx, bin, "-c", cfg, "--json", "--debug", "deploy", env, "--untested")
 	cmd.Dir = d.repo
 	cmd.Env = d.env
 	var stdout, stderr bytes.Buffer
@@ -641,13 +663,13 @@ func (d *deployBench) waitHealthy(ctx context.Context, project, version string) 
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for {
-		cs, err := d.cli.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(
-			filters.Arg("label", "com.docker.compose.project="+project), filters.Arg("label", "com.docker.compose.service=web"))})
+		cs, err := d.cli.ContainerList(ctx, client.ContainerListOptions{Filters: make(client.Filters).Add("label", "com.docker.compose.project="+project, "com.docker.compose.service=web")})
 		if err != nil {
 			d.b.Fatalf("%s: %v", project, err)
 		}
-		if len(cs) == 1 {
-			ins, err := d.cli.ContainerInspect(ctx, cs[0].ID)
+		if len(cs.Items) == 1 {
+			res, err := d.cli.ContainerInspect(ctx, cs.Items[0].ID, client.ContainerInspectOptions{})
+			ins := res.Container
 			if err == nil && ins.State.Health != nil && ins.State.Health.Status == container.Healthy &&
 				slices.Contains(ins.Config.Env, "VERSION="+version) {
 				return
@@ -1011,14 +1033,14 @@ func (d *deployBench) cleanup() {
 	if d.reg == "" {
 		return
 	}
-	imgs, err := d.cli.ImageList(ctx, image.ListOptions{})
+	imgs, err := d.cli.ImageList(ctx, client.ImageListOptions{})
 	if err != nil {
 		return
 	}
-	for _, img := range imgs {
+	for _, img := range imgs.Items {
 		for _, tag := range img.RepoTags {
 			if strings.HasPrefix(tag, d.reg+"/") {
-				_, _ = d.cli.ImageRemove(ctx, tag, image.RemoveOptions{Force: true})
+				_, _ = d.cli.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
 			}
 		}
 	}
@@ -1089,7 +1111,7 @@ func overheads(runs []deployRun) string {
 }
 
 func engineVersion(cli *client.Client) string {
-	v, err := cli.ServerVersion(context.Background())
+	v, err := cli.ServerVersion(context.Background(), client.ServerVersionOptions{})
 	if err != nil {
 		return "?"
 	}

@@ -10,8 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
 
 	"github.com/shipdeploy/ship/test/testenv"
 )
@@ -111,7 +110,7 @@ func removeImages(t *testing.T, cli *client.Client, refs ...string) {
 	t.Helper()
 	t.Cleanup(func() {
 		for _, ref := range refs {
-			cli.ImageRemove(context.Background(), ref, image.RemoveOptions{Force: true})
+			cli.ImageRemove(context.Background(), ref, client.ImageRemoveOptions{Force: true})
 		}
 	})
 }
@@ -145,11 +144,11 @@ func TestBuildPullsNewerBase(t *testing.T) {
 	if err := testenv.PullImage(ctx, cli, base, reg.RegistryAuth()); err != nil {
 		t.Fatal(err)
 	}
-	if err := cli.ImageTag(ctx, base, keep); err != nil {
+	if _, err := cli.ImageTag(ctx, client.ImageTagOptions{Source: base, Target: keep}); err != nil {
 		t.Fatal(err)
 	}
 	testenv.BaseImage(t, cli, reg, baseName, "v2")
-	if err := cli.ImageTag(ctx, keep, base); err != nil {
+	if _, err := cli.ImageTag(ctx, client.ImageTagOptions{Source: keep, Target: base}); err != nil {
 		t.Fatal(err)
 	}
 

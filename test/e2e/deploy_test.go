@@ -22,10 +22,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/shipdeploy/ship/pkg/engine"
@@ -160,11 +158,11 @@ func (s *site) push(sha string) string {
 	s.t.Helper()
 	ref := s.reg.Addr + "/example/web:" + sha
 	ctx := context.Background()
-	if err := s.cli.ImageTag(ctx, testenv.AppImageRef, ref); err != nil {
+	if _, err := s.cli.ImageTag(ctx, client.ImageTagOptions{Source: testenv.AppImageRef, Target: ref}); err != nil {
 		s.t.Fatal(err)
 	}
 	s.reg.Push(s.t, s.cli, ref)
-	if _, err := s.cli.ImageRemove(ctx, ref, image.RemoveOptions{}); err != nil {
+	if _, err := s.cli.ImageRemove(ctx, ref, client.ImageRemoveOptions{}); err != nil {
 		s.t.Fatal(err)
 	}
 	return ref
@@ -188,13 +186,13 @@ func (s *site) deploy(want int, args ...string) result {
 // containers are the app's containers by service.
 func (s *site) containers() map[string]container.Summary {
 	s.t.Helper()
-	cs, err := s.cli.ContainerList(context.Background(), container.ListOptions{All: true,
-		Filters: filters.NewArgs(filters.Arg("label", "com.docker.compose.project="+s.app))})
+	cs, err := s.cli.ContainerList(context.Background(), client.ContainerListOptions{All: true,
+		Filters: make(client.Filters).Add("label", "com.docker.compose.project="+s.app)})
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	out := map[string]container.Summary{}
-	for _, c := range cs {
+	for _, c := range cs.Items {
 		out[c.Labels["com.docker.compose.service"]] = c
 	}
 	return out
@@ -202,11 +200,11 @@ func (s *site) containers() map[string]container.Summary {
 
 func (s *site) inspect(id string) container.InspectResponse {
 	s.t.Helper()
-	ins, err := s.cli.ContainerInspect(context.Background(), id)
+	res, err := s.cli.ContainerInspect(context.Background(), id, client.ContainerInspectOptions{})
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	return ins
+	return res.Container
 }
 
 // current is the release the host's current symlink points at.
@@ -291,11 +289,11 @@ func (s *site) cleanup() {
 	if err := engine.New(s.cli).Down(ctx, s.app, engine.DownOptions{Volumes: true}); err != nil {
 		s.t.Logf("clean up %s: %v", s.app, err)
 	}
-	imgs, err := s.cli.ImageList(ctx, image.ListOptions{Filters: filters.NewArgs(filters.Arg("reference", s.reg.Addr+"/*/*"))})
+	imgs, err := s.cli.ImageList(ctx, client.ImageListOptions{Filters: make(client.Filters).Add("reference", s.reg.Addr+"/*/*")})
 	if err == nil {
-		for _, img := range imgs {
+		for _, img := range imgs.Items {
 			for _, tag := range img.RepoTags {
-				_, _ = s.cli.ImageRemove(ctx, tag, image.RemoveOptions{Force: true})
+				_, _ = s.cli.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true})
 			}
 		}
 	}
@@ -345,7 +343,7 @@ func TestDeployLifecycle(t *testing.T) {
 		}
 	}
 	// build made the image on this engine; the host must pull it.
-	if _, err := s.cli.ImageRemove(context.Background(), s.reg.Addr+"/example/web:"+shaA, image.RemoveOptions{}); err != nil {
+	if _, err := s.cli.ImageRemove(context.Background(), s.reg.Addr+"/example/web:"+shaA, client.ImageRemoveOptions{}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -13,12 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/volume"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
 
 	"github.com/shipdeploy/ship/test/testenv"
 )
@@ -29,38 +24,38 @@ func leftovers(t *testing.T, cli *client.Client) []string {
 	ctx := context.Background()
 	var left []string
 	isTest := func(project string) bool { return strings.HasPrefix(project, "example-test-") }
-	cs, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", "com.docker.compose.project"))})
+	cs, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", "com.docker.compose.project")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range cs {
+	for _, c := range cs.Items {
 		if isTest(c.Labels["com.docker.compose.project"]) {
 			left = append(left, "container "+strings.Join(c.Names, ","))
 		}
 	}
-	ns, err := cli.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "com.docker.compose.project"))})
+	ns, err := cli.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("label", "com.docker.compose.project")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range ns {
+	for _, n := range ns.Items {
 		if isTest(n.Labels["com.docker.compose.project"]) {
 			left = append(left, "network "+n.Name)
 		}
 	}
-	vs, err := cli.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "com.docker.compose.project"))})
+	vs, err := cli.VolumeList(ctx, client.VolumeListOptions{Filters: make(client.Filters).Add("label", "com.docker.compose.project")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range vs.Volumes {
+	for _, v := range vs.Items {
 		if isTest(v.Labels["com.docker.compose.project"]) {
 			left = append(left, "volume "+v.Name)
 		}
 	}
-	imgs, err := cli.ImageList(ctx, image.ListOptions{All: true})
+	imgs, err := cli.ImageList(ctx, client.ImageListOptions{All: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, img := range imgs {
+	for _, img := range imgs.Items {
 		for _, tag := range img.RepoTags {
 			if strings.HasPrefix(tag, "example-test-") {
 				left = append(left, "image "+tag)

@@ -11,9 +11,8 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/client"
-	"github.com/docker/docker/pkg/jsonmessage"
+	"github.com/moby/moby/client"
+	"github.com/moby/moby/client/pkg/jsonmessage"
 )
 
 // BaseMarkerFile is the file a BaseImage holds; its content is the marker.
@@ -38,7 +37,7 @@ func BaseImage(t testing.TB, cli *client.Client, reg *RegistryServer, name strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, err := cli.ImageImport(ctx, image.ImportSource{Source: layer, SourceName: "-"}, ref, image.ImportOptions{
+	rc, err := cli.ImageImport(ctx, client.ImageImportSource{Source: layer, SourceName: "-"}, ref, client.ImageImportOptions{
 		Message: "ship test base image",
 		Changes: []string{"LABEL " + BaseMarkerLabel + "=" + strconv.Quote(marker)},
 	})
@@ -88,7 +87,7 @@ func baseLayer(marker string) (io.Reader, error) {
 func removeImage(cli *client.Client, ref string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := cli.ImageRemove(ctx, ref, image.RemoveOptions{Force: true, PruneChildren: true})
+	_, err := cli.ImageRemove(ctx, ref, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	if err != nil && !cerrdefs.IsNotFound(err) {
 		return err
 	}

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 )
 
 func TestBaseImage(t *testing.T) {
@@ -67,17 +67,17 @@ func TestBaseImage(t *testing.T) {
 func markerIn(t *testing.T, cli *client.Client, ref string) string {
 	t.Helper()
 	ctx := context.Background()
-	c, err := cli.ContainerCreate(ctx, &container.Config{Image: ref, Cmd: []string{"/none"}}, nil, nil, nil, "")
+	c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: ref, Cmd: []string{"/none"}}})
 	if err != nil {
 		t.Fatalf("create a container of %s: %v", ref, err)
 	}
-	defer cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
-	rc, _, err := cli.CopyFromContainer(ctx, c.ID, BaseMarkerFile)
+	defer cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true})
+	res, err := cli.CopyFromContainer(ctx, c.ID, client.CopyFromContainerOptions{SourcePath: BaseMarkerFile})
 	if err != nil {
 		t.Fatalf("copy %s from %s: %v", BaseMarkerFile, ref, err)
 	}
-	defer rc.Close()
-	tr := tar.NewReader(rc)
+	defer res.Content.Close()
+	tr := tar.NewReader(res.Content)
 	if _, err := tr.Next(); err != nil {
 		t.Fatalf("copy %s: %v", BaseMarkerFile, err)
 	}

@@ -13,22 +13,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/client"
-	"github.com/docker/docker/pkg/jsonmessage"
+	"github.com/moby/moby/api/types/build"
+	"github.com/moby/moby/client"
+	"github.com/moby/moby/client/pkg/jsonmessage"
 )
 
 // Docker returns a client for the engine on this machine, its API version negotiated.
 func Docker(t testing.TB) *client.Client {
 	t.Helper()
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	cli, err := client.New(client.FromEnv)
 	if err != nil {
 		Missing(t, "a Docker engine", err.Error())
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := cli.Ping(ctx); err != nil {
+	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		cli.Close()
 		Missing(t, "a Docker engine", "start dockerd, or set DOCKER_HOST: "+err.Error())
 		return nil
@@ -98,7 +98,7 @@ func AppImage(t testing.TB, cli *client.Client) string {
 
 // BuildImage builds a tar build context on the engine with the classic builder.
 func BuildImage(ctx context.Context, cli *client.Client, buildContext io.Reader, tag string) error {
-	resp, err := cli.ImageBuild(ctx, buildContext, build.ImageBuildOptions{
+	resp, err := cli.ImageBuild(ctx, buildContext, client.ImageBuildOptions{
 		Tags: []string{tag}, Remove: true, ForceRemove: true, Version: build.BuilderV1,
 	})
 	if err != nil {

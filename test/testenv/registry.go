@@ -17,10 +17,10 @@ import (
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/registry"
-	"github.com/docker/docker/client"
-	"github.com/docker/docker/pkg/jsonmessage"
+	"github.com/moby/moby/api/pkg/authconfig"
+	"github.com/moby/moby/api/types/registry"
+	"github.com/moby/moby/client"
+	"github.com/moby/moby/client/pkg/jsonmessage"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/crypto/bcrypt"
 
@@ -158,7 +158,7 @@ func (r *RegistryServer) Stop() {
 }
 
 // RegistryAuth is the value of the engine's X-Registry-Auth header for this registry
-// (image.PushOptions.RegistryAuth, image.PullOptions.RegistryAuth); empty without auth.
+// (client.ImagePushOptions.RegistryAuth, client.ImagePullOptions.RegistryAuth); empty without auth.
 func (r *RegistryServer) RegistryAuth() string {
 	if r.User == "" {
 		return ""
@@ -169,7 +169,7 @@ func (r *RegistryServer) RegistryAuth() string {
 // EncodeRegistryAuth is the engine's X-Registry-Auth value for user and password on
 // server.
 func EncodeRegistryAuth(server, user, password string) string {
-	s, err := registry.EncodeAuthConfig(registry.AuthConfig{
+	s, err := authconfig.Encode(registry.AuthConfig{
 		Username: user, Password: password, ServerAddress: server,
 	})
 	if err != nil {
@@ -219,7 +219,11 @@ func (r *RegistryServer) HasManifest(t testing.TB, repo, tag string) bool {
 // PushImage pushes ref with the engine, reading its progress to the end: an error in
 // the stream is returned. registryAuth is an X-Registry-Auth value, or empty.
 func PushImage(ctx context.Context, cli *client.Client, ref, registryAuth string) error {
-	rc, err := cli.ImagePush(ctx, ref, image.PushOptions{RegistryAuth: registryAuth})
+	if registryAuth == "" {
+		// An empty auth config: older engines (20.10) refuse a push without the header.
+		registryAuth = EncodeRegistryAuth("", "", "")
+	}
+	rc, err := cli.ImagePush(ctx, ref, client.ImagePushOptions{RegistryAuth: registryAuth})
 	if err != nil {
 		return fmt.Errorf("push %s: %w", ref, err)
 	}
@@ -232,7 +236,7 @@ func PushImage(ctx context.Context, cli *client.Client, ref, registryAuth string
 
 // PullImage pulls ref with the engine, reading its progress to the end.
 func PullImage(ctx context.Context, cli *client.Client, ref, registryAuth string) error {
-	rc, err := cli.ImagePull(ctx, ref, image.PullOptions{RegistryAuth: registryAuth})
+	rc, err := cli.ImagePull(ctx, ref, client.ImagePullOptions{RegistryAuth: registryAuth})
 	if err != nil {
 		return fmt.Errorf("pull %s: %w", ref, err)
 	}

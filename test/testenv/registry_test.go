@@ -10,8 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
 )
 
 // importImage makes an image named ref on the engine from one small file, without
@@ -22,7 +21,7 @@ func importImage(t *testing.T, cli *client.Client, ref string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, err := cli.ImageImport(context.Background(), image.ImportSource{Source: layer, SourceName: "-"}, ref, image.ImportOptions{})
+	rc, err := cli.ImageImport(context.Background(), client.ImageImportSource{Source: layer, SourceName: "-"}, ref, client.ImageImportOptions{})
 	if err != nil {
 		t.Fatalf("import %s: %v", ref, err)
 	}

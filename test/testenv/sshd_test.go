@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -85,12 +85,11 @@ func TestSSHD(t *testing.T) {
 		{"docker socket forward", func(t *testing.T) {
 			Docker(t) // skips (fails in CI) without an engine
 			sock := dockerSocket(t)
-			cli, err := client.NewClientWithOpts(
+			cli, err := client.New(
 				client.WithHost("unix://"+sock),
 				client.WithDialContext(func(ctx context.Context, _, _ string) (net.Conn, error) {
 					return c.DialContext(ctx, "unix", sock)
 				}),
-				client.WithAPIVersionNegotiation(),
 			)
 			if err != nil {
 				t.Fatal(err)
@@ -98,7 +97,7 @@ func TestSSHD(t *testing.T) {
 			defer cli.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			ping, err := cli.Ping(ctx)
+			ping, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
 			if err != nil {
 				t.Fatalf("docker ping through ssh: %v", err)
 			}

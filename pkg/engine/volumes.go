@@ -1,0 +1,144 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/compose-spec/compose-go/v2/types"
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/image"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/client"
+)
+
+// volumeMounts maps the service's volumes. Binds that may create their host path use
+// the legacy Binds list, which does; binds with create_host_path: false use a bind
+// mount, which fails when the path is missing, as docker compose does. Anonymous
+// volumes of a replaced container are mounted again at the same place (inherit).
+func volumeMounts(p *types.Project, s types.ServiceConfig, inherit map[string]string) ([]string, []mount.Mount) {
+	var binds []string
+	var mounts []mount.Mount
+	used := map[string]bool{}
+	for _, v := range s.Volumes {
+		used[v.Target] = true
+		switch v.Type {
+		case types.VolumeTypeBind:
+			if v.Bind != nil && !bool(v.Bind.CreateHostPath) {
+				m := mount.Mount{Type: mount.TypeBind, Source: v.Source, Target: v.Target, ReadOnly: v.ReadOnly}
+				if v.Bind.Propagation != "" {
+					m.BindOptions = &mount.BindOptions{Propagation: mount.Propagation(v.Bind.Propagation)}
+				}
+				mounts = append(mounts, m)
+				continue
+			}
+			binds = append(binds, v.String())
+		case types.VolumeTypeVolume:
+			m := mount.Mount{Type: mount.TypeVolume, Target: v.Target, ReadOnly: v.ReadOnly}
+			if v.Source != "" {
+				m.Source = volumeName(p, v.Source)
+			} else if name, ok := inherit[v.Target]; ok {
+				m.Source = name
+			}
+			if v.Volume != nil && (v.Volume.NoCopy || v.Volume.Subpath != "") {
+				m.VolumeOptions = &mount.VolumeOptions{NoCopy: v.Volume.NoCopy, Subpath: v.Volume.Subpath}
+			}
+			mounts = append(mounts, m)
+		case types.VolumeTypeTmpfs:
+			m := mount.Mount{Type: mount.TypeTmpfs, Target: v.Target, ReadOnly: v.ReadOnly}
+			if v.Tmpfs != nil && (v.Tmpfs.Size != 0 || v.Tmpfs.Mode != 0) {
+				m.TmpfsOptions = &mount.TmpfsOptions{SizeBytes: int64(v.Tmpfs.Size), Mode: os.FileMode(v.Tmpfs.Mode)}
+			}
+			mounts = append(mounts, m)
+		}
+	}
+	// Volumes declared by the image (VOLUME) that the service does not mount.
+	targets := make([]string, 0, len(inherit))
+	for target := range inherit {
+		targets = append(targets, target)
+	}
+	sort.Strings(targets)
+	for _, target := range targets {
+		if used[target] {
+			continue
+		}
+		mounts = append(mounts, mount.Mount{Type: mount.TypeVolume, Source: inherit[target], Target: target})
+	}
+	return binds, mounts
+}
+
+// anonymousVolumes finds the anonymous volumes the old container has at places the
+// service or its image declare one, so the new container keeps their data.
+func anonymousVolumes(s types.ServiceConfig, old container.InspectResponse, img image.InspectResponse) map[string]string {
+	declared := map[string]bool{}
+	if img.Config != nil {
+		for target := range img.Config.Volumes {
+			declared[target] = true
+		}
+	}
+	for _, v := range s.Volumes {
+		if v.Type == types.VolumeTypeVolume && v.Source == "" {
+			declared[v.Target] = true
+		} else {
+			declared[v.Target] = false // mounted from elsewhere now
+		}
+	}
+	out := map[string]string{}
+	for _, m := range old.Mounts {
+		if m.Type == "volume" && m.Name != "" && declared[m.Destination] {
+			out[m.Destination] = m.Name
+		}
+	}
+	return out
+}
+
+// ensureVolumes creates the named volumes the services mount that do not exist yet,
+// and checks that the external ones do.
+func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project, services []string, rep *reporter) error {
+	keys := map[string]bool{}
+	for _, name := range services {
+		for _, v := range p.Services[name].Volumes {
+			if v.Type == types.VolumeTypeVolume && v.Source != "" {
+				keys[v.Source] = true
+			}
+		}
+	}
+	sorted := make([]string, 0, len(keys))
+	for key := range keys {
+		sorted = append(sorted, key)
+	}
+	sort.Strings(sorted)
+	for _, key := range sorted {
+		v := p.Volumes[key]
+		name := volumeName(p, key)
+		_, err := e.api.VolumeInspect(ctx, name, client.VolumeInspectOptions{})
+		if err == nil {
+			continue
+		}
+		if !cerrdefs.IsNotFound(err) {
+			return fmt.Errorf("inspect volume %s: %w", name, err)
+		}
+		if v.External {
+			return fmt.Errorf("volume %s is declared external but does not exist", name)
+		}
+		labels := map[string]string{}
+		for k, val := range v.Labels {
+			labels[k] = val
+		}
+		for k, val := range v.CustomLabels {
+			labels[k] = val
+		}
+		labels[labelVolume] = key
+		labels[labelProject] = p.Name
+		labels[labelVersion] = composeVersion
+		if _, err := e.api.VolumeCreate(ctx, client.VolumeCreateOptions{
+			Name: name, Driver: v.Driver, DriverOpts: v.DriverOpts, Labels: labels,
+		}); err != nil {
+			return fmt.Errorf("create volume %s: %w", name, err)
+		}
+		rep.event("", "", "volume", "created "+name)
+	}
+	return nil
+}
