@@ -27,7 +27,7 @@ func TestDocker(t *testing.T) {
 	sock := testenv.DockerSocket(t)
 	s := testenv.SSHD(t)
 	c := dial(t, dest(s), options(t, s))
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 
 	t.Run("DialUnix", func(t *testing.T) {

@@ -34,7 +34,7 @@ func dirNames(t *testing.T, dir string) []string {
 // its name. sshd runs on this machine, so the remote folder is a local one.
 func waitTempFile(t *testing.T, dir, name string, errc <-chan error) string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(time.Minute) // a backstop: the loop ends when the file appears
 	for time.Now().Before(deadline) {
 		for _, n := range dirNames(t, dir) {
 			if n == name {

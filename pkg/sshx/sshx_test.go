@@ -38,8 +38,10 @@ func options(t *testing.T, s *testenv.SSHServer) sshx.Options {
 		AgentSocket:     "none",
 		KnownHostsFiles: []string{s.KnownHostsFile},
 		IdentityFiles:   []string{s.UserKeyFile},
-		DialTimeout:     10 * time.Second,
-		Logger:          testLogger(t),
+		// A backstop, not a window: an encrypted key's bcrypt rounds under -race on
+		// a loaded machine have taken more than 10s.
+		DialTimeout: time.Minute,
+		Logger:      testLogger(t),
 	}
 }
 
@@ -70,7 +72,7 @@ func dialErr(t *testing.T, dest string, o sshx.Options) error {
 
 func run(t *testing.T, c *sshx.Client, cmd string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	out, errOut, err := c.Run(ctx, cmd)
 	if err != nil {
