@@ -40,8 +40,16 @@ vuln:
 	bash scripts/vuln.sh
 
 # Unit and integration tests against the real Docker engine, sshd and registry.
+# They run through test/cmd/testsum, which runs `go test -json` itself and prints what
+# plain go test would (failing tests' output, panics and timeouts included, and each
+# package's ok/FAIL line), then one line per skipped test with the part it lacks and
+# how to get it, then "N passed, N failed, N skipped". Outside CI a missing engine,
+# sshd or registry is a skip, and a bare `ok` would hide it. testsum starts go test
+# rather than reading a pipe so that go test's exit code is its own without pipefail
+# (make's sh has none); it is built first so that `go run` adds no line of its own.
 unit:
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(GO) build -o bin/testsum ./test/cmd/testsum
+	bin/testsum -race -count=1 -timeout 20m $(PKGS)
 
 test: deps vet fmt-check vuln unit
 

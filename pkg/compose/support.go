@@ -68,84 +68,109 @@ func isExtension(key string) bool { return strings.HasPrefix(key, "x-") }
 // checkModel walks compose-go's merged model of the files and lists every key that ship
 // does not implement, for the services that are active.
 func checkModel(model map[string]any, active []string, loc *locator) []Problem {
-	var problems []Problem
-	refuse := func(path []string, what, advice string) {
-		msg := fmt.Sprintf("%s is not supported by ship", what)
-		if advice != "" {
-			msg += "; " + advice
-		}
-		p := loc.at(path)
-		p.Msg = msg
-		problems = append(problems, p)
-	}
+	c := &checker{loc: loc}
 	for _, k := range sortedKeys(model) {
 		if !topLevelKeys[k] && !isExtension(k) {
-			refuse([]string{k}, fmt.Sprintf("top-level key %q", k), advice(k))
+			c.refuse([]string{k}, fmt.Sprintf("top-level key %q", k), advice(k))
 		}
 	}
 	services, _ := model["services"].(map[string]any)
 	for _, name := range active {
 		svc, _ := services[name].(map[string]any)
-		for _, k := range sortedKeys(svc) {
-			path := []string{"services", name, k}
-			if isExtension(k) {
-				continue
-			}
-			if !serviceKeys[k] {
-				refuse(path, fmt.Sprintf("service %q: key %q", name, k), advice(k))
-				continue
-			}
-			if k == "deploy" {
-				if m, ok := svc[k].(map[string]any); ok {
-					if n, err := toInt(m["replicas"]); err == nil && n > 1 {
-						refuse(append(path, "replicas"), fmt.Sprintf("service %q: deploy.replicas %d", name, n), "ship runs one container per service; remove replicas or set it to 1")
-					}
+		c.service(name, svc)
+	}
+	c.definitions(model)
+	return c.problems
+}
+
+// checker collects the problems of one model, each placed at its file and line.
+type checker struct {
+	loc      *locator
+	problems []Problem
+}
+
+func (c *checker) refuse(path []string, what, advice string) {
+	msg := fmt.Sprintf("%s is not supported by ship", what)
+	if advice != "" {
+		msg += "; " + advice
+	}
+	p := c.loc.at(path)
+	p.Msg = msg
+	c.problems = append(c.problems, p)
+}
+
+// service checks the keys of one active service, and those nested in them.
+func (c *checker) service(name string, svc map[string]any) {
+	for _, k := range sortedKeys(svc) {
+		path := []string{"services", name, k}
+		if isExtension(k) {
+			continue
+		}
+		if !serviceKeys[k] {
+			c.refuse(path, fmt.Sprintf("service %q: key %q", name, k), advice(k))
+			continue
+		}
+		if k == "deploy" {
+			if m, ok := svc[k].(map[string]any); ok {
+				if n, err := toInt(m["replicas"]); err == nil && n > 1 {
+					c.refuse(append(path, "replicas"), fmt.Sprintf("service %q: deploy.replicas %d", name, n), "ship runs one container per service; remove replicas or set it to 1")
 				}
 			}
-			if allowed, ok := nestedKeys[k]; ok {
-				if m, ok := svc[k].(map[string]any); ok {
-					for _, sub := range sortedKeys(m) {
-						if !allowed[sub] && !isExtension(sub) {
-							refuse(append(path, sub), fmt.Sprintf("service %q: key %q", name, k+"."+sub), advice(sub))
-						}
-					}
-				}
-			}
-			if allowed, ok := entryKeys[k]; ok {
-				for _, entry := range entries(svc[k]) {
-					for _, sub := range sortedKeys(entry.m) {
-						if allowed[sub] || isExtension(sub) {
-							continue
-						}
-						if k == "depends_on" && sub == "restart" {
-							// compose-go writes restart: false into every long-form entry, and
-							// restart: true for links: (refused on its own); refuse what is written.
-							if b, ok := entry.m[sub].(bool); (ok && !b) || loc.at(append(path, entry.key, sub)).File == "" {
-								continue
-							}
-							refuse(append(path, entry.key, sub), fmt.Sprintf("service %q: depends_on.%s.restart", name, entry.key), "ship does not restart dependents; remove restart: true")
-							continue
-						}
-						refuse(append(path, entry.key, sub), fmt.Sprintf("service %q: key %q in %s", name, sub, k), advice(sub))
-					}
-					if k == "volumes" {
-						if t, _ := entry.m["type"].(string); t != "" && !volumeTypes[t] {
-							refuse(append(path, entry.key), fmt.Sprintf("service %q: volume type %q", name, t), "use bind, volume or tmpfs")
-						}
-						for _, opt := range []string{"bind", "volume", "tmpfs"} {
-							if m, ok := entry.m[opt].(map[string]any); ok {
-								for _, sub := range sortedKeys(m) {
-									if !volumeOptionKeys[opt][sub] {
-										refuse(append(path, entry.key, opt, sub), fmt.Sprintf("service %q: volumes %s.%s", name, opt, sub), "")
-									}
-								}
-							}
-						}
+		}
+		if allowed, ok := nestedKeys[k]; ok {
+			if m, ok := svc[k].(map[string]any); ok {
+				for _, sub := range sortedKeys(m) {
+					if !allowed[sub] && !isExtension(sub) {
+						c.refuse(append(path, sub), fmt.Sprintf("service %q: key %q", name, k+"."+sub), advice(sub))
 					}
 				}
 			}
 		}
+		if allowed, ok := entryKeys[k]; ok {
+			for _, e := range entries(svc[k]) {
+				c.checkEntry(path, name, k, e, allowed)
+			}
+		}
 	}
+}
+
+// checkEntry checks one entry of a service's list or map of entries (depends_on, ports,
+// volumes, networks) at path, services.NAME.KEY.
+func (c *checker) checkEntry(path []string, name, k string, e entry, allowed map[string]bool) {
+	for _, sub := range sortedKeys(e.m) {
+		if allowed[sub] || isExtension(sub) {
+			continue
+		}
+		if k == "depends_on" && sub == "restart" {
+			// compose-go writes restart: false into every long-form entry, and
+			// restart: true for links: (refused on its own); refuse what is written.
+			if b, ok := e.m[sub].(bool); (ok && !b) || c.loc.at(append(path, e.key, sub)).File == "" {
+				continue
+			}
+			c.refuse(append(path, e.key, sub), fmt.Sprintf("service %q: depends_on.%s.restart", name, e.key), "ship does not restart dependents; remove restart: true")
+			continue
+		}
+		c.refuse(append(path, e.key, sub), fmt.Sprintf("service %q: key %q in %s", name, sub, k), advice(sub))
+	}
+	if k != "volumes" {
+		return
+	}
+	if t, _ := e.m["type"].(string); t != "" && !volumeTypes[t] {
+		c.refuse(append(path, e.key), fmt.Sprintf("service %q: volume type %q", name, t), "use bind, volume or tmpfs")
+	}
+	for _, opt := range []string{"bind", "volume", "tmpfs"} {
+		if m, ok := e.m[opt].(map[string]any); ok {
+			for _, sub := range sortedKeys(m) {
+				if !volumeOptionKeys[opt][sub] {
+					c.refuse(append(path, e.key, opt, sub), fmt.Sprintf("service %q: volumes %s.%s", name, opt, sub), "")
+				}
+			}
+		}
+	}
+}
+
+// definitions checks the keys of the top-level networks and volumes.
+func (c *checker) definitions(model map[string]any) {
 	for _, kind := range []struct {
 		key     string
 		allowed map[string]bool
@@ -155,12 +180,11 @@ func checkModel(model map[string]any, active []string, loc *locator) []Problem {
 			def, _ := defs[name].(map[string]any)
 			for _, k := range sortedKeys(def) {
 				if !kind.allowed[k] && !isExtension(k) {
-					refuse([]string{kind.key, name, k}, fmt.Sprintf("%s %q: key %q", strings.TrimSuffix(kind.key, "s"), name, k), advice(k))
+					c.refuse([]string{kind.key, name, k}, fmt.Sprintf("%s %q: key %q", strings.TrimSuffix(kind.key, "s"), name, k), advice(k))
 				}
 			}
 		}
 	}
-	return problems
 }
 
 var volumeOptionKeys = map[string]map[string]bool{

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/shipdeploy/ship/pkg/sshx"
 	"github.com/shipdeploy/ship/test/testenv"
 )
 
@@ -34,7 +38,7 @@ func dirNames(t *testing.T, dir string) []string {
 // its name. sshd runs on this machine, so the remote folder is a local one.
 func waitTempFile(t *testing.T, dir, name string, errc <-chan error) string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(time.Minute) // a backstop: the loop ends when the file appears
 	for time.Now().Before(deadline) {
 		for _, n := range dirNames(t, dir) {
 			if n == name {
@@ -155,12 +159,15 @@ func TestWriteFileAtomic(t *testing.T) {
 		if err := c.WriteFileAtomic(t.Context(), file, []byte("old"), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		// The gate holds the write after 4 MiB (of 32) until the cancel.
+		c, g := gated(t, s, 4<<20)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		errc := make(chan error, 1)
 		go func() { errc <- c.WriteFileAtomic(ctx, file, big, 0o600) }()
 		waitTempFile(t, dir, "release.tar", errc)
 		cancel()
+		g.open()
 		if err := <-errc; !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v, want cancelled", err)
 		}
@@ -177,7 +184,8 @@ func TestWriteFileAtomic(t *testing.T) {
 	})
 
 	t.Run("connection lost midway", func(t *testing.T) {
-		c2 := dial(t, dest(s), options(t, s))
+		// The gate holds the write after 4 MiB (of 32): it is under way when cut.
+		c2, _ := gated(t, s, 4<<20)
 		dir := t.TempDir()
 		file := filepath.Join(dir, "release.tar")
 		errc := make(chan error, 1)
@@ -208,4 +216,98 @@ func TestWriteFileAtomic(t *testing.T) {
 			t.Fatal("SFTP() made a second client")
 		}
 	})
+}
+
+// gate is a TCP proxy to an address that passes the first limit bytes the client
+// sends, then holds the rest until it is opened: a write of more than limit bytes
+// is then certainly under way, and stays so, until the test lets it go on.
+type gate struct {
+	addr   string
+	opened chan struct{}
+	once   sync.Once
+}
+
+func newGate(t *testing.T, to string, limit int) *gate {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gate{addr: l.Addr().String(), opened: make(chan struct{})}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", to)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, in, out)
+			mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); g.pipe(out, in, limit) }()
+			go func() { defer wg.Done(); g.pipe(in, out, -1) }()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		g.open()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return g
+}
+
+func (g *gate) open() { g.once.Do(func() { close(g.opened) }) }
+
+// pipe copies src to dst; with limit >= 0, it waits for the gate to open once
+// limit bytes have passed.
+func (g *gate) pipe(dst, src net.Conn, limit int) {
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	passed := 0
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if limit >= 0 && passed+n > limit {
+				<-g.opened
+				limit = -1
+			}
+			passed += n
+			if _, err := dst.Write(buf[:n]); err != nil {
+				src.Close()
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// gated dials s through a gate that holds what the client sends after limit bytes.
+func gated(t *testing.T, s *testenv.SSHServer, limit int) (*sshx.Client, *gate) {
+	t.Helper()
+	g := newGate(t, s.Addr, limit)
+	o := options(t, s)
+	known := filepath.Join(t.TempDir(), "known_hosts")
+	line := knownhosts.Line([]string{knownhosts.Normalize(g.addr)}, s.HostKey) + "\n"
+	if err := os.WriteFile(known, []byte(line), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o.KnownHostsFiles = []string{known}
+	return dial(t, s.User+"@"+g.addr, o), g
 }

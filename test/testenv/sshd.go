@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -227,11 +226,6 @@ func (s *SSHServer) PID() int {
 	return s.proc.cmd.Process.Pid
 }
 
-// Log is what sshd has written to its stderr so far (LogLevel VERBOSE).
-func (s *SSHServer) Log() string {
-	return s.log.String()
-}
-
 func (s *SSHServer) setPort(port int) {
 	s.Port = port
 	s.Addr = net.JoinHostPort(s.Host, strconv.Itoa(port))
@@ -289,7 +283,8 @@ func (s *SSHServer) start(t testing.TB, hostKeyFile string) error {
 		p.err = p.cmd.Wait()
 		close(p.done)
 	}()
-	if err := waitBanner(s.Addr, p, 10*time.Second); err != nil {
+	// A backstop, not a window: waitBanner returns as soon as sshd answers or exits.
+	if err := waitBanner(s.Addr, p, time.Minute); err != nil {
 		s.stop()
 		return fmt.Errorf("sshd on %s: %w", s.Addr, err)
 	}
@@ -376,7 +371,9 @@ func readBanner(addr string) (string, error) {
 		return "", err
 	}
 	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	// sshd sends its banner once it has forked for the connection, which a loaded
+	// machine can take a while to do.
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	buf := make([]byte, 256)
 	n, err := c.Read(buf)
 	if n == 0 {
@@ -426,22 +423,4 @@ func currentUser() (string, error) {
 		return name, nil
 	}
 	return "", errors.New("cannot tell the current user's name")
-}
-
-// lockedBuffer is a bytes.Buffer that a process writes to while a test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

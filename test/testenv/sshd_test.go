@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/moby/moby/client"
 	"github.com/pkg/sftp"
@@ -84,7 +83,7 @@ func TestSSHD(t *testing.T) {
 		}},
 		{"docker socket forward", func(t *testing.T) {
 			Docker(t) // skips (fails in CI) without an engine
-			sock := dockerSocket(t)
+			sock := DockerSocket(t)
 			cli, err := client.New(
 				client.WithHost("unix://"+sock),
 				client.WithDialContext(func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -95,9 +94,7 @@ func TestSSHD(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer cli.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			ping, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
+			ping, err := cli.Ping(t.Context(), client.PingOptions{NegotiateAPIVersion: true})
 			if err != nil {
 				t.Fatalf("docker ping through ssh: %v", err)
 			}
@@ -202,20 +199,6 @@ func assertKeyMismatch(t *testing.T, err error) {
 	}
 }
 
-// dockerSocket is the engine's unix socket path: DOCKER_HOST's when it names one.
-func dockerSocket(t *testing.T) string {
-	t.Helper()
-	host := os.Getenv("DOCKER_HOST")
-	if host == "" {
-		return "/var/run/docker.sock"
-	}
-	if path, ok := strings.CutPrefix(host, "unix://"); ok {
-		return path
-	}
-	t.Skipf("DOCKER_HOST=%s is not a unix socket", host)
-	return ""
-}
-
 func TestApplySettings(t *testing.T) {
 	base := []string{"Port 22", "LogLevel VERBOSE", "Subsystem sftp internal-sftp", "Subsystem other /bin/other"}
 	tests := []struct {
@@ -262,4 +245,39 @@ func TestSSHDOptions(t *testing.T) {
 	if err == nil && strings.TrimSpace(string(comm)) != "sshd" {
 		t.Errorf("process %d is %q, want sshd", pid, strings.TrimSpace(string(comm)))
 	}
+}
+
+func TestWaitLog(t *testing.T) {
+	t.Parallel()
+	s := SSHD(t)
+	offset := len(s.Log())
+	c, err := ssh.Dial("tcp", s.Addr, s.ClientConfig())
+	if err != nil {
+		t.Fatalf("dial %s: %v", s.Addr, err)
+	}
+	// sshd logs the login before it answers it: the line is there already, and
+	// WaitLog returns the log through it.
+	got := s.WaitLog(t, offset, func(line string) bool { return strings.HasPrefix(line, "Accepted publickey for ") })
+	if !strings.HasPrefix(lastLine(got), "Accepted publickey for "+s.User) {
+		t.Fatalf("WaitLog returned %q, want the log through the login line", got)
+	}
+	c.Close()
+	// A line still to come: sshd logs the end of a refused connection after the
+	// client has gone.
+	offset = len(s.Log())
+	cfg := s.ClientConfig()
+	cfg.HostKeyCallback = otherKnownHosts(t, s.Addr)
+	if _, err := ssh.Dial("tcp", s.Addr, cfg); err == nil {
+		t.Fatal("dial with another host key succeeded")
+	}
+	got = s.WaitLog(t, offset, func(line string) bool { return strings.HasSuffix(line, " [preauth]") })
+	if !strings.HasPrefix(lastLine(got), "Connection closed by ") {
+		t.Fatalf("WaitLog returned %q, want the log through the close line", got)
+	}
+}
+
+// lastLine is the last non-empty line of text, without its line ending.
+func lastLine(text string) string {
+	lines := strings.Split(strings.TrimRight(text, "\r\n"), "\n")
+	return strings.TrimRight(lines[len(lines)-1], "\r")
 }

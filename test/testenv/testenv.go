@@ -7,6 +7,7 @@ package testenv
 
 import (
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -23,4 +24,21 @@ func Missing(t testing.TB, what, how string) {
 		t.Fatalf("%s is required in CI: %s", what, how)
 	}
 	t.Skipf("skipped: %s (%s)", what, how)
+}
+
+// DockerSocket is the path of the engine's unix socket: DOCKER_HOST's when it names
+// one, else /var/run/docker.sock. A DOCKER_HOST that is not a unix socket is a missing
+// part (the tests that need the socket itself forward it over SSH).
+func DockerSocket(t testing.TB) string {
+	t.Helper()
+	host := os.Getenv("DOCKER_HOST")
+	if host == "" {
+		return "/var/run/docker.sock"
+	}
+	if path, ok := strings.CutPrefix(host, "unix://"); ok {
+		return path
+	}
+	Missing(t, "a Docker engine on a unix socket",
+		"DOCKER_HOST="+host+" is not one: unset it, or set it to unix:///var/run/docker.sock")
+	return ""
 }

@@ -1,0 +1,109 @@
+package config
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+
+	"gopkg.in/yaml.v3"
+)
+
+var envNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+func validEnvName(s string) bool { return envNameRe.MatchString(s) }
+
+func (p *parser) environments(n *yaml.Node, where string, envs map[string]*Environment) {
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		p.add(n, "%s: expected a mapping of environment names to their settings, found %s; write e.g. \"environments: {prod: {hosts: [deploy@web1.example.com], path: /srv/myapp}}\" (or the same in block style)", where, describe(n))
+		return
+	}
+	for _, e := range p.pairs(n, where) {
+		if !validEnvName(e.name) {
+			p.add(e.key, "environment name %q may hold only letters, digits, \".\", \"_\" and \"-\", starting with a letter or digit; write e.g. prod", e.name)
+			continue
+		}
+		env := &Environment{Name: e.name, Keep: DefaultKeep, DockerSocket: DefaultDockerSocket}
+		key := join(where, e.name)
+		v := resolve(e.val)
+		if !isNull(v) && v.Kind != yaml.MappingNode {
+			p.add(v, "%s: expected the environment's settings (hosts, path, ...), found %s; write e.g. \"%s: {hosts: [deploy@web1.example.com], path: /srv/myapp}\" (or the same in block style)", key, describe(v), e.name)
+			continue
+		}
+		seen := p.mapping(v, key, envKeys, map[string]func(*yaml.Node, string){
+			"hosts":   func(n *yaml.Node, key string) { env.Hosts = p.hosts(n, key) },
+			"path":    func(n *yaml.Node, key string) { env.Path = p.hostPath(n, key, "/srv/myapp") },
+			"confirm": func(n *yaml.Node, key string) { env.Confirm = p.boolean(n, key) },
+			"grace": func(n *yaml.Node, key string) {
+				if d, ok := p.duration(n, key, "30s"); ok {
+					if d < 0 {
+						p.add(n, "%s: %s is negative; write 0s for no countdown, or e.g. 30s", key, n.Value)
+						return
+					}
+					env.Grace = d
+				}
+			},
+			"agent":       func(n *yaml.Node, key string) { env.Agent = p.boolean(n, key) },
+			"env_file":    func(n *yaml.Node, key string) { env.EnvFile = p.relPath(n, key, ".env."+e.name) },
+			"known_hosts": func(n *yaml.Node, key string) { env.KnownHosts = p.relPath(n, key, "deploy/known_hosts") },
+			"parallel": func(n *yaml.Node, key string) {
+				env.Parallel = p.integer(n, key, 0, "0 for all hosts at once, or e.g. 2")
+			},
+			"keep":          func(n *yaml.Node, key string) { env.Keep = p.integer(n, key, 1, "e.g. 5") },
+			"docker_socket": func(n *yaml.Node, key string) { env.DockerSocket = p.hostPath(n, key, DefaultDockerSocket) },
+		})
+		at := e.key
+		if _, ok := seen["hosts"]; !ok {
+			p.add(at, "%s: hosts is missing; write the SSH destinations, e.g. \"hosts: [deploy@web1.example.com]\"", key)
+		}
+		if _, ok := seen["path"]; !ok {
+			p.add(at, "%s: path is missing; write the folder on the hosts, e.g. \"path: /srv/myapp\"", key)
+		}
+		envs[e.name] = env
+	}
+}
+
+func (p *parser) hosts(n *yaml.Node, key string) []Host {
+	if n.Kind == yaml.ScalarNode && !isNull(n) {
+		if _, err := ParseHost(n.Value); err == nil {
+			p.add(n, "%s: expected a list, found a string; write \"hosts: [%s]\"", key, n.Value)
+			return nil
+		}
+	}
+	if n.Kind != yaml.SequenceNode {
+		p.add(n, "%s: expected a list of [user@]host[:port], found %s; write e.g. \"hosts: [deploy@web1.example.com]\"", key, describe(n))
+		return nil
+	}
+	if len(n.Content) == 0 {
+		p.add(n, "%s: the list is empty; write at least one host, e.g. \"hosts: [deploy@web1.example.com]\"", key)
+		return nil
+	}
+	var hosts []Host
+	first := map[string]int{}
+	for i, item := range n.Content {
+		item = resolve(item)
+		at := fmt.Sprintf("%s[%d]", key, i)
+		s, ok := p.text(item, at, "deploy@web1.example.com")
+		if !ok {
+			continue
+		}
+		h, err := ParseHost(s)
+		if err != nil {
+			p.add(item, "%s: %v", at, err)
+			continue
+		}
+		id := hostKey(h)
+		if line, dup := first[id]; dup {
+			p.add(item, "%s: %s is listed twice (first on line %d); keep one", at, h, line)
+			continue
+		}
+		first[id] = item.Line
+		hosts = append(hosts, h)
+	}
+	return hosts
+}
+
+// hostKey identifies a host by where it connects, whoever logs in.
+func hostKey(h Host) string { return h.Name + "\x00" + strconv.Itoa(h.Port) }
