@@ -179,11 +179,11 @@ func benchCert(b *testing.B) (string, string, *x509.CertPool) {
 	return certFile, keyFile, pool
 }
 
-// routingCost measures Router.ServeHTTP per request with 1, 100 and 10000 host names,
+// routingCost measures Router.ServeHTTP per request with 1, 100 and 1000 host names,
 // asking for the last one added: the lookup is map reads, whatever the count.
 func routingCost() string {
 	var parts []string
-	for _, n := range []int{1, 100, 10000} {
+	for _, n := range []int{1, 100, 1000} {
 		rt := proxy.NewRouter(proxy.RouterOptions{})
 		noop := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
 		for i := range n {
