@@ -115,6 +115,11 @@ func Pebble(t testing.TB, o PebbleOptions) *PebbleServer {
 	startProcess(t, p, filepath.Join(bin, "pebble"), env, "-config", file, "-dnsserver", dns)
 	p.Directory = "https://" + listen + "/dir"
 	waitHTTP(t, p, p.Client, p.Directory, "pebble")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("pebble and pebble-challtestsrv output:\n%s", p.Log())
+		}
+	})
 
 	resp, err := p.Client.Get("https://" + pmgmt + "/roots/0")
 	if err != nil {
@@ -272,9 +277,6 @@ func startProcess(t testing.TB, p *PebbleServer, bin string, env []string, args 
 		cmd.Process.Kill()
 		<-read
 		cmd.Wait()
-		if t.Failed() && testing.Verbose() {
-			t.Logf("%s output:\n%s", filepath.Base(bin), p.Log())
-		}
 	})
 }
 

@@ -313,3 +313,28 @@ func TestIssueErrorSaysWhyAndTheFix(t *testing.T) {
 		t.Errorf("status %+v, want elsewhere.test with the error", st)
 	}
 }
+
+// With :443 closed to the CA, the certificate comes by HTTP-01, answered on the plain
+// listener through the Router's Challenge handler.
+func TestHTTP01ThroughTheRouter(t *testing.T) {
+	plainLn, secureLn := listeners(t)
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := port(closed)
+	closed.Close()
+	p := testenv.Pebble(t, testenv.PebbleOptions{HTTPPort: port(plainLn), TLSPort: closedPort})
+	f := startFront(t, plainLn, secureLn, certs.Config{Dir: t.TempDir()}, p)
+	f.route(t, "shop/web", app(t, "shop").Listener.Addr().String(), "shop.test")
+
+	if err := f.certs.Obtain(context.Background(), "shop.test"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := get(t, f.client(p.Roots, true), f.url("shop.test", "/")); resp.StatusCode != 200 || body != "shop" {
+		t.Errorf("HTTPS after HTTP-01: %d %q", resp.StatusCode, body)
+	}
+	if !strings.Contains(p.Log(), "w/ HTTP: http://shop.test:"+fmt.Sprint(port(plainLn))+proxy.ChallengePrefix) {
+		t.Errorf("pebble's log shows no http-01 validation:\n%s", p.Log())
+	}
+}
