@@ -62,12 +62,14 @@
 //   - Each Route keeps its swap and drain (Route.Swap, Replaced.Drain) whatever serves
 //     it: the Router hands the request to the Route, which picks its live target.
 //
-// shipd moves to it by opening one Router and its Listeners per listen address (":80",
-// and ":443" with TLS) through Inherited.Listen, as today's routes do (so sockets
-// survive restarts and handovers), creating each service's Route with a nil listener
-// and binding it with Router.Set at the switch; a route no longer wanted is removed
-// with Router.Remove and then shut down (Route.Shutdown drains it). Status.Listen is
-// empty for such a route: the Router's listeners are reported beside them.
+// shipd moves to it by opening a Router for the pair ":80" and ":443" (and one for
+// each other listen address x-ship names), its Listeners through Inherited.Listen as
+// today's routes do (so sockets survive restarts and handovers), creating each
+// service's Route with a nil listener and binding it with Router.Set at the switch; a
+// route no longer wanted is removed with Router.Remove and then shut down
+// (Route.Shutdown drains it). Status.Listen is empty for such a route: the Router's
+// listeners are reported beside them. A change rebuilds the table, in time linear in
+// the number of bindings (about a millisecond for a thousand).
 //
 // # Certificates
 //
