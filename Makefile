@@ -76,10 +76,12 @@ bench-build:
 	$(GO) test -run '^$$' -bench '^BenchmarkUnchanged$$' -benchtime $(BENCHTIME) -count $(BENCHCOUNT) -timeout 30m ./test/bench
 
 # pkg/proxy through test/bench/proxyd next to the same backend direct: throughput,
-# p50/p99 at half load, idle RSS, restart gap (plain and with the socket handed over).
+# p50/p99 at half load, idle RSS, restart gap (plain and with the socket handed over);
+# then the front door's Router over HTTP and HTTPS (keep-alive and new connections)
+# with 1 and 100 host names, interleaved with the backend direct.
 .PHONY: bench-proxy
 bench-proxy:
-	$(GO) test -run '^$$' -bench '^BenchmarkProxy$$' -benchtime 1x -count 1 -timeout 10m ./test/bench
+	$(GO) test -run '^$$' -bench '^BenchmarkProxy$$' -benchtime 1x -count 1 -timeout 15m ./test/bench
 
 # shipctl deploy to 1 and to 4 hosts (sshds on 127.0.0.2-5, a registry process, this
 # machine's engine), its no-op redeploy, and the plain script it replaces (scp, then

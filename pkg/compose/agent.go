@@ -87,7 +87,7 @@ func (p *Project) AgentProblems(files ...string) []Problem {
 			continue
 		}
 		if len(s.Ports) > 0 {
-			add(where("services", name, "ports"), "service %q publishes ports, but shipd serves it on %s (x-ship.listen) and runs two containers of it during a deploy; remove ports: from the service", name, ship.Listen)
+			add(where("services", name, "ports"), "service %q publishes ports, but shipd serves it on %s (x-ship.listen) and runs two containers of it during a deploy; remove ports: from the service", name, ship.Addresses())
 		}
 		if s.ContainerName != "" {
 			add(where("services", name, "container_name"), "service %q has container_name %q, but shipd runs two containers of it during a deploy; remove container_name", name, s.ContainerName)

@@ -114,7 +114,7 @@ func Load(ctx context.Context, o Options) (p *Project, err error) {
 		}
 		problems = append(problems, checkModel(model, tp.ServiceNames(), newLocator(paths))...)
 	}
-	problems = append(problems, p.parseShips(paths[0])...)
+	problems = append(problems, p.parseShips(paths...)...)
 	if len(problems) > 0 {
 		sort.SliceStable(problems, func(i, j int) bool {
 			a, b := problems[i], problems[j]
@@ -146,18 +146,31 @@ func (p Problem) String() string {
 	return fmt.Sprintf("%s:%d: %s", p.File, p.Line, p.Msg)
 }
 
-// parseShips fills in every service's x-ship settings and lists their problems.
-func (p *Project) parseShips(file string) []Problem {
+// parseShips fills in every service's x-ship settings and lists their problems, at the
+// line of the service's x-ship key when files can be read (the last file that has it).
+func (p *Project) parseShips(files ...string) []Problem {
+	loc := newLocator(files)
+	at := func(name string) Problem {
+		pr := loc.at([]string{"services", name, ShipKey})
+		if pr.File == "" {
+			pr.File = files[0]
+		}
+		return pr
+	}
 	var problems []Problem
 	for _, name := range p.ServiceNames() {
 		ship, errs := parseShip(p.Services[name].Extensions[ShipKey])
 		for _, e := range errs {
-			problems = append(problems, Problem{File: file, Msg: fmt.Sprintf("service %q: %s: %s", name, ShipKey, e)})
+			pr := at(name)
+			pr.Msg = fmt.Sprintf("service %q: %s: %s", name, ShipKey, e)
+			problems = append(problems, pr)
 		}
 		p.Ship[name] = ship
 	}
-	for _, msg := range checkShip(p) {
-		problems = append(problems, Problem{File: file, Msg: msg})
+	for _, c := range checkShip(p) {
+		pr := at(c.service)
+		pr.Msg = c.msg
+		problems = append(problems, pr)
 	}
 	return problems
 }

@@ -29,14 +29,14 @@ func TestLoadApp(t *testing.T) {
 	if got := p.Services["db"].Environment["POSTGRES_PASSWORD"]; got == nil || *got != "s3cret-from-env-file" {
 		t.Errorf("POSTGRES_PASSWORD not interpolated from env_file: %v", got)
 	}
-	want := Ship{Port: 8080, Listen: ":80", Health: "/up", Drain: 30 * time.Second}
-	if p.Ship["web"] != want {
+	want := Ship{Port: 8080, Listen: ":80", Health: "/up", Drain: 30 * time.Second, Routes: []Route{{Port: 8080, Listen: ":80"}}}
+	if !sameShip(p.Ship["web"], want) {
 		t.Errorf("web x-ship = %+v, want %+v", p.Ship["web"], want)
 	}
 	if p.Ship["migrate"].Job != JobPreDeploy || p.Ship["migrate"].Routed() {
 		t.Errorf("migrate x-ship = %+v", p.Ship["migrate"])
 	}
-	if (p.Ship["db"] != Ship{}) {
+	if !sameShip(p.Ship["db"], Ship{}) {
 		t.Errorf("db has no x-ship, got %+v", p.Ship["db"])
 	}
 }

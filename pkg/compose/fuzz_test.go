@@ -20,6 +20,11 @@ func FuzzShip(f *testing.F) {
 		"[1, 2]",
 		"{drain: 5}",
 		"{port: \"8080\", listen: \"[::1]:80\"}",
+		"{port: 8080, host: [a.example.com, \"*.b.example.com\"], path: [/, /api/], tls: true}",
+		"{port: 8080, host: a.test, tls: {cert: c.pem, key: k.pem}, listen: [\":80\", \":443\"]}",
+		"{port: 1, host: a.test, routes: [{port: 2, host: admin.a.test, path: /admin}, {port: 3, listen: \":8080\"}]}",
+		"{job: pre-deploy, routes: [{port: 1}]}",
+		"{routes: [{host: x}], tls: {cert: 1}}",
 	} {
 		f.Add(seed)
 	}
@@ -35,6 +40,19 @@ func FuzzShip(f *testing.F) {
 			}
 			if s.Job != "" && s.Routed() {
 				t.Fatalf("accepted a routed job %+v from %q", s, doc)
+			}
+			if s.Routed() != (len(s.Routes) > 0) || s.Routed() && s.Port != s.Routes[0].Port {
+				t.Fatalf("port %d and routes %+v disagree, from %q", s.Port, s.Routes, doc)
+			}
+			for _, r := range s.Routes {
+				if r.Port < 1 || r.Port > 65535 || r.Listen == "" && r.ListenTLS == "" || r.TLS.On() != (r.ListenTLS != "") {
+					t.Fatalf("accepted a route that cannot be served %+v from %q", r, doc)
+				}
+				for _, h := range r.Host {
+					if checkHost(h) != "" {
+						t.Fatalf("accepted host %q from %q", h, doc)
+					}
+				}
 			}
 		}
 	})

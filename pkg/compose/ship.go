@@ -3,7 +3,7 @@ package compose
 import (
 	"fmt"
 	"net"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,17 +17,63 @@ const JobPreDeploy = "pre-deploy"
 
 // Ship is a service's `x-ship` settings.
 type Ship struct {
-	Port   int           // container port shipd routes to
-	Listen string        // public address shipd serves, e.g. ":80"
+	Port   int           // container port shipd routes to (the first route's)
+	Listen string        // public plain HTTP address shipd serves, e.g. ":80" (the first route's; "" for an HTTPS-only route)
 	Health string        // HTTP health path; "" means the image's HEALTHCHECK, else "running"
 	Drain  time.Duration // how long in-flight requests may finish on the old container
 	Job    string        // "pre-deploy": a one-off job, not a long-running service
+	Host   []string      // the first route's host names (exact, or "*.example.com")
+	Path   []string      // the first route's path prefixes
+	TLS    TLS           // the first route's HTTPS
+	// Routes are every routed port of the service: the top-level port first (when
+	// there is one), then the entries of x-ship.routes.
+	Routes []Route
+}
+
+// Route is one routed port of a service: requests to its listen addresses, for its hosts
+// and paths, go to Port of the service's container.
+type Route struct {
+	Port int // container port
+	// Listen is the plain HTTP address (":80"; with TLS it redirects to HTTPS and
+	// answers ACME HTTP-01 challenges); "" for a route served over HTTPS only.
+	Listen string
+	// ListenTLS is the HTTPS address (":443" with TLS by default); "" without TLS.
+	ListenTLS string
+	Host      []string // names, exact or "*.example.com"; none: every name (a default route)
+	Path      []string // prefixes; none: "/"
+	TLS       TLS
+}
+
+// TLS is a route's HTTPS: certificates from ACME (Auto) or the app's own files.
+type TLS struct {
+	Auto      bool   // tls: true
+	Cert, Key string // tls: {cert: FILE, key: FILE}
+}
+
+// On reports whether the route is served over HTTPS.
+func (t TLS) On() bool { return t.Auto || t.Cert != "" }
+
+// Addresses lists the public addresses shipd serves the service on, over every route
+// ("" when it has none), e.g. ":80 and :443".
+func (s Ship) Addresses() string {
+	var out []string
+	for _, r := range s.Routes {
+		for _, a := range []string{r.Listen, r.ListenTLS} {
+			if a != "" && !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	return strings.Join(out, " and ")
 }
 
 // Routed reports whether shipd routes traffic to the service.
 func (s Ship) Routed() bool { return s.Port != 0 }
 
-var shipKeys = []string{"port", "listen", "health", "drain", "job"}
+var (
+	shipKeys  = []string{"port", "listen", "health", "drain", "job", "host", "path", "tls", "routes"}
+	routeKeys = []string{"port", "listen", "host", "path", "tls"}
+)
 
 // parseShip turns the raw extension value into settings, listing every problem.
 func parseShip(raw any) (Ship, []string) {
@@ -41,28 +87,15 @@ func parseShip(raw any) (Ship, []string) {
 	}
 	var problems []string
 	bad := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	top := map[string]any{}
+	var routes any
+	for _, k := range sortedKeys(m) {
 		v := m[k]
 		switch k {
-		case "port":
-			n, err := toInt(v)
-			if err != nil || n < 1 || n > 65535 {
-				bad("port %v is not a port number; write the container port, e.g. port: 8080", v)
-				continue
-			}
-			s.Port = n
-		case "listen":
-			str, _ := v.(string)
-			if _, err := listenPort(str); err != nil {
-				bad("listen %q: %v; write an address like \":80\" or \"127.0.0.1:8080\"", fmt.Sprint(v), err)
-				continue
-			}
-			s.Listen = str
+		case "port", "listen", "host", "path", "tls":
+			top[k] = v
+		case "routes":
+			routes = v
 		case "health":
 			str, _ := v.(string)
 			if !strings.HasPrefix(str, "/") {
@@ -88,35 +121,30 @@ func parseShip(raw any) (Ship, []string) {
 			bad("unknown key %q; the keys are %s", k, strings.Join(shipKeys, ", "))
 		}
 	}
-	if s.Job != "" && (s.Port != 0 || s.Listen != "") {
-		bad("a job is not routed; remove port and listen, or remove job")
+	if s.Job != "" && (len(top) > 0 || routes != nil) {
+		bad("a job is not routed; remove port, listen, host, path, tls and routes, or remove job")
+		top, routes = nil, nil
 	}
-	if (s.Port != 0) != (s.Listen != "") {
-		bad("port and listen go together: port is the container's port, listen the address shipd serves")
+	if len(top) > 0 {
+		r, errs := parseRoute(top, "")
+		problems = append(problems, errs...)
+		s.Routes = append(s.Routes, r)
+	}
+	if routes != nil {
+		rs, errs := parseRoutes(routes)
+		problems = append(problems, errs...)
+		s.Routes = append(s.Routes, rs...)
+	}
+	// A route without a port (a problem already) is not routed.
+	s.Routes = slices.DeleteFunc(s.Routes, func(r Route) bool { return r.Port == 0 })
+	if len(s.Routes) > 0 {
+		r := s.Routes[0]
+		s.Port, s.Listen, s.Host, s.Path, s.TLS = r.Port, r.Listen, r.Host, r.Path, r.TLS
 	}
 	if s.Health != "" && s.Port == 0 {
-		bad("health is checked on the routed port; add port and listen")
+		bad("health is checked on the routed port; add port and listen (or host)")
 	}
 	return s, problems
-}
-
-// checkShip finds problems between services: two services on one listen address.
-func checkShip(p *Project) []string {
-	var problems []string
-	byPort := map[int]string{}
-	for _, name := range p.ServicesInOrder() {
-		s := p.Ship[name]
-		if s.Listen == "" {
-			continue
-		}
-		port, _ := listenPort(s.Listen)
-		if other, ok := byPort[port]; ok {
-			problems = append(problems, fmt.Sprintf("service %q: %s.listen %q: port %d is already served for service %q", name, ShipKey, s.Listen, port, other))
-			continue
-		}
-		byPort[port] = name
-	}
-	return problems
 }
 
 func listenPort(addr string) (int, error) {

@@ -29,9 +29,9 @@ func TestShutdownAnswersAcceptedConnection(t *testing.T) {
 	}
 	defer conn.Close()
 	waitFor(t, "the route to accept the connection", func() bool {
-		r.conns.mu.Lock()
-		defer r.conns.mu.Unlock()
-		return len(r.conns.busy) == 1
+		r.l.conns.mu.Lock()
+		defer r.l.conns.mu.Unlock()
+		return len(r.l.conns.busy) == 1
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()

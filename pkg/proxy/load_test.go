@@ -15,6 +15,7 @@ import (
 // served so many requests), not after a time, so a slow machine only makes it longer.
 type loader struct {
 	stop     chan struct{}
+	host     string
 	wg       sync.WaitGroup
 	ok       atomic.Int64
 	mu       sync.Mutex
@@ -31,7 +32,13 @@ const (
 // otherwise).
 func startLoad(t *testing.T, url string) *loader {
 	t.Helper()
-	l := &loader{stop: make(chan struct{})}
+	return startHostLoad(t, url, "")
+}
+
+// startHostLoad is startLoad with host as each request's Host header ("": the URL's).
+func startHostLoad(t *testing.T, url, host string) *loader {
+	t.Helper()
+	l := &loader{stop: make(chan struct{}), host: host}
 	keep := &http.Client{Timeout: patience, Transport: &http.Transport{MaxIdleConnsPerHost: keepAliveWorkers}}
 	fresh := &http.Client{Timeout: patience, Transport: &http.Transport{DisableKeepAlives: true}}
 	for i := range keepAliveWorkers + freshWorkers {
@@ -59,7 +66,14 @@ func (l *loader) run(cl *http.Client, kind, url string) {
 			return
 		default:
 		}
-		resp, err := cl.Get(url)
+		req, err := http.NewRequest("GET", url, nil)
+		if err != nil {
+			panic(err)
+		}
+		if l.host != "" {
+			req.Host = l.host
+		}
+		resp, err := cl.Do(req)
 		if err == nil {
 			_, err = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()

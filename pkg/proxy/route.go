@@ -75,20 +75,16 @@ func (o RouteOptions) withDefaults() RouteOptions {
 // The target is picked per request, so keep-alive client connections move to a new target
 // at the swap. A Route is an http.Handler; Serve serves it on its listener.
 type Route struct {
-	name  string
-	opts  RouteOptions
-	log   *slog.Logger
-	ln    net.Listener
-	srv   *http.Server
-	conns *conns
+	name string
+	opts RouteOptions
+	log  *slog.Logger
+	l    *Listener // nil for a route served through a Router
 
 	deployMu sync.Mutex // one deploy's health check and swap at a time
 
 	mu     sync.RWMutex // guards live and closed; held for writing only to swap
 	live   *target
 	closed bool
-
-	accepting sync.WaitGroup // Serve's accept loop, which Shutdown waits for
 
 	requests atomic.Uint64
 	serveErr atomic.Pointer[error] // set when Serve ended with an error under a Server
@@ -100,21 +96,23 @@ type Route struct {
 // first Deploy: until then it answers 503. Deploy may come before Serve: a shipd that
 // restarts should give each route its target first, so that connections wait in the
 // listener's backlog rather than get a 503.
+//
+// With a nil ln the route has no listener of its own: it is served through a Router
+// (Router.Set), which shares one listener between any number of routes; Serve then
+// fails, and Shutdown only refuses deploys and drains the live target.
 func NewRoute(name string, ln net.Listener, o RouteOptions) *Route {
 	o = o.withDefaults()
 	r := &Route{
-		name:  name,
-		opts:  o,
-		log:   o.Logger.With("route", name),
-		ln:    ln,
-		conns: newConns(),
+		name: name,
+		opts: o,
+		log:  o.Logger.With("route", name),
 	}
-	r.srv = &http.Server{
-		Handler:           r,
-		ReadHeaderTimeout: o.ReadHeaderTimeout,
-		IdleTimeout:       o.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
-		ConnState:         r.conns.track,
+	if ln != nil {
+		r.l = NewListener(ln, r, ListenerOptions{
+			ReadHeaderTimeout: o.ReadHeaderTimeout,
+			IdleTimeout:       o.IdleTimeout,
+			Logger:            r.log,
+		})
 	}
 	return r
 }
@@ -123,8 +121,13 @@ func NewRoute(name string, ln net.Listener, o RouteOptions) *Route {
 func (r *Route) Name() string { return r.name }
 
 // Listener returns the route's listener, for instance to hand its socket over to a new
-// process (see ListenerFile).
-func (r *Route) Listener() net.Listener { return r.ln }
+// process (see ListenerFile); nil for a route served through a Router.
+func (r *Route) Listener() net.Listener {
+	if r.l == nil {
+		return nil
+	}
+	return r.l.Socket()
+}
 
 // Target returns the address of the live target, or "" before the first deploy.
 func (r *Route) Target() string {
@@ -137,45 +140,33 @@ func (r *Route) Target() string {
 }
 
 // Serve accepts connections on the route's listener until Shutdown; it then returns nil.
-// Any other error is the listener's.
+// Any other error is the listener's, or that the route has no listener of its own.
 func (r *Route) Serve() error {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
+	if r.l == nil {
+		return fmt.Errorf("route %s: no listener of its own: serve it through a Router", r.name)
+	}
+	if r.isClosed() {
 		return nil
 	}
-	r.accepting.Add(1)
-	r.mu.Unlock()
-	defer r.accepting.Done()
-	err := r.srv.Serve(r.ln)
-	// Shutdown closes the listener itself before the server's shutdown.
-	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) && r.isClosed() {
-		return nil
+	if err := r.l.Serve(); err != nil {
+		return fmt.Errorf("route %s: %w", r.name, err)
 	}
-	return fmt.Errorf("route %s: serve on %s: %w", r.name, r.ln.Addr(), err)
+	return nil
 }
 
 // Shutdown stops accepting connections (closing the listener: a socket shared with
 // another process or route stays open there), closes idle client connections, serves the
 // requests of the connections it has accepted (each connection closes after its answer)
 // until ctx is done, then closes the target's backend connections (ending upgraded
-// connections such as WebSockets) and refuses deploys.
+// connections such as WebSockets) and refuses deploys. A route served through a Router
+// has no listener to stop: remove it from the Router first, and Shutdown drains it.
 func (r *Route) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	r.closed = true
 	r.mu.Unlock()
-	r.srv.SetKeepAlivesEnabled(false)
-	err := r.ln.Close()
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
-	}
-	// Once the accept loop is over, every connection it accepted is tracked: each has its
-	// request read and answered before the server's shutdown, which would close it
-	// unanswered (see conns).
-	r.accepting.Wait()
-	r.conns.wait(ctx, newConnGrace)
-	if serr := r.srv.Shutdown(ctx); serr != nil && !errors.Is(serr, net.ErrClosed) && err == nil {
-		err = serr
+	var err error
+	if r.l != nil {
+		err = r.l.Shutdown(ctx)
 	}
 	r.mu.RLock()
 	live := r.live
@@ -274,7 +265,10 @@ type Status struct {
 
 // Status reports the route's listener, live target and counters.
 func (r *Route) Status() Status {
-	s := Status{Name: r.name, Listen: r.ln.Addr().String(), Requests: r.requests.Load()}
+	s := Status{Name: r.name, Requests: r.requests.Load()}
+	if r.l != nil {
+		s.Listen = r.l.Addr().String()
+	}
 	r.mu.RLock()
 	t := r.live
 	r.mu.RUnlock()

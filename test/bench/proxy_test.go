@@ -3,7 +3,8 @@ package bench
 // BenchmarkProxy measures pkg/proxy (in test/bench/proxyd, a process of its own) against
 // the same backend reached directly, side by side in one run: the saturating throughput,
 // p50/p99 at half of it, the proxy's idle RSS and the gap in service when the proxy
-// restarts, plain or with its listening socket handed over. `make bench-proxy` runs it:
+// restarts, plain or with its listening socket handed over; then the front door's rows
+// (front_test.go): the Router over HTTP and HTTPS with 1 and 100 host names. `make bench-proxy` runs it:
 //
 //	go test -run '^$' -bench Proxy -benchtime 1x ./test/bench
 //
@@ -121,6 +122,7 @@ func measureProxy(b *testing.B) map[string]float64 {
 
 	time.Sleep(settle)
 	loadedRSS := rss(b, prx.pid)
+	frontMetrics, frontTable := measureFront(b, bin, backend, prx, conns, dur, rounds)
 
 	plain := restartPlain(b, bin, prx, backend.addr)
 	handover := restartHandover(b, plain.next)
@@ -168,7 +170,10 @@ func measureProxy(b *testing.B) map[string]float64 {
 	w("\nrestart of the proxy under %d requests/s for %s (30%% on fresh connections), restart at %s:\n", restartRate, restartRun, restartRun/3)
 	w("  %-52s %s\n", "plain (SIGTERM, exit, start a new process):", restartLine(plain.rep, plain.took))
 	w("  %-52s %s\n", "handover (the listening socket passed to the new one):", restartLine(handover.rep, handover.took))
-	w("\n")
+	w("%s", frontTable)
+	for k, v := range frontMetrics {
+		metrics[k] = v
+	}
 	return metrics
 }
 

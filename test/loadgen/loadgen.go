@@ -20,6 +20,8 @@ package loadgen
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -68,6 +70,12 @@ type Config struct {
 	// MaxInFlight bounds the requests of Run running at once (default 1000); when it is
 	// reached the schedule waits, and the wait shows as lag.
 	MaxInFlight int
+	// Host, when set, is sent as every request's Host header and, over https, as the
+	// TLS server name (SNI): the URL keeps the loopback address that is dialed.
+	Host string
+	// RootCAs are the roots an https URL's certificate is verified against (nil: the
+	// system's). Connections speak HTTP/1.1; a fresh one makes a full TLS handshake.
+	RootCAs *x509.CertPool
 }
 
 func (c Config) check(saturate bool) (Config, *url.URL, error) {
@@ -75,8 +83,8 @@ func (c Config) check(saturate bool) (Config, *url.URL, error) {
 	if err != nil {
 		return c, nil, fmt.Errorf("loadgen: url: %w", err)
 	}
-	if u.Scheme != "http" {
-		return c, nil, fmt.Errorf("loadgen: url %q: only http is supported", c.URL)
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return c, nil, fmt.Errorf("loadgen: url %q: only http and https are supported", c.URL)
 	}
 	if err := checkLoopbackHost(u.Hostname()); err != nil {
 		return c, nil, fmt.Errorf("loadgen: url %q: %w", c.URL, err)
@@ -156,12 +164,14 @@ func newClients(c Config) *clients {
 		MaxConnsPerHost:     c.Conns,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
+		TLSClientConfig:     &tls.Config{RootCAs: c.RootCAs, ServerName: c.Host},
 	}
 	ft := &http.Transport{
 		Proxy:              nil,
 		DialContext:        dialer.DialContext,
 		DisableKeepAlives:  true,
 		DisableCompression: true,
+		TLSClientConfig:    &tls.Config{RootCAs: c.RootCAs, ServerName: c.Host},
 	}
 	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &clients{
@@ -231,10 +241,13 @@ func classify(err error) errKind {
 }
 
 // do sends one GET and reads the whole body.
-func do(ctx context.Context, cl *http.Client, u string, due, start time.Time, fresh bool) result {
+func do(ctx context.Context, cl *http.Client, u, host string, due, start time.Time, fresh bool) result {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return result{kind: errOther, fresh: fresh}
+	}
+	if host != "" {
+		req.Host = host
 	}
 	req.Header.Set("User-Agent", "ship-loadgen")
 	sent := time.Now()
@@ -310,7 +323,7 @@ send:
 			i := sent
 			wg.Go(func() {
 				defer func() { <-sem }()
-				results[i] = do(hard, client, target, due, start, fresh)
+				results[i] = do(hard, client, target, c.Host, due, start, fresh)
 			})
 			sent++
 		}
@@ -356,7 +369,7 @@ func Saturate(ctx context.Context, c Config) (*Report, error) {
 				if fresh {
 					client = cl.fresh
 				}
-				mine = append(mine, do(hard, client, target, now, start, fresh))
+				mine = append(mine, do(hard, client, target, c.Host, now, start, fresh))
 			}
 			per[w] = mine
 		})

@@ -75,7 +75,7 @@ func TestRefusesBadConfig(t *testing.T) {
 		{"public name", "http://example.com/", 10, time.Second, true},
 		{"localhost name", "http://localhost:8080/", 10, time.Second, true},
 		{"any address", "http://0.0.0.0:8080/", 10, time.Second, true},
-		{"https", "https://127.0.0.1:8443/", 10, time.Second, false},
+		{"ftp", "ftp://127.0.0.1:8443/", 10, time.Second, false},
 		{"no duration", "http://127.0.0.1:1/", 10, 0, false},
 		{"too long", "http://127.0.0.1:1/", 10, time.Hour, false},
 		{"no rate", "http://127.0.0.1:1/", 0, time.Second, false},

@@ -3,8 +3,11 @@
 //
 //	proxyd backend -listen 127.0.0.1:0            answers every request with 100 bytes
 //	proxyd proxy -listen 127.0.0.1:0 -target ADDR  one route to ADDR (health check /up)
+//	proxyd front -listen 127.0.0.1:0 -tls-listen 127.0.0.1:0 -target ADDR -hosts N -cert FILE -key FILE
+//	    a Router on a plain and a TLS listener with N routes to ADDR, for the names
+//	    h0.bench.test ... h<N-1>.bench.test, HTTPS with the custom certificate FILE
 //
-// Each prints "ready ADDR PID" on stdout when it serves. SIGTERM or SIGINT: a graceful
+// Each prints "ready ADDR PID" on stdout when it serves (front: "ready PLAIN,TLS PID"). SIGTERM or SIGINT: a graceful
 // shutdown. SIGHUP (proxy): a handover; the process starts its successor with the
 // listening socket, waits until it serves, then shuts down, so that no connection is
 // refused. The successor takes the socket with proxy.Inherit and prints its own ready line.
@@ -44,6 +47,10 @@ func run(args []string) error {
 	listen := fs.String("listen", "127.0.0.1:0", "address to serve")
 	target := fs.String("target", "", "proxy: the backend's address")
 	size := fs.Int("size", 100, "backend: body size in bytes")
+	tlsListen := fs.String("tls-listen", "127.0.0.1:0", "front: the HTTPS address")
+	hosts := fs.Int("hosts", 1, "front: routed host names")
+	certFile := fs.String("cert", "", "front: certificate file (PEM) for *.bench.test")
+	keyFile := fs.String("key", "", "front: its key file")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file until the process stops")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -67,6 +74,8 @@ func run(args []string) error {
 		return backend(*listen, *size)
 	case "proxy":
 		return serveProxy(*listen, *target)
+	case "front":
+		return serveFront(*listen, *tlsListen, *target, *hosts, *certFile, *keyFile)
 	default:
 		return fmt.Errorf("unknown mode %q", args[0])
 	}
