@@ -10,7 +10,6 @@ import (
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/deploy"
-	"github.com/shipdeploy/ship/pkg/event"
 	"github.com/shipdeploy/ship/pkg/install"
 	"github.com/shipdeploy/ship/pkg/term"
 )
@@ -108,7 +107,7 @@ func runAgentInstall(ctx context.Context, g *Globals, o *agentInstallOptions) er
 		Env: env, Dial: installDialer(h.target.Dial), Binary: finder.Find, Prefix: o.Prefix, Force: o.Force, SSHUser: o.SSHUser,
 		Redactor: h.redact,
 		Progress: func(e install.Event) {
-			renderDeployEvent(g, p, deploy.Event{Host: e.Host, Step: deploy.StepInstall, Level: event.Level(e.Level), Msg: e.Msg})
+			renderDeployEvent(g, p, deploy.Event{Host: e.Host, Step: e.Step, Level: e.Level, Msg: e.Msg})
 		},
 	})
 	for _, hi := range hosts {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/config"
+	"github.com/shipdeploy/ship/pkg/event"
 	"github.com/shipdeploy/ship/pkg/redact"
 )
 
@@ -72,18 +73,12 @@ type Host interface {
 // Dialer connects to dest, a host as written in ship.yaml (user@host[:port]).
 type Dialer func(ctx context.Context, dest string) (Host, error)
 
-// Levels of an Event.
-const (
-	LevelInfo  = "info"
-	LevelWarn  = "warn"
-	LevelError = "error"
-)
-
 // Event is one thing an install did on a host, for the caller to render. Its text
 // never holds a secret: it passes Options.Redactor first.
 type Event struct {
 	Host  string
-	Level string
+	Step  event.Step // always event.StepInstall
+	Level event.Level
 	Msg   string
 }
 
@@ -186,7 +181,7 @@ func installOn(ctx context.Context, o Options, em *emitter, h config.Host) Resul
 		_ = c.Close()
 	}
 	if r.Err = o.Redactor.Error(err); r.Err != nil {
-		em.emit(r.Host, LevelError, r.Err.Error())
+		em.emit(r.Host, event.LevelError, r.Err.Error())
 	}
 	return r
 }
@@ -210,7 +205,7 @@ func installHost(ctx context.Context, h Host, em *emitter, name string, o Option
 		hi.User = h.LoginUser()
 	}
 	hi.Group = primaryGroup(ctx, h, hi.User)
-	em.emit(name, LevelInfo, fmt.Sprintf("linux/%s (%s): shipd from %s; it runs as %s:%s", hi.Arch, machine, from, hi.User, hi.Group))
+	em.emit(name, event.LevelInfo, fmt.Sprintf("linux/%s (%s): shipd from %s; it runs as %s:%s", hi.Arch, machine, from, hi.User, hi.Group))
 
 	binPath, cfgPath, unitPath := o.Prefix+BinaryPath, o.Prefix+ConfigPath, o.Prefix+UnitPath
 	var oldUnit string
@@ -238,16 +233,16 @@ func installHost(ctx context.Context, h Host, em *emitter, name string, o Option
 		hi.Files = append(hi.Files, File{Path: f.path, Action: action, Size: len(f.data)})
 		changed[f.path] = action == FileWritten || action == FileReplaced
 		if action == FileKept {
-			em.emit(name, LevelWarn, fmt.Sprintf("%s is there and differs from the default: kept (--force replaces it)", f.path))
+			em.emit(name, event.LevelWarn, fmt.Sprintf("%s is there and differs from the default: kept (--force replaces it)", f.path))
 		} else {
-			em.emit(name, LevelInfo, fmt.Sprintf("%s %s (%d bytes)", f.path, action, len(f.data)))
+			em.emit(name, event.LevelInfo, fmt.Sprintf("%s %s (%d bytes)", f.path, action, len(f.data)))
 		}
 	}
 	hi.Command = fmt.Sprintf("%s run --config %s", binPath, cfgPath)
 
 	if _, err := h.ReadDir(ctx, systemdRunDir); errors.Is(err, fs.ErrNotExist) {
 		hi.Service = ServiceNoSystemd
-		em.emit(name, LevelInfo, fmt.Sprintf("the host does not run systemd (%s is missing): shipd is not started", systemdRunDir))
+		em.emit(name, event.LevelInfo, fmt.Sprintf("the host does not run systemd (%s is missing): shipd is not started", systemdRunDir))
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("look for systemd: %w", err)
@@ -285,12 +280,12 @@ type emitter struct {
 	redact *redact.Redactor
 }
 
-func (e *emitter) emit(host, level, msg string) {
+func (e *emitter) emit(host string, level event.Level, msg string) {
 	if e.fn == nil {
 		return
 	}
 	msg = e.redact.String(msg)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.fn(Event{Host: host, Level: level, Msg: msg})
+	e.fn(Event{Host: host, Step: event.StepInstall, Level: level, Msg: msg})
 }

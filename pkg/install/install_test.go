@@ -15,6 +15,7 @@ import (
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/config"
+	"github.com/shipdeploy/ship/pkg/event"
 	"github.com/shipdeploy/ship/pkg/redact"
 )
 
@@ -308,7 +309,7 @@ func TestRunUnreachable(t *testing.T) {
 	}
 	var failed []string
 	for _, e := range events {
-		if e.Level == LevelError {
+		if e.Level == event.LevelError {
 			failed = append(failed, e.Host+": "+e.Msg)
 		}
 	}
