@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shipdeploy/ship/configs"
+	"github.com/shipdeploy/ship/pkg/release"
 	"github.com/shipdeploy/ship/pkg/sshx"
 )
 
@@ -97,13 +98,8 @@ func putFile(ctx context.Context, f Host, name string, data []byte, mode fs.File
 	if err := f.MkdirAll(ctx, dir); err != nil {
 		return "", err
 	}
-	tmp := path.Join(dir, "."+path.Base(name)+".ship-"+randomSuffix()+".tmp")
-	if err := f.WriteFile(ctx, tmp, data, mode); err != nil {
-		_ = f.RemoveAll(context.WithoutCancel(ctx), tmp)
-		return "", err
-	}
-	if err := f.Rename(ctx, tmp, name); err != nil {
-		_ = f.RemoveAll(context.WithoutCancel(ctx), tmp)
+	tmp := path.Join(dir, "."+path.Base(name)+".ship-"+release.TempSuffix()+".tmp")
+	if err := release.WriteStaged(ctx, f, tmp, name, data, mode); err != nil {
 		return "", err
 	}
 	return action, nil

@@ -2,6 +2,8 @@ package release
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -36,6 +38,35 @@ type FS interface {
 	RemoveAll(ctx context.Context, path string) error
 	// Append adds data at the end of name (O_APPEND), creating it with mode 0644.
 	Append(ctx context.Context, name string, data []byte) error
+}
+
+// StageFS is the part of an FS that WriteStaged uses.
+type StageFS interface {
+	WriteFile(ctx context.Context, name string, data []byte, mode fs.FileMode) error
+	Rename(ctx context.Context, from, to string) error
+	RemoveAll(ctx context.Context, path string) error
+}
+
+// WriteStaged writes data to the temporary file tmp and renames it over name, so that
+// a reader sees the old file or the new one, never a part: the one staging rule of
+// every write that replaces a file on a host (the Store's, and agent install's).
+// tmp must be on name's file system and not exist; a failed write removes it.
+func WriteStaged(ctx context.Context, f StageFS, tmp, name string, data []byte, mode fs.FileMode) error {
+	err := f.WriteFile(ctx, tmp, data, mode)
+	if err == nil {
+		err = f.Rename(ctx, tmp, name)
+	}
+	if err != nil {
+		_ = f.RemoveAll(context.WithoutCancel(ctx), tmp)
+	}
+	return err
+}
+
+// TempSuffix is a random suffix that makes a temporary file's name its writer's own.
+func TempSuffix() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // OS is the local file system as an FS: shipd's, on the host itself.

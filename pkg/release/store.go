@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,7 +44,7 @@ func (s *Store) SwitchCurrent(ctx context.Context, sha string) error {
 	if err := s.FS.MkdirAll(ctx, l.Tmp()); err != nil {
 		return fmt.Errorf("create %s: %w", l.Tmp(), err)
 	}
-	tmp := path.Join(l.Tmp(), "current-"+randomSuffix())
+	tmp := path.Join(l.Tmp(), "current-"+TempSuffix())
 	if err := s.FS.Symlink(ctx, CurrentLink(sha), tmp); err != nil {
 		return fmt.Errorf("create the symlink %s: %w", tmp, err)
 	}
@@ -87,7 +85,7 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte) error {
 	if err != nil {
 		return err
 	}
-	stage := path.Join(l.Tmp(), "release-"+randomSuffix())
+	stage := path.Join(l.Tmp(), "release-"+TempSuffix())
 	if err := s.FS.Mkdir(ctx, stage); err != nil {
 		return fmt.Errorf("create %s: %w", stage, err)
 	}
@@ -192,13 +190,8 @@ func (s *Store) writeAtomic(ctx context.Context, name string, data []byte, mode 
 	if err := s.FS.MkdirAll(ctx, s.Layout.Tmp()); err != nil {
 		return fmt.Errorf("create %s: %w", s.Layout.Tmp(), err)
 	}
-	tmp := path.Join(s.Layout.Tmp(), path.Base(name)+"-"+randomSuffix())
-	err := s.FS.WriteFile(ctx, tmp, data, mode)
-	if err == nil {
-		err = s.FS.Rename(ctx, tmp, name)
-	}
-	if err != nil {
-		_ = s.FS.RemoveAll(context.WithoutCancel(ctx), tmp)
+	tmp := path.Join(s.Layout.Tmp(), path.Base(name)+"-"+TempSuffix())
+	if err := WriteStaged(ctx, s.FS, tmp, name, data, mode); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	return nil
@@ -342,10 +335,4 @@ func (s *Store) Prune(ctx context.Context, keep int, current string) (Pruned, er
 		return out, fmt.Errorf("prune: %s", strings.Join(errs, "; "))
 	}
 	return out, nil
-}
-
-func randomSuffix() string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
