@@ -66,7 +66,6 @@ func ReadShipd(path string) (Executable, error) {
 		return Executable{}, fmt.Errorf("%s is not shipd (it is %s)", path, bi.Path)
 	}
 	f := Executable{Path: path, Build: Build{Version: "dev"}}
-	var rev, dirty string
 	for _, s := range bi.Settings {
 		switch s.Key {
 		case "GOOS":
@@ -77,20 +76,9 @@ func ReadShipd(path string) (Executable, error) {
 			if m := versionFlag.FindStringSubmatch(s.Value); m != nil {
 				f.Build.Version = m[1]
 			}
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				dirty = "-dirty"
-			}
 		}
 	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	if rev != "" {
-		f.Build.Commit = rev + dirty
-	}
+	f.Build.Commit = version.CommitOf(bi.Settings)
 	return f, nil
 }
 

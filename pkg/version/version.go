@@ -16,8 +16,14 @@ func Commit() string {
 	if !ok {
 		return ""
 	}
+	return CommitOf(info.Settings)
+}
+
+// CommitOf is the commit a Go build's settings name (vcs.revision, 12 hex digits, with
+// "-dirty" for vcs.modified); "" when they name none. shipctl reads shipd's with it.
+func CommitOf(settings []debug.BuildSetting) string {
 	var rev, dirty string
-	for _, s := range info.Settings {
+	for _, s := range settings {
 		switch s.Key {
 		case "vcs.revision":
 			rev = s.Value
