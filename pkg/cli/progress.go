@@ -178,7 +178,7 @@ func (v *progressView) showPush(e image.Event) {
 		if !l.Done() {
 			text := l.ID + ": " + l.Status
 			if l.Total > 0 {
-				text += fmt.Sprintf(" %s %s/%s", bar(l.Current, l.Total, 20), bytesText(l.Current), bytesText(l.Total))
+				text += fmt.Sprintf(" %s %s/%s", bar(l.Current, l.Total, 20), image.HumanBytes(l.Current), image.HumanBytes(l.Total))
 			}
 			v.setLive(key, text, time.Time{})
 			return
@@ -197,16 +197,4 @@ func bar(cur, total int64, width int) string {
 	n := int(float64(width) * float64(cur) / float64(total))
 	n = max(0, min(n, width))
 	return "[" + strings.Repeat("=", n) + strings.Repeat(" ", width-n) + "]"
-}
-
-func bytesText(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1fGB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1fMB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1fkB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%dB", n)
 }

@@ -178,10 +178,11 @@ func progressText(p *jsonstream.Progress) string {
 	if p == nil || p.Total <= 0 {
 		return ""
 	}
-	return fmt.Sprintf("%s/%s", humanBytes(p.Current), humanBytes(p.Total))
+	return fmt.Sprintf("%s/%s", HumanBytes(p.Current), HumanBytes(p.Total))
 }
 
-func humanBytes(n int64) string {
+// HumanBytes writes a size the way docker's progress does: 512B, 1.5kB, 20.0MB, 1.2GB.
+func HumanBytes(n int64) string {
 	switch {
 	case n >= 1<<30:
 		return fmt.Sprintf("%.1fGB", float64(n)/(1<<30))

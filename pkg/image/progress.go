@@ -112,9 +112,9 @@ func statusDetail(vs *controlapi.VertexStatus) string {
 	case vs.Completed != nil:
 		return id + " done"
 	case vs.Total > 0:
-		return fmt.Sprintf("%s %s/%s", id, humanBytes(vs.Current), humanBytes(vs.Total))
+		return fmt.Sprintf("%s %s/%s", id, HumanBytes(vs.Current), HumanBytes(vs.Total))
 	case vs.Current > 0:
-		return fmt.Sprintf("%s %s", id, humanBytes(vs.Current))
+		return fmt.Sprintf("%s %s", id, HumanBytes(vs.Current))
 	}
 	return id
 }
