@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
+
+	"github.com/shipdeploy/ship/pkg/redact"
 )
 
 // Credentials log in to one registry. They never appear in output, events or errors:
@@ -114,7 +116,8 @@ func (k *Keychain) remember(c Credentials) {
 	}
 }
 
-// Redact replaces every secret the keychain knows in s.
+// Redact replaces every secret the keychain knows in s. Unlike redact.Redactor's
+// guesses from env files, these values are known to be secrets: shorter ones go too.
 func (k *Keychain) Redact(s string) string {
 	if k == nil {
 		return s
@@ -123,7 +126,7 @@ func (k *Keychain) Redact(s string) string {
 	defer k.mu.Unlock()
 	for secret := range k.secrets {
 		if len(secret) >= 3 {
-			s = strings.ReplaceAll(s, secret, "[redacted]")
+			s = strings.ReplaceAll(s, secret, redact.Redacted)
 		}
 	}
 	return s
@@ -135,29 +138,8 @@ func (k *Keychain) RedactError(err error) error {
 	if k == nil {
 		return err
 	}
-	return RedactError(err, k.Redact)
+	return redact.Error(err, k.Redact)
 }
-
-// RedactError returns err with its message passed through redact; errors.Is and
-// errors.As still see the original.
-func RedactError(err error, redact func(string) string) error {
-	if err == nil {
-		return err
-	}
-	msg := redact(err.Error())
-	if msg == err.Error() {
-		return err
-	}
-	return &redactedError{msg: msg, err: err}
-}
-
-type redactedError struct {
-	msg string
-	err error
-}
-
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.err }
 
 // RegistryHost is the registry part of an image reference ("docker.io" for Docker Hub).
 func RegistryHost(ref string) (string, error) {

@@ -121,10 +121,19 @@ func (r *Redactor) String(s string) string {
 // Error returns err with every secret scrubbed from its message; errors.Is and
 // errors.As still see the original.
 func (r *Redactor) Error(err error) error {
-	if r == nil || err == nil {
+	if r == nil {
 		return err
 	}
-	msg := r.String(err.Error())
+	return Error(err, r.String)
+}
+
+// Error returns err with its message passed through scrub; errors.Is and errors.As
+// still see the original. An error scrub leaves as it was is returned as it is.
+func Error(err error, scrub func(string) string) error {
+	if err == nil {
+		return err
+	}
+	msg := scrub(err.Error())
 	if msg == err.Error() {
 		return err
 	}
