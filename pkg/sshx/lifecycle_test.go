@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strings"
@@ -257,23 +258,18 @@ func blackHole(t *testing.T) (string, <-chan struct{}) {
 	return l.Addr().String(), accepted
 }
 
-// freezer is a TCP proxy to an address that can stop passing bytes, as a network
-// that silently drops everything would.
-type freezer struct {
-	addr   string
-	mu     sync.Mutex
-	frozen bool
-	conns  []net.Conn
-}
-
-func newFreezer(t *testing.T, to string) *freezer {
+// relay is a TCP proxy to the address to: pipe copies each connection it accepts,
+// both ways (up: from the client towards to). It returns the proxy's address; the
+// listener and every connection are closed at cleanup, and the copies waited for.
+func relay(t *testing.T, to string, pipe func(dst, src net.Conn, up bool)) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &freezer{addr: l.Addr().String()}
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -287,23 +283,51 @@ func newFreezer(t *testing.T, to string) *freezer {
 				in.Close()
 				continue
 			}
-			f.mu.Lock()
-			f.conns = append(f.conns, in, out)
-			f.mu.Unlock()
+			mu.Lock()
+			conns = append(conns, in, out)
+			mu.Unlock()
 			wg.Add(2)
-			go func() { defer wg.Done(); f.pipe(out, in) }()
-			go func() { defer wg.Done(); f.pipe(in, out) }()
+			go func() { defer wg.Done(); pipe(out, in, true) }()
+			go func() { defer wg.Done(); pipe(in, out, false) }()
 		}
 	}()
 	t.Cleanup(func() {
 		l.Close()
-		f.mu.Lock()
-		for _, c := range f.conns {
+		mu.Lock()
+		for _, c := range conns {
 			c.Close()
 		}
-		f.mu.Unlock()
+		mu.Unlock()
 		wg.Wait()
 	})
+	return l.Addr().String()
+}
+
+// dialThrough dials s through the proxy at addr, which a known_hosts file of its own
+// names with s's host key.
+func dialThrough(t *testing.T, s *testenv.SSHServer, addr string, o sshx.Options) *sshx.Client {
+	t.Helper()
+	known := filepath.Join(t.TempDir(), "known_hosts")
+	line := knownhosts.Line([]string{knownhosts.Normalize(addr)}, s.HostKey) + "\n"
+	if err := os.WriteFile(known, []byte(line), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o.KnownHostsFiles = []string{known}
+	return dial(t, s.User+"@"+addr, o)
+}
+
+// freezer is a TCP proxy to an address that can stop passing bytes, as a network
+// that silently drops everything would.
+type freezer struct {
+	addr   string
+	mu     sync.Mutex
+	frozen bool
+}
+
+func newFreezer(t *testing.T, to string) *freezer {
+	t.Helper()
+	f := &freezer{}
+	f.addr = relay(t, to, func(dst, src net.Conn, _ bool) { f.pipe(dst, src) })
 	return f
 }
 
@@ -340,17 +364,11 @@ func TestKeepalive(t *testing.T) {
 	s := testenv.SSHD(t, testenv.SSHDSetting("LogLevel", "DEBUG1"))
 	f := newFreezer(t, s.Addr)
 	o := options(t, s)
-	known := t.TempDir() + "/known_hosts"
-	line := knownhosts.Line([]string{knownhosts.Normalize(f.addr)}, s.HostKey) + "\n"
-	if err := os.WriteFile(known, []byte(line), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	o.KnownHostsFiles = []string{known}
 	// Three missed in a row close the connection: 750 ms without an answer, which
 	// a loaded machine does not reach while the network works.
 	o.Keepalive = 250 * time.Millisecond
 	offset := len(s.Log())
-	c := dial(t, s.User+"@"+f.addr, o)
+	c := dialThrough(t, s, f.addr, o)
 	run(t, c, "true")
 	keepalives(t, s, offset, 3) // answered keepalives keep it open
 	run(t, c, "true")

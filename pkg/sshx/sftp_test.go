@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh/knownhosts"
-
 	"github.com/shipdeploy/ship/pkg/sshx"
 	"github.com/shipdeploy/ship/test/testenv"
 )
@@ -229,45 +227,16 @@ type gate struct {
 
 func newGate(t *testing.T, to string, limit int) *gate {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &gate{addr: l.Addr().String(), opened: make(chan struct{})}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			in, err := l.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", to)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, in, out)
-			mu.Unlock()
-			wg.Add(2)
-			go func() { defer wg.Done(); g.pipe(out, in, limit) }()
-			go func() { defer wg.Done(); g.pipe(in, out, -1) }()
+	g := &gate{opened: make(chan struct{})}
+	g.addr = relay(t, to, func(dst, src net.Conn, up bool) {
+		if up {
+			g.pipe(dst, src, limit)
+		} else {
+			g.pipe(dst, src, -1)
 		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		g.open()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	})
+	// Cleanups run last first: the gate opens before the relay closes and waits.
+	t.Cleanup(g.open)
 	return g
 }
 
@@ -302,12 +271,5 @@ func (g *gate) pipe(dst, src net.Conn, limit int) {
 func gated(t *testing.T, s *testenv.SSHServer, limit int) (*sshx.Client, *gate) {
 	t.Helper()
 	g := newGate(t, s.Addr, limit)
-	o := options(t, s)
-	known := filepath.Join(t.TempDir(), "known_hosts")
-	line := knownhosts.Line([]string{knownhosts.Normalize(g.addr)}, s.HostKey) + "\n"
-	if err := os.WriteFile(known, []byte(line), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	o.KnownHostsFiles = []string{known}
-	return dial(t, s.User+"@"+g.addr, o), g
+	return dialThrough(t, s, g.addr, options(t, s)), g
 }
