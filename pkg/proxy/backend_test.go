@@ -110,15 +110,21 @@ func serveRoute(t *testing.T, ln net.Listener, o RouteOptions) *Route {
 	return r
 }
 
-// serve serves r and shuts it down at the end of the test.
-func serve(t *testing.T, r *Route) {
+// server is what serve runs: a Route or a Listener.
+type server interface {
+	Serve() error
+	Shutdown(ctx context.Context) error
+}
+
+// serve serves s and shuts it down at the end of the test.
+func serve(t *testing.T, s server) {
 	t.Helper()
 	done := make(chan error, 1)
-	go func() { done <- r.Serve() }()
+	go func() { done <- s.Serve() }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), patience)
 		defer cancel()
-		if err := r.Shutdown(ctx); err != nil {
+		if err := s.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 		if err := <-done; err != nil {

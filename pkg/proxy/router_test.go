@@ -187,18 +187,7 @@ func startRouter(t *testing.T, rt *Router) *Listener {
 		t.Fatal(err)
 	}
 	l := NewListener(ln, rt, ListenerOptions{})
-	done := make(chan error, 1)
-	go func() { done <- l.Serve() }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), patience)
-		defer cancel()
-		if err := l.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	serve(t, l)
 	return l
 }
 
