@@ -73,44 +73,38 @@ func TestSwapReturnsReplacedAndDrainWaits(t *testing.T) {
 	}
 }
 
-func TestDrainCutsAtTimeout(t *testing.T) {
-	r := startRoute(t, RouteOptions{})
-	blue := newBackend(t, "blue") // blue.slow stays open until the end of the test
-	deploy(t, r, blue.addr())
-	answer := slowGet(t, r)
-	<-blue.arrived
-
-	old, err := r.Swap(context.Background(), newBackend(t, "green").addr(), fastCheck)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The request never ends by itself: a short drain gives up on it whatever the load.
-	if n := old.Drain(context.Background(), 50*time.Millisecond); n != 1 {
-		t.Errorf("Drain cut %d requests, want 1", n)
-	}
-	if got := <-answer; !strings.HasPrefix(got, "502 ") {
-		t.Errorf("the request cut by the drain got %q, want 502", got)
-	}
-}
-
-func TestDrainEndsWithItsContext(t *testing.T) {
-	r := startRoute(t, RouteOptions{})
-	blue := newBackend(t, "blue")
-	deploy(t, r, blue.addr())
-	answer := slowGet(t, r)
-	<-blue.arrived
-
-	old, err := r.Swap(context.Background(), newBackend(t, "green").addr(), fastCheck)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
+// A request that never ends by itself is cut when the drain's time is up, or when its
+// context ends first.
+func TestDrainCuts(t *testing.T) {
+	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
-	if n := old.Drain(ctx, patience); n != 1 {
-		t.Errorf("Drain with a cancelled context cut %d requests, want 1", n)
-	}
-	if got := <-answer; !strings.HasPrefix(got, "502 ") {
-		t.Errorf("the request cut by the drain got %q, want 502", got)
+	for _, tc := range []struct {
+		name    string
+		ctx     context.Context
+		timeout time.Duration
+	}{
+		// A short drain gives up on the request whatever the load.
+		{"at its timeout", context.Background(), 50 * time.Millisecond},
+		{"when its context ends", cancelled, patience},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := startRoute(t, RouteOptions{})
+			blue := newBackend(t, "blue") // blue.slow stays open until the end of the test
+			deploy(t, r, blue.addr())
+			answer := slowGet(t, r)
+			<-blue.arrived
+
+			old, err := r.Swap(context.Background(), newBackend(t, "green").addr(), fastCheck)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := old.Drain(tc.ctx, tc.timeout); n != 1 {
+				t.Errorf("Drain cut %d requests, want 1", n)
+			}
+			if got := <-answer; !strings.HasPrefix(got, "502 ") {
+				t.Errorf("the request cut by the drain got %q, want 502", got)
+			}
+		})
 	}
 }
 
