@@ -7,18 +7,9 @@ package bench
 import (
 	"cmp"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -26,6 +17,7 @@ import (
 
 	"github.com/shipdeploy/ship/pkg/proxy"
 	"github.com/shipdeploy/ship/test/loadgen"
+	"github.com/shipdeploy/ship/test/testenv"
 )
 
 // frontRow is one way of reaching the backend.
@@ -39,7 +31,10 @@ type frontRow struct {
 // and then all at one rate, half of the slowest row's saturating rate; it returns the
 // metrics and the table to print.
 func measureFront(b *testing.B, bin string, backend, single *proc, conns int, dur time.Duration, rounds int) (map[string]float64, string) {
-	certFile, keyFile, roots := benchCert(b)
+	certFile, keyFile, roots, err := testenv.WriteCert(b.TempDir(), "bench", testenv.CertOptions{Names: []string{"*.bench.test"}})
+	if err != nil {
+		b.Fatal(err)
+	}
 	fronts := map[int]*proc{}
 	for _, n := range []int{1, 100} {
 		fronts[n] = startProc(b, bin, "front", "-listen", "127.0.0.1:0", "-tls-listen", "127.0.0.1:0",
@@ -138,45 +133,6 @@ func reportFront(rows []frontRow, best []*loadgen.Report, sat, lat [][]*loadgen.
 	w("routing alone, in-process (Router.ServeHTTP to a no-op handler): %s\n\n", routingCost())
 	metrics["tls_handshakes_per_s"] = hs1
 	return metrics, out.String()
-}
-
-// benchCert writes a certificate for *.bench.test signed by a CA of its own, and its key.
-func benchCert(b *testing.B) (string, string, *x509.CertPool) {
-	b.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	ca := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		b.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "*.bench.test"}, DNSNames: []string{"*.bench.test"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		b.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	dir := b.TempDir()
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	return certFile, keyFile, pool
 }
 
 // routingCost measures Router.ServeHTTP per request with 1, 100 and 1000 host names,

@@ -3,17 +3,11 @@ package testenv
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -92,10 +86,12 @@ func Pebble(t testing.TB, o PebbleOptions) *PebbleServer {
 		Missing(t, "Pebble (ACME test server)", fmt.Sprintf("go install github.com/letsencrypt/pebble/v2/cmd/...@%s failed: %v", PebbleVersion, err))
 	}
 	dir := t.TempDir()
-	apiCert, roots, err := pebbleAPICert(dir)
+	// Pebble's HTTPS API, on 127.0.0.1 and localhost.
+	certFile, keyFile, roots, err := WriteCert(dir, "api", CertOptions{Names: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	apiCert := [2]string{certFile, keyFile}
 	p := &PebbleServer{Client: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}}
 	free := freeAddrs(t, 4)
 	dns, mgmt, listen, pmgmt := free[0], free[1], free[2], free[3]
@@ -194,55 +190,6 @@ func pebbleConfig(listen, mgmt string, apiCert [2]string, o PebbleOptions) []byt
 	}}
 	data, _ := json.Marshal(cfg)
 	return data
-}
-
-// pebbleAPICert writes a certificate for Pebble's HTTPS API on 127.0.0.1 and localhost,
-// signed by a CA of its own, and returns the files and the CA.
-func pebbleAPICert(dir string) ([2]string, *x509.CertPool, error) {
-	var files [2]string
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return files, nil, err
-	}
-	now := time.Now()
-	ca := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ship test: pebble API CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		return files, nil, err
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return files, nil, err
-	}
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		return files, nil, err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return files, nil, err
-	}
-	files = [2]string{filepath.Join(dir, "api-cert.pem"), filepath.Join(dir, "api-key.pem")}
-	if err := os.WriteFile(files[0], pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		return files, nil, err
-	}
-	if err := os.WriteFile(files[1], pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return files, nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	return files, pool, nil
 }
 
 // startProcess starts bin, keeps its output in p's log (counting Pebble's orders) and
