@@ -154,7 +154,20 @@ func routeURL(r *Route) string { return "http://" + r.Listener().Addr().String()
 // get returns the status and body of a GET.
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	return getHost(t, url, "")
+}
+
+// getHost is get with the Host header host ("": the URL's).
+func getHost(t *testing.T, url, host string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host != "" {
+		req.Host = host
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -252,22 +252,3 @@ func TestRouterSwapUnderLoadOnSharedListener(t *testing.T) {
 		t.Errorf("removed c.test: %d, want 404", code)
 	}
 }
-
-func getHost(t *testing.T, url, host string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequest("GET", url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Host = host
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(body)
-}
