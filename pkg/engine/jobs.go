@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -35,15 +34,7 @@ type JobError struct {
 }
 
 func (e *JobError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "pre-deploy job %s exited with code %d", e.Service, e.Code)
-	if len(e.Logs) > 0 {
-		b.WriteString("; its last log lines:")
-		for _, l := range e.Logs {
-			b.WriteString("\n    " + l)
-		}
-	}
-	return b.String()
+	return withLogs(fmt.Sprintf("pre-deploy job %s exited with code %d", e.Service, e.Code), e.Logs)
 }
 
 // RunJob runs the job service of p to its end: Up of the service (with what it

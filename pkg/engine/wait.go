@@ -27,14 +27,18 @@ type HealthError struct {
 }
 
 func (e *HealthError) Error() string {
+	return withLogs(fmt.Sprintf("container %s: %s", e.Container, e.Status), e.Logs)
+}
+
+// withLogs is an error message followed by a container's last log lines, indented.
+func withLogs(msg string, logs []string) string {
+	if len(logs) == 0 {
+		return msg
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "container %s: %s", e.Container, e.Status)
-	if len(e.Logs) > 0 {
-		b.WriteString("; its last log lines:")
-		for _, l := range e.Logs {
-			b.WriteString("\n    ")
-			b.WriteString(l)
-		}
+	b.WriteString(msg + "; its last log lines:")
+	for _, l := range logs {
+		b.WriteString("\n    " + l)
 	}
 	return b.String()
 }
