@@ -11,6 +11,7 @@ import (
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/deploy"
 	"github.com/shipdeploy/ship/pkg/install"
+	"github.com/shipdeploy/ship/pkg/release"
 	"github.com/shipdeploy/ship/pkg/term"
 )
 
@@ -265,10 +266,10 @@ func renderAgentStatus(g *Globals, p *term.Printer, ha deploy.HostAgent) {
 			fmt.Fprintf(&b, " since %s", a.Since.Local().Format("2006-01-02 15:04:05"))
 		}
 		if a.Previous != "" {
-			fmt.Fprintf(&b, ", previous %s", deploy.Short(a.Previous))
+			fmt.Fprintf(&b, ", previous %s", release.Short(a.Previous))
 		}
 		if a.Deploying != "" {
-			fmt.Fprintf(&b, "; deploying %s now", deploy.Short(a.Deploying))
+			fmt.Fprintf(&b, "; deploying %s now", release.Short(a.Deploying))
 		}
 		if a.LastResult != "" {
 			fmt.Fprintf(&b, "; last: %s", a.LastResult)
@@ -319,7 +320,7 @@ func writeRoutes(b *strings.Builder, indent string, routes []agentapi.Route, wit
 			about = append(about, r.Container)
 		}
 		if r.Release != "" {
-			about = append(about, "release "+deploy.Short(r.Release))
+			about = append(about, "release "+release.Short(r.Release))
 		}
 		if !r.Since.IsZero() {
 			about = append(about, "since "+r.Since.Local().Format("2006-01-02 15:04:05"))
@@ -339,7 +340,7 @@ func releaseOrNone(sha string) string {
 	if sha == "" {
 		return "no release"
 	}
-	return deploy.Short(sha)
+	return release.Short(sha)
 }
 
 func firstLine(s string) string {

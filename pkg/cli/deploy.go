@@ -11,6 +11,7 @@ import (
 	"github.com/shipdeploy/ship/pkg/config"
 	"github.com/shipdeploy/ship/pkg/deploy"
 	"github.com/shipdeploy/ship/pkg/event"
+	"github.com/shipdeploy/ship/pkg/release"
 	"github.com/shipdeploy/ship/pkg/term"
 	"github.com/shipdeploy/ship/pkg/testrun"
 	"github.com/shipdeploy/ship/pkg/vcs"
@@ -165,9 +166,9 @@ func checkDeployTested(p *term.Printer, info vcs.Info, version string, untested 
 		return nil
 	}
 	if !untested {
-		return fmt.Errorf("no passing test run is recorded for %s here: run `shipctl test` on it first, or pass --untested to deploy it anyway", deploy.Short(version))
+		return fmt.Errorf("no passing test run is recorded for %s here: run `shipctl test` on it first, or pass --untested to deploy it anyway", release.Short(version))
 	}
-	p.Warn(fmt.Sprintf("deploying %s UNTESTED: no passing `shipctl test` run is recorded for it (--untested)", deploy.Short(version)))
+	p.Warn(fmt.Sprintf("deploying %s UNTESTED: no passing `shipctl test` run is recorded for it (--untested)", release.Short(version)))
 	return nil
 }
 
@@ -236,7 +237,7 @@ func releaseLabel(pv deploy.Preview) string {
 	if pv.SHA == "" {
 		return "each host's previous release"
 	}
-	return deploy.Short(pv.SHA)
+	return release.Short(pv.SHA)
 }
 
 func renderPreview(g *Globals, p *term.Printer, verb string, pv deploy.Preview) {
@@ -271,7 +272,7 @@ func renderPreview(g *Globals, p *term.Printer, verb string, pv deploy.Preview) 
 		b.WriteString("\n")
 		current := "no release yet"
 		if h.Current != "" {
-			current = "current " + deploy.Short(h.Current)
+			current = "current " + release.Short(h.Current)
 		}
 		text := strings.TrimRight(h.Plan.Format(), "\n")
 		first, rest, _ := strings.Cut(text, "\n")
@@ -321,14 +322,14 @@ func renderSummary(p *term.Printer, verb string, sum *deploy.Summary) {
 	}
 	what := verb
 	if sum.SHA != "" {
-		what += " of " + deploy.Short(sum.SHA)
+		what += " of " + release.Short(sum.SHA)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "==> %s to %s: %s", what, sum.Env, strings.Join(parts, ", "))
 	for _, h := range sum.Hosts {
 		on := "no release"
 		if h.Current != "" {
-			on = deploy.Short(h.Current)
+			on = release.Short(h.Current)
 		}
 		fmt.Fprintf(&b, "\n  %-*s  on %-12s  %s", width, h.Host, on, resultText(h.Result))
 	}

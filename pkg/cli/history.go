@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shipdeploy/ship/pkg/deploy"
+	"github.com/shipdeploy/ship/pkg/release"
 	"github.com/shipdeploy/ship/pkg/term"
 )
 
@@ -101,7 +102,7 @@ func renderHistory(g *Globals, p *term.Printer, hh deploy.HostHistory) {
 		if !r.Time.IsZero() {
 			when = r.Time.Local().Format("2006-01-02 15:04:05")
 		}
-		fmt.Fprintf(&b, "\n %s %-12s  %s  %-9s %s", mark, deploy.Short(r.SHA), when, r.Result, r.Who)
+		fmt.Fprintf(&b, "\n %s %-12s  %s  %-9s %s", mark, release.Short(r.SHA), when, r.Result, r.Who)
 		if r.Subject != "" {
 			fmt.Fprintf(&b, "  %q", r.Subject)
 		}
@@ -112,10 +113,10 @@ func renderHistory(g *Globals, p *term.Printer, hh deploy.HostHistory) {
 	for _, a := range hh.Audit {
 		fmt.Fprintf(&b, "\n    %s  %-8s %-14s", a.Time.Local().Format("2006-01-02 15:04:05"), a.Event, a.Result)
 		if a.SHA != "" {
-			fmt.Fprintf(&b, " %s", deploy.Short(a.SHA))
+			fmt.Fprintf(&b, " %s", release.Short(a.SHA))
 		}
 		if a.Prev != "" && a.Prev != a.SHA {
-			fmt.Fprintf(&b, " (from %s)", deploy.Short(a.Prev))
+			fmt.Fprintf(&b, " (from %s)", release.Short(a.Prev))
 		}
 		fmt.Fprintf(&b, " by %s", a.Who)
 		if a.Reason != "" {

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shipdeploy/ship/pkg/deploy"
+	"github.com/shipdeploy/ship/pkg/release"
 	"github.com/shipdeploy/ship/pkg/term"
 )
 
@@ -83,7 +84,7 @@ func renderStatus(g *Globals, p *term.Printer, app string, st deploy.HostStatus)
 		b.WriteString(": no release")
 	case st.Release != nil:
 		r := st.Release
-		fmt.Fprintf(&b, ": %s", deploy.Short(st.Current))
+		fmt.Fprintf(&b, ": %s", release.Short(st.Current))
 		if r.Subject != "" {
 			fmt.Fprintf(&b, " %q", r.Subject)
 		}
@@ -96,7 +97,7 @@ func renderStatus(g *Globals, p *term.Printer, app string, st deploy.HostStatus)
 			fmt.Fprintf(&b, " from %s", r.From)
 		}
 	default:
-		fmt.Fprintf(&b, ": %s (no release.json)", deploy.Short(st.Current))
+		fmt.Fprintf(&b, ": %s (no release.json)", release.Short(st.Current))
 	}
 	width := 0
 	for _, c := range st.Containers {

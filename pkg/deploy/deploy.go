@@ -267,9 +267,6 @@ func (s *Summary) err(ctx context.Context, what string) error {
 	return err
 }
 
-// Short is how output names a release: its sha's first 12 characters.
-func Short(sha string) string { return release.Short(sha) }
-
 // JobError says that a pre-deploy job failed, with its last log lines.
 type JobError = engine.JobError
 
