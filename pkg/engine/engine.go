@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"time"
 
@@ -27,6 +28,19 @@ const (
 // composeVersion is the value of com.docker.compose.version: the docker compose
 // release whose naming and labels the engine follows.
 const composeVersion = "2.39.0"
+
+// objectLabels are a network's or a volume's labels: the file's labels and custom
+// labels, then those docker compose sets (kind is labelNetwork or labelVolume, key the
+// object's name in the file).
+func objectLabels(project, kind, key string, labels, custom map[string]string) map[string]string {
+	out := map[string]string{}
+	maps.Copy(out, labels)
+	maps.Copy(out, custom)
+	out[kind] = key
+	out[labelProject] = project
+	out[labelVersion] = composeVersion
+	return out
+}
 
 const (
 	defaultWaitTimeout = 2 * time.Minute

@@ -215,16 +215,7 @@ func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services 
 		if found {
 			continue
 		}
-		labels := map[string]string{}
-		for k, v := range n.Labels {
-			labels[k] = v
-		}
-		for k, v := range n.CustomLabels {
-			labels[k] = v
-		}
-		labels[labelNetwork] = key
-		labels[labelProject] = p.Name
-		labels[labelVersion] = composeVersion
+		labels := objectLabels(p.Name, labelNetwork, key, n.Labels, n.CustomLabels)
 		opts := client.NetworkCreateOptions{
 			Driver:     n.Driver,
 			Options:    n.DriverOpts,

@@ -123,16 +123,7 @@ func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project, services [
 		if v.External {
 			return fmt.Errorf("volume %s is declared external but does not exist", name)
 		}
-		labels := map[string]string{}
-		for k, val := range v.Labels {
-			labels[k] = val
-		}
-		for k, val := range v.CustomLabels {
-			labels[k] = val
-		}
-		labels[labelVolume] = key
-		labels[labelProject] = p.Name
-		labels[labelVersion] = composeVersion
+		labels := objectLabels(p.Name, labelVolume, key, v.Labels, v.CustomLabels)
 		if _, err := e.api.VolumeCreate(ctx, client.VolumeCreateOptions{
 			Name: name, Driver: v.Driver, DriverOpts: v.DriverOpts, Labels: labels,
 		}); err != nil {
