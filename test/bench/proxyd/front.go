@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/shipdeploy/ship/pkg/proxy"
@@ -59,12 +57,8 @@ func serveFront(addr, tlsAddr, target string, n int, certFile, keyFile string) e
 	go func() { errc <- secure.Serve() }()
 	fmt.Printf("ready %s,%s %d\n", plainLn.Addr(), tlsLn.Addr(), os.Getpid())
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
-	select {
-	case err := <-errc:
+	if err := untilSignal(errc); err != nil {
 		return err
-	case <-sig:
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

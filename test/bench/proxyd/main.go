@@ -97,16 +97,26 @@ func backend(addr string, size int) error {
 	fmt.Printf("ready %s %d\n", ln.Addr(), os.Getpid())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
-	select {
-	case err := <-errc:
+	if err := untilSignal(errc); err != nil {
 		return err
-	case <-sig:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return srv.Shutdown(ctx)
+}
+
+// untilSignal waits for SIGTERM or an interrupt (nil), or for a server's end (its
+// error: a server that ends by itself has failed).
+func untilSignal(errc <-chan error) error {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(sig)
+	select {
+	case err := <-errc:
+		return err
+	case <-sig:
+		return nil
+	}
 }
 
 func serveProxy(addr, target string) error {
