@@ -1,6 +1,7 @@
 // Package testenv starts and finds the real parts ship's tests run against: the Docker
 // engine on this machine, an OpenSSH sshd on 127.0.0.1, a distribution registry and
 // Let's Encrypt's test CA, Pebble (built from the Go module proxy at PebbleVersion).
+// It also writes server certificates signed by a CA of their own (WriteCert).
 //
 // In CI (CI=true) a missing part fails the test; elsewhere the test is skipped with a
 // message that says how to get the part.
