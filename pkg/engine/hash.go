@@ -156,3 +156,32 @@ func newHashVolume(v types.ServiceVolumeConfig) hashVolume {
 	}
 	return h
 }
+
+// NetworkHash is docker compose's config hash of a project network (its NetworkHash at
+// ComposeVersion): the sha256, in hex, of the network's JSON, name included. docker
+// compose stores it in the network's com.docker.compose.config-hash label and recreates
+// a network whose label differs (after stopping the containers on it).
+func NetworkHash(n types.NetworkConfig) (string, error) {
+	data, err := json.Marshal(n)
+	if err != nil {
+		return "", fmt.Errorf("hash network %s: %w", n.Name, err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// VolumeHash is docker compose's config hash of a project volume (its VolumeHash at
+// ComposeVersion): the sha256, in hex, of the volume's JSON with its driver "local"
+// when unset. docker compose stores it in the volume's com.docker.compose.config-hash
+// label and, when it differs, asks before recreating the volume.
+func VolumeHash(v types.VolumeConfig) (string, error) {
+	if v.Driver == "" {
+		v.Driver = "local"
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("hash volume %s: %w", v.Name, err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:]), nil
+}

@@ -15,11 +15,12 @@ import (
 	"github.com/shipdeploy/ship/pkg/engine"
 )
 
-// TestConfigHashGolden checks ConfigHash against docker compose's own config hash
-// (ServiceHash of compose ComposeVersion) over the corpus in testdata/confighash, as
-// testdata/hashgen computed it: equal hashes are what lets `docker compose up` and a ship
-// deploy leave each other's unchanged containers running. Each file is loaded as ship
-// loads a project to deploy or test it.
+// TestConfigHashGolden checks ConfigHash, NetworkHash and VolumeHash against docker
+// compose's own (ServiceHash, NetworkHash and VolumeHash of compose ComposeVersion) over
+// the corpus in testdata/confighash, as testdata/hashgen computed them: equal hashes are
+// what lets `docker compose up` and a ship deploy leave each other's unchanged
+// containers, networks and volumes alone. Each file is loaded as ship loads a project to
+// deploy or test it.
 func TestConfigHashGolden(t *testing.T) {
 	dir, err := filepath.Abs(filepath.Join("testdata", "confighash"))
 	if err != nil {
@@ -29,7 +30,7 @@ func TestConfigHashGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var golden map[string]map[string]string
+	var golden map[string]struct{ Services, Networks, Volumes map[string]string }
 	if err := json.Unmarshal(data, &golden); err != nil {
 		t.Fatal(err)
 	}
@@ -37,28 +38,40 @@ func TestConfigHashGolden(t *testing.T) {
 	if len(files) == 0 || len(files) != len(golden) {
 		t.Fatalf("%d corpus files, %d in hashes.json: regenerate it (see testdata/hashgen)", len(files), len(golden))
 	}
-	services := 0
+	counts := map[string]int{}
 	for _, f := range files {
 		name := filepath.Base(f)
 		t.Run(strings.TrimSuffix(name, ".yml"), func(t *testing.T) {
 			p := loadGolden(t, dir, f)
 			want := golden[name]
-			if got := p.ServiceNames(); !equalKeys(got, want) {
-				t.Fatalf("services %v, hashes.json has %v", got, keys(want))
-			}
-			for _, svc := range p.ServiceNames() {
-				got, err := engine.ConfigHash(p.Services[svc])
-				if err != nil {
-					t.Fatal(err)
+			check := func(kind string, want map[string]string, names []string, hash func(string) (string, error)) {
+				t.Helper()
+				if !equalKeys(names, want) {
+					t.Fatalf("%s %v, hashes.json has %v", kind, names, keys(want))
 				}
-				if got != want[svc] {
-					t.Errorf("service %s: ConfigHash %s, docker compose %s", svc, got, want[svc])
+				for _, n := range names {
+					got, err := hash(n)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got != want[n] {
+						t.Errorf("%s %s: ship %s, docker compose %s", kind, n, got, want[n])
+					}
+					counts[kind]++
 				}
-				services++
 			}
+			check("service", want.Services, p.ServiceNames(), func(n string) (string, error) {
+				return engine.ConfigHash(p.Services[n])
+			})
+			check("network", want.Networks, p.NetworkNames(), func(n string) (string, error) {
+				return engine.NetworkHash(p.Networks[n])
+			})
+			check("volume", want.Volumes, p.VolumeNames(), func(n string) (string, error) {
+				return engine.VolumeHash(p.Volumes[n])
+			})
 		})
 	}
-	t.Logf("%d services in %d files", services, len(files))
+	t.Logf("%d files: %d services, %d networks, %d volumes", len(files), counts["service"], counts["network"], counts["volume"])
 }
 
 // loadGolden loads file as the generator does: the project folder is /srv/app (the

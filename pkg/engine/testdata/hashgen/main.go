@@ -1,7 +1,8 @@
 // Command hashgen writes the golden config hashes of pkg/engine's TestConfigHashGolden:
-// docker compose's own ServiceHash (github.com/docker/compose/v2/pkg/compose, at the
-// release ship matches, engine.ComposeVersion) over every service of every compose file
-// in the corpus, each loaded as `docker compose up` loads it (paths resolved, env_file
+// docker compose's own ServiceHash, NetworkHash and VolumeHash
+// (github.com/docker/compose/v2/pkg/compose, at the release ship matches,
+// engine.ComposeVersion) over every service, network and volume of every compose file in
+// the corpus, each loaded as `docker compose up` loads it (paths resolved, env_file
 // read into the environment and then dropped, profiles applied). Regenerate with:
 //
 //	cd pkg/engine/testdata/hashgen && go run -trimpath . ../confighash > ../confighash/hashes.json
@@ -49,21 +50,29 @@ func run(dir string) error {
 		return err
 	}
 	sort.Strings(files)
-	out := map[string]map[string]string{}
+	out := map[string]hashes{}
 	for _, f := range files {
-		hashes, err := hashFile(dir, f)
+		h, err := hashFile(dir, f)
 		if err != nil {
 			return fmt.Errorf("%s: %w", filepath.Base(f), err)
 		}
-		out[filepath.Base(f)] = hashes
+		out[filepath.Base(f)] = h
 	}
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
 }
 
+// hashes are one file's config hashes by service, network and volume key.
+type hashes struct {
+	Services map[string]string `json:"services"`
+	Networks map[string]string `json:"networks,omitempty"`
+	Volumes  map[string]string `json:"volumes,omitempty"`
+}
+
 // hashFile loads file as cmd/compose's ProjectOptions.WithServices does for `up`.
-func hashFile(dir, file string) (map[string]string, error) {
+func hashFile(dir, file string) (hashes, error) {
+	var h hashes
 	ctx := context.Background()
 	name := strings.TrimSuffix(filepath.Base(file), ".yml")
 	opts, err := cli.NewProjectOptions([]string{file},
@@ -74,27 +83,43 @@ func hashFile(dir, file string) (map[string]string, error) {
 		cli.WithoutEnvironmentResolution,
 	)
 	if err != nil {
-		return nil, err
+		return h, err
 	}
 	p, err := opts.LoadProject(ctx)
 	if err != nil {
-		return nil, err
+		return h, err
 	}
 	if p, err = p.WithServicesEnabled(); err != nil {
-		return nil, err
+		return h, err
 	}
 	if p, err = p.WithSelectedServices(nil); err != nil {
-		return nil, err
+		return h, err
 	}
 	p = p.WithoutUnnecessaryResources()
 	if p, err = p.WithServicesEnvironmentResolved(true); err != nil {
-		return nil, err
+		return h, err
 	}
-	hashes := map[string]string{}
+	h.Services = map[string]string{}
 	for name, s := range p.Services {
-		if hashes[name], err = compose.ServiceHash(s); err != nil {
-			return nil, err
+		if h.Services[name], err = compose.ServiceHash(s); err != nil {
+			return h, err
 		}
 	}
-	return hashes, nil
+	if len(p.Networks) > 0 {
+		h.Networks = map[string]string{}
+	}
+	for name, n := range p.Networks {
+		if h.Networks[name], err = compose.NetworkHash(&n); err != nil {
+			return h, err
+		}
+	}
+	if len(p.Volumes) > 0 {
+		h.Volumes = map[string]string{}
+	}
+	for name, v := range p.Volumes {
+		if h.Volumes[name], err = compose.VolumeHash(v); err != nil {
+			return h, err
+		}
+	}
+	return h, nil
 }
