@@ -54,7 +54,13 @@ func TestConfigHashGolden(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if got != want[n] {
+					reason, isUnmatched := unmatched[name+" "+kind+" "+n]
+					switch {
+					case isUnmatched && got == want[n]:
+						t.Errorf("%s %s now matches docker compose: remove it from unmatched", kind, n)
+					case isUnmatched:
+						t.Logf("%s %s: ship's hash differs, as known: %s", kind, n, reason)
+					case got != want[n]:
 						t.Errorf("%s %s: ship %s, docker compose %s", kind, n, got, want[n])
 					}
 					counts[kind]++
@@ -72,6 +78,13 @@ func TestConfigHashGolden(t *testing.T) {
 		})
 	}
 	t.Logf("%d files: %d services, %d networks, %d volumes", len(files), counts["service"], counts["network"], counts["volume"])
+}
+
+// unmatched are the corpus entries ("file kind name") whose hash ship cannot match, with
+// the reason.
+var unmatched = map[string]string{
+	"mounts.yml service propagated": "a long-syntax bind with a bind section without create_host_path: " +
+		"compose-go v2.9.1 reads false, ship's compose-go true, and the loaded project cannot tell it from an explicit true",
 }
 
 // loadGolden loads file as the generator does: the project folder is /srv/app (the
