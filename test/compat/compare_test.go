@@ -65,6 +65,12 @@ var known = []allowed{
 	{"Config.ExposedPorts.*", "expose without a protocol: ship writes 9000/tcp, compose 9000 as written (the engine reads both as tcp)"},
 }
 
+// knownRefusals are the corpus files ship refuses and docker compose runs, with what
+// ship refuses (issue 11): a fix to make each, as the known differences.
+var knownRefusals = map[string]string{
+	"swarmkeys": "deploy.labels, deploy.placement, deploy.update_config, ports[].app_protocol, networks.ipam",
+}
+
 type allowed struct{ pattern, reason string }
 
 // match finds the entry of list whose pattern matches field: "*" matches any run of
