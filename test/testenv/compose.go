@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -61,14 +62,28 @@ func composeBinary(version string) (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "docker-compose")
-	if fi, err := os.Stat(bin); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+	if ready(bin) {
 		return bin, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	// Built into a folder of its own and renamed: another test process building the
-	// same version at the same time never sees half a binary.
+	// One build at a time across test processes (go test runs packages in parallel):
+	// the others wait for it and use its binary.
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("lock %s: %w", lock.Name(), err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if ready(bin) {
+		return bin, nil
+	}
+	// Built into a folder of its own and renamed: a process that does not take the
+	// lock never sees half a binary.
 	tmp, err := os.MkdirTemp(dir, "build-")
 	if err != nil {
 		return "", err
@@ -81,6 +96,11 @@ func composeBinary(version string) (string, error) {
 		return "", err
 	}
 	return bin, nil
+}
+
+func ready(bin string) bool {
+	fi, err := os.Stat(bin)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
 
 // buildCompose builds docker compose version into dir/docker-compose, in a module of
