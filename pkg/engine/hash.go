@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
 )
@@ -184,4 +185,22 @@ func VolumeHash(v types.VolumeConfig) (string, error) {
 	}
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:]), nil
+}
+
+// WithContainerRefs returns s with its network_mode, ipc and pid "service:NAME" replaced
+// by "container:ID", ID being containerID(NAME), the ID of NAME's container, as docker
+// compose ComposeVersion resolves them before it hashes and creates a container: the
+// config hash of such a service then changes when the container it shares a namespace
+// with is replaced, and it is recreated with it. s is not changed.
+func WithContainerRefs(s types.ServiceConfig, containerID func(service string) string) types.ServiceConfig {
+	resolve := func(mode string) string {
+		if name, ok := strings.CutPrefix(mode, types.ServicePrefix); ok {
+			return types.ContainerPrefix + containerID(name)
+		}
+		return mode
+	}
+	s.NetworkMode = resolve(s.NetworkMode)
+	s.Ipc = resolve(s.Ipc)
+	s.Pid = resolve(s.Pid)
+	return s
 }

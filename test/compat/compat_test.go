@@ -50,12 +50,12 @@ func TestCompat(t *testing.T) {
 	tally.report(t)
 	if !t.Failed() {
 		for _, a := range known {
-			if !tally.seenKnown[a.pattern] {
+			if !tally.seenKnown[a.pattern+"@"+a.object] {
 				t.Errorf("known difference %s (%s) is gone: remove it from known", a.pattern, a.reason)
 			}
 		}
 		for name := range knownRefusals {
-			if !tally.seenKnown["refused:"+name] {
+			if !tally.seenKnown["refused:"+name+"@"] {
 				t.Errorf("known refusal of %s is gone: remove it from knownRefusals", name)
 			}
 		}
@@ -94,6 +94,7 @@ func (c *compatRun) run(src string) {
 	ship := c.inspect(ctx, shipProject)
 	comp := c.inspect(ctx, composeProject)
 	c.compareAll(shipProject, composeProject, ship, comp)
+	c.checkHashes(composeProject, comp)
 
 	// Each tool again on the other's project: nothing may be recreated.
 	c.composeUp(shipProject)
@@ -193,9 +194,7 @@ func (c *compatRun) compareAll(shipProject, composeProject string, ship, comp ob
 		key        func(object) string
 		ship, comp []object
 	}{
-		{"container", func(o object) string {
-			return o.Labels["com.docker.compose.service"] + "-" + o.Labels["com.docker.compose.container-number"]
-		}, ship.containers, comp.containers},
+		{"container", containerKey, ship.containers, comp.containers},
 		{"network", func(o object) string { return o.Labels["com.docker.compose.network"] }, ship.networks, comp.networks},
 		{"volume", func(o object) string { return o.Labels["com.docker.compose.volume"] }, ship.volumes, comp.volumes},
 	}
@@ -224,6 +223,49 @@ func (c *compatRun) compareAll(shipProject, composeProject string, ship, comp ob
 	}
 }
 
+func containerKey(o object) string {
+	return o.Labels["com.docker.compose.service"] + "-" + o.Labels["com.docker.compose.container-number"]
+}
+
+// checkHashes computes ship's config hashes (ConfigHash, NetworkHash, VolumeHash) of
+// the file as ship loads it, and compares them with the labels compose wrote on its
+// objects: the hash functions checked on their own, apart from how Up uses them.
+func (c *compatRun) checkHashes(project string, comp objects) {
+	c.t.Helper()
+	p, err := compose.Load(context.Background(), compose.Options{Dir: c.dir, Files: []string{"compose.yml"}, Name: project})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ids := map[string]string{}
+	for _, o := range comp.containers {
+		ids[o.Labels["com.docker.compose.service"]] = o.ID
+	}
+	check := func(kind, key string, o object, hash func() (string, error)) {
+		got, err := hash()
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		c.tally.fields("hash", 1)
+		if want := o.Labels["com.docker.compose.config-hash"]; got != want {
+			c.report(kind, key, diff{field: "(config hash of the loaded file)", ship: got, compose: want})
+		}
+	}
+	for _, o := range comp.containers {
+		svc := p.Services[o.Labels["com.docker.compose.service"]]
+		check("container", containerKey(o), o, func() (string, error) {
+			return engine.ConfigHash(engine.WithContainerRefs(svc, func(name string) string { return ids[name] }))
+		})
+	}
+	for _, o := range comp.networks {
+		key := o.Labels["com.docker.compose.network"]
+		check("network", key, o, func() (string, error) { return engine.NetworkHash(p.Networks[key]) })
+	}
+	for _, o := range comp.volumes {
+		key := o.Labels["com.docker.compose.volume"]
+		check("volume", key, o, func() (string, error) { return engine.VolumeHash(p.Volumes[key]) })
+	}
+}
+
 // recreated reports the containers of before that the second up replaced.
 func (c *compatRun) recreated(what string, before, after objects) {
 	ids := map[string]bool{}
@@ -232,7 +274,7 @@ func (c *compatRun) recreated(what string, before, after objects) {
 	}
 	for _, o := range before.containers {
 		if !ids[o.ID] {
-			c.report("container", o.Labels["com.docker.compose.service"], diff{field: "(recreated by " + what + ")", ship: "want: kept", compose: "recreated"})
+			c.report("container", containerKey(o), diff{field: "(recreated by " + what + ")", ship: "want: kept", compose: "recreated"})
 		}
 	}
 }
@@ -242,11 +284,12 @@ func (c *compatRun) recreated(what string, before, after objects) {
 func (c *compatRun) report(kind, key string, d diff) {
 	c.t.Helper()
 	field := kind + ":" + indexless(d.field)
-	if _, ok := match(cosmetic, d.field); ok {
+	object := c.name + "/" + key
+	if _, ok := match(cosmetic, object, d.field); ok {
 		c.tally.add(field, "cosmetic", d)
 		return
 	}
-	if a, ok := match(known, d.field); ok {
+	if a, ok := match(known, object, d.field); ok {
 		c.tally.add(field, "known", d)
 		c.tally.seen(a)
 		c.t.Logf("known difference (%s): %s %s: %s: ship %s, docker compose %s", a.reason, kind, key, d.field, d.ship, d.compose)
@@ -277,7 +320,7 @@ func newTally() *tally {
 func (t *tally) seen(a allowed) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.seenKnown[a.pattern] = true
+	t.seenKnown[a.pattern+"@"+a.object] = true
 }
 
 func (t *tally) fields(kind string, n int) {
@@ -312,8 +355,8 @@ func (t *tally) report(tb testing.TB) {
 		return fields[i] < fields[j]
 	})
 	var b strings.Builder
-	fmt.Fprintf(&b, "fields compared: %d of containers, %d of networks, %d of volumes\n",
-		t.compared["container"], t.compared["network"], t.compared["volume"])
+	fmt.Fprintf(&b, "fields compared: %d of containers, %d of networks, %d of volumes; config hashes computed: %d\n",
+		t.compared["container"], t.compared["network"], t.compared["volume"], t.compared["hash"])
 	for _, f := range fields {
 		c := t.byField[f]
 		fmt.Fprintf(&b, "%-9s %3d  %s   e.g. ship %s | compose %s\n", c.class, c.n, f, clip(c.first.ship), clip(c.first.compose))
