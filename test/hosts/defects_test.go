@@ -138,23 +138,10 @@ func TestIssue14Defects(t *testing.T) {
 			defect(t, "no check that shipd can write the app's folder", "%d audit lines;\n%s", len(audit), r)
 		}
 	})
-	t.Run("a failed redeploy of the live release keeps it serving", func(t *testing.T) {
-		stop := h.Load(t, s.port, "/version")
-		// The app's folder cannot be written: the switch of current fails after the
-		// new container serves.
-		h.MustRun(t, "chmod 0555 "+s.path)
-		r := s.run("deploy", envName, "--sha", v1, "--untested")
-		h.MustRun(t, "chmod 0755 "+s.path)
-		_, serveErr := s.served(h)
-		rep := stop()
-		t.Logf("redeploy of the live release into a read-only folder: %s\n%s", rep, r)
-		if r.code == 0 {
-			t.Fatalf("the redeploy into a read-only folder succeeded:\n%s", r)
-		}
-		if serveErr != nil || rep.Failed() > 0 {
-			defect(t, "a failed redeploy of the live release takes the app down", "after it: %v; %d of %d requests failed", serveErr, rep.Failed(), rep.Requests)
-		}
-	})
+	// Not shown here yet: "a failed redeploy of the live release takes the app down".
+	// shipctl skips a deploy of the live release as "nothing changed" and shipd keeps a
+	// container that is up to date, so the path (a replaced container, then a failure,
+	// then restore() with previous == this release) needs a drifted container first.
 	t.Logf("the whole test took %s", time.Since(began).Round(time.Second))
 }
 
