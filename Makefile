@@ -49,6 +49,13 @@ test: deps vet fmt-check unit
 test-hosts:
 	SHIP_TEST_HOSTS=1 $(GO) test -count=1 -v -timeout 60m ./test/hosts
 
+# shipctl deploy through shipd to 1 host and to 3, on the test hosts of test-hosts, each
+# with its own engine: median wall times, their ratio, this machine's load. Not part of
+# `make bench` yet. BENCH_RUNS=n deploys per row (default 5).
+.PHONY: bench-hosts
+bench-hosts:
+	SHIP_TEST_HOSTS=1 $(GO) test -run '^$$' -bench '^BenchmarkFanOut$$' -benchtime 1x -count 1 -v -timeout 30m ./test/hosts
+
 # A short run of every fuzzer.
 fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzParse -fuzztime=30s ./pkg/config

@@ -17,12 +17,12 @@ type unit struct {
 }
 
 // show is a property of shipd.service (systemctl show).
-func (u unit) show(t *testing.T, prop string) string {
+func (u unit) show(t testing.TB, prop string) string {
 	t.Helper()
 	return strings.TrimSpace(u.h.MustRun(t, "systemctl show --value -p "+prop+" shipd.service"))
 }
 
-func (u unit) mainPID(t *testing.T) int {
+func (u unit) mainPID(t testing.TB) int {
 	t.Helper()
 	pid, _ := strconv.Atoi(u.show(t, "MainPID"))
 	return pid
@@ -30,7 +30,7 @@ func (u unit) mainPID(t *testing.T) int {
 
 // waitServing waits until shipd.service is active with a main process other than
 // old (0: any) that answers on its API, and returns its pid.
-func (u unit) waitServing(t *testing.T, old int) int {
+func (u unit) waitServing(t testing.TB, old int) int {
 	t.Helper()
 	var pid int
 	testhost.WaitFor(t, "shipd serves again on "+u.h.Name, 2*time.Minute, func() error {
@@ -56,7 +56,7 @@ func (u unit) waitServing(t *testing.T, old int) int {
 
 // journal is shipd's journal since the unit's current invocation began, as JSON
 // entries.
-func (u unit) journal(t *testing.T, args string) []map[string]any {
+func (u unit) journal(t testing.TB, args string) []map[string]any {
 	t.Helper()
 	out := u.h.MustRun(t, "journalctl -b --no-pager -o json -u shipd.service "+args)
 	var entries []map[string]any

@@ -29,25 +29,30 @@ const envName = "hosts"
 // site is the example app in a checkout of its own, deployed through shipd to a
 // cluster's hosts as the deploy user.
 type site struct {
-	t    *testing.T
-	c    *testhost.Cluster
-	cli  *client.Client
-	dir  string
-	app  string
-	path string // the app's folder on the hosts
-	port int    // shipd's route to web on the hosts: :port
-	env  []string
+	t     testing.TB
+	c     *testhost.Cluster
+	hosts []*testhost.Host // the environment's
+	cli   *client.Client
+	dir   string
+	app   string
+	path  string // the app's folder on the hosts
+	port  int    // shipd's route to web on the hosts: :port
+	env   []string
 }
 
 type siteOptions struct {
-	port    int    // default 8080
-	path    string // default /srv/<app>, made for the deploy user
-	restart string // web's restart: policy; "" for none
+	hosts   []*testhost.Host // default: every host of the cluster
+	port    int              // default 8080
+	path    string           // default /srv/<app>, made for the deploy user
+	restart string           // web's restart: policy; "" for none
 }
 
-func newSite(t *testing.T, c *testhost.Cluster, o siteOptions) *site {
+func newSite(t testing.TB, c *testhost.Cluster, o siteOptions) *site {
 	t.Helper()
-	s := &site{t: t, c: c, cli: testenv.Docker(t), port: o.port}
+	s := &site{t: t, c: c, hosts: o.hosts, cli: testenv.Docker(t), port: o.port}
+	if s.hosts == nil {
+		s.hosts = c.Hosts
+	}
 	testenv.AppImage(t, s.cli)
 	if s.port == 0 {
 		s.port = 8080
@@ -57,7 +62,7 @@ func newSite(t *testing.T, c *testhost.Cluster, o siteOptions) *site {
 	if s.path == "" {
 		s.path = "/srv/" + s.app
 	}
-	for _, h := range c.Hosts {
+	for _, h := range s.hosts {
 		h.MustRun(t, "install -d -o deploy -g deploy -m 0755 "+s.path)
 	}
 	s.dir = testenv.ExampleRepo(t, func(rel string, data []byte) []byte {
@@ -73,7 +78,7 @@ func newSite(t *testing.T, c *testhost.Cluster, o siteOptions) *site {
 		return []byte(c)
 	})
 	var dests []string
-	for _, h := range c.Hosts {
+	for _, h := range s.hosts {
 		dests = append(dests, testhost.DeployUser+"@"+h.IP)
 	}
 	s.write("ship.yaml", fmt.Sprintf("app: %s\nregistry: %s\nenvironments:\n  %s:\n    hosts: [%s]\n    path: %s\n    known_hosts: known_hosts\n    agent: true\n",
@@ -210,7 +215,7 @@ func (s *site) served(h *testhost.Host) (string, error) {
 // mustServe fails the test unless every host serves version v.
 func (s *site) mustServe(v string) {
 	s.t.Helper()
-	for _, h := range s.c.Hosts {
+	for _, h := range s.hosts {
 		got, err := s.served(h)
 		if err != nil || got != v {
 			s.t.Fatalf("%s serves %q (%v), want %q", h.Name, got, err, v)
@@ -245,7 +250,7 @@ func (s *site) auditLines(h *testhost.Host) []map[string]any {
 	return lines
 }
 
-func git(t *testing.T, dir string, args ...string) string {
+func git(t testing.TB, dir string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command("git", args...)
 	cmd.Dir = dir
