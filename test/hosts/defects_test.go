@@ -138,10 +138,29 @@ func TestIssue14Defects(t *testing.T) {
 			defect(t, "no check that shipd can write the app's folder", "%d audit lines;\n%s", len(audit), r)
 		}
 	})
-	// Not shown here yet: "a failed redeploy of the live release takes the app down".
-	// shipctl skips a deploy of the live release as "nothing changed" and shipd keeps a
-	// container that is up to date, so the path (a replaced container, then a failure,
-	// then restore() with previous == this release) needs a drifted container first.
+	t.Run("a failed redeploy of the live release keeps it serving", func(t *testing.T) {
+		// side, a service of the live release, has stopped (a crash), so a redeploy of
+		// the release replaces it, stop-first; that fails, its host port being taken
+		// now. web serves the live release all along and must go on.
+		two := newSite(t, c, siteOptions{port: 8083, side: "127.0.0.1:9099", restart: "unless-stopped"})
+		sha := two.version("v1")
+		two.deploy(sha)
+		two.mustServe("v1")
+		h.MustRun(t, "docker stop $(docker ps -q --filter label=com.docker.compose.project="+two.app+" --filter label=com.docker.compose.service=side)")
+		holder := h.Start(t, "systemd-socket-activate -l 127.0.0.1:9099 /bin/cat")
+		stop := h.Load(t, two.port, "/version")
+		r := two.run("deploy", envName, "--sha", sha, "--untested")
+		_, serveErr := two.served(h)
+		rep := stop()
+		_, _ = holder.Interrupt()
+		t.Logf("load during the redeploy: %s", rep)
+		if r.code == 0 || !strings.Contains(r.stdout+r.stderr, "service side") {
+			t.Fatalf("the redeploy did not fail on side:\n%s", r)
+		}
+		if serveErr != nil || rep.Failed() > 0 {
+			defect(t, "a failed redeploy of the live release takes the app down", "web after it: %v; %d of %d requests failed:\n%s", serveErr, rep.Failed(), rep.Requests, r)
+		}
+	})
 	t.Logf("the whole test took %s", time.Since(began).Round(time.Second))
 }
 

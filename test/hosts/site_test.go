@@ -29,15 +29,16 @@ const envName = "hosts"
 // site is the example app in a checkout of its own, deployed through shipd to a
 // cluster's hosts as the deploy user.
 type site struct {
-	t     testing.TB
-	c     *testhost.Cluster
-	hosts []*testhost.Host // the environment's
-	cli   *client.Client
-	dir   string
-	app   string
-	path  string // the app's folder on the hosts
-	port  int    // shipd's route to web on the hosts: :port
-	env   []string
+	t      testing.TB
+	c      *testhost.Cluster
+	hosts  []*testhost.Host // the environment's
+	images []string         // built from ./app: pushed for each version
+	cli    *client.Client
+	dir    string
+	app    string
+	path   string // the app's folder on the hosts
+	port   int    // shipd's route to web on the hosts: :port
+	env    []string
 }
 
 type siteOptions struct {
@@ -45,6 +46,9 @@ type siteOptions struct {
 	port    int              // default 8080
 	path    string           // default /srv/<app>, made for the deploy user
 	restart string           // web's restart: policy; "" for none
+	// side adds a service "side" built from ./app (image example/side) that publishes
+	// this host address (127.0.0.1:port), replaced stop-first.
+	side string
 }
 
 func newSite(t testing.TB, c *testhost.Cluster, o siteOptions) *site {
@@ -52,6 +56,10 @@ func newSite(t testing.TB, c *testhost.Cluster, o siteOptions) *site {
 	s := &site{t: t, c: c, hosts: o.hosts, cli: testenv.Docker(t), port: o.port}
 	if s.hosts == nil {
 		s.hosts = c.Hosts
+	}
+	s.images = []string{"example/web"}
+	if o.side != "" {
+		s.images = append(s.images, "example/side")
 	}
 	testenv.AppImage(t, s.cli)
 	if s.port == 0 {
@@ -74,6 +82,9 @@ func newSite(t testing.TB, c *testhost.Cluster, o siteOptions) *site {
 		c = strings.Replace(c, "drain: 5s", "drain: 1s", 1)
 		if o.restart != "" {
 			c = strings.Replace(c, "    image: example/web\n", "    image: example/web\n    restart: "+o.restart+"\n", 1)
+		}
+		if o.side != "" {
+			c += fmt.Sprintf("  side:\n    build: ./app\n    image: example/side\n    ports:\n      - %q\n", o.side+":8080")
 		}
 		return []byte(c)
 	})
@@ -122,14 +133,16 @@ func (s *site) version(v string, env ...string) string {
 	sha := s.commit("version " + v)
 	s.write("docker-compose.yml", string(data))
 	s.commit("back to the template")
-	ref := s.c.Registry.Addr + "/example/web:" + sha
-	ctx := context.Background()
-	if err := s.cli.ImageTag(ctx, testenv.AppImageRef, ref); err != nil {
-		s.t.Fatal(err)
-	}
-	s.c.Registry.Push(s.t, s.cli, ref)
-	if _, err := s.cli.ImageRemove(ctx, ref, image.RemoveOptions{}); err != nil {
-		s.t.Fatal(err)
+	for _, name := range s.images {
+		ref := s.c.Registry.Addr + "/" + name + ":" + sha
+		ctx := context.Background()
+		if err := s.cli.ImageTag(ctx, testenv.AppImageRef, ref); err != nil {
+			s.t.Fatal(err)
+		}
+		s.c.Registry.Push(s.t, s.cli, ref)
+		if _, err := s.cli.ImageRemove(ctx, ref, image.RemoveOptions{}); err != nil {
+			s.t.Fatal(err)
+		}
 	}
 	return sha
 }
