@@ -209,8 +209,8 @@ func (c *Cluster) Key(t testing.TB) string {
 
 // forward accepts connections on listen (the gateway's port, which the hosts'
 // registry forwarders reach) and relays each to target (the registry on 127.0.0.1)
-// until the test ends.
-func forward(t testing.TB, listen, target string) {
+// until the test ends. It returns the address it listens on.
+func forward(t testing.TB, listen, target string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -266,6 +266,7 @@ func forward(t testing.TB, listen, target string) {
 		mu.Unlock()
 		wg.Wait()
 	})
+	return ln.Addr().String()
 }
 
 // Restart restarts the host's container (docker restart: a reboot of the server) and
