@@ -16,8 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
 
 	"github.com/shipdeploy/ship/test/testenv"
 	"github.com/shipdeploy/ship/test/testhost"
@@ -136,11 +135,11 @@ func (s *site) version(v string, env ...string) string {
 	for _, name := range s.images {
 		ref := s.c.Registry.Addr + "/" + name + ":" + sha
 		ctx := context.Background()
-		if err := s.cli.ImageTag(ctx, testenv.AppImageRef, ref); err != nil {
+		if _, err := s.cli.ImageTag(ctx, client.ImageTagOptions{Source: testenv.AppImageRef, Target: ref}); err != nil {
 			s.t.Fatal(err)
 		}
 		s.c.Registry.Push(s.t, s.cli, ref)
-		if _, err := s.cli.ImageRemove(ctx, ref, image.RemoveOptions{}); err != nil {
+		if _, err := s.cli.ImageRemove(ctx, ref, client.ImageRemoveOptions{}); err != nil {
 			s.t.Fatal(err)
 		}
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
+	"github.com/moby/moby/client"
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -160,9 +160,9 @@ func (p *Process) Wait() (string, error) {
 	return p.stdout.String(), nil
 }
 
-func containerStopOptions() container.StopOptions {
+func containerRestartOptions() client.ContainerRestartOptions {
 	timeout := 60
-	return container.StopOptions{Timeout: &timeout}
+	return client.ContainerRestartOptions{Timeout: &timeout}
 }
 
 // lockedBuffer collects a command's output; it has no ReadFrom, so that io.Copy

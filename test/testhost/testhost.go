@@ -28,8 +28,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
@@ -152,11 +151,12 @@ func Start(t testing.TB, n int) *Cluster {
 	if c.signer, err = ssh.ParsePrivateKey(key); err != nil {
 		t.Fatal(err)
 	}
-	nw, err := cli.NetworkInspect(context.Background(), c.Name, network.InspectOptions{})
+	res, err := cli.NetworkInspect(context.Background(), c.Name, client.NetworkInspectOptions{})
+	nw := res.Network
 	if err != nil || len(nw.IPAM.Config) == 0 {
 		t.Fatalf("inspect network %s: %v", c.Name, err)
 	}
-	c.Gateway = nw.IPAM.Config[0].Gateway
+	c.Gateway = nw.IPAM.Config[0].Gateway.String()
 	forward(t, net.JoinHostPort(c.Gateway, port), reg.Addr)
 	t.Logf("%d host(s) of %s up in %s: %s", n, c.Name, time.Since(began).Round(time.Millisecond), c)
 	return c
@@ -276,16 +276,17 @@ func (h *Host) Restart(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := h.c.cli.ContainerRestart(ctx, h.Name, containerStopOptions()); err != nil {
+	if _, err := h.c.cli.ContainerRestart(ctx, h.Name, containerRestartOptions()); err != nil {
 		t.Fatalf("restart %s: %v", h.Name, err)
 	}
-	ins, err := h.c.cli.ContainerInspect(ctx, h.Name)
+	res, err := h.c.cli.ContainerInspect(ctx, h.Name, client.ContainerInspectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ep := ins.NetworkSettings.Networks[h.c.Name]; ep != nil && ep.IPAddress != h.IP {
+	ins := res.Container
+	if ep := ins.NetworkSettings.Networks[h.c.Name]; ep != nil && ep.IPAddress.String() != h.IP {
 		t.Logf("%s: address %s after the restart (was %s)", h.Name, ep.IPAddress, h.IP)
-		h.IP = ep.IPAddress
+		h.IP = ep.IPAddress.String()
 		h.c.trust(t)
 	}
 	WaitFor(t, h.Name+" answers over SSH after its restart", 2*time.Minute, func() error {
