@@ -221,6 +221,11 @@ func (d *shipd) kill() {
 	d.cmd = nil
 }
 
+// loadTimeout bounds one request of the test's load: only a hang, never a slow answer
+// on a busy machine, counts as a failed request (the swap must lose none; a starved
+// machine may take seconds to answer any of them).
+const loadTimeout = time.Minute
+
 // load sends requests through shipd's route at a fixed rate until stop is called, and
 // returns the report then: 150 requests a second over 4 keep-alive connections, 30% of
 // them on a fresh connection each. Requests still running when stop is called are cut
@@ -231,7 +236,7 @@ func load(t *testing.T, addr string) (stop func() *loadgen.Report) {
 	done := make(chan *loadgen.Report, 1)
 	go func() {
 		rep, err := loadgen.Run(ctx, loadgen.Config{
-			URL: "http://" + addr + "/version", Rate: 150, Duration: 5 * time.Minute, Conns: 4, Fresh: 0.3, Timeout: 5 * time.Second,
+			URL: "http://" + addr + "/version", Rate: 150, Duration: 5 * time.Minute, Conns: 4, Fresh: 0.3, Timeout: loadTimeout,
 		})
 		if err != nil {
 			t.Error(err)
