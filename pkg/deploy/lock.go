@@ -193,7 +193,7 @@ func acquire(ctx context.Context, f release.FS, l release.Layout, host string, m
 			data, _ := json.MarshalIndent(me, "", "  ")
 			if err := f.WriteFile(ctx, l.Holder(), append(data, '\n'), 0o644); err != nil {
 				_ = f.RemoveAll(context.WithoutCancel(ctx), l.Lock())
-				return fmt.Errorf("write %s: %w", l.Holder(), err)
+				return fmt.Errorf("take the lock: %w", err)
 			}
 			em.info(host, StepLock, "locked "+l.Lock())
 			return nil
