@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestDeployCtrlCDuringGit (issue 9, item 9): Ctrl-C while shipctl's first git step
@@ -98,5 +101,32 @@ func TestDeployDiskFull(t *testing.T) {
 	}
 	if cs := s.containers(); len(cs) > 0 {
 		t.Errorf("the app has containers: %v", cs)
+	}
+}
+
+// TestAgentRealIP (issue 9, item 9): shipd's front door tells the app the client's
+// address in X-Real-IP as it saw it; a client's own X-Real-IP does not pass through.
+func TestAgentRealIP(t *testing.T) {
+	t.Parallel()
+	s := newAgentSite(t)
+	sha := s.version("v1")
+	d := startShipd(t)
+	s.env = append(s.env, "SHIP_AGENT_SOCKET="+d.sock)
+	s.deploy(0, "--sha", sha, "--untested")
+
+	req, _ := http.NewRequest(http.MethodGet, "http://"+s.listen+"/headers", nil)
+	req.Header.Set("X-Real-IP", "203.0.113.9")
+	req.Header.Set("X-Forwarded-For", "203.0.113.9")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("GET /headers through shipd: %v", err)
+	}
+	defer resp.Body.Close()
+	var got map[string]string
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /headers through shipd: %s, %v", resp.Status, err)
+	}
+	if got["x-real-ip"] != "127.0.0.1" || got["x-forwarded-for"] != "127.0.0.1" {
+		t.Errorf("the app was told X-Real-IP %q, X-Forwarded-For %q; want the client's address as shipd saw it, 127.0.0.1", got["x-real-ip"], got["x-forwarded-for"])
 	}
 }
