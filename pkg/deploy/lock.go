@@ -278,9 +278,28 @@ func releaseLock(ctx context.Context, f release.FS, l release.Layout, host strin
 		em.warn(host, StepLock, fmt.Sprintf("the lock is now held by %s; leaving it", h))
 		return nil
 	}
-	if err := f.RemoveAll(ctx, l.Lock()); err != nil {
+	if err := removeLock(ctx, f, l); err != nil {
 		return fmt.Errorf("unlock %s: %w", l.Lock(), err)
 	}
 	em.info(host, StepLock, "unlocked")
+	return nil
+}
+
+// removeLock removes .lock: renamed aside under .tmp/ in one step first, so that a
+// heartbeat or a deploy taking the lock at the same moment never meets a half-removed
+// folder (a plain failure over SFTP); then the moved folder is removed.
+func removeLock(ctx context.Context, f release.FS, l release.Layout) error {
+	if err := f.MkdirAll(ctx, l.Tmp()); err != nil {
+		return fmt.Errorf("create %s: %w", l.Tmp(), err)
+	}
+	moved := path.Join(l.Tmp(), "unlocked-"+release.TempSuffix())
+	if err := f.Rename(ctx, l.Lock(), moved); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	// The lock is released once moved; what the removal leaves under .tmp/ goes with
+	// the next ClearTmp.
+	_ = f.RemoveAll(ctx, moved)
 	return nil
 }

@@ -96,7 +96,7 @@ func Unlock(ctx context.Context, t Target, o UnlockOptions) ([]HostLock, error) 
 			continue
 		}
 		hc := s.hosts[i]
-		if err := hc.RemoveAll(ctx, s.l.Lock()); err != nil {
+		if err := removeLock(ctx, hc, s.l); err != nil {
 			errs[i] = fmt.Errorf("%s: unlock: %w", hc.name, err)
 			continue
 		}
