@@ -81,6 +81,14 @@ func serve(getenv func(string) string) error {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]string{"version": ver, "host": host})
 	})
+	// What a proxy in front said of the client, for the tests of shipd's front door.
+	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]string{
+			"x-real-ip":       r.Header.Get("X-Real-IP"),
+			"x-forwarded-for": r.Header.Get("X-Forwarded-For"),
+		})
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		greeting := getenv("GREETING")
 		if greeting == "" {

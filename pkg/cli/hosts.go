@@ -3,6 +3,9 @@ package cli
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -78,6 +81,10 @@ func newHostAccess(g *Globals, cfg *config.Config, env *config.Environment, f ho
 	if g.IO.InTTY {
 		opts.Passphrase = g.IO.Passphrase
 	}
+	lock, err := lockEnv(g.IO.Getenv)
+	if err != nil {
+		return nil, err
+	}
 	return &hostAccess{
 		redact:   redact,
 		keychain: kc,
@@ -91,8 +98,37 @@ func newHostAccess(g *Globals, cfg *config.Config, env *config.Environment, f ho
 			RegistryAuth: image.PullAuth(kc),
 			Redactor:     redact,
 			Progress:     func(e deploy.Event) { renderDeployEvent(g, p, e) },
+			LockRefresh:  lock.LockRefresh,
+			LockMachine:  lock.LockMachine,
+			LockPID:      lock.LockPID,
 		},
 	}, nil
+}
+
+// lockEnv reads the lock's settings from the environment: SHIP_LOCK_REFRESH (how
+// often a deploy refreshes its lock's heartbeat) and SHIP_LOCK_AS (machine:pid, the
+// identity written in the lock instead of this one's: a test seam).
+func lockEnv(getenv func(string) string) (deploy.Target, error) {
+	var t deploy.Target
+	if getenv == nil {
+		return t, nil
+	}
+	if v := getenv("SHIP_LOCK_REFRESH"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return t, usageErrorf("SHIP_LOCK_REFRESH=%q: want a duration above 0, e.g. 10s", v)
+		}
+		t.LockRefresh = d
+	}
+	if v := getenv("SHIP_LOCK_AS"); v != "" {
+		machine, pid, ok := strings.Cut(v, ":")
+		n, err := strconv.Atoi(pid)
+		if !ok || machine == "" || err != nil || n <= 0 {
+			return t, usageErrorf("SHIP_LOCK_AS=%q: want MACHINE:PID", v)
+		}
+		t.LockMachine, t.LockPID = machine, n
+	}
+	return t, nil
 }
 
 // notifier is the webhook of ship.yaml, or nil.

@@ -139,6 +139,9 @@ func TestParseProblems(t *testing.T) {
 			{6, `duplicate key "path" in environments.prod (first on line 5)`},
 			{7, `duplicate key "prod" in environments (first on line 3)`},
 		}},
+		{"dotdot.yaml", []problem{
+			{5, `environments.prod.path: "/srv/shop/../etc" contains ".."; write the folder it means, e.g. /srv/etc`},
+		}},
 		{"tabs.yaml", []problem{
 			{4, "YAML syntax: found character that cannot start any token; YAML does not allow tabs"},
 		}},

@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -85,6 +86,10 @@ func (p *parser) hostPath(n *yaml.Node, key, example string) string {
 		return ""
 	case strings.ContainsFunc(s, func(r rune) bool { return r < ' ' || r == 0x7f }):
 		p.add(n, "%s: %q contains control characters; write a plain path, e.g. %s", key, s, example)
+		return ""
+	case slices.Contains(strings.Split(s, "/"), ".."):
+		// Cleaning it would deploy somewhere the file does not say.
+		p.add(n, "%s: %q contains \"..\"; write the folder it means, e.g. %s", key, s, path.Clean(s))
 		return ""
 	case path.Clean(s) == "/":
 		p.add(n, "%s: \"/\" is the root of the host; write a folder of its own, e.g. %s", key, example)

@@ -169,10 +169,9 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	defer n.Wait()
 	n.Post(ctx, notify.Message{Event: notify.Start, App: o.App, Env: o.Env.Name, SHA: rel.SHA, Subject: rel.Subject, Hosts: hostNames(s), Who: o.who()})
 
-	me := Me("deploy", rel.SHA)
-	me.Who = o.who()
+	me := o.holder("deploy", rel.SHA)
 	sum.Hosts = skipped(s, preview)
-	if err := s.lockAll(ctx, me, o.LockWait, o.LockPoll, sum.Hosts); err != nil {
+	if err := s.lockAll(ctx, me, o.LockWait, o.LockPoll, o.lockRefresh(), sum.Hosts); err != nil {
 		err = o.Redactor.Error(err)
 		n.Post(ctx, endNotification(notify.Failure, o, sum, err))
 		return sum, err

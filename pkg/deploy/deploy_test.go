@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -437,37 +435,87 @@ func lockHost(t *testing.T, h *fakeHost, holder Holder) {
 	h.put(root+"/.lock/holder.json", data)
 }
 
+// TestStaleLockTakenOver: a lock is taken over only when its heartbeat has stopped for
+// longer than the bound; a fresh heartbeat keeps it, whatever the hostname and pid say
+// (two containers share both), and a lock without a heartbeat is never stale.
 func TestStaleLockTakenOver(t *testing.T) {
 	f := newFixture(t, "docker-compose.yml")
 	me := Me("deploy", "")
-	lockHost(t, f.hosts[0], Holder{Who: "tester@laptop", Machine: me.Machine, PID: deadPID(t), Command: "deploy", SHA: shaB})
+	gone := Holder{Who: "tester@laptop", Machine: me.Machine, PID: me.PID + 1, Command: "deploy", SHA: shaB, Token: "gone",
+		Heartbeat: time.Now().Add(-time.Minute), Refresh: "10s"}
+	lockHost(t, f.hosts[0], gone)
 	f.mustDeploy(f.release(shaA))
-	if !strings.Contains(f.eventText(), "taking over the lock") {
+	if !strings.Contains(f.eventText(), "took over the lock left by tester@laptop") {
 		t.Errorf("no warning:\n%s", f.eventText())
 	}
+	if f.hosts[0].exists(root + "/.lock") {
+		t.Error("the lock was not released after the deploy")
+	}
 
-	t.Run("a manual lock is never stale", func(t *testing.T) {
-		lockHost(t, f.hosts[0], Holder{Who: "tester@laptop", Machine: me.Machine, PID: deadPID(t), Command: "lock"})
-		if _, err := f.deploy(f.release(shaA)); !errors.Is(err, ErrLocked) {
-			t.Errorf("err = %v, want ErrLocked", err)
-		}
-	})
+	for _, tt := range []struct {
+		name   string
+		holder Holder
+	}{
+		{"a fresh heartbeat on the same machine, of a pid not seen here", Holder{Who: "root@ci", Machine: me.Machine, PID: me.PID + 1, Command: "deploy", Token: "other",
+			Heartbeat: time.Now().Add(-15 * time.Second), Refresh: "10s"}},
+		{"the same machine and pid: another container", Holder{Who: "root@ci", Machine: me.Machine, PID: me.PID, Command: "deploy", Token: "other",
+			Heartbeat: time.Now(), Refresh: "10s"}},
+		{"no heartbeat (an older shipctl)", Holder{Who: "tester@laptop", Machine: me.Machine, PID: me.PID + 1, Command: "deploy", Time: time.Now().Add(-time.Hour)}},
+		{"a manual lock is never stale", Holder{Who: "tester@laptop", Machine: me.Machine, PID: me.PID + 1, Command: "lock", Heartbeat: time.Now().Add(-time.Hour), Refresh: "1s"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			lockHost(t, f.hosts[0], tt.holder)
+			t.Cleanup(func() { f.hosts[0].RemoveAll(context.Background(), root+"/.lock") })
+			if _, err := f.deploy(f.release(shaA)); !errors.Is(err, ErrLocked) {
+				t.Errorf("err = %v, want ErrLocked", err)
+			}
+		})
+	}
 }
 
-// deadPID is the pid of a process that has ended: this test binary, run again to do
-// nothing, and waited for. The kernel hands pids out in turn, so it is not reused
-// within the test.
-func deadPID(t *testing.T) int {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("run a process that ends: %v", err)
+// TestLockHeartbeat: a deploy that holds its lock refreshes holder.json's heartbeat
+// while it runs, so that a deploy judging the lock later does not take it over.
+func TestLockHeartbeat(t *testing.T) {
+	h := newFakeHost("web1")
+	l := release.Layout(root)
+	em := newEmitter(nil, nil)
+	me := Me("deploy", shaA)
+	me.Refresh = "10ms"
+	if err := acquire(context.Background(), h, l, "web1", me, 0, 0, em); err != nil {
+		t.Fatal(err)
 	}
-	pid := cmd.Process.Pid
-	if processAlive(pid) {
-		t.Fatalf("pid %d of an ended process is alive", pid)
+	first, _ := h.file(root + "/.lock/holder.json")
+	beats := make(chan struct{})
+	h.fault = func(op, p string, data []byte) (error, bool) {
+		if op == "rename" && strings.HasSuffix(p, " "+root+"/.lock/holder.json") {
+			select {
+			case beats <- struct{}{}:
+			default:
+			}
+		}
+		return nil, false
 	}
-	return pid
+	ls := heartbeat(context.Background(), func() release.FS { return h }, l, "web1", me, 10*time.Millisecond, em)
+	<-beats
+	<-beats
+	ls.stop()
+	var got Holder
+	data, _ := h.file(root + "/.lock/holder.json")
+	if err := json.Unmarshal([]byte(data), &got); err != nil {
+		t.Fatal(err)
+	}
+	if data == first || !got.mine(me) || got.Heartbeat.Before(me.Time) {
+		t.Errorf("holder.json after two heartbeats:\n%s\nfirst:\n%s", data, first)
+	}
+	if _, stale := got.stale(time.Now()); stale {
+		t.Errorf("a lock with a fresh heartbeat is stale: %+v", got)
+	}
+	if _, stale := got.stale(got.Heartbeat.Add(31 * time.Millisecond)); !stale {
+		t.Errorf("a lock whose heartbeat is 3 intervals old is not stale: %+v", got)
+	}
+	if left := h.under(root + "/.lock"); len(left) != 1 {
+		t.Errorf("the heartbeat left files in the lock: %v", left)
+	}
 }
 
 func TestConnectionCutDuringUpload(t *testing.T) {

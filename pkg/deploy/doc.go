@@ -148,10 +148,21 @@
 //     notification, and from `shipctl logs`, since the engine's errors and a
 //     container's logs can echo its configuration. Values from the process
 //     environment are not treated as secrets.
-//   - Locks: .lock is created with an atomic mkdir; holder.json inside says who.
-//     A lock left by a deploy or rollback of this same machine whose process is gone
-//     (killed, or cut off from the host) is taken over with a warning; a lock taken
-//     with `shipctl lock`, or on another machine, never is: `shipctl unlock` removes it.
+//   - Locks: .lock is created with an atomic mkdir; holder.json inside says who, with
+//     a token of the run's own. A deploy or rollback refreshes holder.json's heartbeat
+//     (rewritten through a temporary file inside .lock/, renamed over it) every
+//     Target.LockRefresh, DefaultLockRefresh (10s) unless set (SHIP_LOCK_REFRESH). A
+//     lock whose heartbeat is older than StaleAfter (3) of its holder's intervals was
+//     left by a run that ended (killed, or cut off from the host) and is taken over
+//     with a warning; the hostname and pid decide nothing, since containers share
+//     them. The heartbeat is the holder's clock and the age the taker's: machines that
+//     deploy to one host need clocks that agree within that bound. Taking over renames
+//     .lock aside under .tmp/ in one step, then checks that what it moved is the
+//     holder.json it judged stale (else puts it back): of two deploys taking over at
+//     once, one does, and the other finds the new lock held. A lock taken with
+//     `shipctl lock` (no heartbeat), or by an older shipctl, is never stale: `shipctl
+//     unlock` removes it. A run that finds its lock taken over (its heartbeat was late
+//     beyond the bound) says so.
 //   - Prune keeps the newest env.keep releases by release.json time, and current; it
 //     removes the others' folders and untags the images ship built for them that no
 //     kept release uses. Other images (postgres:16) are never removed: another app

@@ -85,7 +85,9 @@ func (t *hostTask) finish(ctx context.Context, out Outcome) HostResult {
 	bg := context.WithoutCancel(ctx)
 	res := HostResult{Host: t.h.name, Result: out.Result, Current: out.Current, Err: t.scrub.Error(out.Err)}
 	if out.Unreachable != nil {
-		msg := "its lock stays; release it with shipctl unlock once the host answers"
+		// Its heartbeat stops with it: the next deploy takes the lock over once stale.
+		t.h.lease.stop()
+		msg := fmt.Sprintf("its lock stays until its heartbeat is %s old (then the next deploy takes it over), or until shipctl unlock", StaleAfter*t.s.t.lockRefresh())
 		if out.Changed {
 			res.Result = ResultRestoreFailed
 			msg = "the host may run a part of the new release, and " + msg
@@ -137,7 +139,7 @@ func (t *hostTask) done(res HostResult, changed bool) Event {
 }
 
 func (t *hostTask) unlock(ctx context.Context) {
-	if err := releaseLock(ctx, t.h, t.s.l, t.h.name, t.me, t.em); err != nil {
+	if err := t.h.unlock(ctx, t.s.l, t.me, t.em); err != nil {
 		t.warn(StepLock, err.Error()+"; release it with shipctl unlock")
 	}
 }

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,8 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"os/user"
+	"path"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/shipdeploy/ship/pkg/release"
@@ -21,6 +22,17 @@ var ErrLocked = errors.New("locked by another deploy")
 // DefaultLockPoll is how often a deploy that waits for a lock tries it again.
 const DefaultLockPoll = time.Second
 
+// DefaultLockRefresh is how often a deploy or rollback refreshes its lock's heartbeat
+// (Target.LockRefresh). A lock whose heartbeat is older than StaleAfter times its
+// holder's refresh interval is stale: its holder ended without releasing it (killed,
+// cut off), and the next deploy takes it over. The times are the two machines'
+// clocks: machines that deploy to one host must agree on the time within that bound.
+const DefaultLockRefresh = 10 * time.Second
+
+// StaleAfter is how many of its holder's refresh intervals a lock's heartbeat may be
+// old before the lock is stale.
+const StaleAfter = 3
+
 // Holder is who holds a host's lock: .lock/holder.json.
 type Holder struct {
 	Who     string    `json:"who"`     // user@hostname
@@ -30,6 +42,13 @@ type Holder struct {
 	SHA     string    `json:"sha,omitempty"`
 	Reason  string    `json:"reason,omitempty"`
 	Time    time.Time `json:"time"`
+	// Token is the holder's own random name: two processes with one hostname and pid
+	// (containers) are still two holders.
+	Token string `json:"token,omitempty"`
+	// Heartbeat is when the holder last said it runs; Refresh how often it does
+	// ("10s"). A lock without them (shipctl lock, older versions) is never stale.
+	Heartbeat time.Time `json:"heartbeat,omitzero"`
+	Refresh   string    `json:"refresh,omitempty"`
 }
 
 // String says who holds the lock, for a person.
@@ -78,7 +97,29 @@ func (e *LockedError) Is(target error) bool { return target == ErrLocked }
 // Me is the Holder for this process running command.
 func Me(command, sha string) Holder {
 	machine, _ := os.Hostname()
-	return Holder{Who: Who(), Machine: machine, PID: os.Getpid(), Command: command, SHA: sha, Time: time.Now().UTC()}
+	return Holder{Who: Who(), Machine: machine, PID: os.Getpid(), Command: command, SHA: sha, Time: time.Now().UTC(), Token: release.TempSuffix()}
+}
+
+// holder is Me with the target's overrides: who, and the test seam of LockMachine and
+// LockPID.
+func (t Target) holder(command, sha string) Holder {
+	me := Me(command, sha)
+	me.Who = t.who()
+	if t.LockMachine != "" {
+		me.Machine = t.LockMachine
+	}
+	if t.LockPID > 0 {
+		me.PID = t.LockPID
+	}
+	return me
+}
+
+// mine reports whether h is the holder me (the same run, not only the same pid).
+func (h Holder) mine(me Holder) bool {
+	if me.Token != "" || h.Token != "" {
+		return h.Token == me.Token
+	}
+	return h.PID == me.PID && h.Machine == me.Machine
 }
 
 // Who is the local user@hostname, for release.json, locks and audit.log.
@@ -97,51 +138,45 @@ func Who() string {
 	return name + "@" + host
 }
 
-// readHolder reads the lock's holder; ok is false when there is no lock.
-func readHolder(ctx context.Context, f release.FS, l release.Layout) (Holder, bool, error) {
-	data, err := f.ReadFile(ctx, l.Holder())
+// readHolder reads the lock's holder; held is false when there is no lock. data is
+// holder.json as read (nil when the folder has none).
+func readHolder(ctx context.Context, f release.FS, l release.Layout) (h Holder, data []byte, held bool, err error) {
+	data, err = f.ReadFile(ctx, l.Holder())
 	if errors.Is(err, fs.ErrNotExist) {
 		// The lock folder without its file: being taken right now, or left by a
 		// deploy cut off between the two.
 		if _, err := f.ReadDir(ctx, l.Lock()); errors.Is(err, fs.ErrNotExist) {
-			return Holder{}, false, nil
+			return Holder{}, nil, false, nil
 		} else if err != nil {
-			return Holder{}, false, fmt.Errorf("read the lock: %w", err)
+			return Holder{}, nil, false, fmt.Errorf("read the lock: %w", err)
 		}
-		return Holder{}, true, nil
+		return Holder{}, nil, true, nil
 	}
 	if err != nil {
-		return Holder{}, false, fmt.Errorf("read the lock: %w", err)
+		return Holder{}, nil, false, fmt.Errorf("read the lock: %w", err)
 	}
-	var h Holder
 	if err := json.Unmarshal(data, &h); err != nil {
-		return Holder{}, true, nil
+		return Holder{}, data, true, nil
 	}
-	return h, true, nil
+	return h, data, true, nil
 }
 
-// stale reports whether h was left by a deploy or rollback of this machine whose
-// process is gone (cut off from the host, killed): such a lock is taken over. A lock
-// of `shipctl lock` is never stale, nor one taken on another machine.
-func (h Holder) stale(me Holder) bool {
-	if h.Command == "lock" || h.Machine == "" || h.Machine != me.Machine || h.PID <= 0 || h.PID == me.PID {
-		return false
+// stale reports whether h's holder has ended without releasing the lock: its
+// heartbeat is older than StaleAfter of its refresh intervals at now. A lock without a
+// heartbeat (shipctl lock's, an older version's) is never stale, whoever took it: the
+// hostname and pid say nothing across PID namespaces.
+func (h Holder) stale(now time.Time) (time.Duration, bool) {
+	refresh, err := time.ParseDuration(h.Refresh)
+	if h.Command == "lock" || h.Heartbeat.IsZero() || err != nil || refresh <= 0 {
+		return 0, false
 	}
-	return !processAlive(h.PID)
-}
-
-func processAlive(pid int) bool {
-	p, err := os.FindProcess(pid)
-	if err != nil {
-		return false
-	}
-	err = p.Signal(syscall.Signal(0))
-	return err == nil || errors.Is(err, syscall.EPERM)
+	age := now.Sub(h.Heartbeat)
+	return age, age > StaleAfter*refresh
 }
 
 // acquire takes a host's lock for me: an atomic mkdir of .lock, then holder.json
 // inside. With wait, it tries again every poll (0: DefaultLockPoll) until wait has
-// passed.
+// passed. A lock found stale is taken over.
 func acquire(ctx context.Context, f release.FS, l release.Layout, host string, me Holder, wait, poll time.Duration, em *emitter) error {
 	if poll <= 0 {
 		poll = DefaultLockPoll
@@ -154,10 +189,11 @@ func acquire(ctx context.Context, f release.FS, l release.Layout, host string, m
 	for {
 		err := f.Mkdir(ctx, l.Lock())
 		if err == nil {
+			me.Heartbeat = time.Now().UTC()
 			data, _ := json.MarshalIndent(me, "", "  ")
 			if err := f.WriteFile(ctx, l.Holder(), append(data, '\n'), 0o644); err != nil {
 				_ = f.RemoveAll(context.WithoutCancel(ctx), l.Lock())
-				return fmt.Errorf("write %s: %w", l.Holder(), err)
+				return fmt.Errorf("take the lock: %w", err)
 			}
 			em.info(host, StepLock, "locked "+l.Lock())
 			return nil
@@ -165,17 +201,16 @@ func acquire(ctx context.Context, f release.FS, l release.Layout, host string, m
 		if !errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("lock %s: %w", l.Lock(), err)
 		}
-		h, held, err := readHolder(ctx, f, l)
+		h, data, held, err := readHolder(ctx, f, l)
 		if err != nil {
 			return err
 		}
 		if !held {
 			continue // released between our mkdir and the look
 		}
-		if h.stale(me) {
-			em.warn(host, StepLock, fmt.Sprintf("taking over the lock left by %s: that process is gone", h))
-			if err := f.RemoveAll(ctx, l.Lock()); err != nil {
-				return fmt.Errorf("remove the stale lock %s: %w", l.Lock(), err)
+		if age, stale := h.stale(time.Now()); stale {
+			if err := takeOver(ctx, f, l, host, h, data, age, em); err != nil {
+				return err
 			}
 			continue
 		}
@@ -199,10 +234,39 @@ func acquire(ctx context.Context, f release.FS, l release.Layout, host string, m
 	}
 }
 
+// takeOver removes the stale lock of h, whose holder.json read data. The lock is first
+// renamed away in one step, so that of two deploys taking it over at once one moves it
+// and the other finds it gone; and what was moved is checked to be the lock judged
+// stale (not one taken since, nor one whose heartbeat came in meanwhile), else it is
+// put back.
+func takeOver(ctx context.Context, f release.FS, l release.Layout, host string, h Holder, data []byte, age time.Duration, em *emitter) error {
+	if err := f.MkdirAll(ctx, l.Tmp()); err != nil {
+		return fmt.Errorf("create %s: %w", l.Tmp(), err)
+	}
+	moved := path.Join(l.Tmp(), "stale-lock-"+release.TempSuffix())
+	if err := f.Rename(ctx, l.Lock(), moved); errors.Is(err, fs.ErrNotExist) {
+		return nil // taken over by someone else
+	} else if err != nil {
+		return fmt.Errorf("move the stale lock %s aside: %w", l.Lock(), err)
+	}
+	now, _ := f.ReadFile(ctx, path.Join(moved, path.Base(l.Holder())))
+	if !bytes.Equal(now, data) {
+		if err := f.Rename(context.WithoutCancel(ctx), moved, l.Lock()); err != nil {
+			return fmt.Errorf("a lock taken while the stale one was being removed could not be put back (%w); its holder is told at its next heartbeat", err)
+		}
+		return nil
+	}
+	em.warn(host, StepLock, fmt.Sprintf("took over the lock left by %s: its heartbeat stopped %s ago", h, age.Round(time.Second)))
+	if err := f.RemoveAll(ctx, moved); err != nil {
+		em.warn(host, StepLock, fmt.Sprintf("remove the stale lock moved to %s: %v", moved, err))
+	}
+	return nil
+}
+
 // release removes the lock if me still holds it (someone may have forced it open and
 // taken it since).
 func releaseLock(ctx context.Context, f release.FS, l release.Layout, host string, me Holder, em *emitter) error {
-	h, held, err := readHolder(ctx, f, l)
+	h, _, held, err := readHolder(ctx, f, l)
 	if err != nil {
 		return err
 	}
@@ -210,13 +274,32 @@ func releaseLock(ctx context.Context, f release.FS, l release.Layout, host strin
 		em.warn(host, StepLock, "the lock was already gone (released with shipctl unlock?)")
 		return nil
 	}
-	if h.PID != me.PID || h.Machine != me.Machine {
+	if !h.mine(me) {
 		em.warn(host, StepLock, fmt.Sprintf("the lock is now held by %s; leaving it", h))
 		return nil
 	}
-	if err := f.RemoveAll(ctx, l.Lock()); err != nil {
+	if err := removeLock(ctx, f, l); err != nil {
 		return fmt.Errorf("unlock %s: %w", l.Lock(), err)
 	}
 	em.info(host, StepLock, "unlocked")
+	return nil
+}
+
+// removeLock removes .lock: renamed aside under .tmp/ in one step first, so that a
+// heartbeat or a deploy taking the lock at the same moment never meets a half-removed
+// folder (a plain failure over SFTP); then the moved folder is removed.
+func removeLock(ctx context.Context, f release.FS, l release.Layout) error {
+	if err := f.MkdirAll(ctx, l.Tmp()); err != nil {
+		return fmt.Errorf("create %s: %w", l.Tmp(), err)
+	}
+	moved := path.Join(l.Tmp(), "unlocked-"+release.TempSuffix())
+	if err := f.Rename(ctx, l.Lock(), moved); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	// The lock is released once moved; what the removal leaves under .tmp/ goes with
+	// the next ClearTmp.
+	_ = f.RemoveAll(ctx, moved)
 	return nil
 }

@@ -25,10 +25,11 @@ func Lock(ctx context.Context, t Target, reason string) error {
 		return err
 	}
 	defer s.close()
-	me := Me("lock", "")
-	me.Who, me.Reason = t.who(), reason
+	me := t.holder("lock", "")
+	me.Reason = reason
 	results := make([]HostResult, len(s.hosts))
-	if err := s.lockAll(ctx, me, 0, 0, results); err != nil {
+	// A person's lock has no heartbeat: it is never stale.
+	if err := s.lockAll(ctx, me, 0, 0, 0, results); err != nil {
 		return t.Redactor.Error(err)
 	}
 	for _, h := range s.hosts {
@@ -62,7 +63,7 @@ func Unlock(ctx context.Context, t Target, o UnlockOptions) ([]HostLock, error) 
 	holders := make([]*Holder, len(s.hosts))
 	errs := make([]error, len(s.hosts))
 	s.each(ctx, 0, func(ctx context.Context, i int, h *hostConn) {
-		holder, held, err := readHolder(ctx, h, s.l)
+		holder, _, held, err := readHolder(ctx, h, s.l)
 		if err != nil {
 			errs[i] = fmt.Errorf("%s: %w", h.name, err)
 			return
@@ -95,7 +96,7 @@ func Unlock(ctx context.Context, t Target, o UnlockOptions) ([]HostLock, error) 
 			continue
 		}
 		hc := s.hosts[i]
-		if err := hc.RemoveAll(ctx, s.l.Lock()); err != nil {
+		if err := removeLock(ctx, hc, s.l); err != nil {
 			errs[i] = fmt.Errorf("%s: unlock: %w", hc.name, err)
 			continue
 		}

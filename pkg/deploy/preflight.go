@@ -83,16 +83,23 @@ func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Proj
 
 // lockAll takes the lock on every host, one after the other in the order of
 // ship.yaml, so that two deploys never interleave across hosts. When one host is
-// locked, the locks taken are released and nothing else happens.
-func (s *session) lockAll(ctx context.Context, me Holder, wait, poll time.Duration, results []HostResult) error {
+// locked, the locks taken are released and nothing else happens. With refresh, each
+// lock's heartbeat is kept until hostConn.unlock (or the session's close).
+func (s *session) lockAll(ctx context.Context, me Holder, wait, poll, refresh time.Duration, results []HostResult) error {
 	deadline := time.Now().Add(wait)
+	if refresh > 0 {
+		me.Refresh = refresh.String()
+	}
 	for i, h := range s.hosts {
 		err := acquire(ctx, h, s.l, h.name, me, max(0, time.Until(deadline)), poll, s.em)
 		if err == nil {
+			if refresh > 0 {
+				h.lease = heartbeat(ctx, h.conn, s.l, h.name, me, refresh, s.em)
+			}
 			continue
 		}
 		for j := range i {
-			if rerr := releaseLock(context.WithoutCancel(ctx), s.hosts[j], s.l, s.hosts[j].name, me, s.em); rerr != nil {
+			if rerr := s.hosts[j].unlock(context.WithoutCancel(ctx), s.l, me, s.em); rerr != nil {
 				s.em.warn(s.hosts[j].name, StepLock, rerr.Error()+"; release it with shipctl unlock")
 			}
 		}

@@ -67,8 +67,7 @@ func Rollback(ctx context.Context, o RollbackOptions) (*Summary, error) {
 		return sum, err
 	}
 
-	me := Me("rollback", preview.SHA)
-	me.Who = o.who()
+	me := o.holder("rollback", preview.SHA)
 	sum.Hosts = skipped(s, preview)
 	n := newNotifications(o.Notify, em, o.Redactor)
 	defer n.Wait()
@@ -76,7 +75,7 @@ func Rollback(ctx context.Context, o RollbackOptions) (*Summary, error) {
 		m := endNotification(notify.Rollback, Options{Target: o.Target}, sum, err)
 		n.Post(ctx, m)
 	}
-	if err := s.lockAll(ctx, me, o.LockWait, o.LockPoll, sum.Hosts); err != nil {
+	if err := s.lockAll(ctx, me, o.LockWait, o.LockPoll, o.lockRefresh(), sum.Hosts); err != nil {
 		err = o.Redactor.Error(err)
 		notify(err)
 		return sum, err

@@ -33,6 +33,21 @@ type Target struct {
 	// sent to shipd with a deploy or rollback (agent environments), which pulls with it
 	// and never keeps it. The agentless path pulls with SSHOptions.RegistryAuth.
 	RegistryAuth func(ref string) (string, error)
+	// LockRefresh is how often a deploy or rollback refreshes its lock's heartbeat;
+	// 0 is DefaultLockRefresh. The lock is stale StaleAfter intervals after the last.
+	LockRefresh time.Duration
+	// LockMachine and LockPID, when set, replace the hostname and the pid written in
+	// the lock's holder.json. A test seam (shipctl's SHIP_LOCK_AS): two processes
+	// that look like one machine, as CI jobs in --network host containers do.
+	LockMachine string
+	LockPID     int
+}
+
+func (t Target) lockRefresh() time.Duration {
+	if t.LockRefresh > 0 {
+		return t.LockRefresh
+	}
+	return DefaultLockRefresh
 }
 
 func (t Target) who() string {
@@ -49,6 +64,24 @@ type hostConn struct {
 	// shipdLast is when the app's last deploy through shipd ended, as shipd said in
 	// the preflight (agent environments).
 	shipdLast time.Time
+	// lease keeps the lock's heartbeat while the run holds the lock; nil: none.
+	lease *lease
+	// mu guards Host for the heartbeat, which reads it from its own goroutine.
+	mu sync.Mutex
+}
+
+// conn is the host's connection now (reconnect may replace it).
+func (h *hostConn) conn() release.FS {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.Host
+}
+
+// unlock stops the lock's heartbeat and releases the lock if me still holds it.
+func (h *hostConn) unlock(ctx context.Context, l release.Layout, me Holder, em *emitter) error {
+	h.lease.stop()
+	h.lease = nil
+	return releaseLock(ctx, h, l, h.name, me, em)
 }
 
 // session holds one connection per host for the length of a command.
@@ -118,8 +151,10 @@ func (s *session) reconnect(ctx context.Context, h *hostConn) error {
 	if err != nil {
 		return fmt.Errorf("connect again: %w", err)
 	}
+	h.mu.Lock()
 	old := h.Host
 	h.Host = c
+	h.mu.Unlock()
 	_ = old.Close()
 	return nil
 }
@@ -136,6 +171,11 @@ func (s *session) hold() { s.detach() }
 
 func (s *session) close() {
 	s.detach()
+	for _, h := range s.hosts {
+		if h != nil {
+			h.lease.stop()
+		}
+	}
 	var wg sync.WaitGroup
 	for _, h := range s.hosts {
 		if h != nil {

@@ -65,7 +65,7 @@ func hostStatus(ctx context.Context, s *session, h *hostConn, st *HostStatus) er
 			st.Release = &info
 		}
 	}
-	if holder, held, err := readHolder(ctx, h, s.l); err == nil && held {
+	if holder, _, held, err := readHolder(ctx, h, s.l); err == nil && held {
 		st.Lock = &holder
 	}
 	if s.t.Env.Agent {

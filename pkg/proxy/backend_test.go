@@ -74,6 +74,7 @@ func newBackend(t *testing.T, name string) *backend {
 			"xff":   r.Header.Get("X-Forwarded-For"),
 			"xfh":   r.Header.Get("X-Forwarded-Host"),
 			"xfp":   r.Header.Get("X-Forwarded-Proto"),
+			"xri":   r.Header.Get("X-Real-IP"),
 			"agent": r.Header.Get("User-Agent"),
 		})
 	})

@@ -22,7 +22,7 @@
 // Requests pass through with httputil.ReverseProxy: HTTP/1.1 keep-alive on both sides,
 // protocol upgrades (WebSockets), streaming bodies (responses without a length, and
 // text/event-stream, are flushed as they come), the client's Host header. X-Forwarded-For,
-// X-Forwarded-Host and X-Forwarded-Proto are set (replacing what the client sent, unless
+// X-Forwarded-Host, X-Forwarded-Proto and X-Real-IP are set (replacing what the client sent, unless
 // RouteOptions.TrustForwarded). A request before the first deploy gets 503; a target that
 // cannot be reached or fails gets 502 (504 when it does not answer in time), with a short
 // plain-text body. A request without a body whose connection to its target could not

@@ -40,8 +40,8 @@ type RouteOptions struct {
 	ResponseTimeout time.Duration
 	// MaxIdleConns is the number of idle keep-alive connections kept to a target (256).
 	MaxIdleConns int
-	// TrustForwarded keeps the X-Forwarded-For/-Host/-Proto headers a client sends
-	// (appending to X-Forwarded-For); set it only when another proxy that sets them is
+	// TrustForwarded keeps the X-Forwarded-For/-Host/-Proto and X-Real-IP headers a
+	// client sends (appending to X-Forwarded-For); set it only when another proxy that sets them is
 	// in front. By default they are replaced, so a client cannot forge them.
 	TrustForwarded bool
 	// Logger receives warnings (proxy errors, drains that timed out) and deploy events.

@@ -257,8 +257,8 @@ func TestForwardedHeaders(t *testing.T) {
 		trust bool
 		want  map[string]string
 	}{
-		{"replaced by default", false, map[string]string{"host": "app.example.com", "xff": "127.0.0.1", "xfh": "app.example.com", "xfp": "http", "agent": "probe"}},
-		{"trusted", true, map[string]string{"host": "app.example.com", "xff": "203.0.113.9, 127.0.0.1", "xfh": "front.example.com", "xfp": "https", "agent": "probe"}},
+		{"replaced by default", false, map[string]string{"host": "app.example.com", "xff": "127.0.0.1", "xfh": "app.example.com", "xfp": "http", "xri": "127.0.0.1", "agent": "probe"}},
+		{"trusted", true, map[string]string{"host": "app.example.com", "xff": "203.0.113.9, 127.0.0.1", "xfh": "front.example.com", "xfp": "https", "xri": "203.0.113.9", "agent": "probe"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -270,6 +270,7 @@ func TestForwardedHeaders(t *testing.T) {
 			req.Header.Set("X-Forwarded-For", "203.0.113.9")
 			req.Header.Set("X-Forwarded-Host", "front.example.com")
 			req.Header.Set("X-Forwarded-Proto", "https")
+			req.Header.Set("X-Real-IP", "203.0.113.9")
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)

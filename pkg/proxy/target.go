@@ -67,6 +67,13 @@ func newTarget(addr string, o *RouteOptions, log *slog.Logger) *target {
 				pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
 			}
 			pr.SetXForwarded()
+			// X-Real-IP is the client's address as this proxy saw it, like
+			// X-Forwarded-For's last entry: a client cannot name another address.
+			if ip, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil && (!trust || pr.In.Header.Get("X-Real-IP") == "") {
+				pr.Out.Header.Set("X-Real-IP", ip)
+			} else if !trust {
+				pr.Out.Header.Del("X-Real-IP")
+			}
 			if trust {
 				if v := pr.In.Header.Get("X-Forwarded-Host"); v != "" {
 					pr.Out.Header.Set("X-Forwarded-Host", v)

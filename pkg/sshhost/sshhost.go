@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"path"
 	"sync"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -107,6 +108,19 @@ func pathErr(op, name string, err error) error {
 	return &fs.PathError{Op: op, Path: name, Err: err}
 }
 
+// writeErr is pathErr for a write, a sync or a close of name. SFTP version 3 has no
+// status for a full disk: OpenSSH's server answers a plain "Failure" for ENOSPC (and
+// EDQUOT), so that answer to a write says what it most likely means, and where.
+func (h *host) writeErr(op, name string, err error) error {
+	var se *sftp.StatusError
+	if err == nil || !errors.As(err, &se) || se.FxCode() != sftp.ErrSSHFxFailure {
+		return pathErr(op, name, err)
+	}
+	return &fs.PathError{Op: op, Path: name, Err: fmt.Errorf(
+		"%w: the disk of %s may be full (or its quota used up); see with df -h %s on the host",
+		err, h.c.Host(), path.Dir(name))}
+}
+
 func (h *host) MkdirAll(ctx context.Context, dir string) error {
 	sc, err := h.sftp(ctx)
 	if err != nil {
@@ -159,15 +173,15 @@ func (h *host) WriteFile(ctx context.Context, name string, data []byte, mode fs.
 			return err
 		}
 		if _, err := f.Write(data[off:min(off+chunk, len(data))]); err != nil {
-			return pathErr("write", name, err)
+			return h.writeErr("write", name, err)
 		}
 	}
 	if _, ok := sc.HasExtension("fsync@openssh.com"); ok {
 		if err := f.Sync(); err != nil {
-			return pathErr("fsync", name, err)
+			return h.writeErr("fsync", name, err)
 		}
 	}
-	return pathErr("close", name, f.Close())
+	return h.writeErr("close", name, f.Close())
 }
 
 func (h *host) ReadFile(ctx context.Context, name string) ([]byte, error) {
@@ -244,9 +258,9 @@ func (h *host) Append(ctx context.Context, name string, data []byte) error {
 	// One write: the server appends it whole (O_APPEND), whoever else writes.
 	if _, err := f.Write(data); err != nil {
 		f.Close()
-		return pathErr("append", name, err)
+		return h.writeErr("append", name, err)
 	}
-	return pathErr("close", name, f.Close())
+	return h.writeErr("close", name, f.Close())
 }
 
 // docker is the host's engine, connected on first use.

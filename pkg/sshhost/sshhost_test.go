@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -146,4 +147,40 @@ func TestSSHEngine(t *testing.T) {
 	if err := h.RemoveImage(ctx, "ship-test/no-such-image:none"); err != nil {
 		t.Errorf("RemoveImage of nothing: %v", err)
 	}
+}
+
+// TestSSHDiskFull: a write the host refuses for want of space (a 64 KiB tmpfs, and
+// /dev/full for an append) says that the host's disk may be full, which host and
+// where, not only sftp's "Failure".
+func TestSSHDiskFull(t *testing.T) {
+	h, srv := dialTest(t)
+	ctx := context.Background()
+	small := filepath.Join(t.TempDir(), "small")
+	if err := os.Mkdir(small, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The test's sshd runs on this machine, so a mount here is on its host.
+	if err := syscall.Mount("tmpfs", small, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatalf("mount a small tmpfs (the test needs root): %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(small, syscall.MNT_DETACH) })
+
+	check := func(what string, err error, file string) {
+		t.Helper()
+		if err == nil {
+			t.Fatalf("%s on a full disk: no error", what)
+		}
+		msg := err.Error()
+		for _, want := range []string{file, "disk of " + srv.User + "@" + srv.Addr + " may be full", "df -h " + filepath.Dir(file)} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("%s on a full disk: %q does not say %q", what, msg, want)
+			}
+		}
+	}
+	file := small + "/compose.tmp"
+	check("WriteFile", h.WriteFile(ctx, file, make([]byte, 256<<10), 0o600), file)
+	if _, err := os.Stat(file); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the failed write left %s: %v", file, err)
+	}
+	check("Append", h.Append(ctx, "/dev/full", []byte("line\n")), "/dev/full")
 }

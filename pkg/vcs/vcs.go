@@ -48,6 +48,9 @@ func (i Info) Short() string {
 // Head reads the checkout that holds dir.
 func Head(ctx context.Context, dir string) (Info, error) {
 	top, err := git(ctx, dir, "rev-parse", "--show-toplevel")
+	if ctx.Err() != nil {
+		return Info{}, err
+	}
 	if err != nil {
 		return Info{}, fmt.Errorf("%s: %w", dir, ErrNotRepo)
 	}
@@ -58,6 +61,9 @@ func Head(ctx context.Context, dir string) (Info, error) {
 	}
 	info.GitDir = strings.TrimSpace(gitDir)
 	sha, err := git(ctx, dir, "rev-parse", "--verify", "HEAD^{commit}")
+	if ctx.Err() != nil {
+		return Info{}, err
+	}
 	if err != nil {
 		return Info{}, fmt.Errorf("%s: the checkout has no commit yet; commit first", info.Top)
 	}
@@ -110,6 +116,9 @@ func Commit(ctx context.Context, dir, rev string) (sha, subject string, err erro
 		return "", "", fmt.Errorf("--sha %q: not a commit", rev)
 	}
 	out, err := git(ctx, dir, "rev-parse", "--verify", "--quiet", rev+"^{commit}")
+	if ctx.Err() != nil {
+		return "", "", err
+	}
 	if err != nil {
 		return "", "", fmt.Errorf("--sha %s: no such commit in %s", rev, dir)
 	}
@@ -172,6 +181,11 @@ func git(ctx context.Context, dir string, args ...string) (string, error) {
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			// Killed because the command was cancelled: say so (exit 130), not
+			// "signal: killed".
+			return "", fmt.Errorf("git %s: %w", strings.Join(args, " "), ctx.Err())
+		}
 		return "", fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return out.String(), nil

@@ -3,9 +3,11 @@ package vcs
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -51,5 +53,41 @@ func TestHead(t *testing.T) {
 	again, _ := Head(ctx, dir)
 	if again.Diff != dirty2.Diff {
 		t.Fatalf("diff hash not stable: %s then %s", dirty2.Diff, again.Diff)
+	}
+}
+
+// TestHeadCancelled: a git that is killed because the command was cancelled (Ctrl-C
+// during the first git step) is reported as the cancellation, which shipctl maps to
+// exit 130, not as "signal: killed" or "not a git checkout".
+func TestHeadCancelled(t *testing.T) {
+	bin := t.TempDir()
+	started := filepath.Join(bin, "started")
+	if err := syscall.Mkfifo(started, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A git that says it has started, then hangs until it is killed.
+	script := "#!/bin/sh\necho started > " + started + "\nexec sleep 3600\n"
+	if err := os.WriteFile(filepath.Join(bin, "git"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Head(ctx, t.TempDir())
+		done <- err
+	}()
+	f, err := os.Open(started) // returns once git has opened it
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(f)
+	f.Close()
+	cancel()
+	err = <-done
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrNotRepo) {
+		t.Fatalf("Head cancelled during git = %v, want context.Canceled", err)
 	}
 }

@@ -867,7 +867,13 @@ func (w lockedWriter) Write(b []byte) (int, error) {
 
 func start(t *testing.T, dir string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(shipctl, args...), done: make(chan struct{})}
+	return startCmd(t, dir, env, shipctl, args...)
+}
+
+// startCmd starts name (shipctl, or a command that runs it) with args.
+func startCmd(t *testing.T, dir string, env []string, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(name, args...), done: make(chan struct{})}
 	p.cmd.Dir = dir
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout = lockedWriter{&p.mu, &p.stdout}

@@ -1,0 +1,88 @@
+package deploy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"time"
+
+	"github.com/shipdeploy/ship/pkg/release"
+)
+
+// errLost means that a lock this run held is no longer its own.
+var errLost = errors.New("the lock is no longer held by this run")
+
+// lease keeps a held lock's heartbeat fresh until stop: the proof that its holder
+// still runs, without which the next deploy takes the lock over (Holder.stale).
+type lease struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// stop ends the heartbeat and waits for a refresh under way; a nil lease is none.
+func (ls *lease) stop() {
+	if ls == nil {
+		return
+	}
+	ls.cancel()
+	<-ls.done
+}
+
+// heartbeat refreshes me's lock every refresh until the lease is stopped. conn is the
+// host's connection at each refresh (a broken one is made again by the run). A refresh
+// that fails is told once, until one succeeds; a lock found taken over is told, and
+// the heartbeat ends.
+func heartbeat(ctx context.Context, conn func() release.FS, l release.Layout, host string, me Holder, refresh time.Duration, em *emitter) *lease {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	ls := &lease{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(ls.done)
+		tick := time.NewTicker(refresh)
+		defer tick.Stop()
+		failing := false
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			err := beat(ctx, conn(), l, me)
+			switch {
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, errLost):
+				em.warn(host, StepLock, err.Error()+": its heartbeat was late by more than the bound, and another deploy may run on this host now")
+				return
+			case err != nil && !failing:
+				em.warn(host, StepLock, "refresh the lock's heartbeat: "+err.Error())
+				failing = true
+			case err == nil:
+				failing = false
+			}
+		}
+	}()
+	return ls
+}
+
+// beat rewrites me's holder.json with a new heartbeat, staged inside .lock/ and renamed
+// over it, once it has checked that the lock is still me's.
+func beat(ctx context.Context, f release.FS, l release.Layout, me Holder) error {
+	h, _, held, err := readHolder(ctx, f, l)
+	switch {
+	case err != nil:
+		return err
+	case !held:
+		return fmt.Errorf("%w (removed)", errLost)
+	case !h.mine(me):
+		return fmt.Errorf("%w (now held by %s)", errLost, h)
+	}
+	h.Heartbeat = time.Now().UTC()
+	data, err := json.MarshalIndent(h, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path.Join(l.Lock(), ".holder-"+release.TempSuffix())
+	return release.WriteStaged(ctx, f, tmp, l.Holder(), append(data, '\n'), 0o644)
+}
