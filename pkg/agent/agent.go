@@ -6,11 +6,11 @@
 //
 // Run reads the state file, binds the routes' listeners (passed back by systemd's file
 // descriptor store or socket activation, or by the shipd it replaces, else new: from
-// then on connections wait in the backlog, none is refused), reconciles the state with
-// the containers it finds by their compose labels (see reconcile.go), starts serving the
-// routes and the API, and tells systemd READY=1. Every route's listening socket is
-// handed to systemd's store (FDSTORE=1), so that a restart, even after a crash, gets it
-// back. It pets the watchdog at half of WATCHDOG_USEC. When its context ends (SIGTERM)
+// then on connections wait in the backlog, none is refused), adds the apps the state
+// lacks from the host (see rebuild.go), reconciles the state with the containers it
+// finds by their compose labels (see reconcile.go), starts serving the routes and the
+// API, and tells systemd READY=1. Every route's listening socket is handed to systemd's
+// store (FDSTORE=1), so that a restart, even after a crash, gets it back. It pets the watchdog at half of WATCHDOG_USEC. When its context ends (SIGTERM)
 // it tells systemd STOPPING=1, stops accepting API calls (a deploy running then is cut
 // short and puts the previous release back), shuts the routes down gracefully
 // (in-flight requests finish) and returns; the app containers keep running. On a
