@@ -6,11 +6,11 @@
 //
 // Run reads the state file, binds the routes' listeners (passed back by systemd's file
 // descriptor store or socket activation, or by the shipd it replaces, else new: from
-// then on connections wait in the backlog, none is refused), reconciles the state with
-// the containers it finds by their compose labels (see reconcile.go), starts serving the
-// routes and the API, and tells systemd READY=1. Every route's listening socket is
-// handed to systemd's store (FDSTORE=1), so that a restart, even after a crash, gets it
-// back. It pets the watchdog at half of WATCHDOG_USEC. When its context ends (SIGTERM)
+// then on connections wait in the backlog, none is refused), adds the apps the state
+// lacks from the host (see rebuild.go), reconciles the state with the containers it
+// finds by their compose labels (see reconcile.go), starts serving the routes and the
+// API, and tells systemd READY=1. Every route's listening socket is handed to systemd's
+// store (FDSTORE=1), so that a restart, even after a crash, gets it back. It pets the watchdog at half of WATCHDOG_USEC. When its context ends (SIGTERM)
 // it tells systemd STOPPING=1, stops accepting API calls (a deploy running then is cut
 // short and puts the previous release back), shuts the routes down gracefully
 // (in-flight requests finish) and returns; the app containers keep running. On a
@@ -67,6 +67,8 @@ type agent struct {
 	inh        *proxy.Inherited
 	notify     *notifier
 	started    time.Time
+	// stateID names this shipd on the containers it starts (AgentLabel).
+	stateID string
 
 	// deployCtx is cancelled when shipd stops: a running deploy is cut short and
 	// puts the previous release back.
@@ -167,12 +169,15 @@ func newAgent(ctx context.Context, cfg Config, log *slog.Logger, inh *proxy.Inhe
 	if warning != nil {
 		log.Error("state", "err", warning)
 	}
+	for _, d := range st.dropped {
+		log.Error("state: entry dropped", "app", d.app, "reason", d.reason)
+	}
 	docker, err := client.New(client.WithHost("unix://" + cfg.Docker))
 	if err != nil {
 		return nil, nil, fmt.Errorf("docker client: %w", err)
 	}
 	a = &agent{
-		cfg: cfg, log: log, docker: docker, containers: engine.New(docker), store: st, inh: inh,
+		cfg: cfg, log: log, docker: docker, containers: engine.New(docker), store: st, stateID: agentID(cfg.State), inh: inh,
 		notify: n, started: time.Now(), server: proxy.NewServer(log),
 		busy: map[string]string{}, routes: map[string]*liveRoute{}, early: map[string]net.Listener{},
 	}
@@ -189,6 +194,9 @@ func (a *agent) startRoutes(ctx context.Context, stored []string) func(context.C
 	// Listeners first: from here on a client's connection waits in the backlog
 	// instead of being refused, while reconcile looks at the containers.
 	a.bindListeners()
+	if a.docker != nil && a.rebuild(ctx, a.docker) {
+		a.bindListeners()
+	}
 	cleanup := a.reconcile(ctx)
 	a.openRoutes(ctx)
 	if err := a.inh.Close(); err != nil {

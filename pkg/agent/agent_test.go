@@ -66,6 +66,7 @@ type daemon struct {
 	sock   string
 	state  string
 	logs   string // its stdout and stderr, appended across restarts
+	cwd    string // its working directory (empty at the start)
 	cmd    *exec.Cmd
 	exited chan struct{}
 	client *agentapi.Client
@@ -81,12 +82,15 @@ func newDaemon(t *testing.T) *daemon {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	d := &daemon{
-		t: t, bin: shipdBinary(t), dir: dir,
+		t: t, bin: shipdBinary(t), dir: dir, cwd: filepath.Join(dir, "cwd"),
 		config: filepath.Join(dir, "shipd.yaml"), sock: filepath.Join(dir, "run", "shipd.sock"),
 		state: filepath.Join(dir, "lib", "state.json"), logs: filepath.Join(dir, "shipd.log"),
 	}
 	cfg := fmt.Sprintf("socket: %s\nstate: %s\nlog_level: debug\nshutdown_timeout: 10s\nhandover_timeout: 20s\n", d.sock, d.state)
 	if err := os.WriteFile(d.config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(d.cwd, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	d.client = agentapi.NewClient(agentapi.UnixDialer(d.sock))
@@ -118,6 +122,7 @@ func (d *daemon) start(fromStore bool) {
 	defer out.Close()
 	cmd := exec.Command(d.bin, "run", "--config", d.config)
 	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Dir = d.cwd
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+d.sd.Path, "WATCHDOG_USEC=400000")
 	if fromStore {
 		files, names := d.sd.Files()

@@ -103,7 +103,7 @@ func (d *deployment) routeCurrent(ctx context.Context, rs *routedService, cur en
 func (d *deployment) replaceRouted(ctx context.Context, rs *routedService, reps []engine.Replica) error {
 	em, name := d.em, rs.name
 	nr, err := d.eng.StartReplica(ctx, d.p.Project, name, engine.ReplicaOptions{
-		Labels: map[string]string{ReleaseLabel: d.req.sha}, Progress: d.progress(agentapi.StepApply),
+		Labels: d.a.containerLabels(d.req.sha), Progress: d.progress(agentapi.StepApply),
 	})
 	if err != nil {
 		d.dropFresh(ctx, rs)

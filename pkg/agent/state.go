@@ -99,11 +99,16 @@ type store struct {
 	path string
 	mu   sync.Mutex
 	s    *State
+	// dropped are the apps of the file that were left out as invalid (see
+	// statecheck.go), for the log.
+	dropped []dropped
 }
 
 // openStore reads the state file; a missing file is an empty state. A file that cannot
 // be read as a state is moved aside (state.json.bad-<time>) and reported, and the
-// state starts empty: reconcile then leaves the containers it cannot place alone.
+// state starts empty; an app whose entry is not valid is left out (st.dropped), and
+// the file as found is copied aside. Reconcile then leaves the containers it cannot
+// place alone, and the apps the state lacks are rebuilt from the host (rebuild.go).
 func openStore(path string) (st *store, warning, err error) {
 	st = &store{path: path, s: newState()}
 	data, err := os.ReadFile(path)
@@ -113,21 +118,21 @@ func openStore(path string) (st *store, warning, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("read state %s: %w", path, err)
 	}
-	var s State
-	if err := json.Unmarshal(data, &s); err != nil || s.Version != stateVersion {
-		if err == nil {
-			err = fmt.Errorf("format version %d, want %d", s.Version, stateVersion)
-		}
-		aside := fmt.Sprintf("%s.bad-%s", path, time.Now().UTC().Format("20060102T150405Z"))
+	aside := fmt.Sprintf("%s.bad-%s", path, time.Now().UTC().Format("20060102T150405Z"))
+	s, dropped, err := decodeState(data)
+	if err != nil {
 		if rerr := os.Rename(path, aside); rerr != nil {
 			return nil, nil, fmt.Errorf("state %s is unreadable (%v) and could not be moved aside: %w", path, err, rerr)
 		}
 		return st, fmt.Errorf("state %s is unreadable (%v); moved it to %s and started empty", path, err, aside), nil
 	}
-	if s.Apps == nil {
-		s.Apps = map[string]*AppState{}
+	st.s, st.dropped = s, dropped
+	if len(dropped) > 0 {
+		if err := writeFileAtomic(aside, data, 0o600); err != nil {
+			return st, fmt.Errorf("state %s has invalid entries, and could not be kept aside: %w", path, err), nil
+		}
+		return st, fmt.Errorf("state %s has invalid entries (%d app(s) left out); kept the file as found in %s", path, len(dropped), aside), nil
 	}
-	st.s = &s
 	return st, nil, nil
 }
 

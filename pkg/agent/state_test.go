@@ -20,7 +20,7 @@ func TestStoreSavesEveryChangeAtomically(t *testing.T) {
 		wg.Go(func() {
 			err := st.update(func(s *State) {
 				a := s.app("web", "/srv/web")
-				a.Routes["web"] = &RouteState{Service: "web", Listen: ":80", Target: "10.0.0.1:8080", Release: strings.Repeat("x", i)}
+				a.Routes["web"] = &RouteState{Service: "web", Listen: ":80", Port: 8080, Network: "web_default", Target: "10.0.0.1:8080", Release: strings.Repeat("x", i)}
 			})
 			if err != nil {
 				t.Error(err)
@@ -97,4 +97,103 @@ func TestWriteFileAtomicReplaces(t *testing.T) {
 	if len(entries) != 1 {
 		t.Errorf("left behind: %v", entries)
 	}
+}
+
+// validState is a state file as shipd writes it, one app with a route and a deploy
+// under way.
+const validState = `{
+  "version": 1,
+  "saved": "2026-01-02T03:04:05Z",
+  "apps": {
+    "shop": {
+      "app": "shop", "path": "/srv/shop", "release": "v2", "previous": "v1", "since": "2026-01-02T03:04:05Z",
+      "routes": {
+        "web": {
+          "service": "web", "listen": ":8080", "port": 8080, "network": "shop_default", "health": "/up", "drain": "2s",
+          "container": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "name": "shop-web-2",
+          "target": "172.18.0.3:8080", "release": "v2", "since": "2026-01-02T03:04:05Z"
+        }
+      },
+      "deploying": {"kind": "deploy", "release": "v3", "from": "v2", "started": "2026-01-02T03:04:05Z", "service": "web",
+        "created": ["fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"]},
+      "last_result": "deployed", "last_time": "2026-01-02T03:04:05Z"
+    }
+  }
+}`
+
+// An invalid app is left out with its reason; the valid ones stay as they were.
+func TestDecodeStateDropsInvalidApps(t *testing.T) {
+	var s map[string]any
+	if err := json.Unmarshal([]byte(validState), &s); err != nil {
+		t.Fatal(err)
+	}
+	s["apps"].(map[string]any)["bad"] = map[string]any{"app": "bad", "path": "/srv/bad/../etc", "routes": map[string]any{"web": nil}}
+	data, _ := json.Marshal(s)
+	got, dropped, err := decodeState(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dropped) != 1 || dropped[0].app != "bad" ||
+		!strings.Contains(dropped[0].reason, `path "/srv/bad/../etc" is not a clean absolute folder`) ||
+		!strings.Contains(dropped[0].reason, `route "web": no entry`) {
+		t.Errorf("dropped: %+v", dropped)
+	}
+	want, _, err := decodeState([]byte(validState))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := mustJSON(t, got), mustJSON(t, want); a != b || len(got.Apps) != 1 {
+		t.Errorf("kept:\n%s\nwant:\n%s", a, b)
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// Whatever the file holds, reading it does not panic; what is accepted is safe to act
+// on (every entry there, paths clean and absolute) and reads back the same once saved.
+func FuzzDecodeState(f *testing.F) {
+	for _, seed := range []string{
+		validState, `{"version":1,"apps":{"a":null}}`, `{"version":1,"apps":null}`,
+		`{"version":1,"apps":{"a":{"app":"a","path":"/srv/a","routes":{"web":null}}}}`,
+		`{"version":1,"apps":{"a":{"app":"a","path":"rel/../x","deploying":{"kind":"deploy","release":"../y"}}}}`,
+		`{"version":1,"apps":{"a":{"app":"a","path":"/srv/a","routes":{"web":{"service":"web","listen":"[::1]:80","port":80,"network":"n"}}}}}`,
+		`{"version":2}`, `{half`, ``, `null`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, _, err := decodeState(data)
+		if err != nil {
+			return
+		}
+		_ = s.clone()
+		for key, app := range s.Apps {
+			if app == nil || app.App != key || !isCleanPath(app.Path) || app.Routes == nil {
+				t.Fatalf("accepted app %q: %+v", key, app)
+			}
+			for service, r := range app.Routes {
+				if r == nil || r.Service != service || checkListen(r.Listen) != nil {
+					t.Fatalf("accepted route %q of %q: %+v", service, key, r)
+				}
+			}
+		}
+		saved, err := json.Marshal(s)
+		if err != nil {
+			t.Fatalf("save an accepted state: %v", err)
+		}
+		again, dropped, err := decodeState(saved)
+		if err != nil || len(dropped) > 0 {
+			t.Fatalf("the saved state reads back with %v, dropped %+v:\n%s", err, dropped, saved)
+		}
+		if resaved, _ := json.Marshal(again); string(resaved) != string(saved) {
+			t.Fatalf("round trip:\n%s\n%s", saved, resaved)
+		}
+	})
 }

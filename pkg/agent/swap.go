@@ -247,7 +247,7 @@ func (d *deployment) startFirst(ctx context.Context, name string) error {
 		return d.removeOthers(ctx, name, reps, cur.ID)
 	}
 	nr, err := d.eng.StartReplica(ctx, d.p.Project, name, engine.ReplicaOptions{
-		Labels: map[string]string{ReleaseLabel: d.req.sha}, Progress: d.progress(agentapi.StepApply),
+		Labels: d.a.containerLabels(d.req.sha), Progress: d.progress(agentapi.StepApply),
 	})
 	if err != nil {
 		return fmt.Errorf("start a new container of %s: %w", name, err)
