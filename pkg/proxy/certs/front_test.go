@@ -152,6 +152,24 @@ func get(t *testing.T, cl *http.Client, url string) (*http.Response, string) {
 	return resp, string(body)
 }
 
+// waitServed waits until a handshake for host verifies against roots: a renewed
+// certificate is stored (Issued) a moment before autocert serves it.
+func (f *front) waitServed(t *testing.T, roots *x509.CertPool, host string) {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for {
+		conn, err := tls.Dial("tcp", f.secure.Addr().String(), &tls.Config{ServerName: host, RootCAs: roots})
+		if err == nil {
+			conn.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is not served under a certificate from the CA: %v", host, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // waitIssued waits for the certificate of host to be issued.
 func (f *front) waitIssued(t *testing.T, host string) {
 	t.Helper()

@@ -272,6 +272,7 @@ func TestExpiringCertificatesAreReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.waitIssued(t, "soon.test")
+	f.waitServed(t, p.Roots, "soon.test")
 	cl := f.client(p.Roots, true)
 	for _, host := range []string{"soon.test", "gone.test"} {
 		if resp, body := get(t, cl, f.url(host, "/")); body != "shop" || resp.TLS.PeerCertificates[0].SerialNumber.Cmp(big.NewInt(7)) == 0 {
