@@ -130,6 +130,9 @@ type LogOptions struct {
 	Tail string
 	// Timestamps prefixes each line with the engine's RFC 3339 timestamp.
 	Timestamps bool
+	// Attached, when set, is called once every container's stream is open (or failed
+	// to open): from then on removing a container loses none of its lines.
+	Attached func()
 }
 
 // LogLine is one line of a container's output.

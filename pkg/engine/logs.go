@@ -58,17 +58,27 @@ func (e *Engine) Logs(ctx context.Context, project string, o LogOptions, fn func
 		tail = "all"
 	}
 	var mu sync.Mutex
+	var opening sync.WaitGroup
+	opening.Add(len(picked))
+	if o.Attached != nil {
+		go func() {
+			opening.Wait()
+			o.Attached()
+		}()
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, c := range picked {
 		svc, name := c.Labels[labelService], containerLabelName(c)
 		g.Go(func() error {
 			ins, err := e.inspect(gctx, c.ID)
 			if err != nil {
+				opening.Done()
 				return fmt.Errorf("inspect container %s: %w", name, err)
 			}
 			rc, err := e.api.ContainerLogs(gctx, c.ID, client.ContainerLogsOptions{
 				ShowStdout: true, ShowStderr: true, Follow: o.Follow, Tail: tail, Timestamps: o.Timestamps,
 			})
+			opening.Done()
 			if err != nil {
 				return fmt.Errorf("logs of container %s: %w", name, err)
 			}

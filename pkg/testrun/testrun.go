@@ -194,10 +194,11 @@ func (r *run) wait(ctx, runCtx context.Context) (int, error) {
 	// Logs follow every container from its first line until it stops; Down stops them.
 	logCtx, stopLogs := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLogs()
-	done := make(chan struct{})
+	done, attached := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = r.eng.Logs(logCtx, r.project, engine.LogOptions{Follow: true}, func(l engine.LogLine) {
+		o := engine.LogOptions{Follow: true, Attached: func() { close(attached) }}
+		_ = r.eng.Logs(logCtx, r.project, o, func(l engine.LogLine) {
 			r.emit("log", l.Service, l.Text)
 		})
 	}()
@@ -215,7 +216,12 @@ func (r *run) wait(ctx, runCtx context.Context) (int, error) {
 	if err != nil {
 		return 0, r.timedOut(err)
 	}
-	// Stop the stack now so the log streams end with every line delivered.
+	// Stop the stack now so the log streams end with every line delivered; once they
+	// are open, since a test that exits at once would otherwise lose its lines.
+	select {
+	case <-attached:
+	case <-done:
+	}
 	if err := r.eng.Down(context.WithoutCancel(ctx), r.project, engine.DownOptions{}); err != nil {
 		return code, err
 	}
