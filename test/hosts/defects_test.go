@@ -44,7 +44,7 @@ func TestIssue14Defects(t *testing.T) {
 	bad := s.version("v2", `FAIL_HEALTH: "1"`)
 
 	t.Run("agent install as a non-root user says what it needs", func(t *testing.T) {
-		r := s.run("agent", "install", envName, "--binary", shipd)
+		r := s.run("agent", "install", envName)
 		if r.code == 0 {
 			t.Fatalf("agent install as %s succeeded:\n%s", testhost.DeployUser, r)
 		}
@@ -54,9 +54,6 @@ func TestIssue14Defects(t *testing.T) {
 	})
 	t.Run("agent install takes the shipd make build puts beside shipctl", func(t *testing.T) {
 		r := s.run("agent", "install", envName, "--ssh-user", "root")
-		if r.code != 0 && strings.Contains(r.stderr, "is shipd dev") {
-			defect(t, "agent install refuses the shipd of make build", "%s", r)
-		}
 		if r.code != 0 {
 			t.Fatalf("agent install without --binary:\n%s", r)
 		}
