@@ -256,7 +256,19 @@ func (a *agent) stop(srv *http.Server, api *apiSocket, handedOver bool, wait fun
 // its predecessor has made it the main process; systemd then ignores it, and takes
 // the predecessor's MAINPID= and READY=1 instead.
 func (a *agent) ready() error {
-	return errors.Join(proxy.Ready(), a.notify.notify("READY=1", fmt.Sprintf("STATUS=serving %d route(s)", len(a.server.Status()))))
+	return errors.Join(proxy.Ready(), a.notify.notify("READY=1", a.statusLine()))
+}
+
+// statusLine is the STATUS= that `systemctl status shipd` shows.
+func (a *agent) statusLine() string {
+	return fmt.Sprintf("STATUS=serving %d route(s)", len(a.server.Status()))
+}
+
+// tellStatus keeps STATUS= current once a deploy has changed the routes.
+func (a *agent) tellStatus() {
+	if err := a.notify.notify(a.statusLine()); err != nil {
+		a.log.Warn("tell systemd the status", "err", err)
+	}
 }
 
 // alive checks, for the watchdog, that the API answers.

@@ -257,6 +257,7 @@ func (a *agent) deploy(ctx context.Context, req request, p *compose.Project, em 
 	}
 	res.Duration = agentapi.Duration(time.Since(start).Round(time.Millisecond))
 	a.saveOutcome(req, prev, res)
+	a.tellStatus()
 	em.emit(doneEvent(req, prev, res))
 	return res
 }
