@@ -83,7 +83,7 @@ func TestIssue14Defects(t *testing.T) {
 			t.Fatal("shipd logged no warning or error for a failed deploy")
 		}
 		if got := len(shipdLines(u.journal(t, "-p warning"))); got == 0 {
-			defect(t, "every line at priority 6", "shipd logged %d warnings and errors; journalctl -p warning shows none of them", warnings)
+			t.Errorf("shipd logged %d warnings and errors; journalctl -p warning shows none of them", warnings)
 		}
 	})
 	t.Run("a restart after a reload is graceful", func(t *testing.T) {
