@@ -28,14 +28,16 @@ import (
 //     to say when it is ready;
 //  3. the successor reads the state, reconciles, serves on the inherited sockets (they
 //     never closed: connections wait in their backlog meanwhile), replaces the API
-//     socket (a rename, so the path always has one) and writes "ready" to the pipe;
-//  4. the old shipd tells systemd MAINPID=<successor> and READY=1, stops accepting,
-//     lets its in-flight requests finish and exits 0. With Restart=always systemd now
-//     watches the successor.
+//     socket (a rename, so the path always has one), tells systemd MAINPID=<itself> and
+//     READY=1 (NotifyAccess=all) with a barrier, and writes "ready" to the pipe;
+//  4. the old shipd says MAINPID=<successor> too (for a unit at NotifyAccess=main),
+//     with a barrier, stops accepting, lets its in-flight requests finish and exits 0.
+//     systemd watches the successor from then on: a stop or restart is graceful.
 //
 // If the successor is not ready within handover_timeout it is killed and the old
-// shipd goes on serving. Under systemd the unit needs nothing more than
-// ExecReload=/bin/kill -HUP $MAINPID; the successor stays in the unit's cgroup.
+// shipd goes on serving. Under systemd the unit needs ExecReload=/bin/kill -HUP
+// $MAINPID and NotifyAccess=all (the successor, in the unit's cgroup, is not yet the
+// main process when it speaks); the successor stays in the unit's cgroup.
 
 // handover starts the successor and returns once it serves (see above).
 func (a *agent) handover(ctx context.Context, args []string) error {
@@ -84,7 +86,12 @@ func (a *agent) handover(ctx context.Context, args []string) error {
 	pid := cmd.Process.Pid
 	// Reap the successor should it die while this process still runs.
 	go func() { _ = cmd.Wait() }()
+	// The successor has told systemd MAINPID= itself; this says it again for a unit
+	// still at NotifyAccess=main, with a barrier so that systemd has it before this
+	// process exits.
 	if err := a.notify.notify("MAINPID="+strconv.Itoa(pid), "READY=1"); err != nil {
+		a.log.Warn("handover: tell systemd the new main pid", "err", err)
+	} else if err := a.notify.barrier(barrierTimeout); err != nil {
 		a.log.Warn("handover: tell systemd the new main pid", "err", err)
 	}
 	a.log.Info("handover: the successor serves; this shipd stops", "successor", pid, "took", time.Since(start).Round(time.Millisecond).String())
