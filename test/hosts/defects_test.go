@@ -129,7 +129,7 @@ func TestIssue14Defects(t *testing.T) {
 			t.Fatalf("a deploy to %s, outside shipd's ReadWritePaths=, succeeded:\n%s", home.path, r)
 		}
 		if !strings.Contains(r.stdout+r.stderr, "ReadWritePaths") || strings.Contains(r.stdout+r.stderr, "read-only file system") || len(audit) == 0 {
-			defect(t, "no check that shipd can write the app's folder", "%d audit lines;\n%s", len(audit), r)
+			t.Errorf("no check that shipd can write the app's folder: %d audit lines;\n%s", len(audit), r)
 		}
 	})
 	t.Run("a failed redeploy of the live release keeps it serving", func(t *testing.T) {
