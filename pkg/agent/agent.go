@@ -190,6 +190,7 @@ func (a *agent) startRoutes(ctx context.Context, stored []string) func(context.C
 	// Listeners first: from here on a client's connection waits in the backlog
 	// instead of being refused, while reconcile looks at the containers.
 	a.bindListeners()
+	a.startStopped(ctx)
 	cleanup := a.reconcile(ctx)
 	a.openRoutes(ctx)
 	if err := a.inh.Close(); err != nil {
