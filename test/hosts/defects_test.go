@@ -10,13 +10,6 @@ import (
 	"github.com/shipdeploy/ship/test/testhost"
 )
 
-// defect skips a test that has just seen one of the defects issue 14 lists: the test
-// shows the defect today and passes once it is fixed.
-func defect(t *testing.T, name, format string, args ...any) {
-	t.Helper()
-	t.Skipf("defect (issue 14, %s): %s", name, fmt.Sprintf(format, args...))
-}
-
 // shipdLines are shipd's own JSON log lines among journal entries.
 func shipdLines(entries []map[string]any) []map[string]any {
 	var lines []map[string]any
@@ -31,8 +24,9 @@ func shipdLines(entries []map[string]any) []map[string]any {
 	return lines
 }
 
-// TestIssue14Defects: each defect that the systemd hosts found, shown on one. The
-// subtests run in order, on one host.
+// TestIssue14Defects: each defect that the systemd hosts found (issue 14), asserted
+// fixed on one host; the reboot's is TestShipdOnAHost's last subtest. The subtests run
+// in order, on one host.
 func TestIssue14Defects(t *testing.T) {
 	began := time.Now()
 	c := testhost.Start(t, 1)
@@ -152,7 +146,7 @@ func TestIssue14Defects(t *testing.T) {
 			t.Fatalf("the redeploy did not fail on side:\n%s", r)
 		}
 		if serveErr != nil || rep.Failed() > 0 {
-			defect(t, "a failed redeploy of the live release takes the app down", "web after it: %v; %d of %d requests failed:\n%s", serveErr, rep.Failed(), rep.Requests, r)
+			t.Errorf("a failed redeploy of the live release took the app down: web after it: %v; %d of %d requests failed:\n%s", serveErr, rep.Failed(), rep.Requests, r)
 		}
 	})
 	t.Logf("the whole test took %s", time.Since(began).Round(time.Second))
