@@ -57,7 +57,8 @@ test: deps vet fmt-check vuln unit
 # Docker engine of their own (scripts/testhost; the image is built with mmdebstrap the
 # first time, 3-15 minutes, and cached). agent install as root, deploys and every kind
 # of shipd restart under load, a reboot, and a test for each defect issue 14 found.
-# Needs root (mmdebstrap) and a Docker engine; not part of `make test`.
+# Needs root (mmdebstrap) and a Docker engine; not part of `make test`, run after it
+# by .ci/run.
 # SHIP_TEST_HOSTS_KEEP=1 leaves the hosts running for a look.
 .PHONY: test-hosts
 test-hosts:
