@@ -27,6 +27,9 @@ const (
 // (strays, removed by reconcile) and the apps whose deploy was cut off (reconcile puts
 // their release back).
 func (a *agent) startStopped(ctx context.Context) {
+	if a.docker == nil {
+		return // reconcile's tests: an engine of their own, and nothing to start
+	}
 	fi, err := os.Stat(a.cfg.Docker)
 	if err != nil {
 		a.log.Warn("boot: the Docker socket", "err", err)
@@ -43,7 +46,9 @@ func (a *agent) startStopped(ctx context.Context) {
 	sort.Strings(names)
 	for _, name := range names {
 		app := snap.Apps[name]
-		lctx, cancel := context.WithTimeout(ctx, time.Minute)
+		// An engine that hangs holds up the start (connections wait in the backlog):
+		// not for long.
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		a.startApp(lctx, app, engineStart)
 		cancel()
 	}
