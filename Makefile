@@ -56,9 +56,10 @@ test: deps vet fmt-check vuln unit
 # shipctl and shipd on real servers: containers with systemd as PID 1, sshd and a
 # Docker engine of their own (scripts/testhost; the image is built with mmdebstrap the
 # first time, 3-15 minutes, and cached). agent install as root, deploys and every kind
-# of shipd restart under load, a reboot, and the defects of issue 14 (skipped, named,
-# while they are open). Needs root (mmdebstrap) and a Docker engine; not part of `make
-# test`. SHIP_TEST_HOSTS_KEEP=1 leaves the hosts running for a look.
+# of shipd restart under load, a reboot, and a test for each defect issue 14 found.
+# Needs root (mmdebstrap) and a Docker engine; not part of `make test`, run after it
+# by .ci/run.
+# SHIP_TEST_HOSTS_KEEP=1 leaves the hosts running for a look.
 .PHONY: test-hosts
 test-hosts:
 	SHIP_TEST_HOSTS=1 $(GO) test -count=1 -v -timeout 60m ./test/hosts

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -37,7 +36,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	level, _ := agent.ParseLevel(cfg.LogLevel) // checked by LoadConfig
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+	log := agent.NewLogger(stdout, level)
 	// compose-go warns through logrus about variables a resolved release file leaves
 	// unset; shipd reads such files without interpolation, so those are noise.
 	logrus.SetOutput(io.Discard)

@@ -31,6 +31,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -197,6 +198,8 @@ func (a *agent) startRoutes(ctx context.Context, stored []string) func(context.C
 	if a.docker != nil && a.rebuild(ctx, a.docker) {
 		a.bindListeners()
 	}
+	// After the rebuild, so that an app the state had lost is started too.
+	a.startStopped(ctx)
 	cleanup := a.reconcile(ctx)
 	a.openRoutes(ctx)
 	if err := a.inh.Close(); err != nil {
@@ -231,7 +234,11 @@ func (a *agent) serveUntilStop(ctx, gctx context.Context, o Options) bool {
 // short and restores; the routes finish their requests. The app containers keep
 // running. wait stops and waits for the servers' goroutines.
 func (a *agent) stop(srv *http.Server, api *apiSocket, handedOver bool, wait func() error) error {
-	_ = a.notify.notify("STOPPING=1")
+	if !handedOver {
+		// Not after a handover: the service goes on in the successor, and systemd
+		// (NotifyAccess=all) would take STOPPING=1 as the service's.
+		_ = a.notify.notify("STOPPING=1")
+	}
 	a.mu.Lock()
 	a.closing = true
 	a.mu.Unlock()
@@ -259,12 +266,33 @@ func (a *agent) stop(srv *http.Server, api *apiSocket, handedOver bool, wait fun
 	return nil
 }
 
-// ready tells whoever started shipd that it serves: the shipd handing over to it, if
-// one did (proxy.Ready), and systemd (READY=1). A successor's READY=1 may come before
-// its predecessor has made it the main process; systemd then ignores it, and takes
-// the predecessor's MAINPID= and READY=1 instead.
+// ready tells systemd that shipd serves and is its main process (MAINPID=, READY=1;
+// NotifyAccess=all lets a successor say so), waits until systemd has taken that in (a
+// barrier), and only then tells the shipd handing over to it, if one did
+// (proxy.Ready), which then exits: systemd sees its exit as that of a process other
+// than the main one, and stops or restarts the successor gracefully from then on.
 func (a *agent) ready() error {
-	return errors.Join(proxy.Ready(), a.notify.notify("READY=1", fmt.Sprintf("STATUS=serving %d route(s)", len(a.server.Status()))))
+	err := a.notify.notify("MAINPID="+strconv.Itoa(os.Getpid()), "READY=1", a.statusLine())
+	if err == nil {
+		err = a.notify.barrier(barrierTimeout)
+	}
+	return errors.Join(err, proxy.Ready())
+}
+
+// barrierTimeout bounds the wait for systemd to take in notifications, as
+// sd_notify_barrier's callers commonly do.
+const barrierTimeout = 5 * time.Second
+
+// statusLine is the STATUS= that `systemctl status shipd` shows.
+func (a *agent) statusLine() string {
+	return fmt.Sprintf("STATUS=serving %d route(s)", len(a.server.Status()))
+}
+
+// tellStatus keeps STATUS= current once a deploy has changed the routes.
+func (a *agent) tellStatus() {
+	if err := a.notify.notify(a.statusLine()); err != nil {
+		a.log.Warn("tell systemd the status", "err", err)
+	}
 }
 
 // alive checks, for the watchdog, that the API answers.

@@ -533,6 +533,12 @@ func TestBlueGreen(t *testing.T) {
 			if cur, _ := os.Readlink(filepath.Join(a.path, "current")); cur != "releases/v1" {
 				t.Errorf("current -> %q", cur)
 			}
+			waitUntil(t, "STATUS= counts the route", 5*time.Second, func() error {
+				if !d.sd.Has("STATUS=serving 1 route(s)") {
+					return errors.New("systemd was not told STATUS=serving 1 route(s) after the first deploy")
+				}
+				return nil
+			})
 		}},
 		{"blue-green under load", func(t *testing.T) {
 			a.release("v2", nil, "")

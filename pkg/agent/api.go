@@ -177,6 +177,10 @@ func (a *agent) serveDeploy(w http.ResponseWriter, r *http.Request, req request)
 		writeAPIError(w, badRequest(err.Error()))
 		return
 	}
+	if err := checkWritable(req.path); err != nil {
+		writeAPIError(w, badRequest(err.Error()))
+		return
+	}
 
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
@@ -189,6 +191,24 @@ func (a *agent) checkRelease(app string, st *release.Store, sha string, p *compo
 	return nil
 }
 
+// checkWritable refuses, before anything changes, an app folder shipd may not write:
+// it writes current, release.json and audit.log there. A probe file is made and
+// removed. Under systemd the usual cause is the unit's sandbox: ProtectSystem=strict
+// and ProtectHome=read-only leave writable only the folders ReadWritePaths= names.
+func checkWritable(path string) error {
+	f, err := os.CreateTemp(path, ".shipd-write-probe-*")
+	if err == nil {
+		name := f.Name()
+		f.Close()
+		return os.Remove(name)
+	}
+	if errors.Is(err, syscall.EROFS) {
+		return fmt.Errorf("shipd may not write the app's folder %s: shipd.service lets it write only the folders its ReadWritePaths= names (/srv by default). "+
+			"Add %s to ReadWritePaths= (`shipctl agent install ENV --ssh-user root` does it for the environment's path) and restart shipd, or move the app under /srv", path, path)
+	}
+	return fmt.Errorf("shipd (user %d) may not write the app's folder %s (%w): the user shipd runs as must own it", os.Getuid(), path, err)
+}
+
 // failureLogs splits a failure into its text, without the failed container's log
 // lines, and those lines.
 func failureLogs(err error) (string, []string) {
@@ -257,6 +277,7 @@ func (a *agent) deploy(ctx context.Context, req request, p *compose.Project, em 
 	}
 	res.Duration = agentapi.Duration(time.Since(start).Round(time.Millisecond))
 	a.saveOutcome(req, prev, res)
+	a.tellStatus()
 	em.emit(doneEvent(req, prev, res))
 	return res
 }

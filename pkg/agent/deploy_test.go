@@ -173,3 +173,16 @@ func proxyListener(t *testing.T) (net.Listener, error) {
 	}
 	return ln, err
 }
+
+func TestCheckWritable(t *testing.T) {
+	dir := t.TempDir()
+	if err := checkWritable(dir); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("the probe left %v", left)
+	}
+	if err := checkWritable(dir + "/missing"); err == nil || !strings.Contains(err.Error(), "may not write the app's folder") {
+		t.Errorf("a folder that is not there: %v", err)
+	}
+}

@@ -7,8 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"sort"
-	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/shipdeploy/ship/pkg/proxy"
@@ -28,14 +28,16 @@ import (
 //     to say when it is ready;
 //  3. the successor reads the state, reconciles, serves on the inherited sockets (they
 //     never closed: connections wait in their backlog meanwhile), replaces the API
-//     socket (a rename, so the path always has one) and writes "ready" to the pipe;
-//  4. the old shipd tells systemd MAINPID=<successor> and READY=1, stops accepting,
-//     lets its in-flight requests finish and exits 0. With Restart=always systemd now
-//     watches the successor.
+//     socket (a rename, so the path always has one), tells systemd MAINPID=<itself> and
+//     READY=1 (NotifyAccess=all) with a barrier, and writes "ready" to the pipe;
+//  4. the old shipd stops accepting, lets its in-flight requests finish and exits 0.
+//     systemd watches the successor from then on (it is systemd's child: it was
+//     started through a shell that exited at once): a stop or restart is graceful.
 //
 // If the successor is not ready within handover_timeout it is killed and the old
-// shipd goes on serving. Under systemd the unit needs nothing more than
-// ExecReload=/bin/kill -HUP $MAINPID; the successor stays in the unit's cgroup.
+// shipd goes on serving. Under systemd the unit needs ExecReload=/bin/kill -HUP
+// $MAINPID and NotifyAccess=all (the successor, in the unit's cgroup, is not yet the
+// main process when it speaks); the successor stays in the unit's cgroup.
 
 // handover starts the successor and returns once it serves (see above).
 func (a *agent) handover(ctx context.Context, args []string) error {
@@ -72,21 +74,30 @@ func (a *agent) handover(ctx context.Context, args []string) error {
 	for _, lr := range live {
 		lns = append(lns, lr.route.Listener())
 	}
-	cmd := exec.Command(exe, args...)
+	// Through /bin/sh, which starts the successor in the background and exits: the
+	// successor is then the child of the service manager (PID 1, or the nearest
+	// subreaper), not of this process, by the time it tells systemd MAINPID=. A main
+	// process that is not its child systemd supervises poorly: a later stop or restart
+	// kills it at once (SIGKILL) instead of waiting for its graceful stop. Its own
+	// process group lets a successor that never gets ready be killed.
+	cmd := exec.Command("/bin/sh", append([]string{"-c", `"$0" "$@" &`, exe}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Env = append(os.Environ(), a.notify.childEnv()...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	sctx, cancel := context.WithTimeout(ctx, a.cfg.HandoverTimeout)
 	defer cancel()
 	if err := proxy.StartSuccessor(sctx, cmd, lns); err != nil {
+		if cmd.Process != nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
 		resume()
 		return fmt.Errorf("handover: %w", err)
 	}
-	pid := cmd.Process.Pid
-	// Reap the successor should it die while this process still runs.
+	// Reap the shell.
 	go func() { _ = cmd.Wait() }()
-	if err := a.notify.notify("MAINPID="+strconv.Itoa(pid), "READY=1"); err != nil {
-		a.log.Warn("handover: tell systemd the new main pid", "err", err)
-	}
-	a.log.Info("handover: the successor serves; this shipd stops", "successor", pid, "took", time.Since(start).Round(time.Millisecond).String())
+	// The successor has told systemd MAINPID=<itself> (NotifyAccess=all) and waited
+	// until systemd took it in before it said it was ready: this process's exit is
+	// not the main process's.
+	a.log.Info("handover: the successor serves; this shipd stops", "took", time.Since(start).Round(time.Millisecond).String())
 	return nil
 }

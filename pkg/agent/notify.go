@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -13,9 +15,9 @@ import (
 	"github.com/shipdeploy/ship/pkg/proxy"
 )
 
-// notifier talks to systemd's notification socket (sd_notify(3)): READY=1 once shipd
-// serves, WATCHDOG=1 while it is alive, STOPPING=1 when it shuts down, MAINPID= when a
-// successor takes over. Without NOTIFY_SOCKET (not run by systemd, or Type=simple) it
+// notifier talks to systemd's notification socket (sd_notify(3)): MAINPID= and READY=1
+// once shipd serves (a successor takes over so), WATCHDOG=1 while it is alive,
+// STOPPING=1 when it shuts down. Without NOTIFY_SOCKET (not run by systemd, or Type=simple) it
 // does nothing.
 type notifier struct {
 	addr     *net.UnixAddr
@@ -124,12 +126,20 @@ func (n *notifier) storeListener(ln net.Listener) error {
 		return err
 	}
 	defer f.Close()
+	if err := n.sendFile("FDSTORE=1\nFDNAME="+fdName(ln), f); err != nil {
+		return fmt.Errorf("sd_notify FDSTORE %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// sendFile sends state with f's descriptor attached (SCM_RIGHTS).
+func (n *notifier) sendFile(state string, f *os.File) error {
 	raw, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
-	// A datagram with the fd attached (SCM_RIGHTS), from an unconnected socket: the
-	// net package sends no ancillary data on a connected datagram socket.
+	// From an unconnected socket: the net package sends no ancillary data on a
+	// connected datagram socket.
 	sock, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("sd_notify: %w", err)
@@ -137,15 +147,39 @@ func (n *notifier) storeListener(ln net.Listener) error {
 	defer syscall.Close(sock)
 	to := &syscall.SockaddrUnix{Name: n.socket}
 	var sendErr error
-	// Control, not Fd: Fd would switch the shared socket to blocking mode.
+	// Control, not Fd: Fd would switch a shared socket to blocking mode.
 	err = raw.Control(func(fd uintptr) {
-		sendErr = syscall.Sendmsg(sock, []byte("FDSTORE=1\nFDNAME="+fdName(ln)), syscall.UnixRights(int(fd)), to, 0)
+		sendErr = syscall.Sendmsg(sock, []byte(state), syscall.UnixRights(int(fd)), to, 0)
 	})
 	if err == nil {
 		err = sendErr
 	}
+	return err
+}
+
+// barrier returns once systemd has taken in every notification sent before it
+// (BARRIER=1, as sd_notify_barrier(3)): it sends the write end of a pipe, which
+// systemd closes once it gets there. A process that tells systemd MAINPID= and then
+// has the old main process exit needs it: without it systemd may see the exit first.
+func (n *notifier) barrier(timeout time.Duration) error {
+	if !n.enabled() {
+		return nil
+	}
+	r, w, err := os.Pipe()
 	if err != nil {
-		return fmt.Errorf("sd_notify FDSTORE %s: %w", ln.Addr(), err)
+		return fmt.Errorf("sd_notify barrier: %w", err)
+	}
+	defer r.Close()
+	err = n.sendFile("BARRIER=1", w)
+	w.Close()
+	if err != nil {
+		return fmt.Errorf("sd_notify barrier: %w", err)
+	}
+	if err := r.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return fmt.Errorf("sd_notify barrier: %w", err)
+	}
+	if _, err := r.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("sd_notify barrier: systemd did not close it: %v", err)
 	}
 	return nil
 }

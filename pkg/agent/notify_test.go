@@ -138,3 +138,32 @@ func TestNotifierWithoutSystemd(t *testing.T) {
 		t.Error("a notifier without a socket should do nothing")
 	}
 }
+
+func TestNotifierBarrier(t *testing.T) {
+	path, conn := listenNotify(t)
+	t.Setenv("NOTIFY_SOCKET", path)
+	n := newNotifier()
+	done := make(chan error, 1)
+	go func() { done <- n.barrier(time.Minute) }()
+	msg, fds := read(t, conn)
+	if msg != "BARRIER=1" || len(fds) != 1 {
+		t.Fatalf("got %q with %d fds, want BARRIER=1 with one", msg, len(fds))
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the barrier returned (%v) before systemd closed its fd", err)
+	default:
+	}
+	syscall.Close(fds[0])
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// systemd never gets there: an error once the time is up.
+	go func() { done <- n.barrier(50 * time.Millisecond) }()
+	_, fds = read(t, conn)
+	defer syscall.Close(fds[0])
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "barrier") {
+		t.Errorf("barrier without an answer: %v", err)
+	}
+}

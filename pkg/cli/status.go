@@ -31,7 +31,8 @@ when and by whom it was deployed, the app's containers with their state and
 health, and who holds the host's lock, if anyone. A host that cannot be reached
 is shown with the reason, and makes the exit code 1. Where the environment has
 agent: true, shipd's routes of the app are shown too (listen address, the
-container it routes to, its release, since when); shipctl agent status shows
+container it routes to, its release, since when); a route with no live
+container (it answers 503) makes the exit code 1 too. shipctl agent status shows
 all of shipd.`,
 		Example: `  shipctl status prod
   shipctl status prod --json`,
@@ -54,15 +55,33 @@ func runStatus(ctx context.Context, g *Globals, o *statusOptions) error {
 	if err != nil {
 		return err
 	}
-	failed := 0
+	for _, st := range hosts {
+		renderStatus(g, p, cfg.App, st)
+	}
+	return statusErr(env.Name, cfg.App, hosts)
+}
+
+// statusErr makes status exit 1 when a host could not be read or one of shipd's
+// routes of the app has no live container (it answers 503).
+func statusErr(env, app string, hosts []deploy.HostStatus) error {
+	failed, down := 0, 0
 	for _, st := range hosts {
 		if st.Err != nil {
 			failed++
 		}
-		renderStatus(g, p, cfg.App, st)
+		if st.Agent != nil {
+			for _, r := range appRoutes(st.Agent, app) {
+				if r.Target == "" {
+					down++
+				}
+			}
+		}
 	}
 	if failed > 0 {
-		return fmt.Errorf("status of %s: %d of %d host(s) could not be read", env.Name, failed, len(hosts))
+		return fmt.Errorf("status of %s: %d of %d host(s) could not be read", env, failed, len(hosts))
+	}
+	if down > 0 {
+		return fmt.Errorf("status of %s: %d route(s) of shipd have no live container and answer 503", env, down)
 	}
 	return nil
 }

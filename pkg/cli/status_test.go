@@ -76,3 +76,28 @@ func TestRenderStatus(t *testing.T) {
 		t.Errorf("event = %+v, %v", ev, err)
 	}
 }
+
+func TestStatusErr(t *testing.T) {
+	up := func(target string) deploy.HostStatus {
+		return deploy.HostStatus{Host: "deploy@web1", Agent: &agentapi.Status{Routes: []agentapi.Route{
+			{App: "shop", Service: "web", Listen: ":80", Target: target},
+			{App: "other", Service: "web", Listen: ":81"},
+		}}}
+	}
+	for _, tc := range []struct {
+		name  string
+		hosts []deploy.HostStatus
+		want  string
+	}{
+		{"all served", []deploy.HostStatus{up("10.0.0.2:8080")}, ""},
+		{"a route without a container", []deploy.HostStatus{up("")}, "1 route(s) of shipd have no live container and answer 503"},
+		{"a host unread", testStatus(), "1 of 2 host(s) could not be read"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := statusErr("prod", "shop", tc.hosts)
+			if (tc.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("statusErr = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

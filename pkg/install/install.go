@@ -226,7 +226,7 @@ func installHost(ctx context.Context, h Host, em *emitter, name string, o Option
 	} {
 		action, err := putFile(ctx, h, f.path, f.data, f.mode, f.replace)
 		if err != nil {
-			return fmt.Errorf("install %s: %w", f.path, err)
+			return rootHint(fmt.Errorf("install %s: %w", f.path, err), binPath, cfgPath, unitPath)
 		}
 		hi.Files = append(hi.Files, File{Path: f.path, Action: action, Size: len(f.data)})
 		changed[f.path] = action == FileWritten || action == FileReplaced
@@ -247,6 +247,16 @@ func installHost(ctx context.Context, h Host, em *emitter, name string, o Option
 	}
 	hi.Systemd = true
 	return systemd(ctx, h, name, o.Prefix, unitPath, changed[unitPath], changed[binPath] || changed[cfgPath], hi)
+}
+
+// rootHint adds to a permission error what agent install needs: a user that may write
+// the files and run systemctl, which is root (--ssh-user root) unless sudo is set up.
+func rootHint(err error, paths ...string) error {
+	if !errors.Is(err, fs.ErrPermission) && !strings.Contains(strings.ToLower(err.Error()), "permission denied") {
+		return err
+	}
+	return fmt.Errorf("%w (agent install writes %s and runs systemctl daemon-reload, enable, start, reload and restart shipd.service: log in as root with --ssh-user root)",
+		err, strings.Join(paths, ", "))
 }
 
 // shipdStatus asks the host's shipd for its status, within a few seconds.

@@ -325,3 +325,23 @@ func TestGoArch(t *testing.T) {
 		}
 	}
 }
+
+// readOnlyHost is a host where the login user may write nothing, as a non-root user
+// finds /usr/local/bin and /etc.
+type readOnlyHost struct{ *fakeHost }
+
+func (readOnlyHost) WriteFile(_ context.Context, name string, _ []byte, _ fs.FileMode) error {
+	return &fs.PathError{Op: "create", Path: name, Err: fs.ErrPermission}
+}
+
+func TestRunNotRoot(t *testing.T) {
+	env := &config.Environment{Name: "prod", Path: "/srv/shop", Hosts: []config.Host{{User: "deploy", Name: "web1"}}}
+	_, err := Run(context.Background(), Options{
+		Env:    env,
+		Dial:   func(context.Context, string) (Host, error) { return readOnlyHost{newFakeHost()}, nil },
+		Binary: func(string) ([]byte, string, error) { return []byte("shipd"), "here", nil },
+	})
+	if err == nil || !errors.Is(err, fs.ErrPermission) || !strings.Contains(err.Error(), "--ssh-user root") {
+		t.Fatalf("err = %v, want a permission error that says --ssh-user root", err)
+	}
+}

@@ -1,15 +1,18 @@
 package install
 
 import (
+	"context"
 	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/shipdeploy/ship/pkg/version"
 )
@@ -49,7 +52,8 @@ func OwnBuild() Build { return Build{Version: version.Version, Commit: version.C
 var versionFlag = regexp.MustCompile(`-X[= ]?'?"?github\.com/shipdeploy/ship/pkg/version\.Version=([^\s'"]+)`)
 
 // Executable is a shipd executable's platform and build, read from the Go build
-// information in it.
+// information in it (and, for one of this platform built with -trimpath, from its
+// --version).
 type Executable struct {
 	Path, GOOS, GOARCH string
 	Build              Build
@@ -79,7 +83,30 @@ func ReadShipd(path string) (Executable, error) {
 		}
 	}
 	f.Build.Commit = version.CommitOf(bi.Settings)
+	if f.Build.Version == "dev" && f.GOOS == runtime.GOOS && f.GOARCH == runtime.GOARCH {
+		// -trimpath (make build) leaves -ldflags out of the build settings: ask the
+		// executable, as it answers `shipd --version`.
+		if v, err := askVersion(path); err == nil {
+			f.Build.Version = v
+		}
+	}
 	return f, nil
+}
+
+// askVersion runs `shipd --version` and returns the version it prints ("shipd VERSION
+// (COMMIT) GO OS/ARCH").
+func askVersion(path string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("%s --version: %w", path, err)
+	}
+	fields := strings.Fields(string(out))
+	if len(fields) < 2 || fields[0] != "shipd" {
+		return "", fmt.Errorf("%s --version printed %q", path, out)
+	}
+	return fields[1], nil
 }
 
 // Finder finds the shipd executable for a host's architecture: Explicit (--binary),

@@ -10,11 +10,13 @@ import (
 	"testing"
 )
 
-// builtShipd builds cmd/shipd for linux with Version v1.2.3 linked in.
-func builtShipd(t *testing.T) string {
+// builtShipd builds cmd/shipd for linux with Version v1.2.3 linked in, with more go
+// build flags (-trimpath).
+func builtShipd(t *testing.T, flags ...string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "shipd")
-	cmd := exec.Command("go", "build", "-ldflags", "-X github.com/shipdeploy/ship/pkg/version.Version=v1.2.3", "-o", bin, "github.com/shipdeploy/ship/cmd/shipd")
+	args := append(append([]string{"build"}, flags...), "-ldflags", "-X github.com/shipdeploy/ship/pkg/version.Version=v1.2.3", "-o", bin, "github.com/shipdeploy/ship/cmd/shipd")
+	cmd := exec.Command("go", args...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build shipd: %v\n%s", err, out)
@@ -30,6 +32,18 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, data, 0o755); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReadShipdTrimpath: -trimpath, as make build uses it, leaves -ldflags out of the
+// build settings; the version is the one shipd --version prints.
+func TestReadShipdTrimpath(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("shipd for linux runs only here on linux")
+	}
+	sf, err := ReadShipd(builtShipd(t, "-trimpath"))
+	if err != nil || sf.Build.Version != "v1.2.3" {
+		t.Fatalf("read %+v, %v; want version v1.2.3", sf, err)
 	}
 }
 

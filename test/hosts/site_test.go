@@ -194,12 +194,11 @@ func (s *site) must(args ...string) result {
 	return r
 }
 
-// install installs shipd on the site's hosts as root.
-// TODO(issue 14, defect "agent install refuses the shipd of make build"): --binary
-// is needed only because agent install reads a -trimpath shipd's version as "dev".
+// install installs shipd on the site's hosts as root: the shipd built beside shipctl,
+// with -trimpath as make build builds it.
 func (s *site) install() result {
 	s.t.Helper()
-	return s.must("agent", "install", envName, "--ssh-user", "root", "--binary", shipd)
+	return s.must("agent", "install", envName, "--ssh-user", "root")
 }
 
 // deploy deploys sha through shipd.
