@@ -57,7 +57,7 @@ func (r *LoadReport) String() string {
 func (h *Host) Load(t testing.TB, port int, path string) (stop func() *LoadReport) {
 	t.Helper()
 	url := "http://127.0.0.1:" + strconv.Itoa(port) + path
-	p := h.Start(t, LoadgenPath+" -url "+url+" -rate 150 -duration 10m -conns 4 -fresh 0.3 -timeout 10s -json")
+	p := h.Start(t, LoadgenPath+" -url "+url+" -rate 150 -duration 10m -conns 4 -fresh 0.3 -timeout 1m -json")
 	WaitFor(t, "loadgen connects to "+url+" on "+h.Name, time.Minute, func() error {
 		out, err := h.Run(fmt.Sprintf("ss -Htn state established '( dport = :%d )' | wc -l", port))
 		if err != nil {

@@ -29,7 +29,7 @@ func (h *Host) Dial(user string) (*ssh.Client, error) {
 		User:            user,
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(h.c.signer)},
 		HostKeyCallback: cb,
-		Timeout:         10 * time.Second,
+		Timeout:         time.Minute, // bounds a hang only: a busy machine answers slowly
 	})
 }
 
