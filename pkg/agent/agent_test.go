@@ -479,10 +479,14 @@ func TestBlueGreen(t *testing.T) {
 	d := newDaemon(t)
 	d.start(false)
 
-	if !d.sd.Has("READY=1") {
-		t.Errorf("no READY=1 to systemd")
-	}
-	waitUntil(t, "watchdog pings", 5*time.Second, func() error {
+	// shipd answers on its API a moment before it tells systemd READY=1.
+	waitUntil(t, "READY=1 to systemd", time.Minute, func() error {
+		if !d.sd.Has("READY=1") {
+			return errors.New("no READY=1 to systemd")
+		}
+		return nil
+	})
+	waitUntil(t, "watchdog pings", time.Minute, func() error {
 		if n := d.sd.Count("WATCHDOG=1"); n < 2 {
 			return fmt.Errorf("%d WATCHDOG=1", n)
 		}
@@ -533,7 +537,7 @@ func TestBlueGreen(t *testing.T) {
 			if cur, _ := os.Readlink(filepath.Join(a.path, "current")); cur != "releases/v1" {
 				t.Errorf("current -> %q", cur)
 			}
-			waitUntil(t, "STATUS= counts the route", 5*time.Second, func() error {
+			waitUntil(t, "STATUS= counts the route", time.Minute, func() error {
 				if !d.sd.Has("STATUS=serving 1 route(s)") {
 					return errors.New("systemd was not told STATUS=serving 1 route(s) after the first deploy")
 				}
@@ -781,9 +785,12 @@ func TestBlueGreen(t *testing.T) {
 			successor := st.PID
 			t.Cleanup(func() { killPid(t, successor) })
 			t.Logf("handover to %d took %s", successor, took.Round(time.Millisecond))
-			if !d.sd.Has(fmt.Sprintf("MAINPID=%d", successor)) {
-				t.Errorf("systemd was not told MAINPID=%d", successor)
-			}
+			waitUntil(t, "MAINPID= of the successor", time.Minute, func() error {
+				if !d.sd.Has(fmt.Sprintf("MAINPID=%d", successor)) {
+					return fmt.Errorf("systemd was not told MAINPID=%d", successor)
+				}
+				return nil
+			})
 			noFailures(t, "handover", wait())
 			if v := a.version(); v != "v2" {
 				t.Errorf("version %q after the handover", v)
