@@ -93,6 +93,10 @@ func renderHistory(g *Globals, p *term.Printer, hh deploy.HostHistory) {
 	if len(hh.Releases) == 0 {
 		b.WriteString("\n  no releases")
 	}
+	width := 12
+	for _, r := range hh.Releases {
+		width = max(width, len(release.Short(r.SHA)))
+	}
 	for _, r := range hh.Releases {
 		mark := " "
 		if r.SHA == hh.Current {
@@ -102,7 +106,7 @@ func renderHistory(g *Globals, p *term.Printer, hh deploy.HostHistory) {
 		if !r.Time.IsZero() {
 			when = r.Time.Local().Format("2006-01-02 15:04:05")
 		}
-		fmt.Fprintf(&b, "\n %s %-12s  %s  %-9s %s", mark, release.Short(r.SHA), when, r.Result, r.Who)
+		fmt.Fprintf(&b, "\n %s %-*s  %s  %-9s %s", mark, width, release.Short(r.SHA), when, r.Result, r.Who)
 		if r.Subject != "" {
 			fmt.Fprintf(&b, "  %q", r.Subject)
 		}

@@ -28,8 +28,10 @@ func newRollbackCmd(g *Globals, runF func(context.Context, *rollbackOptions) err
 		Short: "Make an earlier release current again on an environment's hosts",
 		Long: `Go back to an earlier release on every host of the environment ENV: by default
 the release that was current before the current one (so two rollbacks in a row go
-back and forth), or SHA (any unique prefix of a release on the hosts; shipctl
-history lists them).
+back and forth), or SHA: a release's name as shipctl history lists it
+(<sha>-<hash>: the commit's sha, and a hash of its resolved compose file, since
+one commit deployed with another environment is another release), or any unique
+prefix of one, the commit's sha included.
 
 The release's compose file and images are still on the hosts: nothing is pulled
 or uploaded, and pre-deploy jobs do not run. Each host applies the release,

@@ -28,8 +28,12 @@ func newStatusCmd(g *Globals, runF func(context.Context, *statusOptions) error) 
 		Short: "Show what runs on each host of an environment",
 		Long: `Show, for every host of the environment ENV, the release current points at,
 when and by whom it was deployed, the app's containers with their state and
-health, and who holds the host's lock, if anyone. A host that cannot be reached
-is shown with the reason, and makes the exit code 1. Where the environment has
+health, and who holds the host's lock, if anyone. Each container is compared
+with the current release: one that runs another configuration (a deploy cut off
+before it switched current, a container changed by hand), or a service of the
+release without a container, is shown as drift with the command that fixes it,
+and makes the exit code 1. A host that cannot be reached is shown with the
+reason, and makes the exit code 1 too. Where the environment has
 agent: true, shipd's routes of the app are shown too (listen address, the
 container it routes to, its release, since when); a route with no live
 container (it answers 503) makes the exit code 1 too. shipctl agent status shows
@@ -55,19 +59,24 @@ func runStatus(ctx context.Context, g *Globals, o *statusOptions) error {
 	if err != nil {
 		return err
 	}
+	app := env.ProjectName(cfg.App) // shipd knows the app by its compose project
 	for _, st := range hosts {
-		renderStatus(g, p, cfg.App, st)
+		renderStatus(g, p, app, st)
 	}
-	return statusErr(env.Name, cfg.App, hosts)
+	return statusErr(env.Name, app, hosts)
 }
 
-// statusErr makes status exit 1 when a host could not be read or one of shipd's
-// routes of the app has no live container (it answers 503).
+// statusErr makes status exit 1 when a host could not be read, one of shipd's
+// routes of the app has no live container (it answers 503), or a host's containers
+// do not run its current release.
 func statusErr(env, app string, hosts []deploy.HostStatus) error {
-	failed, down := 0, 0
+	failed, down, drifted := 0, 0, 0
 	for _, st := range hosts {
 		if st.Err != nil {
 			failed++
+		}
+		if len(st.Drift) > 0 {
+			drifted++
 		}
 		if st.Agent != nil {
 			for _, r := range appRoutes(st.Agent, app) {
@@ -82,6 +91,9 @@ func statusErr(env, app string, hosts []deploy.HostStatus) error {
 	}
 	if down > 0 {
 		return fmt.Errorf("status of %s: %d route(s) of shipd have no live container and answer 503", env, down)
+	}
+	if drifted > 0 {
+		return fmt.Errorf("status of %s: on %d of %d host(s) the containers do not run the current release", env, drifted, len(hosts))
 	}
 	return nil
 }
@@ -134,6 +146,13 @@ func renderStatus(g *Globals, p *term.Printer, app string, st deploy.HostStatus)
 	if len(st.Containers) == 0 {
 		b.WriteString("\n  no containers")
 	}
+	if len(st.Drift) > 0 {
+		b.WriteString("\n  drift: the containers do not run the current release:")
+		for _, d := range st.Drift {
+			b.WriteString("\n    " + d.Msg)
+		}
+		b.WriteString("\n  to fix it: " + st.Fix)
+	}
 	if st.Lock != nil {
 		fmt.Fprintf(&b, "\n  locked by %s", st.Lock)
 	}
@@ -164,6 +183,14 @@ func renderStatusJSON(p *term.Printer, app string, st deploy.HostStatus) {
 		cs = append(cs, map[string]any{"name": c.Name, "service": c.Service, "image": c.Image, "state": c.State, "health": c.Health, "exit_code": c.ExitCode})
 	}
 	fields["containers"] = cs
+	if len(st.Drift) > 0 {
+		ds := make([]map[string]any, 0, len(st.Drift))
+		for _, d := range st.Drift {
+			ds = append(ds, map[string]any{"service": d.Service, "container": d.Container, "release": d.Release, "msg": d.Msg})
+		}
+		fields["drift"] = ds
+		fields["fix"] = st.Fix
+	}
 	if st.Lock != nil {
 		fields["lock"] = st.Lock
 	}

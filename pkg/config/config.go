@@ -70,6 +70,20 @@ type Environment struct {
 	Parallel     int    // hosts deployed at once; 0: all
 	Keep         int    // releases kept on each host, >= 1
 	DockerSocket string // the Docker engine's socket on the hosts
+	// Project is the compose project name on the hosts; empty: <app>-<env>
+	// (ProjectName). Setting it to the app's name keeps the name of before ship
+	// named projects per environment.
+	Project string
+}
+
+// ProjectName is the environment's compose project name on its hosts: Project, or
+// <app>-<env> made a valid project name (lower-case; characters other than a-z, 0-9,
+// "_" and "-" dropped).
+func (e *Environment) ProjectName(app string) string {
+	if e.Project != "" {
+		return e.Project
+	}
+	return AppName(app + "-" + e.Name)
 }
 
 // Notify says whom to tell about deploys.

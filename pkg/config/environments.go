@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -35,6 +36,7 @@ func (p *parser) environments(n *yaml.Node, where string, envs map[string]*Envir
 		seen := p.mapping(v, key, envKeys, map[string]func(*yaml.Node, string){
 			"hosts":   func(n *yaml.Node, key string) { env.Hosts = p.hosts(n, key) },
 			"path":    func(n *yaml.Node, key string) { env.Path = p.hostPath(n, key, "/srv/myapp") },
+			"project": func(n *yaml.Node, key string) { env.Project = p.app(n, key) },
 			"confirm": func(n *yaml.Node, key string) { env.Confirm = p.boolean(n, key) },
 			"grace": func(n *yaml.Node, key string) {
 				if d, ok := p.duration(n, key, "30s"); ok {
@@ -62,6 +64,52 @@ func (p *parser) environments(n *yaml.Node, where string, envs map[string]*Envir
 			p.add(at, "%s: path is missing; write the folder on the hosts, e.g. \"path: /srv/myapp\"", key)
 		}
 		envs[e.name] = env
+		p.envAt = append(p.envAt, envNodes{env: env, key: e.key, path: seen["path"], project: seen["project"]})
+	}
+}
+
+// envNodes are where an environment and its places on the hosts are written.
+type envNodes struct {
+	env                *Environment
+	key, path, project *yaml.Node
+}
+
+// sharedPlaces refuses two environments that would share a folder or a compose
+// project on a host they both list: the second would replace the first's releases or
+// containers. Hosts are compared as written (name and port).
+func (p *parser) sharedPlaces(c *Config) {
+	if c == nil || c.App == "" {
+		return
+	}
+	type place struct {
+		env  string
+		line int
+	}
+	paths, projects := map[string]place{}, map[string]place{}
+	told := map[string]bool{} // one problem per pair of environments and kind
+	for _, en := range p.envAt {
+		e := en.env
+		project, projAt := e.ProjectName(c.App), en.project
+		if projAt == nil {
+			projAt = en.key
+		}
+		for _, h := range e.Hosts {
+			hk := hostKey(h)
+			if e.Path != "" && en.path != nil {
+				if first, ok := paths[hk+"\x00"+e.Path]; ok && first.env != e.Name && !told["path\x00"+first.env+"\x00"+e.Name] {
+					told["path\x00"+first.env+"\x00"+e.Name] = true
+					p.add(en.path, "environments.%s.path: %s on %s is also environment %s's (line %d): two environments in one folder would replace each other's releases; give each its own path, e.g. %s", e.Name, e.Path, h, first.env, first.line, e.Path+"-"+e.Name)
+				} else if !ok {
+					paths[hk+"\x00"+e.Path] = place{e.Name, en.path.Line}
+				}
+			}
+			if first, ok := projects[hk+"\x00"+project]; ok && first.env != e.Name && !told["project\x00"+first.env+"\x00"+e.Name] {
+				told["project\x00"+first.env+"\x00"+e.Name] = true
+				p.add(projAt, "environments.%s: the compose project %s on %s is also environment %s's (line %d): the second would replace the first's containers; write project: with a name of its own, e.g. \"project: %s\"", e.Name, project, h, first.env, first.line, AppName(c.App+"-"+strings.ReplaceAll(e.Name, ".", "-")))
+			} else if !ok {
+				projects[hk+"\x00"+project] = place{e.Name, projAt.Line}
+			}
+		}
 	}
 }
 

@@ -139,7 +139,7 @@ func (p *parser) mappingEx(n *yaml.Node, where string, known []string, example s
 
 // elsewhere says where keys that are often put in the wrong place belong.
 var elsewhere = map[string]string{
-	"hosts": envPlace, "path": envPlace, "confirm": envPlace, "grace": envPlace, "agent": envPlace,
+	"hosts": envPlace, "path": envPlace, "project": envPlace, "confirm": envPlace, "grace": envPlace, "agent": envPlace,
 	"env_file": envPlace, "known_hosts": envPlace, "parallel": envPlace, "keep": envPlace, "docker_socket": envPlace,
 	"webhook": "under notify", "timeout": "under test", "service": "under test",
 	"registry": topPlace, "app": topPlace, "environments": topPlace, "notify": topPlace,

@@ -31,6 +31,7 @@ type parser struct {
 	problems []Problem
 	memo     map[*yaml.Node][]kv // pairs of each mapping, merges expanded
 	active   map[*yaml.Node]bool // mappings being expanded, to find self-merges
+	envAt    []envNodes          // where each environment's places are written
 }
 
 // add records a problem at n (nil: the whole file).
@@ -84,6 +85,7 @@ func (p *parser) parse(data []byte) *Config {
 	if _, ok := seen["app"]; !ok {
 		p.add(root, "app is missing; write the compose project name for the hosts, e.g. \"app: myapp\" (lowercase letters, digits, \"-\" and \"_\")")
 	}
+	p.sharedPlaces(c)
 	return c
 }
 
@@ -160,7 +162,7 @@ func lineOf(data []byte, n int) []byte {
 var (
 	topKeys  = []string{"app", "compose", "test", "registry", "environments", "notify"}
 	testKeys = []string{"compose", "service", "timeout"}
-	envKeys  = []string{"hosts", "path", "confirm", "grace", "agent", "env_file", "known_hosts", "parallel", "keep", "docker_socket"}
+	envKeys  = []string{"hosts", "path", "project", "confirm", "grace", "agent", "env_file", "known_hosts", "parallel", "keep", "docker_socket"}
 	notKeys  = []string{"webhook"}
 )
 

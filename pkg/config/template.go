@@ -86,6 +86,8 @@ func Template(in TemplateInput) []byte {
 	w("      - deploy@web1.example.com\n")
 	w("      - deploy@web2.example.com:2222\n")
 	w("    path: /srv/%s\n", app)
+	w("    # project: %s-prod # compose project on the hosts (default <app>-<env>; %s keeps the\n", app, app)
+	w("    #                  # name of hosts deployed before projects were per environment)\n")
 	w("    confirm: true     # show sha, hosts and plan and ask y/N; --yes answers for CI (default false)\n")
 	w("    grace: 30s        # countdown before the first change; Ctrl-C cancels with nothing touched (default 0s)\n")
 	w("    agent: false      # true: blue-green through shipd, see shipctl agent install (default false)\n")

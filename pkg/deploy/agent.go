@@ -70,7 +70,7 @@ func agentPreflight(ctx context.Context, s *session, h *hostConn) (*agentapi.Sta
 		return nil, fmt.Errorf("%w (%v): the environment has agent: true; install and start shipd with `shipctl agent install %s` (or set SHIP_AGENT_SOCKET where it serves another socket)",
 			ErrNoAgent, err, s.t.Env.Name)
 	}
-	if app := findApp(st, s.t.App); app != nil {
+	if app := findApp(st, s.t.Project()); app != nil {
 		h.shipdLast = app.LastTime
 	}
 	return st, nil
@@ -223,7 +223,7 @@ func (c *agentCall) outcome(ctx context.Context, cause error) (HostResult, bool)
 			c.em.info(host, StepApply, fmt.Sprintf("shipd answers again (pid %d, up %s)", st.PID, st.Uptime.Std()))
 			deadline = time.Now().Add(c.settle)
 		}
-		app := findApp(st, c.s.t.App)
+		app := findApp(st, c.s.t.Project())
 		switch {
 		case app != nil && app.Deploying != "":
 			if time.Now().After(deadline) {
@@ -294,7 +294,7 @@ func (r *hostRun) agent(ctx context.Context, run *Runner) HostResult {
 		wait: r.o.AgentWait, settle: r.o.WaitTimeout + r.o.JobTimeout + 2*time.Minute,
 	}
 	req := agentapi.DeployRequest{
-		App: r.o.App, Path: r.o.Env.Path, SHA: r.sha, RegistryAuth: auth,
+		App: r.o.Project(), Path: r.o.Env.Path, SHA: r.sha, RegistryAuth: auth,
 		WaitTimeout: agentapi.Duration(r.o.WaitTimeout), JobTimeout: agentapi.Duration(r.o.JobTimeout),
 		Origin: agentapi.Origin{Env: r.o.Env.Name, Host: r.h.name, Who: r.me.Who, From: r.o.From},
 	}
@@ -349,7 +349,7 @@ func (r *rollbackRun) agent(ctx context.Context, run *Runner) HostResult {
 		wait: r.o.AgentWait, settle: r.o.WaitTimeout + 2*time.Minute,
 	}
 	req := agentapi.RollbackRequest{
-		App: r.o.App, Path: r.o.Env.Path, SHA: r.sha, RegistryAuth: auth, WaitTimeout: agentapi.Duration(r.o.WaitTimeout),
+		App: r.o.Project(), Path: r.o.Env.Path, SHA: r.sha, RegistryAuth: auth, WaitTimeout: agentapi.Duration(r.o.WaitTimeout),
 		Origin: agentapi.Origin{Env: r.o.Env.Name, Host: r.h.name, Who: r.me.Who},
 	}
 	res, recorded := c.run(ctx, func(ctx context.Context, sh Shipd, fn func(agentapi.Event)) (*agentapi.Result, error) {

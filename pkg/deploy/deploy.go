@@ -133,7 +133,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		return nil, errors.New("deploy: no release")
 	}
 	em := newEmitter(o.Progress, o.Redactor)
-	sum := &Summary{App: o.App, Env: o.Env.Name, SHA: rel.SHA}
+	sum := &Summary{App: o.App, Env: o.Env.Name, SHA: rel.release()}
 	if o.WaitTimeout <= 0 {
 		o.WaitTimeout = DefaultWaitTimeout
 	}
@@ -169,7 +169,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	defer n.Wait()
 	n.Post(ctx, notify.Message{Event: notify.Start, App: o.App, Env: o.Env.Name, SHA: rel.SHA, Subject: rel.Subject, Hosts: hostNames(s), Who: o.who()})
 
-	me := o.holder("deploy", rel.SHA)
+	me := o.holder("deploy", rel.release())
 	sum.Hosts = skipped(s, preview)
 	if err := s.lockAll(ctx, me, o.LockWait, o.LockPoll, o.lockRefresh(), sum.Hosts); err != nil {
 		err = o.Redactor.Error(err)
@@ -178,12 +178,12 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	s.each(ctx, parallel, func(ctx context.Context, i int, h *hostConn) {
 		r := &hostRun{o: &o, rel: rel, hostTask: hostTask{
-			s: s, em: em, h: h, scrub: o.Redactor, me: me, kind: KindDeploy, sha: rel.SHA,
+			s: s, em: em, h: h, scrub: o.Redactor, me: me, kind: KindDeploy, sha: rel.release(),
 			prev: preview.Hosts[i].Current, keep: max(o.Env.Keep, 1),
 		}}
 		sum.Hosts[i] = r.run(ctx)
 	})
-	err = sum.err(ctx, "deploy of "+release.Short(rel.SHA))
+	err = sum.err(ctx, "deploy of "+release.Short(rel.release()))
 	event := notify.Success
 	if err != nil {
 		event = notify.Failure

@@ -55,7 +55,7 @@ func newFixture(t *testing.T, compose string, hosts ...string) *fixture {
 	f := &fixture{
 		t:      t,
 		cfg:    &config.Config{File: filepath.Join(dir, "ship.yaml"), Dir: dir, App: "shop", Compose: compose, Registry: testRegistry},
-		env:    &config.Environment{Name: "prod", Path: root, Keep: 5, EnvFile: ".env.prod"},
+		env:    &config.Environment{Name: "prod", Path: root, Keep: 5, EnvFile: ".env.prod", Project: "shop"},
 		net:    &fakeNet{t: t, hosts: map[string]*fakeHost{}, dials: map[string]error{}},
 		reg:    fakeRegistry{},
 		redact: redact.New(),

@@ -43,9 +43,9 @@ func (t *hostTask) runner(p *compose.Project, o runOptions) *Runner {
 	events := func(step event.Step) func(engine.Event) { return engineEvents(t.em, t.h.name, step) }
 	return &Runner{
 		Kind: t.kind, Store: store, Engine: t.h, SHA: t.sha, Project: p, Prev: t.prev,
-		Strategy: &Up{Engine: t.h, App: t.s.t.App, Wait: o.wait, Events: events, Report: t.report},
+		Strategy: &Up{Engine: t.h, App: t.s.t.Project(), Wait: o.wait, Events: events, Report: t.report},
 		Load: func(ctx context.Context, sha string) (*compose.Project, error) {
-			return readReleaseProject(ctx, store, t.s.t.App, sha)
+			return readReleaseProject(ctx, store, t.s.t.Project(), sha)
 		},
 		WaitTimeout: o.wait, JobTimeout: o.job, RestoreTimeout: o.wait + 2*time.Minute,
 		Audit: release.AuditEntry{
@@ -171,16 +171,16 @@ func (r *hostRun) run(ctx context.Context) HostResult {
 }
 
 // upload writes the release's files to the host (Store.Upload: staged under .tmp/,
-// renamed into releases/<sha>).
+// renamed into releases/<name>; a release the host has keeps its compose file).
 func (r *hostRun) upload(ctx context.Context) error {
 	info := release.Info{
-		SHA: r.rel.SHA, Subject: r.rel.Subject, Time: time.Now().UTC(), Who: r.me.Who, From: r.o.From,
+		SHA: r.rel.release(), Version: r.rel.SHA, Env: r.o.Env.Name, Subject: r.rel.Subject, Time: time.Now().UTC(), Who: r.me.Who, From: r.o.From,
 		Result: release.Uploaded, Images: r.rel.Images, Built: r.rel.Built,
 	}
 	if err := r.s.store(r.h).Upload(ctx, info, r.rel.File); err != nil {
 		return err
 	}
 	l := r.s.l
-	r.info(StepUpload, fmt.Sprintf("uploaded %s (%d bytes, mode 0600) and release.json", l.ComposeFile(r.rel.SHA), len(r.rel.File)))
+	r.info(StepUpload, fmt.Sprintf("uploaded %s (%d bytes, mode 0600) and release.json", l.ComposeFile(r.rel.release()), len(r.rel.File)))
 	return nil
 }

@@ -25,7 +25,7 @@ func (s *session) preflight(ctx context.Context, rel *Release, o Options) (Previ
 		}
 		hashes[name] = h
 	}
-	preview := Preview{App: o.App, Env: o.Env.Name, SHA: rel.SHA, Subject: rel.Subject, Hosts: make([]HostPreview, len(s.hosts))}
+	preview := Preview{App: o.App, Env: o.Env.Name, SHA: rel.release(), Subject: rel.Subject, Hosts: make([]HostPreview, len(s.hosts))}
 	errs := make([]error, len(s.hosts))
 	s.each(ctx, 0, func(ctx context.Context, i int, h *hostConn) {
 		hp, err := hostPreflight(ctx, s, h, p, hashes)
@@ -56,8 +56,11 @@ func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Proj
 	if err := h.Check(ctx, p.Project, nil); err != nil {
 		return HostPreview{}, err
 	}
-	cs, err := h.Containers(ctx, s.t.App)
+	cs, err := h.Containers(ctx, s.t.Project())
 	if err != nil {
+		return HostPreview{}, err
+	}
+	if err := checkPlace(ctx, s, h, current, cs); err != nil {
 		return HostPreview{}, err
 	}
 	var observed []plan.Observed

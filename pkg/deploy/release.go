@@ -21,12 +21,19 @@ import (
 // is uploaded, and the project the hosts' engines run, read back from that file.
 type Release struct {
 	App string
-	// SHA names the release: the commit's sha, or <sha>-dirty-<hash> for a tree with
-	// uncommitted changes (--allow-dirty). It is the images' tag and the folder's name.
-	SHA     string
+	// SHA is the version: the commit's sha, or <sha>-dirty-<hash> for a tree with
+	// uncommitted changes (--allow-dirty). It is the images' tag.
+	SHA string
+	// Name names the release on the hosts, its folder under releases/:
+	// <SHA>-<hash of File> (release.NameFor). The same commit with another resolved
+	// file is another release; an identical one is the same.
+	Name string
+	// Env is the environment it is for (recorded in release.json).
+	Env     string
 	Subject string // the commit's subject
 	// Project is what the hosts run: File loaded back, with working_dir and the
-	// config_files label pointing into the host's releases/<SHA>/.
+	// config_files label pointing into the host's releases/<Name>/, under the
+	// environment's compose project name.
 	Project *compose.Project
 	// File is the resolved compose file: interpolated, images pinned, no build
 	// sections, env_file values inlined. It can hold secrets: mode 0600 on the host.
@@ -89,7 +96,7 @@ func Prepare(ctx context.Context, o PrepareOptions) (*Release, error) {
 		}
 	}
 	p, err := compose.Load(ctx, compose.Options{
-		Dir: cfg.Dir, Files: files, Name: cfg.App, EnvFiles: envFiles, Environ: o.Environ,
+		Dir: cfg.Dir, Files: files, Name: env.ProjectName(cfg.App), EnvFiles: envFiles, Environ: o.Environ,
 	})
 	if err != nil {
 		return nil, o.Redactor.Error(err)
@@ -105,21 +112,45 @@ func Prepare(ctx context.Context, o PrepareOptions) (*Release, error) {
 		}
 	}
 	l := release.Layout(env.Path)
-	p.WorkingDir = l.Release(o.SHA)
-	p.ComposeFiles = []string{l.ComposeFile(o.SHA)}
-	data, err := p.MarshalYAML()
-	if err != nil {
-		return nil, fmt.Errorf("write the release's compose file: %w", err)
+	// The release's name hashes the file as resolved into a folder named by the
+	// version alone; the file itself then points into the folder of that name.
+	var name string
+	var data []byte
+	for _, folder := range []string{o.SHA, ""} {
+		if folder == "" {
+			folder = name
+		}
+		p.WorkingDir = l.Release(folder)
+		p.ComposeFiles = []string{l.ComposeFile(folder)}
+		if data, err = p.MarshalYAML(); err != nil {
+			return nil, fmt.Errorf("write the release's compose file: %w", err)
+		}
+		if name == "" {
+			name = nameFor(o.SHA, data)
+		}
 	}
 	// What the hosts run is what the file says, read back the way a rollback reads it.
-	back, err := loadRelease(ctx, cfg.App, l, o.SHA, data)
+	back, err := loadRelease(ctx, env.ProjectName(cfg.App), l, name, data)
 	if err != nil {
 		return nil, o.Redactor.Error(fmt.Errorf("read back the release's compose file: %w", err))
 	}
-	r := &Release{App: cfg.App, SHA: o.SHA, Subject: o.Subject, Project: back, File: data}
+	r := &Release{App: cfg.App, SHA: o.SHA, Name: name, Env: env.Name, Subject: o.Subject, Project: back, File: data}
 	r.Images, r.Built = imagesOf(back), sortedUnique(p.Built)
 	back.Built = p.Built
 	return r, nil
+}
+
+// nameFor names a release (release.NameFor); the tests of other things than the
+// naming name releases by their version alone, as hosts of before names had a hash.
+var nameFor = release.NameFor
+
+// release is the release's name on the hosts: Name, or SHA for a Release made
+// without Prepare.
+func (r *Release) release() string {
+	if r.Name != "" {
+		return r.Name
+	}
+	return r.SHA
 }
 
 // imagesOf is every image p runs, sorted.

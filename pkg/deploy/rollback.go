@@ -142,7 +142,7 @@ func rollbackPreflight(ctx context.Context, s *session, h *hostConn, want string
 	if err != nil {
 		return HostPreview{}, "", nil, fmt.Errorf("%w: %w", ErrNoRelease, err)
 	}
-	p, err := readReleaseProject(ctx, store, s.t.App, sha)
+	p, err := readReleaseProject(ctx, store, s.t.Project(), sha)
 	if err != nil {
 		return HostPreview{}, "", nil, err
 	}
@@ -157,8 +157,11 @@ func rollbackPreflight(ctx context.Context, s *session, h *hostConn, want string
 			return HostPreview{}, "", nil, err
 		}
 	}
-	cs, err := h.Containers(ctx, s.t.App)
+	cs, err := h.Containers(ctx, s.t.Project())
 	if err != nil {
+		return HostPreview{}, "", nil, err
+	}
+	if err := checkPlace(ctx, s, h, current, cs); err != nil {
 		return HostPreview{}, "", nil, err
 	}
 	hashes := map[string]string{}

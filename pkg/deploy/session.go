@@ -43,6 +43,15 @@ type Target struct {
 	LockPID     int
 }
 
+// Project is the environment's compose project name on the hosts (<app>-<env>
+// unless ship.yaml says otherwise): the engine's project and shipd's app.
+func (t Target) Project() string {
+	if t.Env == nil {
+		return t.App
+	}
+	return t.Env.ProjectName(t.App)
+}
+
 func (t Target) lockRefresh() time.Duration {
 	if t.LockRefresh > 0 {
 		return t.LockRefresh

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
+	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/release"
 )
@@ -25,8 +26,27 @@ type HostStatus struct {
 	// is why shipd could not be asked (the rest of the status stands).
 	Agent    *agentapi.Status
 	AgentErr error
+	// Drift is where the containers do not run what current says: each service
+	// whose container's configuration is not the current release's. Fix is the
+	// command that makes them agree ("" without drift).
+	Drift []Drift
+	Fix   string
 	// Err is why the host could not be read.
 	Err error
+}
+
+// Drift is a service whose containers do not run the current release: a deploy cut
+// off between starting the new containers and switching current, a container
+// changed by hand.
+type Drift struct {
+	Service string
+	// Container is the container's name ("" when the service has none).
+	Container string
+	// Release is the release the container was created from (its compose working
+	// directory), "" when unknown.
+	Release string
+	// Msg says what differs.
+	Msg string
 }
 
 // Status reads every host: its current release, who deployed it and when, its
@@ -78,8 +98,66 @@ func hostStatus(ctx context.Context, s *session, h *hostConn, st *HostStatus) er
 	if _, err := h.Ping(ctx); err != nil {
 		return err
 	}
-	st.Containers, err = h.Containers(ctx, s.t.App)
-	return err
+	if st.Containers, err = h.Containers(ctx, s.t.Project()); err != nil {
+		return err
+	}
+	if current == "" {
+		return nil
+	}
+	p, err := readReleaseProject(ctx, store, s.t.Project(), current)
+	if err != nil {
+		return fmt.Errorf("read the current release to compare the containers with it: %w", err)
+	}
+	if st.Drift, err = drift(s.l, current, p, st.Containers); err != nil {
+		return err
+	}
+	if len(st.Drift) > 0 {
+		st.Fix = fmt.Sprintf("shipctl rollback %s %s (runs the current release again), or shipctl deploy %s", s.t.Env.Name, release.Short(current), s.t.Env.Name)
+	}
+	return nil
+}
+
+// drift compares each container with the current release p: its service must be
+// one of p's, its config hash p's for that service; and each of p's services must
+// have a container. Jobs and one-off containers are left out.
+func drift(l release.Layout, current string, p *compose.Project, cs []engine.Container) ([]Drift, error) {
+	services := p.WithoutJobs().Services
+	want := map[string]string{}
+	for name, svc := range services {
+		h, err := engine.ConfigHash(svc)
+		if err != nil {
+			return nil, err
+		}
+		want[name] = h
+	}
+	var out []Drift
+	seen := map[string]bool{}
+	for _, c := range cs {
+		if c.OneOff || p.Ship[c.Service].Job != "" {
+			continue
+		}
+		seen[c.Service] = true
+		rel := releaseOf(l, c.WorkingDir)
+		from := ""
+		if rel != "" && rel != current {
+			from = " (created by release " + release.Short(rel) + ")"
+		}
+		hash, ok := want[c.Service]
+		switch {
+		case !ok:
+			out = append(out, Drift{Service: c.Service, Container: c.Name, Release: rel,
+				Msg: fmt.Sprintf("%s runs service %s%s, which current release %s does not have", c.Name, c.Service, from, release.Short(current))})
+		case c.ConfigHash != hash:
+			out = append(out, Drift{Service: c.Service, Container: c.Name, Release: rel,
+				Msg: fmt.Sprintf("%s runs another configuration of %s than current release %s%s", c.Name, c.Service, release.Short(current), from)})
+		}
+	}
+	for _, name := range p.WithoutJobs().ServiceNames() {
+		if !seen[name] {
+			out = append(out, Drift{Service: name, Msg: fmt.Sprintf("service %s of current release %s has no container", name, release.Short(current))})
+		}
+	}
+	return out, nil
 }
 
 // HostHistory is a host's releases and audit.log.
@@ -134,7 +212,7 @@ func Logs(ctx context.Context, t Target, o engine.LogOptions, fn func(host strin
 	defer s.close()
 	errs := make([]error, len(s.hosts))
 	s.each(ctx, 0, func(ctx context.Context, i int, h *hostConn) {
-		err := h.Logs(ctx, t.App, o, func(l engine.LogLine) {
+		err := h.Logs(ctx, t.Project(), o, func(l engine.LogLine) {
 			l.Text = t.Redactor.String(l.Text)
 			fn(h.name, l)
 		})

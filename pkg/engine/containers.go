@@ -39,6 +39,7 @@ func (e *Engine) Containers(ctx context.Context, project string) ([]Container, e
 			Image:      c.Image,
 			State:      string(c.State),
 			ConfigHash: c.Labels[labelConfigHash],
+			WorkingDir: c.Labels[labelWorkingDir],
 		}
 		if st := ins.State; st != nil {
 			ct.State = string(st.Status)

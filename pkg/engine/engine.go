@@ -118,6 +118,9 @@ type Container struct {
 	ExitCode int
 	// ConfigHash is the com.docker.compose.config-hash label.
 	ConfigHash string
+	// WorkingDir is the com.docker.compose.project.working_dir label: the folder of
+	// the release that created it (<path>/releases/<name> for ship's).
+	WorkingDir string
 }
 
 // LogOptions selects the logs Logs returns.

@@ -4,15 +4,25 @@
 // interface, FS: over SFTP for shipctl (pkg/sshhost), the local file system for
 // shipd (OS).
 //
-//	<root>/releases/<sha>/docker-compose.yml   the resolved compose file (mode 0600)
-//	<root>/releases/<sha>/release.json         Info
-//	<root>/current -> releases/<sha>           the release that serves
+//	<root>/releases/<name>/docker-compose.yml  the resolved compose file (mode 0600)
+//	<root>/releases/<name>/release.json        Info
+//	<root>/current -> releases/<name>          the release that serves
 //	<root>/audit.log                           one AuditEntry per line
 //	<root>/.lock/holder.json                   who holds the app's lock
 //	<root>/.tmp/                               staging for atomic renames
+//
+// A release's name is <version>-<hash> (NameFor): the version is the commit's sha
+// (<sha>-dirty-<hash> for a tree with uncommitted changes), the hash the first 8 hex
+// digits of the SHA-256 of its resolved compose file. A release on the host is never
+// rewritten: the same commit deployed with another environment (an env_file edit, a
+// variable used in interpolation) is another release, and an identical redeploy is the
+// same one. Hosts deployed before this naming have releases named by the version
+// alone; they are read, listed and rolled back to like the others.
 package release
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"path"
 	"strings"
@@ -57,6 +67,17 @@ func (l Layout) Tmp() string { return path.Join(string(l), ".tmp") }
 // CurrentLink is what Current holds for sha: a path relative to the app's folder.
 func CurrentLink(sha string) string { return "releases/" + sha }
 
+// HashLen is the number of hex digits of the compose file's hash in a release's name.
+const HashLen = 8
+
+// NameFor is the name of the release of version whose resolved compose file is file
+// (as resolved with the version alone as the release's folder, so that the name does
+// not depend on itself): <version>-<hash>.
+func NameFor(version string, file []byte) string {
+	sum := sha256.Sum256(file)
+	return version + "-" + hex.EncodeToString(sum[:])[:HashLen]
+}
+
 // Results of a release, in release.json.
 const (
 	Uploaded = "uploaded" // uploaded; the deploy has not finished (or was cut off)
@@ -67,7 +88,14 @@ const (
 // Info is a release's release.json: written by shipctl at upload, its Result and
 // CurrentSince updated by whichever of shipctl and shipd made it current.
 type Info struct {
-	SHA     string    `json:"sha"`
+	// SHA is the release's name: its folder under releases/ (NameFor).
+	SHA string `json:"sha"`
+	// Version is the commit's sha (with a dirty tree's suffix) the release was made
+	// from: its images' tag. Empty in releases made before names had a hash.
+	Version string `json:"version,omitempty"`
+	// Env is the environment of ship.yaml that deployed it: a deploy of another
+	// environment to the same folder is refused. Empty in older releases.
+	Env     string    `json:"env,omitempty"`
 	Subject string    `json:"subject,omitempty"`
 	Time    time.Time `json:"time"`           // when it was uploaded
 	Who     string    `json:"who"`            // user@hostname that deployed it
@@ -110,8 +138,8 @@ type AuditEntry struct {
 }
 
 // RollbackTarget is the release `rollback [SHA]` goes back to on a host that has
-// releases and whose current release is current: the one want names (the whole sha or
-// a unique prefix of it), or for want "", the previous release (of the others that
+// releases and whose current release is current: the one want names (its whole name,
+// or a unique prefix of it or of its Short form: a commit's sha names its releases), or for want "", the previous release (of the others that
 // were ever current, the one made current last).
 func RollbackTarget(releases []Info, current, want string) (string, error) {
 	var have []string
@@ -134,7 +162,7 @@ func RollbackTarget(releases []Info, current, want string) (string, error) {
 		if r.SHA == want {
 			return r.SHA, nil
 		}
-		if strings.HasPrefix(r.SHA, want) {
+		if strings.HasPrefix(r.SHA, want) || strings.HasPrefix(Short(r.SHA), want) {
 			match = append(match, r.SHA)
 		}
 	}
@@ -144,7 +172,10 @@ func RollbackTarget(releases []Info, current, want string) (string, error) {
 	case 1:
 		return match[0], nil
 	}
-	return "", fmt.Errorf("%q names %d releases (%s); give more of the sha", want, len(match), strings.Join(match, ", "))
+	for i := range match {
+		match[i] = Short(match[i])
+	}
+	return "", fmt.Errorf("%q names %d releases (%s); give more of the release's name", want, len(match), strings.Join(match, ", "))
 }
 
 // previous is, of the releases other than current that were ever current, the one
@@ -163,16 +194,18 @@ func previous(releases []Info, current string) (Info, bool) {
 	return best, found
 }
 
-// Short is a sha as output shows it: 12 characters, and a dirty tree's suffix
-// (<sha>-dirty-<hash>).
+// Short is a release's name (or a sha) as output shows it: the commit's sha cut to 12
+// characters, and whatever follows it whole (a dirty tree's suffix, the compose
+// file's hash): <sha12>-<hash>, <sha12>-dirty-<hash>-<hash>.
 func Short(sha string) string {
-	if i := strings.Index(sha, "-dirty-"); i >= 0 {
-		return Short(sha[:i]) + sha[i:]
+	head, tail, found := strings.Cut(sha, "-")
+	if len(head) > 12 {
+		head = head[:12]
 	}
-	if len(sha) > 12 {
-		return sha[:12]
+	if found {
+		return head + "-" + tail
 	}
-	return sha
+	return head
 }
 
 // Name is how output names the release sha: Short, or "no release" for "".

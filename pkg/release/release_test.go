@@ -15,6 +15,12 @@ func TestRollbackTarget(t *testing.T) {
 		{SHA: "aab222", Time: at(3), CurrentSince: at(4)},
 		{SHA: "aaa111", Time: at(1), CurrentSince: at(8)}, // rolled back to last
 	}
+	// Names with the compose file's hash; one commit deployed twice.
+	named := []Info{
+		{SHA: strings.Repeat("a", 40) + "-0badf00d", Time: at(3), CurrentSince: at(4)},
+		{SHA: strings.Repeat("b", 40) + "-12345678", Time: at(2), CurrentSince: at(2)},
+		{SHA: strings.Repeat("a", 40) + "-12345678", Time: at(1), CurrentSince: at(1)},
+	}
 	tests := []struct {
 		name          string
 		rels          []Info
@@ -28,9 +34,13 @@ func TestRollbackTarget(t *testing.T) {
 		{name: "whole sha", rels: rels, current: "ccc333", want: "ddd444", got: "ddd444"},
 		{name: "unique prefix", rels: rels, current: "ccc333", want: "aab", got: "aab222"},
 		{name: "exact match wins over prefix", rels: append([]Info{{SHA: "aab"}}, rels...), current: "ccc333", want: "aab", got: "aab"},
-		{name: "ambiguous prefix", rels: rels, current: "ccc333", want: "aa", err: `"aa" names 2 releases (aab222, aaa111); give more of the sha`},
+		{name: "ambiguous prefix", rels: rels, current: "ccc333", want: "aa", err: `"aa" names 2 releases (aab222, aaa111); give more of the release's name`},
 		{name: "not on the host", rels: rels, current: "ccc333", want: "eee", err: "release eee is not on the host (it has ddd444, ccc333, aab222, aaa111)"},
 		{name: "list shows short shas", rels: []Info{{SHA: strings.Repeat("f", 40)}}, want: "e", err: "(it has ffffffffffff)"},
+		{name: "a commit's sha names its release", rels: named, current: named[0].SHA, want: strings.Repeat("b", 40), got: named[1].SHA},
+		{name: "the short form names it too", rels: named, current: named[0].SHA, want: "bbbbbbbbbbbb-1234", got: named[1].SHA},
+		{name: "one commit, two releases", rels: named, current: named[1].SHA, want: "aaaa", err: `"aaaa" names 2 releases (aaaaaaaaaaaa-0badf00d, aaaaaaaaaaaa-12345678); give more`},
+		{name: "a legacy name wins as a whole name", rels: append(named, Info{SHA: strings.Repeat("a", 40)}), current: named[1].SHA, want: strings.Repeat("a", 40), got: strings.Repeat("a", 40)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,6 +72,28 @@ func TestLayout(t *testing.T) {
 	} {
 		if tt.got != tt.want {
 			t.Errorf("%s, want %s", tt.got, tt.want)
+		}
+	}
+}
+
+func TestNameForAndShort(t *testing.T) {
+	sha := strings.Repeat("c", 40)
+	a, b := NameFor(sha, []byte("services: {web: {}}\n")), NameFor(sha, []byte("services: {web: {environment: {A: 1}}}\n"))
+	if a == b || !strings.HasPrefix(a, sha+"-") || len(a) != 40+1+HashLen {
+		t.Errorf("names %q and %q: want <sha>-<%d hex digits>, different for different files", a, b, HashLen)
+	}
+	if again := NameFor(sha, []byte("services: {web: {}}\n")); again != a {
+		t.Errorf("the same file is named %q then %q", a, again)
+	}
+	for in, want := range map[string]string{
+		sha:                          "cccccccccccc",
+		sha + "-0badf00d":            "cccccccccccc-0badf00d",
+		sha + "-dirty-1234":          "cccccccccccc-dirty-1234",
+		sha + "-dirty-1234-0badf00d": "cccccccccccc-dirty-1234-0badf00d",
+		"abc":                        "abc",
+	} {
+		if got := Short(in); got != want {
+			t.Errorf("Short(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

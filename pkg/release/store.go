@@ -65,9 +65,10 @@ func (s *Store) ClearTmp(ctx context.Context) error {
 
 // Upload writes releases/<info.SHA>/docker-compose.yml (mode 0600) and release.json.
 // Both are staged in .tmp/release-<random>/ and the folder renamed into place, so
-// that releases/ never holds a partial file even when the connection is cut; a
-// release the host has already gets each file replaced in one step. A release made
-// current before keeps its CurrentSince.
+// that releases/ never holds a partial file even when the connection is cut. A
+// release the host has already keeps its compose file (an identical one: another is
+// refused, nothing changed) and gets its release.json replaced in one step, keeping
+// its CurrentSince.
 func (s *Store) Upload(ctx context.Context, info Info, compose []byte) error {
 	l, sha := s.Layout, info.SHA
 	if err := s.ClearTmp(ctx); err != nil {
@@ -112,11 +113,25 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte) error {
 	case err != nil:
 		return fmt.Errorf("read %s: %w", l.Release(sha), err)
 	}
-	for _, file := range files {
-		to := path.Join(l.Release(sha), file.name)
-		if err := s.FS.Rename(ctx, path.Join(stage, file.name), to); err != nil {
+	// The host has this release: its compose file is never rewritten. Its name
+	// says what the file holds, so the same name with another file is a host's
+	// file changed by hand (or a release of before names had a hash).
+	have, err := s.FS.ReadFile(ctx, l.ComposeFile(sha))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		to := l.ComposeFile(sha)
+		if err := s.FS.Rename(ctx, path.Join(stage, "docker-compose.yml"), to); err != nil {
 			return fmt.Errorf("replace %s: %w", to, err)
 		}
+	case err != nil:
+		return fmt.Errorf("read %s: %w", l.ComposeFile(sha), err)
+	case !bytes.Equal(have, compose):
+		_ = s.FS.RemoveAll(ctx, stage)
+		return fmt.Errorf("%s holds another compose file than release %s's: a release on the host is never rewritten; move the folder away (or deploy with another commit)", l.ComposeFile(sha), Short(sha))
+	}
+	to := l.Info(sha)
+	if err := s.FS.Rename(ctx, path.Join(stage, "release.json"), to); err != nil {
+		return fmt.Errorf("replace %s: %w", to, err)
 	}
 	_ = s.FS.RemoveAll(ctx, stage)
 	return nil

@@ -79,17 +79,26 @@ func TestUploadAndReleaseJSON(t *testing.T) {
 	if err != nil || got.Who != "me@laptop" || got.Result != Deployed || got.CurrentSince.IsZero() || len(got.Images) != 1 {
 		t.Fatalf("release.json: %+v %v", got, err)
 	}
-	// A redeploy of the release replaces its files and keeps when it became current.
+	// A redeploy of the release replaces its release.json, keeps when it became
+	// current, and never rewrites its compose file: another one is refused.
 	info.Who = "other@ci"
-	if err := s.Upload(ctx, info, []byte("services: {web: {}}\n")); err != nil {
+	if err := s.Upload(ctx, info, []byte("services: {}\n")); err != nil {
 		t.Fatal(err)
 	}
 	again, _ := s.Info(ctx, "abc")
 	if again.Who != "other@ci" || again.Result != Uploaded || !again.CurrentSince.Equal(got.CurrentSince) {
 		t.Errorf("re-upload: %+v", again)
 	}
-	if data, _ := s.ComposeFile(ctx, "abc"); !strings.Contains(string(data), "web") {
-		t.Errorf("re-upload kept the old file: %s", data)
+	info.Who = "third@ci"
+	err = s.Upload(ctx, info, []byte("services: {web: {}}\n"))
+	if err == nil || !strings.Contains(err.Error(), "never rewritten") {
+		t.Errorf("an upload of another file under the same name: %v", err)
+	}
+	if data, _ := s.ComposeFile(ctx, "abc"); string(data) != "services: {}\n" {
+		t.Errorf("the compose file was rewritten: %s", data)
+	}
+	if again, _ := s.Info(ctx, "abc"); again.Who != "other@ci" {
+		t.Errorf("the refused upload changed release.json: %+v", again)
 	}
 	if left, _ := os.ReadDir(s.Layout.Tmp()); len(left) != 0 {
 		t.Errorf("the upload left %v under .tmp/", left)

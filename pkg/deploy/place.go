@@ -1,0 +1,62 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+
+	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/release"
+)
+
+// ErrOtherEnvironment means a host's folder or compose project holds another
+// environment's (or app's) release: deploying there would replace it.
+var ErrOtherEnvironment = errors.New("the host's folder or project belongs to another environment")
+
+// checkPlace refuses, before anything changes on the host, a deploy or rollback
+// whose folder holds another environment's releases (release.json records the
+// environment), whose compose project runs containers of another folder, or whose
+// environment the host still runs under the project name of before projects were
+// per environment. cs are the containers of the environment's project.
+func checkPlace(ctx context.Context, s *session, h *hostConn, current string, cs []engine.Container) error {
+	env, project := s.t.Env.Name, s.t.Project()
+	if current != "" {
+		info, err := s.store(h).Info(ctx, current)
+		if err == nil && info.Env != "" && info.Env != env {
+			return fmt.Errorf("%w: %s holds environment %s's releases (current: %s); deploying environment %s there would replace them: give each environment its own path in ship.yaml",
+				ErrOtherEnvironment, s.l, info.Env, release.Short(current), env)
+		}
+	}
+	for _, c := range cs {
+		if c.WorkingDir != "" && !within(s.l.Releases(), c.WorkingDir) {
+			return fmt.Errorf("%w: the compose project %s on this host runs %s from %s, not from %s: another environment or app uses this project name; set project: in ship.yaml to a name of its own",
+				ErrOtherEnvironment, project, c.Name, c.WorkingDir, s.l.Releases())
+		}
+	}
+	if current == "" || len(cs) > 0 || project == s.t.App {
+		return nil
+	}
+	// The folder has a release but the project runs nothing: the host may run the
+	// environment under the app's name, as before projects were per environment.
+	old, err := h.Containers(ctx, s.t.App)
+	if err != nil {
+		return err
+	}
+	for _, c := range old {
+		if c.WorkingDir != "" && within(s.l.Releases(), c.WorkingDir) {
+			return fmt.Errorf("%w: this host runs environment %s as compose project %s (named before projects were per environment; %s is its default now): add \"project: %s\" to environments.%s in ship.yaml to keep that name, or remove those containers first (docker compose -p %s down) to start %s beside nothing",
+				ErrOtherEnvironment, env, s.t.App, project, s.t.App, env, s.t.App, project)
+		}
+	}
+	return nil
+}
+
+// releaseOf is the release whose folder is a container's working directory, when it
+// is one of l's: "" otherwise.
+func releaseOf(l release.Layout, workingDir string) string {
+	if workingDir == "" || path.Dir(workingDir) != l.Releases() {
+		return ""
+	}
+	return path.Base(workingDir)
+}
