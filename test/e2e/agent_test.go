@@ -291,7 +291,7 @@ func TestAgentDeploysWithoutFailedRequests(t *testing.T) {
 	d := startShipd(t)
 	s.env = append(s.env, "SHIP_AGENT_SOCKET="+d.sock)
 	r = s.deploy(0, "--sha", shaA, "--untested")
-	for _, want := range []string{"asking shipd to deploy " + short(shaA), "checking GET /up", "now routes to", "on " + short(shaA) + " (deployed)"} {
+	for _, want := range []string{"asking shipd to deploy " + s.short(shaA), "checking GET /up", "now routes to", "on " + s.short(shaA) + " (deployed)"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("the first deploy's output lacks %q:\n%s", want, r)
 		}
@@ -300,7 +300,7 @@ func TestAgentDeploysWithoutFailedRequests(t *testing.T) {
 		t.Fatalf("after the first deploy: %s served, current %s", v, s.current())
 	}
 	r = s.run("agent", "status", "e2e")
-	if r.code != 0 || !strings.Contains(r.stdout, s.app+"/web  "+s.listen+" -> ") || !strings.Contains(r.stdout, "live "+short(shaA)) || !strings.Contains(r.stdout, "release "+short(shaA)) {
+	if r.code != 0 || !strings.Contains(r.stdout, s.project+"/web  "+s.listen+" -> ") || !strings.Contains(r.stdout, "live "+s.short(shaA)) || !strings.Contains(r.stdout, "release "+s.short(shaA)) {
 		t.Errorf("agent status:\n%s", r)
 	}
 	r = s.run("status", "e2e")
@@ -377,7 +377,7 @@ func TestAgentDeploysWithoutFailedRequests(t *testing.T) {
 		if r.code != 4 {
 			t.Errorf("the deploy cut by the kill: want exit 4\n%s", r)
 		}
-		for _, want := range []string{"shipd's answer was cut", "shipd answers again", "cut off by a shipd restart", short(shaB) + " was put back"} {
+		for _, want := range []string{"shipd's answer was cut", "shipd answers again", "cut off by a shipd restart", s.short(shaB) + " was put back"} {
 			if !strings.Contains(r.stdout+r.stderr, want) {
 				t.Errorf("the output lacks %q:\n%s", want, r)
 			}

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/release"
 	"github.com/shipdeploy/ship/test/testenv"
 )
 
@@ -50,10 +51,12 @@ type site struct {
 	sshd *testenv.SSHServer
 	dir  string // the app's git checkout
 	app  string
-	path string // the app's folder on the host
-	env  []string
-	dest string // the host as ship.yaml names it
-	addr string // where ship.yaml's host points (the sshd, or a proxy in front of it)
+	// project is the environment's compose project on the host: <app>-e2e.
+	project string
+	path    string // the app's folder on the host
+	env     []string
+	dest    string // the host as ship.yaml names it
+	addr    string // where ship.yaml's host points (the sshd, or a proxy in front of it)
 }
 
 type siteOptions struct {
@@ -77,6 +80,7 @@ func newSite(t *testing.T, o siteOptions) *site {
 		s.app = s.app[:40]
 	}
 	s.app += "-" + randomHex(3)
+	s.project = s.app + "-e2e"
 	s.path = filepath.Join(t.TempDir(), "srv", s.app)
 	s.addr = s.sshd.Addr
 	if o.via != nil {
@@ -187,7 +191,7 @@ func (s *site) deploy(want int, args ...string) result {
 func (s *site) containers() map[string]container.Summary {
 	s.t.Helper()
 	cs, err := s.cli.ContainerList(context.Background(), client.ContainerListOptions{All: true,
-		Filters: make(client.Filters).Add("label", "com.docker.compose.project="+s.app)})
+		Filters: make(client.Filters).Add("label", "com.docker.compose.project="+s.project)})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -207,8 +211,38 @@ func (s *site) inspect(id string) container.InspectResponse {
 	return res.Container
 }
 
-// current is the release the host's current symlink points at.
+// current is the commit of the release the host's current symlink points at: its
+// name without the compose file's hash.
 func (s *site) current() string {
+	s.t.Helper()
+	name := s.currentName()
+	if i := strings.LastIndex(name, "-"); i > 0 && len(name)-i-1 == release.HashLen {
+		return name[:i]
+	}
+	return name
+}
+
+// name is the one release of sha on the host (<sha>-<hash>).
+func (s *site) name(sha string) string {
+	s.t.Helper()
+	entries, _ := os.ReadDir(filepath.Join(s.path, "releases"))
+	var found []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), sha+"-") {
+			found = append(found, e.Name())
+		}
+	}
+	if len(found) != 1 {
+		s.t.Fatalf("releases of %s on the host: %v, want one", sha, found)
+	}
+	return found[0]
+}
+
+// short is the release of sha as shipctl shows it.
+func (s *site) short(sha string) string { return release.Short(s.name(sha)) }
+
+// currentName is the release the host's current symlink points at.
+func (s *site) currentName() string {
 	s.t.Helper()
 	target, err := os.Readlink(filepath.Join(s.path, "current"))
 	if os.IsNotExist(err) {
@@ -286,8 +320,8 @@ func (s *site) assertUntouched() {
 func (s *site) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := engine.New(s.cli).Down(ctx, s.app, engine.DownOptions{Volumes: true}); err != nil {
-		s.t.Logf("clean up %s: %v", s.app, err)
+	if err := engine.New(s.cli).Down(ctx, s.project, engine.DownOptions{Volumes: true}); err != nil {
+		s.t.Logf("clean up %s: %v", s.project, err)
 	}
 	imgs, err := s.cli.ImageList(ctx, client.ImageListOptions{Filters: make(client.Filters).Add("reference", s.reg.Addr+"/*/*")})
 	if err == nil {
@@ -349,7 +383,7 @@ func TestDeployLifecycle(t *testing.T) {
 
 	// The first deploy.
 	r = s.deploy(0)
-	for _, want := range []string{"pulled " + s.reg.Addr + "/example/web:" + shaA, "on " + short(shaA) + " (deployed)", "current -> releases/" + shaA} {
+	for _, want := range []string{"pulled " + s.reg.Addr + "/example/web:" + shaA, "on " + s.short(shaA) + " (deployed)", "current -> releases/" + s.name(shaA)} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("the output lacks %q:\n%s", want, r)
 		}
@@ -364,19 +398,19 @@ func TestDeployLifecycle(t *testing.T) {
 	if s.current() != shaA {
 		t.Errorf("current = %q", s.current())
 	}
-	composeFile := filepath.Join(s.path, "releases", shaA, "docker-compose.yml")
+	composeFile := filepath.Join(s.path, "releases", s.name(shaA), "docker-compose.yml")
 	if st, err := os.Stat(composeFile); err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("the release's compose file: %v, %v", st, err)
 	}
 	var info struct {
-		SHA, Result, Who, From string
-		Time                   time.Time
+		SHA, Version, Env, Result, Who, From string
+		Time                                 time.Time
 	}
-	data, _ := os.ReadFile(filepath.Join(s.path, "releases", shaA, "release.json"))
-	if err := json.Unmarshal(data, &info); err != nil || info.SHA != shaA || info.Result != "deployed" || info.Who == "" || info.Time.IsZero() {
+	data, _ := os.ReadFile(filepath.Join(s.path, "releases", s.name(shaA), "release.json"))
+	if err := json.Unmarshal(data, &info); err != nil || info.SHA != s.name(shaA) || info.Version != shaA || info.Env != "e2e" || info.Result != "deployed" || info.Who == "" || info.Time.IsZero() {
 		t.Errorf("release.json = %s (%v)", data, err)
 	}
-	if a := s.audit(); len(a) != 1 || a[0].Event != "deploy" || a[0].Result != "deployed" || a[0].SHA != shaA {
+	if a := s.audit(); len(a) != 1 || a[0].Event != "deploy" || a[0].Result != "deployed" || a[0].SHA != s.name(shaA) {
 		t.Errorf("audit.log = %+v", a)
 	}
 
@@ -405,17 +439,17 @@ func TestDeployLifecycle(t *testing.T) {
 		t.Errorf("current = %q", s.current())
 	}
 	ev := lastEvent(t, r.stdout, "deploy_result")
-	if hosts, _ := ev["hosts"].([]any); len(hosts) != 1 || hosts[0].(map[string]any)["current"] != shaB {
+	if hosts, _ := ev["hosts"].([]any); len(hosts) != 1 || hosts[0].(map[string]any)["current"] != s.name(shaB) {
 		t.Errorf("deploy_result = %v", ev)
 	}
 
 	// status, history, logs.
 	r = s.run("status", "e2e")
-	if r.code != 0 || !strings.Contains(r.stdout, short(shaB)) || !strings.Contains(r.stdout, "running (healthy)") {
+	if r.code != 0 || !strings.Contains(r.stdout, s.short(shaB)) || !strings.Contains(r.stdout, "running (healthy)") || strings.Contains(r.stdout, "drift") {
 		t.Errorf("status:\n%s", r)
 	}
 	r = s.run("history", "e2e")
-	if r.code != 0 || !strings.Contains(r.stdout, "* "+short(shaB)) || !strings.Contains(r.stdout, short(shaA)) || strings.Count(r.stdout, "deploy ") < 3 {
+	if r.code != 0 || !strings.Contains(r.stdout, "* "+s.short(shaB)) || !strings.Contains(r.stdout, s.short(shaA)) || strings.Count(r.stdout, "deploy ") < 3 {
 		t.Errorf("history:\n%s", r)
 	}
 	r = s.run("logs", "e2e", "web")
@@ -431,7 +465,7 @@ func TestDeployLifecycle(t *testing.T) {
 	if web := s.containers()["web"]; web.Image != s.reg.Addr+"/example/web:"+shaA {
 		t.Errorf("web after the rollback: %s", web.Image)
 	}
-	if a := s.audit(); len(a) != 4 || a[3].Event != "rollback" || a[3].SHA != shaA || a[3].Prev != shaB {
+	if a := s.audit(); len(a) != 4 || a[3].Event != "rollback" || a[3].SHA != s.name(shaA) || a[3].Prev != s.name(shaB) {
 		t.Errorf("audit.log = %+v", a)
 	}
 
@@ -540,17 +574,17 @@ func TestDeployFailingHealthRestores(t *testing.T) {
 	}
 	ev := lastEvent(t, r.stdout, "deploy_result")
 	host := ev["hosts"].([]any)[0].(map[string]any)
-	if host["current"] != shaA || host["result"] != "failed" {
+	if host["current"] != s.name(shaA) || host["result"] != "failed" {
 		t.Errorf("deploy_result = %v", ev)
 	}
-	if !strings.Contains(r.stdout, "on "+short(shaA)+" (deploy of "+short(shaB)+" failed; previous release restored)") {
+	if !strings.Contains(r.stdout, "on "+s.short(shaA)+" (deploy of "+s.short(shaB)+" failed; previous release restored)") {
 		t.Errorf("the output does not say which release the host is on:\n%s", r)
 	}
 	a := s.audit()
-	if len(a) != 2 || a[1].Result != "failed" || a[1].Current != shaA || !strings.Contains(a[1].Error, "unhealthy") {
+	if len(a) != 2 || a[1].Result != "failed" || a[1].Current != s.name(shaA) || !strings.Contains(a[1].Error, "unhealthy") {
 		t.Errorf("audit.log = %+v", a)
 	}
-	data, _ := os.ReadFile(filepath.Join(s.path, "releases", shaB, "release.json"))
+	data, _ := os.ReadFile(filepath.Join(s.path, "releases", s.name(shaB), "release.json"))
 	if !strings.Contains(string(data), `"result": "failed"`) {
 		t.Errorf("release.json of the failed release: %s", data)
 	}
@@ -618,7 +652,7 @@ func TestDeployLocking(t *testing.T) {
 	first.waitFor(t, `"msg":"locked `, 60*time.Second)
 
 	locked := s.run("deploy", "e2e", "--untested")
-	if locked.code != 6 || !strings.Contains(locked.stderr, "is locked by") || !strings.Contains(locked.stderr, "deploy of "+short(sha)) {
+	if locked.code != 6 || !strings.Contains(locked.stderr, "is locked by") || !strings.Contains(locked.stderr, "deploy of "+short(sha)+"-") {
 		t.Errorf("the second deploy: want exit 6 naming the holder\n%s", locked)
 	}
 	waiter := start(t, s.dir, s.env, "deploy", "e2e", "--untested", "--lock-wait", "2m")
@@ -799,7 +833,7 @@ func TestDeploySecrets(t *testing.T) {
 			t.Errorf("the secret is shown:\n%s", r)
 		}
 	}
-	for _, f := range []string{"audit.log", filepath.Join("releases", shaA, "release.json"), filepath.Join("releases", shaB, "release.json")} {
+	for _, f := range []string{"audit.log", filepath.Join("releases", s.name(shaA), "release.json"), filepath.Join("releases", s.name(shaB), "release.json")} {
 		data, err := os.ReadFile(filepath.Join(s.path, f))
 		if err != nil {
 			t.Fatal(err)
@@ -808,7 +842,7 @@ func TestDeploySecrets(t *testing.T) {
 			t.Errorf("%s holds the secret", f)
 		}
 	}
-	file := filepath.Join(s.path, "releases", shaA, "docker-compose.yml")
+	file := filepath.Join(s.path, "releases", s.name(shaA), "docker-compose.yml")
 	data, _ := os.ReadFile(file)
 	st, _ := os.Stat(file)
 	if !strings.Contains(string(data), secretValue) || st.Mode().Perm() != 0o600 {
