@@ -27,15 +27,45 @@
 //
 // # On the host
 //
-//	<path>/releases/<sha>/docker-compose.yml  the resolved compose file (mode 0600)
-//	<path>/releases/<sha>/release.json        sha, subject, time, who, from, result, images
-//	<path>/current -> releases/<sha>          relative symlink, switched after healthy
+//	<path>/releases/<name>/docker-compose.yml the resolved compose file (mode 0600)
+//	<path>/releases/<name>/release.json       name (sha), version, env, subject, time, who, from, result, images
+//	<path>/current -> releases/<name>         relative symlink, switched after healthy
 //	<path>/.lock/holder.json                  the lock: who, machine, pid, command, sha, time
 //	<path>/audit.log                          one JSON line per deploy, rollback, lock, unlock
 //	<path>/.tmp/                              staging for uploads and the new symlink
 //
-// The compose project on the host is named after the app; its working_dir (and the
-// config_files label) is <path>/releases/<sha>.
+// A release's name is <sha>-<hash>: the commit's sha (<sha>-dirty-<hash> for
+// uncommitted changes: the images' tag) and the first 8 hex digits of the SHA-256 of
+// its resolved compose file (release.NameFor). A release on the host is never
+// rewritten: the same commit deployed with another resolved file (an env_file edit,
+// a variable used in interpolation) is a new release beside the first, so a restore
+// or rollback always brings back exactly what ran; an identical redeploy is the same
+// release (its compose file is kept, release.json updated). Output shows a name as
+// <sha12>-<hash>; rollback takes a name, or any unique prefix of one or of its
+// short form (a commit's sha names its releases). Hosts deployed before names had a
+// hash keep their releases named <sha>: they are listed and rolled back to as
+// before, and new releases get the new names.
+//
+// Each environment has its own compose project on the host: <app>-<env> (made a
+// valid project name), or environments.<env>.project in ship.yaml. The project's
+// working_dir (and the config_files label) is <path>/releases/<name>, so each
+// container says which release created it; shipd knows the app by the project name
+// too. ship.yaml refuses two environments that list one host with the same path or
+// project (file:line, naming both). At deploy and rollback time, before anything
+// changes, a host is refused when its folder's current release was deployed by
+// another environment (release.json's env), when the project runs containers of
+// another folder, or when the folder has a release but the project has no
+// containers while the app's own name does from this folder: a host of before
+// projects were per environment. Such a host keeps running under project <app>:
+// write project: <app> for the environment to keep that name, or remove those
+// containers to start anew under <app>-<env>.
+//
+// Status compares each container with the current release: a service whose
+// container's config hash is not the current release's (a deploy cut off before it
+// switched current, a container changed by hand), a container of a service the
+// release lacks, or a service without a container is drift, shown with the release
+// that created the container and the command that fixes it (shipctl rollback ENV
+// <current>: it applies current's release again); drift makes status exit 1.
 //
 // # A deploy
 //
@@ -54,8 +84,9 @@
 // all), independently of the others:
 //
 //  1. upload: docker-compose.yml (0600) and release.json are written under .tmp/ and
-//     renamed into releases/<sha> (a new folder is renamed whole; a redeploy of a
-//     release the host has replaces each file with one rename). A connection cut
+//     renamed into releases/<name> (a new folder is renamed whole; a redeploy of a
+//     release the host has keeps its compose file and replaces release.json with
+//     one rename). A connection cut
 //     in the middle leaves at most a part of a file under .tmp/, which the failed
 //     deploy removes once it has connected again (else the next deploy does).
 //  2. pull (engine.PullImages, in parallel and by each service's platform): the

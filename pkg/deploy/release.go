@@ -112,23 +112,15 @@ func Prepare(ctx context.Context, o PrepareOptions) (*Release, error) {
 		}
 	}
 	l := release.Layout(env.Path)
-	// The release's name hashes the file as resolved into a folder named by the
-	// version alone; the file itself then points into the folder of that name.
-	var name string
-	var data []byte
-	for _, folder := range []string{o.SHA, ""} {
-		if folder == "" {
-			folder = name
-		}
-		p.WorkingDir = l.Release(folder)
-		p.ComposeFiles = []string{l.ComposeFile(folder)}
-		if data, err = p.MarshalYAML(); err != nil {
-			return nil, fmt.Errorf("write the release's compose file: %w", err)
-		}
-		if name == "" {
-			name = nameFor(o.SHA, data)
-		}
+	// The file does not hold its folder (working_dir comes from where it is read):
+	// its hash names the release.
+	data, err := p.MarshalYAML()
+	if err != nil {
+		return nil, fmt.Errorf("write the release's compose file: %w", err)
 	}
+	name := nameFor(o.SHA, data)
+	p.WorkingDir = l.Release(name)
+	p.ComposeFiles = []string{l.ComposeFile(name)}
 	// What the hosts run is what the file says, read back the way a rollback reads it.
 	back, err := loadRelease(ctx, env.ProjectName(cfg.App), l, name, data)
 	if err != nil {

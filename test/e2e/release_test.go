@@ -184,7 +184,8 @@ func TestStatusShowsDrift(t *testing.T) {
 
 // TestEnvironmentsOnOneHost: two environments on one host run apart (a compose
 // project each); a folder or project shared in ship.yaml is refused at its line with
-// nothing changed; a folder that holds another environment's releases under another
+// nothing changed (ship.yaml is edited in the working tree: the deploys name the
+// commit with --sha); a folder that holds another environment's releases under another
 // name of the host is refused at deploy time, naming it; a host that runs the
 // environment under the project name of before is refused with the override to write.
 func TestEnvironmentsOnOneHost(t *testing.T) {
@@ -205,8 +206,8 @@ func TestEnvironmentsOnOneHost(t *testing.T) {
 	t.Cleanup(func() { downProject(s, projectB) })
 
 	s.write("ship.yaml", string(base)+envB(s.dest, pathB, ""))
-	s.deploy(0, "--untested")
-	if r := s.run("deploy", "b", "--untested"); r.code != 0 {
+	s.deploy(0, "--sha", sha, "--untested")
+	if r := s.run("deploy", "b", "--sha", sha, "--untested"); r.code != 0 {
 		t.Fatalf("deploy b: %s", r)
 	}
 	if web := s.containers()["web"]; web.State != "running" {
@@ -219,7 +220,7 @@ func TestEnvironmentsOnOneHost(t *testing.T) {
 	// A shared folder or project in ship.yaml: refused at its line, nothing changed.
 	audit := len(s.audit())
 	s.write("ship.yaml", string(base)+envB(s.dest, s.path, "    project: "+s.project+"\n"))
-	r := s.run("deploy", "b", "--untested")
+	r := s.run("deploy", "b", "--sha", sha, "--untested")
 	for _, want := range []string{
 		"environments.b.path: " + s.path + " on " + s.dest + " is also environment e2e's",
 		"environments.b: the compose project " + s.project + " on " + s.dest + " is also environment e2e's",
@@ -239,7 +240,7 @@ func TestEnvironmentsOnOneHost(t *testing.T) {
 	}
 	s.write("known_hosts", knownhosts.Line([]string{knownhosts.Normalize(s.addr), knownhosts.Normalize(strings.Replace(s.addr, "127.0.0.1", "localhost", 1))}, s.sshd.HostKey)+"\n")
 	s.write("ship.yaml", string(base)+envB(other, s.path, ""))
-	r = s.run("deploy", "b", "--untested")
+	r = s.run("deploy", "b", "--sha", sha, "--untested")
 	if r.code == 0 || !strings.Contains(r.stderr, "holds environment e2e's releases") || len(s.audit()) != audit {
 		t.Errorf("a folder of another environment: want a refusal naming e2e, nothing changed\n%s", r)
 	}
@@ -248,11 +249,11 @@ func TestEnvironmentsOnOneHost(t *testing.T) {
 	s.write("ship.yaml", strings.Replace(string(base), "    env_file: .env.e2e\n", "    env_file: .env.e2e\n    project: "+s.app+"\n", 1))
 	t.Cleanup(func() { downProject(s, s.app) })
 	downProject(s, s.project)
-	if r := s.run("deploy", "e2e", "--untested"); r.code != 0 {
+	if r := s.run("deploy", "e2e", "--sha", sha, "--untested"); r.code != 0 {
 		t.Fatalf("deploy with project: %s: %s", s.app, r)
 	}
 	s.write("ship.yaml", string(base))
-	r = s.run("deploy", "e2e", "--untested")
+	r = s.run("deploy", "e2e", "--sha", sha, "--untested")
 	if r.code == 0 || !strings.Contains(r.stderr, `add "project: `+s.app+`" to environments.e2e`) {
 		t.Errorf("a host that runs the environment as %s: want the override named\n%s", s.app, r)
 	}
