@@ -42,7 +42,9 @@ func TestReleaseNames(t *testing.T) {
 	f.mustDeploy(one)
 	h := f.hosts[0]
 	file, _ := h.file(root + "/releases/" + one.Name + "/docker-compose.yml")
-	h.unhealthy = func(s types.ServiceConfig) bool { return s.Environment["VERSION"] != nil && *s.Environment["VERSION"] == "v2" }
+	h.unhealthy = func(s types.ServiceConfig) bool {
+		return s.Environment["VERSION"] != nil && *s.Environment["VERSION"] == "v2"
+	}
 	sum, err := f.deploy(other)
 	if !errors.Is(err, ErrDeployFailed) || errors.Is(err, ErrRestoreFailed) || sum.Hosts[0].Current != one.Name {
 		t.Fatalf("the failed redeploy: %v, %+v", err, sum.Hosts)
