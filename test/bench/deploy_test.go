@@ -456,8 +456,8 @@ func (d *deployBench) setupRepo() {
 	}
 	d.write("known_hosts", known.String())
 	env := func(app, name string, hosts []string) string {
-		return fmt.Sprintf("app: %s\nregistry: %s\nenvironments:\n  %s:\n    hosts: [%s]\n    path: %s\n    known_hosts: known_hosts\n    docker_socket: %s\n",
-			app, d.reg, name, strings.Join(hosts, ", "), filepath.Join(d.mnt, name), filepath.Join(d.mnt, "docker.sock"))
+		return fmt.Sprintf("app: %s\nregistry: %s\nenvironments:\n  %s:\n    hosts: [%s]\n    path: %s\n    known_hosts: known_hosts\n    docker_socket: %s\n    project: %s\n",
+			app, d.reg, name, strings.Join(hosts, ", "), filepath.Join(d.mnt, name), filepath.Join(d.mnt, "docker.sock"), app)
 	}
 	d.write("ship-one.yaml", env(appOne, "one", all[:1]))
 	d.write("ship-four.yaml", env(appFour, "four", all))

@@ -134,7 +134,7 @@ func TestIssue14Defects(t *testing.T) {
 		sha := two.version("v1")
 		two.deploy(sha)
 		two.mustServe("v1")
-		h.MustRun(t, "docker stop $(docker ps -q --filter label=com.docker.compose.project="+two.app+" --filter label=com.docker.compose.service=side)")
+		h.MustRun(t, "docker stop $(docker ps -q --filter label=com.docker.compose.project="+two.app+"-"+envName+" --filter label=com.docker.compose.service=side)")
 		holder := h.Start(t, "systemd-socket-activate -l 127.0.0.1:9099 /bin/cat")
 		stop := h.Load(t, two.port, "/version")
 		r := two.run("deploy", envName, "--sha", sha, "--untested")

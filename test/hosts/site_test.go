@@ -234,14 +234,19 @@ func (s *site) mustServe(v string) {
 	}
 }
 
-// current is the release h's current link points at.
+// current is the commit of the release h's current link points at (its name
+// without the compose file's hash).
 func (s *site) current(h *testhost.Host) string {
 	s.t.Helper()
 	out, err := h.Run("readlink " + s.path + "/current || true")
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	return strings.TrimPrefix(strings.TrimSpace(out), "releases/")
+	name := strings.TrimPrefix(strings.TrimSpace(out), "releases/")
+	if i := strings.LastIndex(name, "-"); i > 0 && len(name)-i-1 == 8 {
+		return name[:i]
+	}
+	return name
 }
 
 // auditLines are the lines of the app's audit.log on h.
