@@ -61,9 +61,6 @@ func TestRedeploySameCommitIsANewRelease(t *testing.T) {
 	s.push(sha)
 	s.deploy(0, "--untested")
 	first := s.currentName()
-	if !strings.HasPrefix(first, sha+"-") || len(first) != len(sha)+9 {
-		t.Fatalf("the release is named %q, want %s-<8 hex digits>", first, sha)
-	}
 	fileA := filepath.Join(s.path, "releases", first, "docker-compose.yml")
 	before, err := os.ReadFile(fileA)
 	if err != nil {
@@ -87,6 +84,9 @@ func TestRedeploySameCommitIsANewRelease(t *testing.T) {
 	}
 	s.write(".env.e2e", string(env)+"FAIL_HEALTH=1\n")
 	r := s.deploy(4, "--untested")
+	if !strings.HasPrefix(first, sha+"-") || len(first) != len(sha)+9 {
+		t.Errorf("the release is named %q, want %s-<8 hex digits>", first, sha)
+	}
 	names := s.releaseNames()
 	if len(names) != 2 {
 		t.Fatalf("releases after the failed redeploy: %v, want two of %s", names, sha)
