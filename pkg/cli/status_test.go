@@ -92,6 +92,7 @@ func TestStatusErr(t *testing.T) {
 		{"all served", []deploy.HostStatus{up("10.0.0.2:8080")}, ""},
 		{"a route without a container", []deploy.HostStatus{up("")}, "1 route(s) of shipd have no live container and answer 503"},
 		{"a host unread", testStatus(), "1 of 2 host(s) could not be read"},
+		{"drift", []deploy.HostStatus{{Host: "deploy@web1", Drift: []deploy.Drift{{Service: "web"}}}}, "on 1 of 1 host(s) the containers do not run the current release"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := statusErr("prod", "shop", tc.hosts)
@@ -99,5 +100,34 @@ func TestStatusErr(t *testing.T) {
 				t.Errorf("statusErr = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestRenderStatusDrift: drift is shown under its host with the command that fixes
+// it, in text and JSON.
+func TestRenderStatusDrift(t *testing.T) {
+	st := testStatus()[0]
+	st.Drift = []deploy.Drift{{Service: "web", Container: "shop-web-1", Release: "bbb-12345678", Msg: "shop-web-1 runs another configuration of web than current release aaa"}}
+	st.Fix = "shipctl rollback prod aaa (runs the current release again), or shipctl deploy prod"
+	io, out, _ := testIO("", false)
+	g := &Globals{Factory: NewFactory(io)}
+	renderStatus(g, newPrinter(g), "shop", st)
+	for _, want := range []string{
+		"\n  drift: the containers do not run the current release:\n    shop-web-1 runs another configuration of web than current release aaa\n",
+		"\n  to fix it: shipctl rollback prod aaa (runs the current release again), or shipctl deploy prod",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	io, out, _ = testIO("", false)
+	g = &Globals{Factory: NewFactory(io), JSON: true}
+	renderStatus(g, newPrinter(g), "shop", st)
+	var ev struct {
+		Drift []map[string]string
+		Fix   string
+	}
+	if err := json.Unmarshal(out.Bytes(), &ev); err != nil || len(ev.Drift) != 1 || ev.Drift[0]["release"] != "bbb-12345678" || ev.Fix != st.Fix {
+		t.Errorf("JSON = %s (%v)", out, err)
 	}
 }
