@@ -34,22 +34,32 @@ func checkPlace(ctx context.Context, s *session, h *hostConn, current string, cs
 				ErrOtherEnvironment, project, c.Name, c.WorkingDir, s.l.Releases())
 		}
 	}
-	if current == "" || len(cs) > 0 || project == s.t.App {
-		return nil
+	legacy, err := legacyProject(ctx, s, h, current, cs)
+	if err != nil || !legacy {
+		return err
 	}
-	// The folder has a release but the project runs nothing: the host may run the
-	// environment under the app's name, as before projects were per environment.
+	return fmt.Errorf("%w: this host runs environment %s as compose project %s (named before projects were per environment; %s is its default now): add \"project: %s\" to environments.%s in ship.yaml to keep that name, or remove those containers first (docker compose -p %s down) to start %s beside nothing",
+		ErrOtherEnvironment, env, s.t.App, project, s.t.App, env, s.t.App, project)
+}
+
+// legacyProject reports whether the host runs the environment under the app's own
+// name, as before projects were per environment: the folder has a release, the
+// environment's project (cs) runs nothing, and the app's name runs containers of
+// this folder.
+func legacyProject(ctx context.Context, s *session, h *hostConn, current string, cs []engine.Container) (bool, error) {
+	if current == "" || len(cs) > 0 || s.t.Project() == s.t.App {
+		return false, nil
+	}
 	old, err := h.Containers(ctx, s.t.App)
 	if err != nil {
-		return err
+		return false, err
 	}
 	for _, c := range old {
 		if c.WorkingDir != "" && within(s.l.Releases(), c.WorkingDir) {
-			return fmt.Errorf("%w: this host runs environment %s as compose project %s (named before projects were per environment; %s is its default now): add \"project: %s\" to environments.%s in ship.yaml to keep that name, or remove those containers first (docker compose -p %s down) to start %s beside nothing",
-				ErrOtherEnvironment, env, s.t.App, project, s.t.App, env, s.t.App, project)
+			return true, nil
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // releaseOf is the release whose folder is a container's working directory, when it

@@ -111,6 +111,11 @@ func hostStatus(ctx context.Context, s *session, h *hostConn, st *HostStatus) er
 	if st.Drift, err = drift(s.l, current, p, st.Containers); err != nil {
 		return err
 	}
+	if legacy, err := legacyProject(ctx, s, h, current, st.Containers); err == nil && legacy {
+		st.Drift = []Drift{{Msg: fmt.Sprintf("the host runs environment %s as compose project %s, not %s (named before projects were per environment)", s.t.Env.Name, s.t.App, s.t.Project())}}
+		st.Fix = fmt.Sprintf("add \"project: %s\" to environments.%s in ship.yaml", s.t.App, s.t.Env.Name)
+		return nil
+	}
 	if len(st.Drift) > 0 {
 		st.Fix = fmt.Sprintf("shipctl rollback %s %s (runs the current release again), or shipctl deploy %s", s.t.Env.Name, release.Short(current), s.t.Env.Name)
 	}

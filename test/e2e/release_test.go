@@ -260,6 +260,9 @@ func TestEnvironmentsOnOneHost(t *testing.T) {
 	if n := countProject(s, s.project); n != 0 {
 		t.Errorf("project %s got %d containers", s.project, n)
 	}
+	if r := s.run("status", "e2e"); r.code != 1 || !strings.Contains(r.stdout, `to fix it: add "project: `+s.app+`" to environments.e2e`) {
+		t.Errorf("status of a host that runs the environment as %s: want the override named\n%s", s.app, r)
+	}
 	var raw map[string]any
 	data, _ := os.ReadFile(filepath.Join(s.path, "releases", s.currentName(), "release.json"))
 	if json.Unmarshal(data, &raw) != nil || raw["env"] != "e2e" {
