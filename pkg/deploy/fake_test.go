@@ -64,6 +64,7 @@ type fakeNode struct {
 
 type fakeCtr struct {
 	service, image, hash string
+	dir                  string // the project's working_dir when it was created
 	running              bool
 	exit                 int
 }
@@ -475,7 +476,7 @@ func (h *fakeHost) Up(ctx context.Context, p *types.Project, o engine.UpOptions)
 			}
 			action = "recreate"
 		}
-		c = &fakeCtr{service: name, image: s.Image, hash: hash, running: true}
+		c = &fakeCtr{service: name, image: s.Image, hash: hash, running: true, dir: p.WorkingDir}
 		if code, ok := h.jobExit[name]; ok {
 			c.running, c.exit = false, code
 		}
@@ -528,7 +529,7 @@ func (h *fakeHost) Containers(ctx context.Context, project string) ([]engine.Con
 			if c.running {
 				state = "running"
 			}
-			out = append(out, engine.Container{Name: project + "-" + c.service + "-1", Service: c.service, Image: c.image, State: state, ConfigHash: c.hash, ExitCode: c.exit})
+			out = append(out, engine.Container{Name: project + "-" + c.service + "-1", Service: c.service, Image: c.image, State: state, ConfigHash: c.hash, ExitCode: c.exit, WorkingDir: c.dir})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
