@@ -106,7 +106,10 @@ func hostStatus(ctx context.Context, s *session, h *hostConn, st *HostStatus) er
 	}
 	p, err := readReleaseProject(ctx, store, s.t.Project(), current)
 	if err != nil {
-		return fmt.Errorf("read the current release to compare the containers with it: %w", err)
+		// The rest of the status stands; what runs cannot be told to be current.
+		st.Drift = []Drift{{Msg: fmt.Sprintf("cannot compare the containers with current release %s: %v", release.Short(current), err)}}
+		st.Fix = "shipctl deploy " + s.t.Env.Name
+		return nil
 	}
 	if st.Drift, err = drift(s.l, current, p, st.Containers); err != nil {
 		return err
