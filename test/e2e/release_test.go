@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // The tests of issue 9 items 1, 2 and 7: a release on the host is never rewritten,
@@ -289,4 +291,35 @@ func countProject(s *site, project string) int {
 		s.t.Fatal(err)
 	}
 	return len(cs.Items)
+}
+
+// TestStatusShowsDriftAfterAKilledDeploy: shipctl killed while it waits for the new
+// container to become healthy leaves the host running release B's container with
+// current on A; status says so and names the fix.
+func TestStatusShowsDriftAfterAKilledDeploy(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, siteOptions{})
+	shaA := git(t, s.dir, "rev-parse", "HEAD")
+	s.push(shaA)
+	s.deploy(0, "--untested")
+	nameA := s.currentName()
+	shaB := s.editCompose("slow start", func(c string) string {
+		return strings.Replace(c, "VERSION: ${VERSION:-v1}", "VERSION: v2\n      SLOW_START: 20s", 1)
+	})
+	s.push(shaB)
+
+	p := start(t, s.dir, s.env, "deploy", "e2e", "--untested", "--json")
+	p.waitFor(t, `"msg":"started"`, 2*time.Minute)
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.wait(t)
+	if s.currentName() != nameA {
+		t.Fatalf("current = %s after the kill, want %s", s.currentName(), nameA)
+	}
+	r := s.run("status", "e2e")
+	want := fmt.Sprintf("runs another configuration of web than current release %s (created by release %s)", release.Short(nameA), s.short(shaB))
+	if r.code != 1 || !strings.Contains(r.stdout, want) || !strings.Contains(r.stdout, "to fix it: shipctl rollback e2e "+release.Short(nameA)) {
+		t.Errorf("status after the killed deploy: want exit 1 and %q\n%s", want, r)
+	}
 }
