@@ -323,3 +323,56 @@ func TestStatusShowsDriftAfterAKilledDeploy(t *testing.T) {
 		t.Errorf("status after the killed deploy: want exit 1 and %q\n%s", want, r)
 	}
 }
+
+// TestReleasesNamedBySHAStillWork: a host deployed before names had a hash has its
+// releases as releases/<sha> with a release.json that has no version or environment;
+// status reads it, a new deploy beside it gets the new name, history lists both and a
+// rollback to the old one by a prefix of its sha brings it back.
+func TestReleasesNamedBySHAStillWork(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, siteOptions{})
+	shaA := git(t, s.dir, "rev-parse", "HEAD")
+	s.push(shaA)
+	s.deploy(0, "--untested")
+	// Make it a release of before: named by its sha, release.json without version or env.
+	rels := filepath.Join(s.path, "releases")
+	if err := os.Rename(filepath.Join(rels, s.currentName()), filepath.Join(rels, shaA)); err != nil {
+		t.Fatal(err)
+	}
+	infoFile := filepath.Join(rels, shaA, "release.json")
+	data, err := os.ReadFile(infoFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info map[string]any
+	if err := json.Unmarshal(data, &info); err != nil {
+		t.Fatal(err)
+	}
+	info["sha"] = shaA
+	delete(info, "version")
+	delete(info, "env")
+	data, _ = json.Marshal(info)
+	if err := os.WriteFile(infoFile, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.switchCurrent(shaA)
+	if r := s.run("status", "e2e"); r.code != 0 || !strings.Contains(r.stdout, short(shaA)) || strings.Contains(r.stdout, "drift") {
+		t.Errorf("status of a release named by its sha:\n%s", r)
+	}
+
+	shaB := s.editCompose("version 2", func(c string) string { return strings.Replace(c, "${VERSION:-v1}", "v2", 1) })
+	s.push(shaB)
+	s.deploy(0, "--untested")
+	if !strings.HasPrefix(s.currentName(), shaB+"-") {
+		t.Errorf("the new release is named %s", s.currentName())
+	}
+	if r := s.run("history", "e2e"); r.code != 0 || !strings.Contains(r.stdout, "  "+short(shaA)+" ") || !strings.Contains(r.stdout, "* "+s.short(shaB)) {
+		t.Errorf("history:\n%s", r)
+	}
+	if r := s.run("rollback", "e2e", shaA[:10]); r.code != 0 || s.currentName() != shaA {
+		t.Fatalf("rollback to the release named by its sha (current %s):\n%s", s.currentName(), r)
+	}
+	if web := s.containers()["web"]; !contains(s.inspect(web.ID).Config.Env, "VERSION=v1") {
+		t.Errorf("after the rollback web runs %v", s.inspect(web.ID).Config.Env)
+	}
+}
