@@ -77,6 +77,7 @@ func newSite(t *testing.T, o siteOptions) *site {
 		s.app = s.app[:40]
 	}
 	s.app += "-" + randomHex(3)
+	testenv.Track(t, "project", s.app) // swept after a killed run
 	s.path = filepath.Join(t.TempDir(), "srv", s.app)
 	s.addr = s.sshd.Addr
 	if o.via != nil {
@@ -284,7 +285,7 @@ func (s *site) assertUntouched() {
 }
 
 func (s *site) cleanup() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(time.Minute))
 	defer cancel()
 	if err := engine.New(s.cli).Down(ctx, s.app, engine.DownOptions{Volumes: true}); err != nil {
 		s.t.Logf("clean up %s: %v", s.app, err)
@@ -878,6 +879,7 @@ func startCmd(t *testing.T, dir string, env []string, name string, args ...strin
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout = lockedWriter{&p.mu, &p.stdout}
 	p.cmd.Stderr = lockedWriter{&p.mu, &p.stderr}
+	testenv.Tied(p.cmd) // not left running by a test binary killed at its -timeout
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -905,6 +907,7 @@ func (p *proc) output() (string, string) {
 // waitFor waits until stdout holds s.
 func (p *proc) waitFor(t *testing.T, s string, timeout time.Duration) {
 	t.Helper()
+	timeout = testenv.Scale(timeout)
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		out, _ := p.output()
@@ -926,8 +929,8 @@ func (p *proc) wait(t *testing.T) result {
 	t.Helper()
 	select {
 	case <-p.done:
-	case <-time.After(3 * time.Minute):
-		t.Fatal("shipctl did not finish in 3 minutes")
+	case <-time.After(testenv.Scale(3 * time.Minute)):
+		t.Fatalf("shipctl did not finish in %s", testenv.Scale(3*time.Minute))
 	}
 	code := 0
 	if ee, ok := p.err.(*exec.ExitError); ok {

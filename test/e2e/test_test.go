@@ -18,12 +18,14 @@ import (
 	"github.com/shipdeploy/ship/test/testenv"
 )
 
-// leftovers lists what any test run of the example app left on the engine.
+// leftovers lists what `shipctl test` runs of t's example app (appName) left on the
+// engine; other tests' and other runs' objects are theirs.
 func leftovers(t *testing.T, cli *client.Client) []string {
 	t.Helper()
 	ctx := context.Background()
 	var left []string
-	isTest := func(project string) bool { return strings.HasPrefix(project, "example-test-") }
+	prefix := appName(t) + "-test-"
+	isTest := func(project string) bool { return strings.HasPrefix(project, prefix) }
 	cs, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", "com.docker.compose.project")})
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +59,7 @@ func leftovers(t *testing.T, cli *client.Client) []string {
 	}
 	for _, img := range imgs.Items {
 		for _, tag := range img.RepoTags {
-			if strings.HasPrefix(tag, "example-test-") {
+			if isTest(tag) {
 				left = append(left, "image "+tag)
 			}
 		}
@@ -194,7 +196,7 @@ func TestShipctlTestInterruptCleansUp(t *testing.T) {
 	go func() { done <- cmd.Wait() }()
 	select {
 	case <-done:
-	case <-time.After(2 * time.Minute):
+	case <-time.After(testenv.Scale(2 * time.Minute)):
 		cmd.Process.Kill()
 		t.Fatal("shipctl test did not stop within 2 minutes of Ctrl-C")
 	}

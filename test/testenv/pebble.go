@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -203,7 +204,12 @@ func startProcess(t testing.TB, p *PebbleServer, bin string, env []string, args 
 		t.Fatal(err)
 	}
 	cmd.Stderr = cmd.Stdout
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // killed with a test binary at its -timeout
 	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := trackProc(cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
 		t.Fatal(err)
 	}
 	read := make(chan struct{})
