@@ -47,7 +47,7 @@ func toolContext(t *testing.T, dockerfile string) string {
 func fileIn(t *testing.T, cli *client.Client, ref, path string) (string, bool) {
 	t.Helper()
 	ctx := context.Background()
-	c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: ref, Cmd: []string{"/none"}}})
+	c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: ref, Cmd: []string{"/none"}, Labels: testenv.Labels(t, "image")}})
 	if err != nil {
 		t.Fatalf("create a container of %s: %v", ref, err)
 	}
