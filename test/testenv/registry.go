@@ -74,6 +74,9 @@ func Registry(t testing.TB, opts ...RegistryOption) *RegistryServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.Stop)
+	// The engine's copies of images tagged for it (<addr>/...), swept after a
+	// killed run.
+	Track(t, "registry", r.Addr)
 	return r
 }
 

@@ -74,6 +74,10 @@ func sweepLedger(ctx context.Context, cli *client.Client, path string) bool {
 		return false
 	}
 	owner := strings.TrimSuffix(filepath.Base(path), ".ledger")
+	var last time.Time // the owner's last write: it was alive then
+	if fi, err := f.Stat(); err == nil {
+		last = fi.ModTime()
+	}
 	for _, it := range items {
 		kind, name := it[0], it[1]
 		switch {
@@ -87,6 +91,8 @@ func sweepLedger(ctx context.Context, cli *client.Client, path string) bool {
 		case cli == nil:
 		case kind == "project":
 			removeProject(ctx, cli, owner, name)
+		case kind == "registry":
+			removeRegistryImages(ctx, cli, owner, name, last)
 		case kind == "image":
 			if removeImage(cli, name) == nil {
 				sweptf(owner, "image %s", name)
@@ -135,6 +141,26 @@ func removeProject(ctx context.Context, cli *client.Client, owner, name string) 
 				if removeImage(cli, tag) == nil {
 					sweptf(owner, "image %s", tag)
 				}
+			}
+		}
+	}
+}
+
+// removeRegistryImages removes the images tagged for the registry at addr that were
+// created before the owner's last ledger write: a registry started later on the same
+// port belongs to another test, and its images are newer.
+func removeRegistryImages(ctx context.Context, cli *client.Client, owner, addr string, before time.Time) {
+	imgs, err := cli.ImageList(ctx, client.ImageListOptions{})
+	if err != nil {
+		return
+	}
+	for _, img := range imgs.Items {
+		if !time.Unix(img.Created, 0).Before(before) {
+			continue
+		}
+		for _, tag := range img.RepoTags {
+			if strings.HasPrefix(tag, addr+"/") && removeImage(cli, tag) == nil {
+				sweptf(owner, "image %s", tag)
 			}
 		}
 	}
