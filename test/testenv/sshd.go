@@ -183,7 +183,7 @@ func (s *SSHServer) ClientConfig() *ssh.ClientConfig {
 		User:            s.User,
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(s.UserSigner)},
 		HostKeyCallback: s.HostKeyCallback(),
-		Timeout:         10 * time.Second,
+		Timeout:         Scale(10 * time.Second),
 	}
 }
 
