@@ -270,3 +270,31 @@ func TestVersionAndCompletion(t *testing.T) {
 		t.Errorf("an unknown shell must exit 2: %s", r)
 	}
 }
+
+// TestLeftoversAreTheTestsOwn: the check that `shipctl test` left nothing counts only
+// the test's own app's objects: another run's example-test-* volume, made while the
+// test runs, is not the test's failure, and one of its own app is seen.
+func TestLeftoversAreTheTestsOwn(t *testing.T) {
+	cli := testenv.Docker(t)
+	left := newLeftovers(t, cli)
+	ctx := context.Background()
+	volume := func(project string) string {
+		t.Helper()
+		labels := testenv.Labels(t, "e2e")
+		labels["com.docker.compose.project"] = project
+		v, err := cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: project + "_data", Labels: labels})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cli.VolumeRemove(context.Background(), v.Volume.Name, client.VolumeRemoveOptions{Force: true}) })
+		return v.Volume.Name
+	}
+	volume("example-test-" + randomHex(4)) // another run's
+	if l := left(); len(l) > 0 {
+		t.Errorf("another run's object counts as the test's leftover: %v", l)
+	}
+	own := volume(appName(t) + "-test-" + randomHex(4))
+	if l := left(); len(l) != 1 || l[0] != "volume "+own {
+		t.Errorf("leftovers = %v, want the test's own volume %s", l, own)
+	}
+}
