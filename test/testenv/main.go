@@ -31,7 +31,7 @@ func runMain(m *testing.M, setup []func() error) int {
 		fmt.Fprintln(os.Stderr, "testenv:", err)
 		return 1
 	}
-	dir, err := os.MkdirTemp("", "ship-test-")
+	dir, err := os.MkdirTemp("", "st-") // short: unix sockets live under it
 	if err == nil {
 		err = track("dir", dir)
 	}
