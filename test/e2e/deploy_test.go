@@ -874,12 +874,21 @@ func start(t *testing.T, dir string, env []string, args ...string) *proc {
 // startCmd starts name (shipctl, or a command that runs it) with args.
 func startCmd(t *testing.T, dir string, env []string, name string, args ...string) *proc {
 	t.Helper()
+	return startWith(t, dir, env, nil, name, args...)
+}
+
+// startWith is startCmd with attr, when given, changing the process's attributes.
+func startWith(t *testing.T, dir string, env []string, attr func(*syscall.SysProcAttr), name string, args ...string) *proc {
+	t.Helper()
 	p := &proc{cmd: exec.Command(name, args...), done: make(chan struct{})}
 	p.cmd.Dir = dir
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout = lockedWriter{&p.mu, &p.stdout}
 	p.cmd.Stderr = lockedWriter{&p.mu, &p.stderr}
 	testenv.Tied(p.cmd) // not left running by a test binary killed at its -timeout
+	if attr != nil {
+		attr(p.cmd.SysProcAttr)
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
