@@ -83,8 +83,10 @@ func startSweepChild(t *testing.T, ledgers, tmp string) *sweepChild {
 	}
 	t.Cleanup(func() {
 		stdin.Close()
-		c.cmd.Process.Kill()
-		c.cmd.Wait()
+		if c.cmd.ProcessState == nil {
+			c.cmd.Process.Kill()
+			c.cmd.Wait()
+		}
 		syscall.Kill(c.sleep, syscall.SIGKILL)
 		ctx, cancel := context.WithTimeout(context.Background(), Scale(time.Minute))
 		defer cancel()
@@ -164,6 +166,18 @@ func TestSweep(t *testing.T) {
 	ledgerOf(t, ledgers, live) // the running process's ledger is kept
 	if n := len(ledgerFiles(ledgers)); n != 1 {
 		t.Errorf("%d ledgers after the sweep, want the running process's alone", n)
+	}
+
+	// The running one ends normally: Main removes its folder and its ledger.
+	live.stdin.Close()
+	if err := live.cmd.Wait(); err != nil {
+		t.Fatalf("the child test process: %v", err)
+	}
+	if n := len(ledgerFiles(ledgers)); n != 0 {
+		t.Errorf("%d ledgers after the last test process ended, want none", n)
+	}
+	if dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "st-*")); len(dirs) != 0 {
+		t.Errorf("the test processes' folders are left: %v", dirs)
 	}
 }
 
