@@ -91,6 +91,7 @@ RUN ["/tool", "fail"]
 `)
 	b := New(cli)
 	ref := "ship-test/features:" + cacheID
+	testenv.Track(t, "image", ref) // swept after a killed run
 	t.Cleanup(func() { b.Remove(context.Background(), ref) })
 
 	build := func(greeting string) []Event {
@@ -157,6 +158,7 @@ COPY . /ctx/
 `)
 	b := New(cli)
 	ref := "ship-test/classic:" + randomID()[:8]
+	testenv.Track(t, "image", ref) // swept after a killed run
 	t.Cleanup(func() { b.Remove(context.Background(), ref) })
 	greeting := "classic"
 	var events []Event
