@@ -215,3 +215,33 @@ func TestScaleFactor(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnerGone: an owner is gone only when its ledger is here and nobody holds it;
+// one of another host, or without a ledger here, is never taken for gone.
+func TestOwnerGone(t *testing.T) {
+	dir := t.TempDir()
+	host, _ := os.Hostname()
+	me := safeName(host)
+	write := func(id string) *os.File {
+		f, err := os.Create(filepath.Join(dir, id+".ledger"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	write(me + ".1.ended")
+	held := write(me + ".2.running")
+	if err := syscall.Flock(int(held.Fd()), syscall.LOCK_SH); err != nil {
+		t.Fatal(err)
+	}
+	write("not-" + me + ".3.elsewhere")
+	for id, want := range map[string]bool{
+		me + ".1.ended": true, me + ".2.running": false, "not-" + me + ".3.elsewhere": false,
+		me + ".4.unknown": false, me + ".5/../x": false,
+	} {
+		if got := ownerGone(dir, id); got != want {
+			t.Errorf("ownerGone(%q) = %v, want %v", id, got, want)
+		}
+	}
+}
