@@ -290,6 +290,8 @@ func (s *site) cleanup() {
 	if err := engine.New(s.cli).Down(ctx, s.app, engine.DownOptions{Volumes: true}); err != nil {
 		s.t.Logf("clean up %s: %v", s.app, err)
 	}
+	// And the app's projects of other names (<app>-<env>): whatever the deploy named them.
+	testenv.RemoveProjects(ctx, s.cli, s.app)
 	imgs, err := s.cli.ImageList(ctx, client.ImageListOptions{Filters: make(client.Filters).Add("reference", s.reg.Addr+"/*/*")})
 	if err == nil {
 		for _, img := range imgs.Items {

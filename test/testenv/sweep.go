@@ -120,6 +120,13 @@ func killProc(owner, name string) {
 	}
 }
 
+// RemoveProjects removes the containers, networks, volumes and images of the compose
+// project name and of the projects named name-<something> (an app's per-environment
+// projects): a test's cleanup that does not depend on how the app names its projects.
+func RemoveProjects(ctx context.Context, cli *client.Client, name string) {
+	removeProject(ctx, cli, "", name)
+}
+
 // removeProject removes the containers, networks, volumes and images of the compose
 // project name, or of a project named name-<something> (an app's per-environment
 // projects, shipctl test's <app>-test-<random>).
@@ -237,6 +244,9 @@ func removeObjects(ctx context.Context, cli *client.Client, owner string, filter
 }
 
 func sweptf(owner, format string, a ...any) {
+	if owner == "" {
+		return // a test's own cleanup (RemoveProjects): nothing to report
+	}
 	fmt.Fprintf(os.Stderr, "testenv: swept %s left by the ended test process %s\n", fmt.Sprintf(format, a...), owner)
 }
 
