@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -154,9 +155,13 @@ func removeProject(ctx context.Context, cli *client.Client, owner, name string) 
 }
 
 // removeRegistryImages removes the images tagged for the registry at addr that were
-// created before the owner's last ledger write: a registry started later on the same
-// port belongs to another test, and its images are newer.
+// created before the owner's last ledger write, unless something listens at addr: a
+// registry started later on the same port belongs to another test.
 func removeRegistryImages(ctx context.Context, cli *client.Client, owner, addr string, before time.Time) {
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		return // a registry answers there now: another test's, its images are not ours
+	}
 	imgs, err := cli.ImageList(ctx, client.ImageListOptions{})
 	if err != nil {
 		return
