@@ -786,6 +786,7 @@ func TestBlueGreen(t *testing.T) {
 				t.Fatalf("still pid %d after the handover", old)
 			}
 			successor := st.PID
+			testenv.TrackProcess(t, successor) // swept after a killed run
 			t.Cleanup(func() { killPid(t, successor) })
 			t.Logf("handover to %d took %s", successor, took.Round(time.Millisecond))
 			waitUntil(t, "MAINPID= of the successor", time.Minute, func() error {
