@@ -131,9 +131,11 @@ func (d *daemon) start(fromStore bool) {
 	} else {
 		d.sd.Flush()
 	}
+	testenv.Tied(cmd) // not left running by a test binary killed at its -timeout
 	if err := cmd.Start(); err != nil {
 		d.t.Fatal(err)
 	}
+	testenv.TrackProcess(d.t, cmd.Process.Pid)
 	d.cmd, d.exited = cmd, make(chan struct{})
 	go func() { _ = cmd.Wait(); close(d.exited) }()
 	d.waitReady(cmd.Process.Pid)
@@ -231,8 +233,9 @@ func newApp(t *testing.T) *app {
 	a := &app{t: t, name: "shipdtest-" + hex.EncodeToString(b), path: t.TempDir(), listen: freeAddr(t), cli: cli, eng: engine.New(cli),
 		image: testenv.AppImageRef, pull: "    pull_policy: never\n",
 	}
+	testenv.Track(t, "project", a.name) // swept after a killed run
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(time.Minute))
 		defer cancel()
 		if err := a.eng.Down(ctx, a.name, engine.DownOptions{Volumes: true}); err != nil {
 			t.Errorf("down: %v", err)
@@ -783,6 +786,7 @@ func TestBlueGreen(t *testing.T) {
 				t.Fatalf("still pid %d after the handover", old)
 			}
 			successor := st.PID
+			testenv.TrackProcess(t, successor) // swept after a killed run
 			t.Cleanup(func() { killPid(t, successor) })
 			t.Logf("handover to %d took %s", successor, took.Round(time.Millisecond))
 			waitUntil(t, "MAINPID= of the successor", time.Minute, func() error {

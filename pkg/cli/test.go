@@ -65,6 +65,9 @@ func runTest(ctx context.Context, g *Globals, o *testOptions) error {
 	p := newPrinter(g)
 
 	info, gitErr := vcs.Head(ctx, cfg.Dir)
+	if errors.Is(gitErr, context.Canceled) {
+		return gitErr // Ctrl-C during git: exit 130, nothing started
+	}
 	if gitErr != nil {
 		p.Warn(fmt.Sprintf("%v: the result will not be recorded, so push and deploy will not count it", gitErr))
 	}

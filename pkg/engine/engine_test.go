@@ -46,8 +46,9 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	s := &stack{t: t, cli: cli, eng: engine.New(cli), name: "shiptest-" + hex.EncodeToString(b), dir: t.TempDir()}
+	testenv.Track(t, "project", s.name) // swept after a killed run
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(time.Minute))
 		defer cancel()
 		if err := s.eng.Down(ctx, s.name, engine.DownOptions{Volumes: true}); err != nil {
 			t.Errorf("down: %v", err)

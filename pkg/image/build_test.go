@@ -47,7 +47,7 @@ func toolContext(t *testing.T, dockerfile string) string {
 func fileIn(t *testing.T, cli *client.Client, ref, path string) (string, bool) {
 	t.Helper()
 	ctx := context.Background()
-	c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: ref, Cmd: []string{"/none"}}})
+	c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: ref, Cmd: []string{"/none"}, Labels: testenv.Labels(t, "image")}})
 	if err != nil {
 		t.Fatalf("create a container of %s: %v", ref, err)
 	}
@@ -91,6 +91,7 @@ RUN ["/tool", "fail"]
 `)
 	b := New(cli)
 	ref := "ship-test/features:" + cacheID
+	testenv.Track(t, "image", ref) // swept after a killed run
 	t.Cleanup(func() { b.Remove(context.Background(), ref) })
 
 	build := func(greeting string) []Event {
@@ -157,6 +158,7 @@ COPY . /ctx/
 `)
 	b := New(cli)
 	ref := "ship-test/classic:" + randomID()[:8]
+	testenv.Track(t, "image", ref) // swept after a killed run
 	t.Cleanup(func() { b.Remove(context.Background(), ref) })
 	greeting := "classic"
 	var events []Event

@@ -59,10 +59,14 @@ func (e *events) String() string {
 	return b.String()
 }
 
+// app is the app's name in these tests, this process's own: its test projects are
+// app-test-<random>, swept by that name after a killed run.
+var app = fmt.Sprintf("testrun-%d", os.Getpid())
+
 // options run the example app's test stack in dir, environ added to the process's.
 func options(dir string, ev *events, environ ...string) testrun.Options {
 	return testrun.Options{
-		Dir: dir, File: "docker-compose.test.yml", Service: "test", App: "testrun",
+		Dir: dir, File: "docker-compose.test.yml", Service: "test", App: app,
 		Environ: append(os.Environ(), environ...), Progress: ev.add,
 	}
 }
@@ -72,6 +76,7 @@ func options(dir string, ev *events, environ ...string) testrun.Options {
 // Each run has a project name of its own, and must leave nothing behind.
 func TestRun(t *testing.T) {
 	api := testenv.Docker(t) // skips (fails in CI) without an engine
+	testenv.Track(t, "project", app)
 	dir := testenv.ExampleRepo(t, nil)
 
 	t.Run("passes", func(t *testing.T) {
@@ -80,8 +85,8 @@ func TestRun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Run: %v\nevents:\n%s", err, ev)
 		}
-		if res.ExitCode != 0 || !strings.HasPrefix(res.Project, "testrun-test-") || res.Duration <= 0 {
-			t.Errorf("result %+v, want exit 0 of a testrun-test-* project", res)
+		if res.ExitCode != 0 || !strings.HasPrefix(res.Project, app+"-test-") || res.Duration <= 0 {
+			t.Errorf("result %+v, want exit 0 of an %s-test-* project", res, app)
 		}
 		for _, want := range []struct{ kind, service, msg string }{
 			{"build", "web", "building " + res.Project + "/"},

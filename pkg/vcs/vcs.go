@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // ErrNotRepo means the folder is not inside a git checkout.
@@ -48,7 +49,7 @@ func (i Info) Short() string {
 // Head reads the checkout that holds dir.
 func Head(ctx context.Context, dir string) (Info, error) {
 	top, err := git(ctx, dir, "rev-parse", "--show-toplevel")
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 		return Info{}, err
 	}
 	if err != nil {
@@ -61,7 +62,7 @@ func Head(ctx context.Context, dir string) (Info, error) {
 	}
 	info.GitDir = strings.TrimSpace(gitDir)
 	sha, err := git(ctx, dir, "rev-parse", "--verify", "HEAD^{commit}")
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 		return Info{}, err
 	}
 	if err != nil {
@@ -116,7 +117,7 @@ func Commit(ctx context.Context, dir, rev string) (sha, subject string, err erro
 		return "", "", fmt.Errorf("--sha %q: not a commit", rev)
 	}
 	out, err := git(ctx, dir, "rev-parse", "--verify", "--quiet", rev+"^{commit}")
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 		return "", "", err
 	}
 	if err != nil {
@@ -186,7 +187,23 @@ func git(ctx context.Context, dir string, args ...string) (string, error) {
 			// "signal: killed".
 			return "", fmt.Errorf("git %s: %w", strings.Join(args, " "), ctx.Err())
 		}
+		if interrupted(err) {
+			// Ctrl-C in a terminal reaches git too (one process group), often
+			// before shipctl has cancelled its context: that is the user's
+			// cancellation as well (exit 130), not a failure of git.
+			return "", fmt.Errorf("git %s: interrupted: %w", strings.Join(args, " "), context.Canceled)
+		}
 		return "", fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return out.String(), nil
+}
+
+// interrupted reports whether err is a process's death by SIGINT or SIGTERM.
+func interrupted(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && (ws.Signal() == syscall.SIGINT || ws.Signal() == syscall.SIGTERM)
 }

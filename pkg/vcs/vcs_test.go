@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -89,5 +90,26 @@ func TestHeadCancelled(t *testing.T) {
 	err = <-done
 	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrNotRepo) {
 		t.Fatalf("Head cancelled during git = %v, want context.Canceled", err)
+	}
+}
+
+// TestHeadInterruptedByTerminal: Ctrl-C in a terminal signals git too (it shares
+// shipctl's process group) and git may die of it before shipctl has cancelled its
+// context. That is the user's cancellation (exit 130), not "signal: interrupt".
+func TestHeadInterruptedByTerminal(t *testing.T) {
+	bin := t.TempDir()
+	// A git that dies of SIGINT, as it does when Ctrl-C reaches its process group.
+	script := "#!/bin/sh\nkill -INT $$\nsleep 5\n"
+	if err := os.WriteFile(filepath.Join(bin, "git"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+
+	_, err := Head(context.Background(), t.TempDir())
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrNotRepo) {
+		t.Fatalf("Head with git killed by Ctrl-C = %v, want context.Canceled", err)
+	}
+	if strings.Contains(err.Error(), "signal:") {
+		t.Errorf("the error names git's death, not the interruption: %v", err)
 	}
 }

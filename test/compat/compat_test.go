@@ -151,8 +151,9 @@ func (c *compatRun) compose(project string, args ...string) {
 // cleanup removes project when the test ends: each tool's own down, then whatever
 // is left by label; nothing of it may remain.
 func (c *compatRun) cleanup(project string) {
+	testenv.Track(c.t, "project", project) // swept after a killed run
 	c.t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(2*time.Minute))
 		defer cancel()
 		if err := c.eng.Down(ctx, project, engine.DownOptions{Volumes: true}); err != nil {
 			c.t.Errorf("down %s: %v", project, err)

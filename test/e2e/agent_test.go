@@ -107,7 +107,7 @@ func (s *agentSite) version(v string, env ...string) string {
 // served is the VERSION that answers on shipd's route.
 func (s *agentSite) served() string {
 	s.t.Helper()
-	c := &http.Client{Timeout: 3 * time.Second}
+	c := &http.Client{Timeout: testenv.Scale(3 * time.Second)}
 	resp, err := c.Get("http://" + s.listen + "/version")
 	if err != nil {
 		s.t.Fatalf("GET /version through shipd: %v", err)
@@ -190,14 +190,16 @@ func (d *shipd) start() {
 	if len(files) > 0 {
 		cmd.Env = append(cmd.Env, fmt.Sprintf("LISTEN_FDS=%d", len(files)), "LISTEN_FDNAMES="+strings.Join(names, ":"))
 	}
+	testenv.Tied(cmd)
 	if err := cmd.Start(); err != nil {
 		d.t.Fatal(err)
 	}
+	testenv.TrackProcess(d.t, cmd.Process.Pid)
 	d.cmd, d.exited = cmd, make(chan struct{})
 	go func() { _ = cmd.Wait(); close(d.exited) }()
 	c := agentapi.NewClient(agentapi.UnixDialer(d.sock))
 	defer c.Close()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.Scale(30 * time.Second)); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		st, err := c.Status(ctx)
 		cancel()

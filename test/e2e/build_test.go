@@ -108,6 +108,9 @@ func baseLabel(t *testing.T, cli *client.Client, ref string) string {
 
 func removeImages(t *testing.T, cli *client.Client, refs ...string) {
 	t.Helper()
+	for _, ref := range refs {
+		testenv.Track(t, "image", ref) // swept after a killed run
+	}
 	t.Cleanup(func() {
 		for _, ref := range refs {
 			cli.ImageRemove(context.Background(), ref, client.ImageRemoveOptions{Force: true})

@@ -81,6 +81,7 @@ func newSite(t *testing.T, o siteOptions) *site {
 	}
 	s.app += "-" + randomHex(3)
 	s.project = s.app + "-e2e"
+	testenv.Track(t, "project", s.app) // swept after a killed run (<app> and <app>-*)
 	s.path = filepath.Join(t.TempDir(), "srv", s.app)
 	s.addr = s.sshd.Addr
 	if o.via != nil {
@@ -318,11 +319,13 @@ func (s *site) assertUntouched() {
 }
 
 func (s *site) cleanup() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(time.Minute))
 	defer cancel()
 	if err := engine.New(s.cli).Down(ctx, s.project, engine.DownOptions{Volumes: true}); err != nil {
 		s.t.Logf("clean up %s: %v", s.project, err)
 	}
+	// And the app's projects of other names (<app>-<env>): whatever the deploy named them.
+	testenv.RemoveProjects(ctx, s.cli, s.app)
 	imgs, err := s.cli.ImageList(ctx, client.ImageListOptions{Filters: make(client.Filters).Add("reference", s.reg.Addr+"/*/*")})
 	if err == nil {
 		for _, img := range imgs.Items {
@@ -907,11 +910,21 @@ func start(t *testing.T, dir string, env []string, args ...string) *proc {
 // startCmd starts name (shipctl, or a command that runs it) with args.
 func startCmd(t *testing.T, dir string, env []string, name string, args ...string) *proc {
 	t.Helper()
+	return startWith(t, dir, env, nil, name, args...)
+}
+
+// startWith is startCmd with attr, when given, changing the process's attributes.
+func startWith(t *testing.T, dir string, env []string, attr func(*syscall.SysProcAttr), name string, args ...string) *proc {
+	t.Helper()
 	p := &proc{cmd: exec.Command(name, args...), done: make(chan struct{})}
 	p.cmd.Dir = dir
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout = lockedWriter{&p.mu, &p.stdout}
 	p.cmd.Stderr = lockedWriter{&p.mu, &p.stderr}
+	testenv.Tied(p.cmd) // not left running by a test binary killed at its -timeout
+	if attr != nil {
+		attr(p.cmd.SysProcAttr)
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -939,6 +952,7 @@ func (p *proc) output() (string, string) {
 // waitFor waits until stdout holds s.
 func (p *proc) waitFor(t *testing.T, s string, timeout time.Duration) {
 	t.Helper()
+	timeout = testenv.Scale(timeout)
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		out, _ := p.output()
@@ -960,8 +974,8 @@ func (p *proc) wait(t *testing.T) result {
 	t.Helper()
 	select {
 	case <-p.done:
-	case <-time.After(3 * time.Minute):
-		t.Fatal("shipctl did not finish in 3 minutes")
+	case <-time.After(testenv.Scale(3 * time.Minute)):
+		t.Fatalf("shipctl did not finish in %s", testenv.Scale(3*time.Minute))
 	}
 	code := 0
 	if ee, ok := p.err.(*exec.ExitError); ok {

@@ -5,6 +5,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,20 +20,17 @@ import (
 
 var shipctl string
 
+// TestMain builds shipctl into the run's own temporary folder; testenv.Main sweeps
+// what killed runs left and removes the folder at the end.
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ship-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	shipctl = filepath.Join(dir, "shipctl")
-	if err := testenv.Build(shipctl, "./cmd/shipctl"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testenv.Main(m, func() error {
+		dir, err := os.MkdirTemp("", "ship-e2e-")
+		if err != nil {
+			return err
+		}
+		shipctl = filepath.Join(dir, "shipctl")
+		return testenv.Build(shipctl, "./cmd/shipctl")
+	})
 }
 
 // result is what a user sees of one shipctl run.
@@ -48,9 +47,9 @@ func (r result) String() string {
 // run runs shipctl in dir with extra environment variables.
 func run(t *testing.T, dir string, env []string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(5*time.Minute))
 	defer cancel()
-	cmd := exec.CommandContext(ctx, shipctl, args...)
+	cmd := testenv.Tied(exec.CommandContext(ctx, shipctl, args...))
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
@@ -65,10 +64,35 @@ func run(t *testing.T, dir string, env []string, args ...string) result {
 	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
 }
 
-// exampleRepo is the example app in a git checkout of its own.
+// exampleRepo is the example app in a git checkout of its own, named appName(t) in
+// its ship.yaml: what its runs create on the engine is this test's alone.
 func exampleRepo(t *testing.T) string {
 	t.Helper()
-	return testenv.ExampleRepo(t, nil)
+	app := appName(t)
+	testenv.Track(t, "project", app) // its test projects, swept after a killed run
+	return testenv.ExampleRepo(t, func(rel string, data []byte) []byte {
+		if rel != "ship.yaml" {
+			return data
+		}
+		named := bytes.Replace(data, []byte("\napp: example\n"), []byte("\napp: "+app+"\n"), 1)
+		if bytes.Equal(named, data) {
+			t.Fatal("fixture: examples/ship.yaml has no line \"app: example\"")
+		}
+		return named
+	})
+}
+
+// appName is the example app's name in t's checkouts: "example-" and a hash of the
+// test's name and its process (testenv.Owner), unique among the tests of every run on
+// this engine, concurrent ones too.
+func appName(t *testing.T) string {
+	t.Helper()
+	owner, err := testenv.Owner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(owner + "\x00" + t.Name()))
+	return "example-" + hex.EncodeToString(sum[:4])
 }
 
 func git(t *testing.T, dir string, args ...string) string {

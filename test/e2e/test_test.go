@@ -18,12 +18,14 @@ import (
 	"github.com/shipdeploy/ship/test/testenv"
 )
 
-// leftovers lists what any test run of the example app left on the engine.
+// leftovers lists what `shipctl test` runs of t's example app (appName) left on the
+// engine; other tests' and other runs' objects are theirs.
 func leftovers(t *testing.T, cli *client.Client) []string {
 	t.Helper()
 	ctx := context.Background()
 	var left []string
-	isTest := func(project string) bool { return strings.HasPrefix(project, "example-test-") }
+	prefix := appName(t) + "-test-"
+	isTest := func(project string) bool { return strings.HasPrefix(project, prefix) }
 	cs, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", "com.docker.compose.project")})
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +59,7 @@ func leftovers(t *testing.T, cli *client.Client) []string {
 	}
 	for _, img := range imgs.Items {
 		for _, tag := range img.RepoTags {
-			if strings.HasPrefix(tag, "example-test-") {
+			if isTest(tag) {
 				left = append(left, "image "+tag)
 			}
 		}
@@ -194,7 +196,7 @@ func TestShipctlTestInterruptCleansUp(t *testing.T) {
 	go func() { done <- cmd.Wait() }()
 	select {
 	case <-done:
-	case <-time.After(2 * time.Minute):
+	case <-time.After(testenv.Scale(2 * time.Minute)):
 		cmd.Process.Kill()
 		t.Fatal("shipctl test did not stop within 2 minutes of Ctrl-C")
 	}
@@ -266,5 +268,33 @@ func TestVersionAndCompletion(t *testing.T) {
 	r = run(t, t.TempDir(), nil, "completion", "tcsh")
 	if r.code != 2 {
 		t.Errorf("an unknown shell must exit 2: %s", r)
+	}
+}
+
+// TestLeftoversAreTheTestsOwn: the check that `shipctl test` left nothing counts only
+// the test's own app's objects: another run's example-test-* volume, made while the
+// test runs, is not the test's failure, and one of its own app is seen.
+func TestLeftoversAreTheTestsOwn(t *testing.T) {
+	cli := testenv.Docker(t)
+	left := newLeftovers(t, cli)
+	ctx := context.Background()
+	volume := func(project string) string {
+		t.Helper()
+		labels := testenv.Labels(t, "e2e")
+		labels["com.docker.compose.project"] = project
+		v, err := cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: project + "_data", Labels: labels})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cli.VolumeRemove(context.Background(), v.Volume.Name, client.VolumeRemoveOptions{Force: true}) })
+		return v.Volume.Name
+	}
+	volume("example-test-" + randomHex(4)) // another run's
+	if l := left(); len(l) > 0 {
+		t.Errorf("another run's object counts as the test's leftover: %v", l)
+	}
+	own := volume(appName(t) + "-test-" + randomHex(4))
+	if l := left(); len(l) != 1 || l[0] != "volume "+own {
+		t.Errorf("leftovers = %v, want the test's own volume %s", l, own)
 	}
 }

@@ -30,7 +30,7 @@ const BaseMarkerLabel = "dev.ship.test.base"
 func BaseImage(t testing.TB, cli *client.Client, reg *RegistryServer, name string, marker string) string {
 	t.Helper()
 	ref := reg.Addr + "/" + name + ":latest"
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), Scale(2*time.Minute))
 	defer cancel()
 
 	layer, err := baseLayer(marker)
@@ -85,7 +85,7 @@ func baseLayer(marker string) (io.Reader, error) {
 
 // removeImage removes ref from the engine; an image that is not there is no error.
 func removeImage(cli *client.Client, ref string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Scale(30*time.Second))
 	defer cancel()
 	_, err := cli.ImageRemove(ctx, ref, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	if err != nil && !cerrdefs.IsNotFound(err) {

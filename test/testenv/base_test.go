@@ -67,7 +67,7 @@ func TestBaseImage(t *testing.T) {
 func markerIn(t *testing.T, cli *client.Client, ref string) string {
 	t.Helper()
 	ctx := context.Background()
-	c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: ref, Cmd: []string{"/none"}}})
+	c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: ref, Cmd: []string{"/none"}, Labels: Labels(t, "testenv")}})
 	if err != nil {
 		t.Fatalf("create a container of %s: %v", ref, err)
 	}

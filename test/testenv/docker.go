@@ -26,13 +26,14 @@ func Docker(t testing.TB) *client.Client {
 		Missing(t, "a Docker engine", err.Error())
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Scale(10*time.Second))
 	defer cancel()
 	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		cli.Close()
 		Missing(t, "a Docker engine", "start dockerd, or set DOCKER_HOST: "+err.Error())
 		return nil
 	}
+	Sweep(cli) // once per process: what killed runs left
 	t.Cleanup(func() { cli.Close() })
 	return cli
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -203,7 +204,12 @@ func startProcess(t testing.TB, p *PebbleServer, bin string, env []string, args 
 		t.Fatal(err)
 	}
 	cmd.Stderr = cmd.Stdout
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // killed with a test binary at its -timeout
 	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := trackProc(cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
 		t.Fatal(err)
 	}
 	read := make(chan struct{})
@@ -231,7 +237,7 @@ func startProcess(t testing.TB, p *PebbleServer, bin string, env []string, args 
 // nothing new for a minute.
 func waitHTTP(t testing.TB, p *PebbleServer, cl *http.Client, url, what string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), Scale(2*time.Minute))
 	defer cancel()
 	for {
 		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
@@ -278,7 +284,7 @@ func freeAddrs(t testing.TB, n int) []string {
 // waitTCP waits until addr accepts a TCP connection.
 func waitTCP(t testing.TB, p *PebbleServer, addr, what string) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
+	deadline := time.Now().Add(Scale(2 * time.Minute))
 	for {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {

@@ -74,6 +74,9 @@ func Registry(t testing.TB, opts ...RegistryOption) *RegistryServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.Stop)
+	// The engine's copies of images tagged for it (<addr>/...), swept after a
+	// killed run.
+	Track(t, "registry", r.Addr)
 	return r
 }
 
@@ -201,7 +204,7 @@ func (r *RegistryServer) HasManifest(t testing.TB, repo, tag string) bool {
 	if r.User != "" {
 		req.SetBasicAuth(r.User, r.Password)
 	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	resp, err := (&http.Client{Timeout: Scale(10 * time.Second)}).Do(req)
 	if err != nil {
 		t.Fatalf("registry: HEAD %s: %v", url, err)
 	}
@@ -254,7 +257,7 @@ func (r *RegistryServer) Push(t testing.TB, cli *client.Client, ref string) {
 	if !strings.HasPrefix(ref, r.Addr+"/") {
 		t.Fatalf("push %s: not an image of the registry %s", ref, r.Addr)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), Scale(2*time.Minute))
 	defer cancel()
 	if err := PushImage(ctx, cli, ref, r.RegistryAuth()); err != nil {
 		t.Fatal(err)

@@ -92,6 +92,7 @@ func SSHDOn(t testing.TB, addr string, opts ...SSHDOption) *SSHServer {
 		Missing(t, "OpenSSH sshd", "run scripts/install-deps.sh (apt-get install openssh-server)")
 		return nil
 	}
+	Sweep(nil)
 	host, port := addr, 0
 	if h, p, err := net.SplitHostPort(addr); err == nil {
 		host = h
@@ -182,7 +183,7 @@ func (s *SSHServer) ClientConfig() *ssh.ClientConfig {
 		User:            s.User,
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(s.UserSigner)},
 		HostKeyCallback: s.HostKeyCallback(),
-		Timeout:         10 * time.Second,
+		Timeout:         Scale(10 * time.Second),
 	}
 }
 
@@ -274,9 +275,15 @@ func (s *SSHServer) start(t testing.TB, hostKeyFile string) error {
 	p.cmd.Stdout = s.log
 	p.cmd.Stderr = s.log
 	// Left in the test's process group on purpose: a Ctrl-C on `go test`, which
-	// runs no cleanups, still takes sshd down with it.
+	// runs no cleanups, still takes sshd down with it. A test binary killed at its
+	// -timeout takes it down too (Pdeathsig); the ledger is the backstop (Sweep).
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
 		return fmt.Errorf("start sshd: %w", err)
+	}
+	if err := trackProc(p.cmd.Process.Pid); err != nil {
+		_ = p.cmd.Process.Kill()
+		return fmt.Errorf("sshd: %w", err)
 	}
 	s.proc = p
 	go func() {
@@ -284,7 +291,7 @@ func (s *SSHServer) start(t testing.TB, hostKeyFile string) error {
 		close(p.done)
 	}()
 	// A backstop, not a window: waitBanner returns as soon as sshd answers or exits.
-	if err := waitBanner(s.Addr, p, time.Minute); err != nil {
+	if err := waitBanner(s.Addr, p, Scale(time.Minute)); err != nil {
 		s.stop()
 		return fmt.Errorf("sshd on %s: %w", s.Addr, err)
 	}
@@ -334,7 +341,7 @@ func (s *SSHServer) stop() {
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-p.done:
-		case <-time.After(5 * time.Second):
+		case <-time.After(Scale(5 * time.Second)):
 			_ = p.cmd.Process.Kill()
 			<-p.done
 		}
@@ -373,7 +380,7 @@ func readBanner(addr string) (string, error) {
 	defer c.Close()
 	// sshd sends its banner once it has forked for the connection, which a loaded
 	// machine can take a while to do.
-	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(Scale(30 * time.Second)))
 	buf := make([]byte, 256)
 	n, err := c.Read(buf)
 	if n == 0 {

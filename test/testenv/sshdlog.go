@@ -23,7 +23,7 @@ const logWaitLimit = time.Minute
 // context ends or no such line comes within a minute.
 func (s *SSHServer) WaitLog(t testing.TB, from int, match func(line string) bool) string {
 	t.Helper()
-	limit := time.NewTimer(logWaitLimit)
+	limit := time.NewTimer(Scale(logWaitLimit))
 	defer limit.Stop()
 	for {
 		text, grew := s.log.snapshot()
@@ -49,7 +49,7 @@ func (s *SSHServer) WaitLog(t testing.TB, from int, match func(line string) bool
 		case <-t.Context().Done():
 			t.Fatalf("sshd on %s: the test ended before the line came; sshd logged:\n%s", s.Addr, rest)
 		case <-limit.C:
-			t.Fatalf("sshd on %s: no such line within %s; sshd logged:\n%s", s.Addr, logWaitLimit, rest)
+			t.Fatalf("sshd on %s: no such line within %s; sshd logged:\n%s", s.Addr, Scale(logWaitLimit), rest)
 		}
 	}
 }

@@ -5,6 +5,12 @@
 //
 // In CI (CI=true) a missing part fails the test; elsewhere the test is skipped with a
 // message that says how to get the part.
+//
+// Tests leave nothing behind and share the engine with concurrent runs: a package's
+// TestMain calls Main (a temporary folder per process, removed at the end); what a test
+// creates is named uniquely and removed with t.Cleanup, and is labelled (Labels) or
+// written in the process's ledger (Track, TrackProcess), so that Sweep removes what a
+// killed run left, never what a running one owns. Time limits go through Scale.
 package testenv
 
 import (
