@@ -128,7 +128,7 @@ bench-deploy: deps
 # a deploy, BENCH_GAP_RATE requests a second). BENCH_DEPLOYS=n deploys per rate, BENCH_MAX_RATE caps the search.
 .PHONY: bench-zerodowntime
 bench-zerodowntime:
-	$(GO) test -run '^$$' -bench '^Benchmark(ZeroDowntime|AgentlessGap)$$' -benchtime 1x -count 1 -timeout 20m ./test/bench
+	$(GO) test -run '^$$' -bench '^Benchmark(ZeroDowntime|AgentlessGap|ShipdDeployTime)$$' -benchtime 1x -count 1 -timeout 20m ./test/bench
 
 # The demo's registry process (test/cmd/registry); the deploy benchmark builds its own.
 registry:

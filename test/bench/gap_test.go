@@ -20,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/client"
+
+	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/test/testenv"
 )
@@ -90,4 +93,71 @@ func BenchmarkAgentlessGap(b *testing.B) {
 	b.ReportMetric(float64(slices.Max(gaps).Milliseconds()), "max-gap-ms")
 	b.ReportMetric(float64(med(gaps).Milliseconds()), "median-gap-ms")
 	b.ReportMetric(float64(med(took).Milliseconds()), "median-deploy-ms")
+}
+
+// BenchmarkShipdDeployTime is the wall time of deploys through shipd as its client
+// sees it (request to result), for a routed service replaced blue-green with a drain
+// of 2s (issue 13, item 5): BENCH_DEPLOYS deploys (default 5), their median and max.
+//
+//	go test -run '^$' -bench '^BenchmarkShipdDeployTime$' -benchtime 1x -timeout 20m ./test/bench
+func BenchmarkShipdDeployTime(b *testing.B) {
+	deploys := envInt(b, "BENCH_DEPLOYS", 5)
+	cli := testenv.Docker(b)
+	testenv.AppImage(b, cli)
+	sd := zdStartShipd(b)
+	app := zdApp(b, cli, "zdtime")
+	n := 0
+	var tail time.Duration // from the route's switch to the result
+	deploy := func() (time.Duration, error) {
+		n++
+		sha := fmt.Sprintf("t%d", n)
+		app.write(sha, fmt.Sprintf("    x-ship: {port: 8080, listen: %q, health: /up, drain: 2s}\n", app.listen))
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		start := time.Now()
+		var switched time.Time
+		_, err := sd.client.Deploy(ctx, agentapi.DeployRequest{App: app.name, Path: app.path, SHA: sha, Origin: agentapi.Origin{Who: "bench"}}, func(e agentapi.Event) {
+			if e.Step == agentapi.StepSwitch && strings.Contains(e.Msg, "now routes to") {
+				switched = time.Now()
+			}
+		})
+		if !switched.IsZero() {
+			tail = time.Since(switched)
+		}
+		return time.Since(start), err
+	}
+	if _, err := deploy(); err != nil {
+		b.Fatalf("first deploy through shipd: %v\n%s", err, sd.log())
+	}
+	b.ResetTimer()
+	var took, tails []time.Duration
+	// One container left: the replaced one is gone (not timed), as between two
+	// deploys of a real app.
+	settled := func() {
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			res, err := cli.ContainerList(context.Background(), client.ContainerListOptions{All: true,
+				Filters: make(client.Filters).Add("label", "com.docker.compose.project="+app.name)})
+			if err == nil && len(res.Items) == 1 {
+				return
+			}
+		}
+		b.Fatal("the replaced container is still there after a minute")
+	}
+	for i := range deploys {
+		settled()
+		loadavg, _ := os.ReadFile("/proc/loadavg")
+		d, err := deploy()
+		if err != nil {
+			b.Fatalf("deploy %d: %v\n%s", i+1, err, sd.log())
+		}
+		took, tails = append(took, d), append(tails, tail)
+		fmt.Printf("  shipd deploy %d: %s (switch to result %s); load %s\n", i+1, ms(d), ms(tail), strings.Join(strings.Fields(string(loadavg))[:3], " "))
+	}
+	b.StopTimer()
+	s := slices.Clone(took)
+	slices.Sort(s)
+	t := slices.Clone(tails)
+	slices.Sort(t)
+	fmt.Printf("shipd deploy wall time: median %s, max %s; from the switch to the result: median %s (%d deploys, drain 2s)\n", ms(s[len(s)/2]), ms(s[len(s)-1]), ms(t[len(t)/2]), deploys)
+	b.ReportMetric(float64(s[len(s)/2].Milliseconds()), "median-deploy-ms")
 }
