@@ -234,3 +234,41 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return data
 }
+
+// TestDeployAgentlessWaitsForHealthPath (issue 10, item 4; issue 13, item 4): without
+// shipd, x-ship.health is waited for before the deploy reports success. The release's
+// image health check is off and the app takes 3s before it listens: once shipctl has
+// said "deployed", the app answers on its published port at once.
+func TestDeployAgentlessWaitsForHealthPath(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, siteOptions{})
+	sha := s.editCompose("slow start, no HEALTHCHECK", func(c string) string {
+		c = strings.Replace(c, "VERSION: ${VERSION:-v1}", "VERSION: ${VERSION:-v1}\n      SLOW_START: 3s", 1)
+		return strings.Replace(c, `    healthcheck:
+      test: ["CMD", "/app", "health"]
+      interval: 1s
+      timeout: 2s
+      retries: 3
+      start_period: 10s
+`, "    healthcheck:\n      disable: true\n", 1)
+	})
+	s.push(sha)
+	r := s.deploy(0, "--untested")
+	var port string
+	for _, l := range strings.Split(string(mustRead(t, filepath.Join(s.dir, ".env.e2e"))), "\n") {
+		if v, ok := strings.CutPrefix(l, "WEB_PORT="); ok {
+			port = v
+		}
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://127.0.0.1:" + port + "/up")
+	if err != nil {
+		t.Fatalf("shipctl said deployed, but the app does not answer: %v\n%s", err, r)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /up right after the deploy: %s", resp.Status)
+	}
+	if !strings.Contains(r.stdout, "GET /up answered 200") {
+		t.Errorf("the output does not say that x-ship.health was checked:\n%s", r)
+	}
+}
