@@ -262,15 +262,21 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 	}
 
 	r.rep.event(s.Name, oldName, "recreate", why)
-	inspect, err := e.inspect(ctx, old.ID)
+	return r.recreate(ctx, in, old.ID, oldName, c.name, img)
+}
+
+// recreate replaces the service's container oldID. The new container is created
+// beside the old one, under a temporary name, and started the moment the old one has
+// stopped (replace): never two copies of a service running on its volumes and ports,
+// and the gap is a stop and a start.
+func (r *run) recreate(ctx context.Context, in createInput, oldID, oldName, name string, img image.InspectResponse) (target, error) {
+	e := r.e
+	inspect, err := e.inspect(ctx, oldID)
 	if err != nil {
 		return target{}, fmt.Errorf("inspect container %s: %w", oldName, err)
 	}
-	in.inherit = anonymousVolumes(s, inspect, img)
-	// The new container is created beside the old one, under a temporary name, and
-	// started the moment the old one has stopped: never two copies of a service
-	// running on its volumes and ports, and the gap is a stop and a start.
-	nc, err := r.createOnly(ctx, in, tempName(old.ID, c.name))
+	in.inherit = anonymousVolumes(in.service, inspect, img)
+	nc, err := r.createOnly(ctx, in, tempName(oldID, name))
 	if err != nil {
 		return target{}, err
 	}
@@ -280,7 +286,7 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 		_, _ = e.api.ContainerRemove(own, nc.id, client.ContainerRemoveOptions{Force: true})
 		return target{}, err
 	}
-	return r.replace(ctx, old.ID, oldName, stopTimeout(inspect), nc, c.name)
+	return r.replace(ctx, oldID, oldName, stopTimeout(inspect), nc, name)
 }
 
 // replace stops the old container, starts the new one (created by createOnly), removes

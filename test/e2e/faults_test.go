@@ -209,13 +209,7 @@ func TestDeployCtrlCWhileStopping(t *testing.T) {
 		t.Fatalf("want exit 130 (cancelled, previous release back) or 5 (restore failed):\n%s", r)
 	}
 	if r.code == 130 {
-		var port string
-		for _, l := range strings.Split(string(mustRead(t, filepath.Join(s.dir, ".env.e2e"))), "\n") {
-			if v, ok := strings.CutPrefix(l, "WEB_PORT="); ok {
-				port = v
-			}
-		}
-		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://127.0.0.1:" + port + "/version")
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://127.0.0.1:" + s.webPort() + "/version")
 		if err != nil {
 			t.Fatalf("the restored app does not answer: %v", err)
 		}
@@ -226,13 +220,20 @@ func TestDeployCtrlCWhileStopping(t *testing.T) {
 	}
 }
 
-func mustRead(t *testing.T, path string) []byte {
-	t.Helper()
-	data, err := os.ReadFile(path)
+// webPort is the host port the app's web publishes (WEB_PORT of .env.e2e).
+func (s *site) webPort() string {
+	s.t.Helper()
+	data, err := os.ReadFile(filepath.Join(s.dir, ".env.e2e"))
 	if err != nil {
-		t.Fatal(err)
+		s.t.Fatal(err)
 	}
-	return data
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "WEB_PORT="); ok {
+			return v
+		}
+	}
+	s.t.Fatal("no WEB_PORT in .env.e2e")
+	return ""
 }
 
 // TestDeployAgentlessWaitsForHealthPath (issue 10, item 4; issue 13, item 4): without
@@ -254,13 +255,7 @@ func TestDeployAgentlessWaitsForHealthPath(t *testing.T) {
 	})
 	s.push(sha)
 	r := s.deploy(0, "--untested")
-	var port string
-	for _, l := range strings.Split(string(mustRead(t, filepath.Join(s.dir, ".env.e2e"))), "\n") {
-		if v, ok := strings.CutPrefix(l, "WEB_PORT="); ok {
-			port = v
-		}
-	}
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://127.0.0.1:" + port + "/up")
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://127.0.0.1:" + s.webPort() + "/up")
 	if err != nil {
 		t.Fatalf("shipctl said deployed, but the app does not answer: %v\n%s", err, r)
 	}
