@@ -82,6 +82,9 @@ type agent struct {
 	routes  map[string]*liveRoute
 	// listeners bound before the routes exist (at start), by listen address.
 	early map[string]net.Listener
+	// retiring holds, by app, the drains and removals of replaced containers that a
+	// run left going in the background (*sync.WaitGroup; see swap.retire).
+	retiring sync.Map
 }
 
 // Run is `shipd run`: it serves until ctx ends (or a handover completes) and returns
@@ -249,6 +252,7 @@ func (a *agent) stop(srv *http.Server, api *apiSocket, handedOver bool, wait fun
 	if err := srv.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("api shutdown: %w", err))
 	}
+	a.waitAllRetired()
 	if !handedOver {
 		api.remove()
 	}

@@ -556,9 +556,8 @@ func TestBlueGreen(t *testing.T) {
 			if v := a.version(); v != "v2" {
 				t.Errorf("version %q, want v2", v)
 			}
-			if err := a.onlyVersion("v2"); err != nil {
-				t.Error(err)
-			}
+			// The old containers drain and stop after the result.
+			waitUntil(t, "only v2", time.Minute, func() error { return a.onlyVersion("v2") })
 			st := d.stateFile()
 			if app := st.Apps[a.name]; app.Release != "v2" || app.Previous != "v1" || app.Routes["web"].Release != "v2" || app.Deploying != nil {
 				t.Errorf("state after v2: %+v", app)
@@ -803,9 +802,8 @@ func TestBlueGreen(t *testing.T) {
 			a.mustDeploy(d, "v5")
 			killPid(t, successor)
 			d.cmd = nil
-			if err := a.onlyVersion("v5"); err != nil {
-				t.Error(err)
-			}
+			// The old containers drain and stop after the result.
+			waitUntil(t, "only v5", time.Minute, func() error { return a.onlyVersion("v5") })
 		}},
 	}
 	for _, s := range steps {

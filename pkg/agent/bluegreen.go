@@ -90,10 +90,13 @@ func (d *deployment) routeCurrent(ctx context.Context, rs *routedService, cur en
 	// Running as wanted but not routed yet (or elsewhere): route it.
 	hc := d.healthCheck(rs.ship)
 	d.em.info(agentapi.StepHealth, rs.name, cur.Name+": unchanged; checking "+describeCheck(hc, addr))
-	if err := d.switchRoute(ctx, rs, cur, addr, hc); err != nil {
+	old, err := d.switchRoute(ctx, rs, cur, addr, hc)
+	if err != nil {
 		d.dropFresh(ctx, rs)
 		return d.unhealthy(ctx, rs.name, cur, err, false)
 	}
+	// A caller that goes away now does not cut the requests in flight on the old target.
+	old.Drain(context.WithoutCancel(ctx), rs.drain)
 	d.finishRoute(ctx, rs.lr, rs.fresh)
 	return nil
 }
@@ -124,26 +127,45 @@ func (d *deployment) replaceRouted(ctx context.Context, rs *routedService, reps 
 		em.info(agentapi.StepHealth, name, nr.Name+": waiting for the image's health check")
 		err = d.eng.WaitReplica(ctx, nr, hc.Deadline, nil)
 	}
+	var old *proxy.Replaced
 	if err == nil {
 		em.info(agentapi.StepHealth, name, nr.Name+": checking "+describeCheck(hc, addr))
-		err = d.switchRoute(ctx, rs, nr, addr, hc)
+		// The app is probed the moment it has started, and often, so that the check
+		// passes on its first attempt once the app answers, not one interval later.
+		quick := hc
+		quick.Interval, quick.Deadline = quickProbe, max(hc.Interval, quickProbe)
+		_ = quick.Wait(ctx, addr)
+		old, err = d.switchRoute(ctx, rs, nr, addr, hc)
 	}
 	if err != nil {
 		d.dropFresh(ctx, rs)
 		return d.unhealthy(ctx, name, nr, err, true)
 	}
-	// A route on a listen address that changed goes first (its requests finish),
-	// then the old containers.
+	// A route on a listen address that changed goes first (its requests finish).
 	d.finishRoute(ctx, rs.lr, rs.fresh)
-	for _, r := range reps {
-		if err := d.eng.RemoveReplica(context.WithoutCancel(ctx), r, nil); err != nil {
-			em.warn(agentapi.StepDrain, name, fmt.Sprintf("%s: could not be removed: %v", r.Name, err))
-			continue
-		}
-		em.info(agentapi.StepDrain, name, r.Name+": stopped and removed")
+	// The old containers drain and stop once the release is applied, in the
+	// background: the result is reported meanwhile; a restore and the app's next run
+	// wait for it.
+	if len(reps) == 0 {
+		return nil
 	}
+	d.sw.retire(func(ctx context.Context) {
+		old.Drain(ctx, rs.drain)
+		for _, r := range reps {
+			if err := d.eng.RemoveReplica(ctx, r, nil); err != nil {
+				d.a.log.Warn("a replaced container could not be removed", "app", d.req.app, "service", name, "container", r.Name, "err", err)
+				continue
+			}
+			d.a.log.Info("replaced container stopped and removed", "app", d.req.app, "service", name, "container", r.Name)
+		}
+	})
+	em.info(agentapi.StepDrain, name, fmt.Sprintf("%s: draining for up to %s, then stopped and removed, in the background", strings.Join(olds, ", "), rs.drain))
 	return nil
 }
+
+// quickProbe is how often a new container is probed until its first interval has
+// passed.
+const quickProbe = 25 * time.Millisecond
 
 // finishRoute makes a new route (a new service, or a changed listen) the service's,
 // and shuts the one it replaces down.
@@ -163,11 +185,12 @@ func (d *deployment) finishRoute(ctx context.Context, old, fresh *liveRoute) {
 }
 
 // switchRoute health-checks addr and makes it the route's target (Route.Swap), saves
-// the state the moment the route switches, then drains the target it replaced.
-func (d *deployment) switchRoute(ctx context.Context, rs *routedService, r engine.Replica, addr string, hc proxy.HealthCheck) error {
+// the state the moment the route switches, and returns the target it replaced, for
+// the caller to drain.
+func (d *deployment) switchRoute(ctx context.Context, rs *routedService, r engine.Replica, addr string, hc proxy.HealthCheck) (*proxy.Replaced, error) {
 	old, err := rs.target.route.Swap(ctx, addr, hc)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// From here on the release serves: a later failure must undo it.
 	d.sw.changed = true
@@ -177,9 +200,7 @@ func (d *deployment) switchRoute(ctx context.Context, rs *routedService, r engin
 		msg += fmt.Sprintf(" (was %s); draining the old container for up to %s", old.Addr(), rs.drain)
 	}
 	d.em.info(agentapi.StepSwitch, rs.name, msg)
-	// A caller that goes away now does not cut the requests in flight on the old target.
-	old.Drain(context.WithoutCancel(ctx), rs.drain)
-	return nil
+	return old, nil
 }
 
 // recordRoute saves the service's route with r as its live container.

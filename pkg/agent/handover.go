@@ -62,6 +62,7 @@ func (a *agent) handover(ctx context.Context, args []string) error {
 		a.closing = false
 		a.mu.Unlock()
 	}
+	a.waitAllRetired()
 	a.log.Info("handover: starting the successor", "routes", len(live))
 	start := time.Now()
 

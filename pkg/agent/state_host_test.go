@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // shipd starts and serves its API whatever its state file holds: an entry that is not
@@ -109,9 +110,8 @@ func TestRoutesRebuiltFromTheHost(t *testing.T) {
 			if v := a.version(); v != "v2" {
 				t.Errorf("version %q, want v2", v)
 			}
-			if err := a.onlyVersion("v2"); err != nil {
-				t.Error(err)
-			}
+			// The old containers drain and stop after the result.
+			waitUntil(t, "only v2", time.Minute, func() error { return a.onlyVersion("v2") })
 			if !strings.Contains(d.logText()[logged:], "rebuild: route") {
 				t.Errorf("shipd's log does not say how it rebuilt the route")
 			}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/shipdeploy/ship/pkg/agentapi"
@@ -30,6 +32,9 @@ type swap struct {
 	// changed is set once a running container was replaced or removed, or a route
 	// switched: from then on a failure puts the previous release back.
 	changed bool
+	// pending are the drains and removals of the containers Apply replaced, run
+	// once it is done (retireAll).
+	pending []func(context.Context)
 }
 
 var _ deploy.Strategy = (*swap)(nil)
@@ -56,8 +61,54 @@ func (s *swap) progress(p *compose.Project, step event.Step) func(engine.Event) 
 	}
 }
 
+// retiring is the app's drains and removals of replaced containers under way.
+func (a *agent) retiringOf(app string) *sync.WaitGroup {
+	wg, _ := a.retiring.LoadOrStore(app, new(sync.WaitGroup))
+	return wg.(*sync.WaitGroup)
+}
+
+// waitRetired waits until the app's replaced containers are drained and removed: the
+// host is then as it looks (no stop in flight) for the step that follows.
+func (a *agent) waitRetired(app string) { a.retiringOf(app).Wait() }
+
+// waitAllRetired waits until every app's replaced containers are drained and removed
+// (shipd stopping or handing over).
+func (a *agent) waitAllRetired() {
+	a.retiring.Range(func(_, wg any) bool {
+		wg.(*sync.WaitGroup).Wait()
+		return true
+	})
+}
+
+// retire keeps fn (a replaced container's drain and removal) for the end of Apply.
+func (s *swap) retire(fn func(context.Context)) { s.pending = append(s.pending, fn) }
+
+// retireAll runs the kept drains and removals in the background, one after the other,
+// under a context of its own: the run's result does not wait for them (the engine
+// stopping a container would hold up the listing of the containers that follows); a
+// restore and the app's next run do (waitRetired).
+func (s *swap) retireAll(ctx context.Context) {
+	fns := s.pending
+	s.pending = nil
+	if len(fns) == 0 {
+		return
+	}
+	wg := s.a.retiringOf(s.req.app)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		own, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+		defer cancel()
+		for _, fn := range fns {
+			fn(own)
+		}
+	}()
+}
+
 // Apply replaces each service of p (the release sha) and removes what p no longer has.
+// It starts once the replaced containers of an earlier step or run are gone.
 func (s *swap) Apply(ctx context.Context, step event.Step, sha string, p *compose.Project) error {
+	s.a.waitRetired(s.req.app)
 	req := s.req
 	req.sha = sha
 	if step == agentapi.StepRestore {
@@ -65,11 +116,13 @@ func (s *swap) Apply(ctx context.Context, step event.Step, sha string, p *compos
 		announce(s.em, req, p)
 	}
 	d := &deployment{a: s.a, req: req, p: p, eng: s.eng, em: s.em, sw: s}
+	defer s.retireAll(ctx)
 	return d.run(ctx)
 }
 
 // Down removes the app's routes and containers (not its volumes).
 func (s *swap) Down(ctx context.Context) error {
+	s.a.waitRetired(s.req.app)
 	for service, lr := range s.a.appRoutes(s.req.app) {
 		s.em.info(agentapi.StepRestore, service, "stop serving "+lr.listen)
 		s.a.dropRoute(ctx, lr)

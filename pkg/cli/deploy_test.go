@@ -24,6 +24,7 @@ func TestDeployExitCodes(t *testing.T) {
 		{"restore failed", fmt.Errorf("%w: on 1 of 2 hosts", deploy.ErrRestoreFailed), ExitRestoreFailed},
 		{"locked", &deploy.LockedError{Host: "web1"}, ExitLocked},
 		{"cancelled mid-deploy", errors.Join(context.Canceled, fmt.Errorf("%w: x", deploy.ErrDeployFailed)), ExitCancelled},
+		{"cancelled, and the restore failed", errors.Join(context.Canceled, fmt.Errorf("%w: x", deploy.ErrRestoreFailed)), ExitRestoreFailed},
 		{"preflight: config", fmt.Errorf("preflight: %w", config.ErrInvalid), ExitUsage},
 		{"not pushed", fmt.Errorf("preflight: %w", deploy.ErrNotInRegistry), ExitError},
 		{"no release to roll back to", fmt.Errorf("web1: %w", deploy.ErrNoRelease), ExitError},

@@ -50,6 +50,10 @@ func exitCode(err error) int {
 		return ExitOK
 	case errors.As(err, &ee):
 		return ee.code
+	case restoreFailed(err):
+		// A host may run neither release: that outweighs how the run ended, a
+		// cancellation too.
+		return ExitRestoreFailed
 	case errors.Is(err, context.Canceled):
 		return ExitCancelled
 	case errors.Is(err, ErrUsage):
@@ -67,4 +71,15 @@ func exitCode(err error) int {
 var errorCodes []struct {
 	err  error
 	code int
+}
+
+// restoreFailed reports whether err matches a sentinel registered for
+// ExitRestoreFailed.
+func restoreFailed(err error) bool {
+	for _, m := range errorCodes {
+		if m.code == ExitRestoreFailed && errors.Is(err, m.err) {
+			return true
+		}
+	}
+	return false
 }

@@ -126,7 +126,7 @@ func run(args []string, f *Factory) int {
 		return ExitOK
 	}
 	code := exitCode(err)
-	if errors.Is(err, context.Canceled) || code == ExitCancelled {
+	if code != ExitRestoreFailed && (errors.Is(err, context.Canceled) || code == ExitCancelled) {
 		fmt.Fprintln(io.ErrOut, "cancelled")
 		return ExitCancelled
 	}

@@ -19,6 +19,9 @@ import (
 //   - have a network_mode (shipd reaches the container on the project network),
 //   - mount a named volume writable (never two copies on one volume; read_only is fine),
 //
+// and a service that is not routed cannot have x-ship.health (shipd checks it on the
+// routed port; agentless deploys check it on the first published port too),
+//
 // and a pre-deploy job, which runs before any switch, cannot depend on a routed service
 // (the new one does not serve yet, the old one is about to go).
 //
@@ -84,6 +87,9 @@ func (p *Project) AgentProblems(files ...string) []Problem {
 			continue
 		}
 		if !ship.Routed() {
+			if ship.Health != "" {
+				add(where("services", name, ShipKey, "health"), "service %q: shipd checks %s.health on the routed port, and the service is not routed; add port and listen, or remove health (shipd then waits for the image's HEALTHCHECK)", name, ShipKey)
+			}
 			continue
 		}
 		if len(s.Ports) > 0 {

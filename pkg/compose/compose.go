@@ -167,7 +167,7 @@ func (p *Project) parseShips(files ...string) []Problem {
 		}
 		p.Ship[name] = ship
 	}
-	for _, c := range checkShip(p) {
+	for _, c := range append(checkShip(p), checkHealth(p)...) {
 		pr := at(c.service)
 		pr.Msg = c.msg
 		problems = append(problems, pr)

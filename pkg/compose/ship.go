@@ -19,7 +19,7 @@ const JobPreDeploy = "pre-deploy"
 type Ship struct {
 	Port   int           // container port shipd routes to (the first route's)
 	Listen string        // public plain HTTP address shipd serves, e.g. ":80" (the first route's; "" for an HTTPS-only route)
-	Health string        // HTTP health path; "" means the image's HEALTHCHECK, else "running"
+	Health string        // HTTP health path (see Project.HealthPort); "" means the image's HEALTHCHECK, else "running"
 	Drain  time.Duration // how long in-flight requests may finish on the old container
 	Job    string        // "pre-deploy": a one-off job, not a long-running service
 	Host   []string      // the first route's host names (exact, or "*.example.com")
@@ -140,9 +140,6 @@ func parseShip(raw any) (Ship, []string) {
 	if len(s.Routes) > 0 {
 		r := s.Routes[0]
 		s.Port, s.Listen, s.Host, s.Path, s.TLS = r.Port, r.Listen, r.Host, r.Path, r.TLS
-	}
-	if s.Health != "" && s.Port == 0 {
-		bad("health is checked on the routed port; add port and listen (or host)")
 	}
 	return s, problems
 }

@@ -13,7 +13,9 @@ import (
 // Up is the agentless apply step: the engine's Up of the project without its jobs
 // (removing orphans, so the finished job containers go), waited on until every service
 // is healthy, or running when it has no health check. Any engine work counts as a
-// change, a job's start too: a failure puts the previous release back.
+// change, a job's start too: a failure puts the previous release back. A service's
+// x-ship.health is waited for too (a GET through the engine's host, see
+// engine.UpOptions.HTTPHealth), so that success is reported once the app answers.
 type Up struct {
 	Engine Engine
 	App    string
@@ -45,7 +47,20 @@ func (u *Up) Apply(ctx context.Context, step event.Step, sha string, p *compose.
 	}
 	return u.Engine.Up(ctx, p.WithoutJobs(), engine.UpOptions{
 		Wait: true, WaitTimeout: u.Wait, RemoveOrphans: true, Progress: u.Events(step),
+		HTTPHealth: httpHealth(p),
 	})
+}
+
+// httpHealth is the x-ship.health of each service that has one, with the port it is
+// checked on (compose's HealthPort): without shipd, the deploy waits for it too.
+func httpHealth(p *compose.Project) map[string]engine.HTTPHealth {
+	out := map[string]engine.HTTPHealth{}
+	for name, ship := range p.Ship {
+		if port := p.HealthPort(name); ship.Health != "" && port > 0 {
+			out[name] = engine.HTTPHealth{Path: ship.Health, Port: port}
+		}
+	}
+	return out
 }
 
 // Down implements Strategy.

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"maps"
+	"net"
 	"sync"
 	"time"
 
@@ -63,6 +64,11 @@ type Engine struct {
 	// pulling image (a reference as written in the project); "" pulls anonymously.
 	RegistryAuth func(image string) (string, error)
 
+	// Dial, when set, opens a TCP connection from the engine's host (an SSH
+	// connection's direct-tcpip channel): Up's HTTP health checks reach a container's
+	// address on its network through it. nil dials from this machine.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
 	poll time.Duration
 }
 
@@ -94,6 +100,17 @@ type UpOptions struct {
 	RemoveOrphans bool
 	// Progress, when set, receives events; it is called from one goroutine at a time.
 	Progress func(Event)
+	// HTTPHealth, by service, is an HTTP check that Wait makes too once the
+	// container is healthy (or running): a GET of the path on the container's address
+	// and port must answer 2xx within WaitTimeout (x-ship.health without shipd).
+	HTTPHealth map[string]HTTPHealth
+}
+
+// HTTPHealth is an HTTP health check of a service's container: GET Path on Port of
+// its address on the service's network.
+type HTTPHealth struct {
+	Path string
+	Port int
 }
 
 // DownOptions tunes Down.

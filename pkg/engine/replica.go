@@ -290,8 +290,15 @@ func (e *Engine) WaitReplica(ctx context.Context, r Replica, timeout time.Durati
 
 // RemoveReplica stops the container (its stop_grace_period applies) and removes it
 // with its anonymous volumes. A container that is already gone is no error.
+// Once begun, the removal runs to its end under a context of its own; a cancellation
+// of ctx is reported after it.
 func (e *Engine) RemoveReplica(ctx context.Context, r Replica, progress func(Event)) error {
-	return e.stopRemove(ctx, r.ID, r.Service, r.Name, true, newReporter(progress))
+	own, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+	defer cancel()
+	if err := e.stopRemove(own, r.ID, r.Service, r.Name, true, newReporter(progress)); err != nil {
+		return err
+	}
+	return ctx.Err()
 }
 
 // TailLogs returns the container's last n log lines, stdout and stderr interleaved.

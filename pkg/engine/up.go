@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/client"
@@ -73,7 +74,10 @@ func (e *Engine) Up(ctx context.Context, p *types.Project, o UpOptions) error {
 	r.existing, orphans = byService(p, all)
 	if o.RemoveOrphans {
 		for _, c := range orphans {
-			if err := e.stopRemove(ctx, c.ID, c.Labels[labelService], containerLabelName(c), false, rep); err != nil {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := e.stopRemoveOwn(ctx, c.ID, c.Labels[labelService], containerLabelName(c), rep); err != nil {
 				return err
 			}
 		}
@@ -83,6 +87,7 @@ func (e *Engine) Up(ctx context.Context, p *types.Project, o UpOptions) error {
 		return err
 	}
 	if o.Wait {
+		r.http = o.HTTPHealth
 		return r.waitAll(ctx, services)
 	}
 	return nil
@@ -119,6 +124,7 @@ type run struct {
 	hashes     map[string]string
 	images     map[string]image.InspectResponse // by service
 	existing   map[string][]container.Summary   // the project's containers, by service
+	http       map[string]HTTPHealth            // by service: checked after the engine's health
 
 	mu    sync.Mutex
 	ids   map[string]string // service -> its container, once converged
@@ -199,7 +205,10 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 	cs := r.existing[s.Name] // sorted by number
 	// One container per service: extra ones (a scaled-up compose project) go.
 	for _, c := range cs[min(1, len(cs)):] {
-		if err := e.stopRemove(ctx, c.ID, s.Name, containerLabelName(c), false, r.rep); err != nil {
+		if err := ctx.Err(); err != nil {
+			return target{}, err
+		}
+		if err := e.stopRemoveOwn(ctx, c.ID, s.Name, containerLabelName(c), r.rep); err != nil {
 			return target{}, err
 		}
 	}
@@ -253,24 +262,115 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 	}
 
 	r.rep.event(s.Name, oldName, "recreate", why)
-	inspect, err := e.inspect(ctx, old.ID)
+	return r.recreate(ctx, in, old.ID, oldName, c.name, img)
+}
+
+// recreate replaces the service's container oldID. The new container is created
+// beside the old one, under a temporary name, and started the moment the old one has
+// stopped (replace): never two copies of a service running on its volumes and ports,
+// and the gap is a stop and a start.
+func (r *run) recreate(ctx context.Context, in createInput, oldID, oldName, name string, img image.InspectResponse) (target, error) {
+	e := r.e
+	inspect, err := e.inspect(ctx, oldID)
 	if err != nil {
 		return target{}, fmt.Errorf("inspect container %s: %w", oldName, err)
 	}
-	in.inherit = anonymousVolumes(s, inspect, img)
-	// Stop first: never two copies of a service on its volumes and ports.
-	if err := e.stopRemove(ctx, old.ID, s.Name, oldName, false, r.rep); err != nil {
+	in.inherit = anonymousVolumes(in.service, inspect, img)
+	nc, err := r.createOnly(ctx, in, tempName(oldID, name))
+	if err != nil {
 		return target{}, err
 	}
-	return r.create(ctx, in)
+	if err := ctx.Err(); err != nil { // not begun: the old container runs on
+		own, cancel := context.WithTimeout(context.WithoutCancel(ctx), ownTimeout)
+		defer cancel()
+		_, _ = e.api.ContainerRemove(own, nc.id, client.ContainerRemoveOptions{Force: true})
+		return target{}, err
+	}
+	return r.replace(ctx, oldID, oldName, stopTimeout(inspect), nc, name)
+}
+
+// replace stops the old container, starts the new one (created by createOnly), removes
+// the old one and gives the new one its name. It is one change to the host: once
+// begun it runs to its end under a context of its own, so that a cancellation never
+// leaves a stop in flight behind the caller's back (the restore that follows sees the
+// host as it is). The caller's cancellation is reported once it is over.
+func (r *run) replace(ctx context.Context, oldID, oldName string, stop time.Duration, nc target, name string) (target, error) {
+	e := r.e
+	own, cancel := context.WithTimeout(context.WithoutCancel(ctx), stop+ownTimeout)
+	defer cancel()
+	r.rep.event(nc.service, oldName, "remove", "stopping")
+	if _, err := e.api.ContainerStop(own, oldID, client.ContainerStopOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+		_, _ = e.api.ContainerRemove(own, nc.id, client.ContainerRemoveOptions{Force: true})
+		return target{}, fmt.Errorf("stop container %s: %w", oldName, err)
+	}
+	_, startErr := e.api.ContainerStart(own, nc.id, client.ContainerStartOptions{})
+	if startErr == nil {
+		r.rep.event(nc.service, name, "start", "started")
+	}
+	if _, err := e.api.ContainerRemove(own, oldID, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		return target{}, fmt.Errorf("remove container %s: %w", oldName, err)
+	}
+	r.rep.event(nc.service, oldName, "remove", "removed")
+	if startErr != nil {
+		return target{}, fmt.Errorf("start container %s: %w", name, startErr)
+	}
+	if _, err := e.api.ContainerRename(own, nc.id, client.ContainerRenameOptions{NewName: name}); err != nil {
+		return target{}, fmt.Errorf("rename container %s to %s: %w", nc.name, name, err)
+	}
+	return target{service: nc.service, id: nc.id, name: name}, ctx.Err()
+}
+
+// ownTimeout bounds a change that runs under its own context, beyond the container's
+// stop timeout.
+const ownTimeout = 2 * time.Minute
+
+// stopRemoveOwn is stopRemove under a context of its own (see replace).
+func (e *Engine) stopRemoveOwn(ctx context.Context, id, service, name string, rep *reporter) error {
+	own, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+	defer cancel()
+	if err := e.stopRemove(own, id, service, name, false, rep); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// stopTimeout is how long the engine lets the container stop before it kills it.
+func stopTimeout(c container.InspectResponse) time.Duration {
+	if c.Config != nil && c.Config.StopTimeout != nil && *c.Config.StopTimeout > 0 {
+		return time.Duration(*c.Config.StopTimeout) * time.Second
+	}
+	return 10 * time.Second
+}
+
+// tempName is the name of a new container while the one it replaces still holds its
+// name, as docker compose names it.
+func tempName(oldID, name string) string {
+	return oldID[:min(12, len(oldID))] + "_" + name
 }
 
 // create creates and starts the container described by in.
 func (r *run) create(ctx context.Context, in createInput) (target, error) {
+	c, err := r.createOnly(ctx, in, "")
+	if err != nil {
+		return target{}, err
+	}
+	if _, err := r.e.api.ContainerStart(ctx, c.id, client.ContainerStartOptions{}); err != nil {
+		return target{}, fmt.Errorf("start container %s: %w", c.name, err)
+	}
+	r.rep.event(c.service, c.name, "start", "started")
+	return c, nil
+}
+
+// createOnly creates the container described by in, without starting it; name, when
+// set, replaces its name (the network aliases keep the service's container name).
+func (r *run) createOnly(ctx context.Context, in createInput, name string) (target, error) {
 	e, s := r.e, in.service
 	spec, err := buildCreate(in)
 	if err != nil {
 		return target{}, err
+	}
+	if name != "" {
+		spec.name = name
 	}
 	resp, err := e.api.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Config: spec.config, HostConfig: spec.host, NetworkingConfig: spec.network, Platform: spec.platform, Name: spec.name,
@@ -284,10 +384,6 @@ func (r *run) create(ctx context.Context, in createInput) (target, error) {
 		}
 	}
 	r.rep.event(s.Name, spec.name, "create", "created")
-	if _, err := e.api.ContainerStart(ctx, resp.ID, client.ContainerStartOptions{}); err != nil {
-		return target{}, fmt.Errorf("start container %s: %w", spec.name, err)
-	}
-	r.rep.event(s.Name, spec.name, "start", "started")
 	return target{service: s.Name, id: resp.ID, name: spec.name}, nil
 }
 
@@ -303,6 +399,7 @@ func (r *run) waitAll(ctx context.Context, services []string) error {
 			}
 		}
 	}
+	deadline := time.Now().Add(r.timeout)
 	g, ctx := errgroup.WithContext(ctx)
 	for _, name := range services {
 		c := r.started(name)
@@ -310,7 +407,13 @@ func (r *run) waitAll(ctx context.Context, services []string) error {
 			if completes[name] {
 				return r.e.waitCompleted(ctx, c, r.timeout, r.rep)
 			}
-			return r.e.waitHealthy(ctx, c, r.timeout, false, r.rep)
+			if err := r.e.waitHealthy(ctx, c, r.timeout, false, r.rep); err != nil {
+				return err
+			}
+			if h, ok := r.http[name]; ok && h.Path != "" && h.Port > 0 {
+				return r.e.waitHTTP(ctx, c, h, ServiceNetwork(r.p, name), deadline, r.rep)
+			}
+			return nil
 		})
 	}
 	return g.Wait()

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -186,4 +190,72 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// waitHTTP GETs h.Path on the container's address on network (the engine's host's
+// loopback for network_mode host) and h.Port until it answers 2xx, through e.Dial when
+// set. The container exiting, or no 2xx answer by deadline, fails with a *HealthError
+// that says what the last attempt got.
+func (e *Engine) waitHTTP(ctx context.Context, c target, h HTTPHealth, network string, deadline time.Time, rep *reporter) error {
+	dial := e.Dial
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	hc := &http.Client{
+		Timeout:   2 * time.Second,
+		Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+	defer hc.CloseIdleConnections()
+	rep.event(c.service, c.name, "wait", "waiting until GET "+h.Path+" answers 2xx")
+	var last string
+	for {
+		r, err := e.replica(ctx, c.id)
+		if err != nil {
+			return fmt.Errorf("inspect container %s: %w", c.name, err)
+		}
+		if r.State != string(container.StateRunning) {
+			return e.healthError(ctx, c, fmt.Sprintf("%s (exit code %d) while GET %s was waited for", r.State, r.ExitCode, h.Path))
+		}
+		addr, err := r.Addr(network, h.Port)
+		if _, ok := r.IPs["host"]; network == "" && ok {
+			// network_mode host: the port is the host's.
+			addr, err = net.JoinHostPort("127.0.0.1", strconv.Itoa(h.Port)), nil
+		}
+		if err != nil {
+			last = err.Error()
+		} else if last, err = getOnce(ctx, hc, "http://"+addr+h.Path); err == nil {
+			rep.event(c.service, c.name, "healthy", "GET "+h.Path+" answered "+last)
+			return nil
+		} else if strings.Contains(last, "administratively prohibited") {
+			return fmt.Errorf("container %s: x-ship.health: GET %s goes through the SSH connection to the host, whose sshd refuses TCP forwarding (%s): set AllowTcpForwarding yes (or local) in its sshd_config", c.name, h.Path, last)
+		}
+		if time.Now().After(deadline) {
+			return e.healthError(ctx, c, fmt.Sprintf("x-ship.health: GET %s did not answer 2xx in time (last: %s)", h.Path, last))
+		}
+		if err := sleep(ctx, e.poll); err != nil {
+			return err
+		}
+	}
+}
+
+// getOnce GETs url once: the status on a 2xx answer, else what went wrong.
+func getOnce(ctx context.Context, hc *http.Client, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err.Error(), err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err.Error(), err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return resp.Status, errors.New(resp.Status)
+	}
+	return resp.Status, nil
 }

@@ -8,12 +8,14 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/distribution/reference"
 	"github.com/moby/moby/api/pkg/authconfig"
 	"github.com/moby/moby/api/types/registry"
 	"github.com/moby/moby/client"
+	"golang.org/x/sync/errgroup"
 )
 
 var (
@@ -92,19 +94,32 @@ func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pus
 		if err != nil {
 			return nil, err
 		}
-		if _, err := b.api.ImageInspect(ctx, ref); err != nil {
-			if isNotFound(err) {
-				return nil, fmt.Errorf("%w: %s is not on the engine", ErrNotBuilt, ref)
-			}
-			return nil, fmt.Errorf("inspect %s: %w", ref, err)
-		}
 		targets = append(targets, t)
 	}
-	clients, err := openRegistries(ctx, targets, engineConfig, o)
-	if err != nil {
+	// The images on the engine and the registries, in one round of requests at once.
+	var clients map[string]*registryClient
+	g, gctx := errgroup.WithContext(ctx)
+	for _, ref := range refs {
+		g.Go(func() error {
+			if _, err := b.api.ImageInspect(gctx, ref); err != nil {
+				if isNotFound(err) {
+					return fmt.Errorf("%w: %s is not on the engine", ErrNotBuilt, ref)
+				}
+				return fmt.Errorf("inspect %s: %w", ref, err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		var err error
+		clients, err = openRegistries(gctx, targets, engineConfig, o)
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	if o.Latest {
+		var err error
 		if targets, err = b.tagLatest(ctx, targets); err != nil {
 			return nil, err
 		}
@@ -145,23 +160,30 @@ func (b *Builder) engineRegistryConfig(ctx context.Context) func() *registry.Ser
 }
 
 // openRegistries checks that each target's registry answers and takes its
-// credentials, and sets each target's credentials; it returns a client per registry.
+// credentials (the registries at once), and sets each target's credentials; it
+// returns a client per registry.
 func openRegistries(ctx context.Context, targets []pushTarget, engineConfig func() *registry.ServiceConfig, o PushOptions) (map[string]*registryClient, error) {
-	clients := map[string]*registryClient{}
-	for i, t := range targets {
-		c, ok := clients[t.host]
-		if !ok {
-			creds, err := o.Auth.Credentials(ctx, t.host)
+	var hosts []string
+	for _, t := range targets {
+		if !slices.Contains(hosts, t.host) {
+			hosts = append(hosts, t.host)
+		}
+	}
+	opened := make([]*registryClient, len(hosts))
+	msgs := make([]string, len(hosts))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, host := range hosts {
+		g.Go(func() error {
+			creds, err := o.Auth.Credentials(gctx, host)
 			if err != nil {
-				return nil, err
+				return err
 			}
-			host := t.host
-			c = newRegistryClient(host, creds, func() bool { return insecureRegistry(engineConfig(), host) })
-			if err := c.ping(ctx); err != nil {
-				return nil, err
+			c := newRegistryClient(host, creds, func() bool { return insecureRegistry(engineConfig(), host) })
+			if err := c.ping(gctx); err != nil {
+				return err
 			}
-			clients[t.host] = c
-			msg := "registry " + t.host + ": answers"
+			opened[i] = c
+			msg := "registry " + host + ": answers"
 			switch {
 			case creds.Empty():
 				msg += " (no credentials)"
@@ -170,9 +192,20 @@ func openRegistries(ctx context.Context, targets []pushTarget, engineConfig func
 			default:
 				msg += ", credentials accepted"
 			}
-			o.emit(Event{Kind: KindRegistry, Msg: msg, Ref: t.host})
-		}
-		targets[i].creds = c.creds
+			msgs[i] = msg
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	clients := map[string]*registryClient{}
+	for i, host := range hosts {
+		clients[host] = opened[i]
+		o.emit(Event{Kind: KindRegistry, Msg: msgs[i], Ref: host})
+	}
+	for i, t := range targets {
+		targets[i].creds = clients[t.host].creds
 	}
 	return clients, nil
 }
@@ -193,24 +226,44 @@ func (b *Builder) tagLatest(ctx context.Context, targets []pushTarget) ([]pushTa
 }
 
 // verifyPushed checks that each registry holds what the engine pushed (done[i] is
-// targets[i]), filling in a digest the engine did not report.
+// targets[i]), filling in a digest the engine did not report; the checks go at once.
+// A push that sent no layer and for which the engine reported the manifest's digest
+// (the registry took the manifest and answered with it) is not asked again.
 func verifyPushed(ctx context.Context, clients map[string]*registryClient, targets []pushTarget, done []Pushed, o PushOptions) error {
+	asked := make([]bool, len(targets))
+	g, gctx := errgroup.WithContext(ctx)
 	for i, t := range targets {
-		digest, ok, err := clients[t.host].manifest(ctx, t.repo, t.tag)
-		if err != nil {
-			return fmt.Errorf("check %s in the registry: %w", t.ref, err)
+		if done[i].Sent == 0 && done[i].Digest != "" {
+			continue
 		}
-		if !ok {
-			return fmt.Errorf("%w: the engine pushed %s but the registry does not have it", ErrPushFailed, t.ref)
-		}
-		if done[i].Digest != "" && digest != "" && digest != done[i].Digest {
-			return fmt.Errorf("%w: the registry has %s as %s, not the %s the engine pushed", ErrPushFailed, t.ref, digest, done[i].Digest)
-		}
-		if done[i].Digest == "" {
-			done[i].Digest = digest
-		}
+		asked[i] = true
+		g.Go(func() error {
+			digest, ok, err := clients[t.host].manifest(gctx, t.repo, t.tag)
+			if err != nil {
+				return fmt.Errorf("check %s in the registry: %w", t.ref, err)
+			}
+			if !ok {
+				return fmt.Errorf("%w: the engine pushed %s but the registry does not have it", ErrPushFailed, t.ref)
+			}
+			if done[i].Digest != "" && digest != "" && digest != done[i].Digest {
+				return fmt.Errorf("%w: the registry has %s as %s, not the %s the engine pushed", ErrPushFailed, t.ref, digest, done[i].Digest)
+			}
+			if done[i].Digest == "" {
+				done[i].Digest = digest
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for i, t := range targets {
 		p := done[i]
-		o.emit(Event{Kind: KindVerified, Msg: fmt.Sprintf("%s: in the registry (%s)", t.ref, p.Digest), Ref: t.ref, Pushed: &p})
+		msg := fmt.Sprintf("%s: in the registry (%s)", t.ref, p.Digest)
+		if !asked[i] {
+			msg += ", as the registry answered the push"
+		}
+		o.emit(Event{Kind: KindVerified, Msg: msg, Ref: t.ref, Pushed: &p})
 	}
 	return nil
 }

@@ -276,6 +276,8 @@ func (h *host) docker(ctx context.Context) (*engine.Engine, *client.Client, erro
 	}
 	e := engine.New(api)
 	e.RegistryAuth = h.auth
+	// HTTP health checks reach the containers from the host, over this connection.
+	e.Dial = h.c.SSH().DialContext
 	h.api, h.eng = api, e
 	return e, api, nil
 }
