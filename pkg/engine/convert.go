@@ -141,7 +141,7 @@ func createLabels(in createInput) map[string]string {
 		labelConfigHash:  in.hash,
 		labelWorkingDir:  p.WorkingDir,
 		labelConfigFiles: strings.Join(p.ComposeFiles, ","),
-		labelVersion:     composeVersion,
+		labelVersion:     ComposeVersion,
 		labelDependsOn:   strings.Join(deps, ","),
 		labelImage:       in.imageID,
 	} {

@@ -182,7 +182,7 @@ volumes:
 		labelProject: "demo", labelService: "web", labelNumber: "1", labelOneOff: "False",
 		labelConfigHash: "h", labelImage: "sha256:abc", labelWorkingDir: "/srv/app",
 		labelConfigFiles: "/srv/app/compose.yaml", labelDependsOn: "db:service_healthy:false",
-		labelVersion: composeVersion, "team": "core",
+		labelVersion: ComposeVersion, "team": "core",
 	} {
 		if c.Labels[k] != want {
 			t.Errorf("label %s = %q, want %q", k, c.Labels[k], want)

@@ -25,10 +25,6 @@ const (
 	labelVolume      = "com.docker.compose.volume"
 )
 
-// composeVersion is the value of com.docker.compose.version: the docker compose
-// release whose naming and labels the engine follows.
-const composeVersion = "2.39.0"
-
 // objectLabels are a network's or a volume's labels: the file's labels and custom
 // labels, then those docker compose sets (kind is labelNetwork or labelVolume, key the
 // object's name in the file).
@@ -38,7 +34,7 @@ func objectLabels(project, kind, key string, labels, custom map[string]string) m
 	maps.Copy(out, custom)
 	out[kind] = key
 	out[labelProject] = project
-	out[labelVersion] = composeVersion
+	out[labelVersion] = ComposeVersion
 	return out
 }
 

@@ -51,8 +51,6 @@ var cosmetic = []allowed{
 // (issue 11), listed so the test guards everything else meanwhile. Remove an entry when
 // its fix lands; the test fails on a known entry that no longer differs.
 var known = []allowed{
-	{"Config.Labels.com.docker.compose.version", "ship writes 2.39.0: pkg/engine's composeVersion label value must be engine.ComposeVersion", ""},
-	{"Labels.com.docker.compose.version", "networks and volumes: as the containers' label", ""},
 	{"Labels.com.docker.compose.config-hash", "networks and volumes: compose labels them with NetworkHash/VolumeHash and recreates them when it changes; ship writes none", ""},
 	{"Config.Labels.com.docker.compose.depends_on", "ship lists an optional dependency (required: false) on a service of a disabled profile; compose leaves it out", ""},
 	{"HostConfig.Binds", "named volumes in short syntax: compose mounts them as Binds (vol:/path:rw), ship as Mounts of type volume (same mount)", ""},
