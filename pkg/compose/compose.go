@@ -97,6 +97,9 @@ func Load(ctx context.Context, o Options) (p *Project, err error) {
 	}
 	tp, err := po.LoadProject(ctx)
 	if err != nil {
+		if problems := portProblems(paths); len(problems) > 0 {
+			return nil, &Error{Files: paths, Problems: problems}
+		}
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	dropOptionalDeps(tp)

@@ -389,6 +389,24 @@ volumes:
 	}
 }
 
+// start_interval runs from API 1.44 and is refused below it, naming the engine's version.
+func TestCheckStartInterval(t *testing.T) {
+	p := loadProject(t, `
+services:
+  web:
+    image: app:1
+    healthcheck: {test: ["CMD", "true"], interval: 5s, start_interval: 1s}
+`)
+	err := check(p, p.ServiceNames(), "1.43")
+	want := `service "web": healthcheck.start_interval needs Docker API 1.44 (Docker 25), the engine has API 1.43`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("API 1.43: err = %v, want %q", err, want)
+	}
+	if err := check(p, p.ServiceNames(), "1.44"); err != nil {
+		t.Errorf("API 1.44: %v", err)
+	}
+}
+
 func TestDependencies(t *testing.T) {
 	dep := func(names ...string) types.DependsOnConfig {
 		d := types.DependsOnConfig{}

@@ -34,8 +34,8 @@
 // # Engine API versions
 //
 // The engine needs API 1.41 (Docker 20.10). Before API 1.44 a container is created on
-// its primary network and connected to the others before it starts; start_interval
-// of a health check is dropped (the engine probes at interval throughout). A named
+// its primary network and connected to the others before it starts, and a health
+// check's start_interval is refused, naming the engine's API version. A named
 // volume's subpath needs API 1.45 and is refused below it.
 //
 // # Known limits

@@ -768,3 +768,63 @@ services:
 		t.Errorf("container runs %s (label %s), want %s", second.Image, second.Config.Labels["com.docker.compose.image"], built[1])
 	}
 }
+
+// A new tag of the same image (a commit that changed no file of the image: the tag is
+// the sha) leaves the container running, and its volume with it; both tags stay on the
+// host. Another change with the new tag recreates it.
+func TestUpLeavesRunningANewTagOfTheSameImage(t *testing.T) {
+	t.Parallel()
+	cli := testenv.Docker(t)
+	testenv.AppImage(t, cli)
+	ctx := context.Background()
+	s := newStack(t)
+	oldRef, newRef := "ship-test/sametag:"+s.name+"-a", "ship-test/sametag:"+s.name+"-b"
+	t.Cleanup(func() { // registered before the stack's Down: runs after it
+		for _, ref := range []string{oldRef, newRef} {
+			// Only the tags: the image is the shared test app's.
+			if _, err := cli.ImageRemove(ctx, ref, client.ImageRemoveOptions{}); err != nil {
+				t.Errorf("remove tag %s: %v", ref, err)
+			}
+		}
+	})
+	for _, ref := range []string{oldRef, newRef} {
+		if _, err := cli.ImageTag(ctx, client.ImageTagOptions{Source: testenv.AppImageRef, Target: ref}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	yaml := func(ref, version string) string {
+		return `
+services:
+  kv:
+    image: ` + ref + `
+    pull_policy: never
+    environment: {VERSION: "` + version + `"}
+    volumes: [data:/data]
+volumes:
+  data: {}
+`
+	}
+	s.mustUp(s.load(yaml(oldRef, "1")), engine.UpOptions{})
+	first := s.inspect(s.name + "-kv-1")
+
+	rec := s.mustUp(s.load(yaml(newRef, "1")), engine.UpOptions{})
+	if i := rec.index("kv", "unchanged"); i < 0 || rec.events[i].Msg != "same image" || rec.has("kv", "recreate") {
+		t.Errorf("new tag, same image: want unchanged (same image); got\n%s", rec)
+	}
+	if c := s.inspect(s.name + "-kv-1"); c.ID != first.ID || !c.State.Running || c.Config.Image != oldRef {
+		t.Errorf("container %s (%s, running %v), want %s left running on %s", c.ID[:12], c.Config.Image, c.State.Running, first.ID[:12], oldRef)
+	}
+	for _, ref := range []string{oldRef, newRef} {
+		if _, err := cli.ImageInspect(ctx, ref); err != nil {
+			t.Errorf("tag %s is gone: %v", ref, err)
+		}
+	}
+
+	rec = s.mustUp(s.load(yaml(newRef, "2")), engine.UpOptions{})
+	if i := rec.index("kv", "recreate"); i < 0 || rec.events[i].Msg != "configuration changed" {
+		t.Errorf("new tag and new environment: want recreate; got\n%s", rec)
+	}
+	if c := s.inspect(s.name + "-kv-1"); c.ID == first.ID || c.Config.Image != newRef {
+		t.Errorf("container runs %s, want a new one on %s", c.Config.Image, newRef)
+	}
+}

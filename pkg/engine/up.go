@@ -212,6 +212,13 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 		project: r.p, service: s, number: 1, hash: r.hashes[s.Name], imageID: img.ID,
 		apiVersion: r.apiVersion, networkMode: networkMode,
 	}
+	if networkMode != "" {
+		h, err := r.hash(s)
+		if err != nil {
+			return target{}, err
+		}
+		in.hash = h
+	}
 	if len(cs) == 0 {
 		return r.create(ctx, in)
 	}
@@ -221,9 +228,13 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 	in.number = max(containerNumber(old), 1)
 	c := target{service: s.Name, id: old.ID, name: containerName(r.p.Name, s, in.number)}
 	var why string
+	unchanged := "running"
 	switch {
 	case old.Labels[labelConfigHash] != in.hash:
 		why = "configuration changed"
+		if r.sameImage(ctx, s, old, img.ID) {
+			why, unchanged = "", "same image"
+		}
 	case old.Labels[labelImage] != img.ID:
 		why = "image changed"
 	case oldName != c.name:
@@ -236,7 +247,7 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 	if why == "" {
 		switch old.State {
 		case container.StateRunning, container.StateRestarting:
-			r.rep.event(s.Name, c.name, "unchanged", "running")
+			r.rep.event(s.Name, c.name, "unchanged", unchanged)
 			return c, nil
 		case container.StatePaused:
 			if _, err := e.api.ContainerUnpause(ctx, old.ID, client.ContainerUnpauseOptions{}); err != nil {
@@ -263,6 +274,29 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 		return target{}, err
 	}
 	return r.create(ctx, in)
+}
+
+// sameImage reports whether old differs from s only by its image reference, both
+// references naming the same image (imageID): a new tag of an image whose content did
+// not change (a commit that changed no file of the image). Such a container is left
+// running, its labels and its reference (the older tag, kept for rollback) as they are.
+func (r *run) sameImage(ctx context.Context, s types.ServiceConfig, old container.Summary, imageID string) bool {
+	if imageID == "" || old.Labels[labelImage] != imageID {
+		return false
+	}
+	inspect, err := r.e.inspect(ctx, old.ID)
+	if err != nil || inspect.Config == nil || inspect.Config.Image == s.Image {
+		return false
+	}
+	s.Image = inspect.Config.Image
+	h, err := r.hash(s)
+	return err == nil && h == old.Labels[labelConfigHash]
+}
+
+// hash is the service's config hash as docker compose computes it once the services
+// it shares a namespace with run: network_mode service:x hashed as container:<x's ID>.
+func (r *run) hash(s types.ServiceConfig) (string, error) {
+	return ConfigHash(WithContainerRefs(s, func(name string) string { return r.started(name).id }))
 }
 
 // create creates and starts the container described by in.

@@ -42,6 +42,9 @@ type Step struct {
 type Plan struct {
 	Host  string
 	Steps []Step
+	// Notes say what of the release is accepted but not acted on (deploy keys only
+	// Swarm reads, which docker compose ignores too), one line each.
+	Notes []string
 }
 
 // Changes reports whether the plan changes anything on the host.
@@ -67,6 +70,9 @@ func Diff(host string, p *compose.Project, wanted map[string]string, observed []
 		if p.Ship[name].Job != "" {
 			plan.Steps = append(plan.Steps, Step{Service: name, Action: Job, To: svc.Image, Why: p.Ship[name].Job + " job"})
 			continue
+		}
+		if keys := compose.SwarmKeys(svc); len(keys) > 0 {
+			plan.Notes = append(plan.Notes, fmt.Sprintf("%s: %s ignored (Swarm only; docker compose ignores them too)", name, strings.Join(keys, ", ")))
 		}
 		o, ok := running[name]
 		step := Step{Service: name, To: svc.Image, From: o.Image}
@@ -126,6 +132,9 @@ func (p Plan) Format() string {
 			line += "  (" + s.Why + ")"
 		}
 		b.WriteString(strings.TrimRight(line, " ") + "\n")
+	}
+	for _, n := range p.Notes {
+		b.WriteString("  note: " + n + "\n")
 	}
 	return b.String()
 }
