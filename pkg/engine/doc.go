@@ -40,8 +40,11 @@
 //
 // # Known limits
 //
-// Only one container per service. A network or volume that already exists is used as
-// it is, even if its configuration in the project has changed. Services are not
+// Only one container per service. Networks and volumes carry docker compose's config
+// hash (NetworkHash, VolumeHash): a network whose definition changed is removed, after
+// its containers are stopped, and made again; a changed volume is refused
+// (VolumeChangedError) unless its definition says `x-ship-recreate: true`, which
+// consents to losing its data. One without the label is used as it is. Services are not
 // restarted when a dependency is recreated (depends_on restart: true is ignored),
 // except that a service sharing another's network namespace (network_mode:
 // service:x) is recreated with it. Swarm-only deploy keys (placement, update_config,

@@ -27,14 +27,15 @@ const (
 
 // objectLabels are a network's or a volume's labels: the file's labels and custom
 // labels, then those docker compose sets (kind is labelNetwork or labelVolume, key the
-// object's name in the file).
-func objectLabels(project, kind, key string, labels, custom map[string]string) map[string]string {
+// object's name in the file, hash its NetworkHash or VolumeHash).
+func objectLabels(project, kind, key, hash string, labels, custom map[string]string) map[string]string {
 	out := map[string]string{}
 	maps.Copy(out, labels)
 	maps.Copy(out, custom)
 	out[kind] = key
 	out[labelProject] = project
 	out[labelVersion] = ComposeVersion
+	out[labelConfigHash] = hash
 	return out
 }
 

@@ -828,3 +828,83 @@ volumes:
 		t.Errorf("container runs %s, want a new one on %s", c.Config.Image, newRef)
 	}
 }
+
+// Networks and volumes carry docker compose's config hash. A network whose definition
+// changed is made again, its containers stopped first and created again on it; a
+// changed volume is refused, naming it and the consent, before anything changes, and
+// with `x-ship-recreate: true` it is made again.
+func TestUpRecreatesChangedNetworkAndVolumeWithConsent(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	ctx := context.Background()
+	yaml := func(netLabel, volLabel, consent string) string {
+		return `
+services:
+  web:
+    image: ${IMAGE}
+    networks: [back]
+    volumes: [data:/data]
+networks:
+  back:
+    labels: {ship.test: "` + netLabel + `"}
+volumes:
+  data:
+    labels: {ship.test: "` + volLabel + `"}
+` + consent
+	}
+	p := s.load(yaml("1", "1", ""))
+	s.mustUp(p, engine.UpOptions{})
+	first := s.inspect(s.name + "-web-1")
+	netHash := func() string {
+		t.Helper()
+		n, err := s.cli.NetworkInspect(ctx, s.name+"_back", client.NetworkInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.Network.Labels["com.docker.compose.config-hash"]
+	}
+	want, err := engine.NetworkHash(p.Networks["back"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := netHash(); got != want {
+		t.Errorf("network config-hash label %q, want %q", got, want)
+	}
+	vol, err := s.cli.VolumeInspect(ctx, s.name+"_data", client.VolumeInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := engine.VolumeHash(p.Volumes["data"]); vol.Volume.Labels["com.docker.compose.config-hash"] != want {
+		t.Errorf("volume config-hash label %q, want %q", vol.Volume.Labels["com.docker.compose.config-hash"], want)
+	}
+
+	rec := s.mustUp(s.load(yaml("2", "1", "")), engine.UpOptions{})
+	second := s.inspect(s.name + "-web-1")
+	if second.ID == first.ID || !second.State.Running || netHash() == want {
+		t.Errorf("changed network: container %s -> %s (running %v), label %s; events:\n%s", first.ID[:12], second.ID[:12], second.State.Running, netHash(), rec)
+	}
+	if i, j := rec.index("web", "remove"), rec.index("web", "create"); i < 0 || j < i {
+		t.Errorf("changed network: want web stopped, then created again; events:\n%s", rec)
+	}
+
+	_, err = s.up(s.load(yaml("2", "2", "")), engine.UpOptions{})
+	var vc *engine.VolumeChangedError
+	if !errors.As(err, &vc) || vc.Volume != "data" || !strings.Contains(err.Error(), "x-ship-recreate: true") {
+		t.Fatalf("changed volume without consent: err = %v", err)
+	}
+	if c := s.inspect(s.name + "-web-1"); c.ID != second.ID || !c.State.Running {
+		t.Errorf("the refused up changed the container: %s running %v", c.ID[:12], c.State.Running)
+	}
+
+	rec = s.mustUp(s.load(yaml("2", "2", "    x-ship-recreate: true\n")), engine.UpOptions{})
+	vol2, err := s.cli.VolumeInspect(ctx, s.name+"_data", client.VolumeInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vol2.Volume.Labels["ship.test"] != "2" { // labels of a volume change only when it is made again
+		t.Errorf("volume not made again: %+v; events:\n%s", vol2.Volume, rec)
+	}
+	if c := s.inspect(s.name + "-web-1"); c.ID == second.ID || !c.State.Running {
+		t.Errorf("with consent: container %s running %v, want a new one", c.ID[:12], c.State.Running)
+	}
+}

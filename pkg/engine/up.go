@@ -58,10 +58,11 @@ func (e *Engine) Up(ctx context.Context, p *types.Project, o UpOptions) error {
 	if r.images, err = e.ensureImages(ctx, p, services, rep); err != nil {
 		return err
 	}
-	if err := e.ensureNetworks(ctx, p, services, rep); err != nil {
+	// Volumes first: a changed one without consent is refused before any other change.
+	if err := e.ensureVolumes(ctx, p, services, rep); err != nil {
 		return err
 	}
-	if err := e.ensureVolumes(ctx, p, services, rep); err != nil {
+	if err := e.ensureNetworks(ctx, p, services, rep); err != nil {
 		return err
 	}
 

@@ -113,17 +113,32 @@ func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project, services [
 	for _, key := range sorted {
 		v := p.Volumes[key]
 		name := volumeName(p, key)
-		_, err := e.api.VolumeInspect(ctx, name, client.VolumeInspectOptions{})
-		if err == nil {
+		hash, err := VolumeHash(v)
+		if err != nil {
+			return err
+		}
+		res, err := e.api.VolumeInspect(ctx, name, client.VolumeInspectOptions{})
+		switch {
+		case err == nil && bool(v.External):
 			continue
-		}
-		if !cerrdefs.IsNotFound(err) {
+		case err == nil:
+			// As docker compose: a volume without the label (made by an older version)
+			// is kept; one made from another definition is made again only with consent.
+			if h, ok := res.Volume.Labels[labelConfigHash]; !ok || h == hash {
+				continue
+			}
+			if !recreateConsent(v) {
+				return &VolumeChangedError{Volume: key, Name: name}
+			}
+			if err := e.removeDivergedVolume(ctx, p, name, rep); err != nil {
+				return err
+			}
+		case !cerrdefs.IsNotFound(err):
 			return fmt.Errorf("inspect volume %s: %w", name, err)
-		}
-		if v.External {
+		case bool(v.External):
 			return fmt.Errorf("volume %s is declared external but does not exist", name)
 		}
-		labels := objectLabels(p.Name, labelVolume, key, v.Labels, v.CustomLabels)
+		labels := objectLabels(p.Name, labelVolume, key, hash, v.Labels, v.CustomLabels)
 		if _, err := e.api.VolumeCreate(ctx, client.VolumeCreateOptions{
 			Name: name, Driver: v.Driver, DriverOpts: v.DriverOpts, Labels: labels,
 		}); err != nil {

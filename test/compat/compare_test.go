@@ -51,7 +51,6 @@ var cosmetic = []allowed{
 // (issue 11), listed so the test guards everything else meanwhile. Remove an entry when
 // its fix lands; the test fails on a known entry that no longer differs.
 var known = []allowed{
-	{"Labels.com.docker.compose.config-hash", "networks and volumes: compose labels them with NetworkHash/VolumeHash and recreates them when it changes; ship writes none", ""},
 	{"HostConfig.Binds", "named volumes in short syntax: compose mounts them as Binds (vol:/path:rw), ship as Mounts of type volume (same mount)", ""},
 	{"HostConfig.Binds[*]", "named volumes in short syntax: compose mounts them as Binds (vol:/path:rw), ship as Mounts of type volume (same mount)", ""},
 	{"HostConfig.Mounts[*].*", "named volumes in short syntax: compose mounts them as Binds (vol:/path:rw), ship as Mounts of type volume (same mount)", ""},
@@ -60,10 +59,6 @@ var known = []allowed{
 	{"HostConfig.ExtraHosts", "no extra_hosts: ship writes null, compose []", ""},
 	{"NetworkSettings.Networks.*.IPAMConfig", "no static address: ship writes null, compose {}", ""},
 	{"Config.ExposedPorts.*", "expose without a protocol: ship writes 9000/tcp, compose 9000 as written (the engine reads both as tcp)", ""},
-	{pattern: "Config.Labels.com.docker.compose.config-hash", object: "sidecar/sidecar-1",
-		reason: "network_mode service:app: compose hashes it as container:<app's ID> (engine.WithContainerRefs); ship's Up hashes it as written"},
-	{pattern: "(recreated by *)", object: "sidecar/sidecar-1",
-		reason: "network_mode service:app: the config hashes differ (see above), so each tool recreates the other's"},
 }
 
 // knownRefusals are the corpus files ship refuses and docker compose runs, with what
