@@ -60,6 +60,10 @@ type Engine struct {
 	// pulling image (a reference as written in the project); "" pulls anonymously.
 	RegistryAuth func(image string) (string, error)
 
+	// Proxy is added to every container's environment where the service does not set
+	// the key, as docker compose adds the docker CLI's proxy settings (see ProxyEnv).
+	Proxy map[string]string
+
 	poll time.Duration
 }
 

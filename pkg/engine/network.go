@@ -19,7 +19,8 @@ func endpointSettings(s types.ServiceConfig, name string, cfg *types.ServiceNetw
 	if cfg.ServiceNameAliasEnabled() {
 		aliases = append(aliases, s.Name)
 	}
-	ep := &network.EndpointSettings{}
+	// As docker compose: an IPAM config, empty without fixed addresses.
+	ep := &network.EndpointSettings{IPAMConfig: &network.EndpointIPAMConfig{}}
 	if cfg != nil {
 		aliases = append(aliases, cfg.Aliases...)
 		if cfg.Ipv4Address != "" || cfg.Ipv6Address != "" || len(cfg.LinkLocalIPs) > 0 {
@@ -86,11 +87,13 @@ func parseAddrs(in []string) ([]netip.Addr, error) {
 	return out, nil
 }
 
+// extraHosts are the service's extra_hosts as host:ip, sorted; none is an empty list,
+// as docker compose writes it.
 func extraHosts(h types.HostsList) []string {
-	if len(h) == 0 {
-		return nil
-	}
 	l := h.AsList(":")
+	if l == nil {
+		l = []string{}
+	}
 	sort.Strings(l)
 	return l
 }

@@ -303,6 +303,7 @@ func (r *run) hash(s types.ServiceConfig) (string, error) {
 // create creates and starts the container described by in.
 func (r *run) create(ctx context.Context, in createInput) (target, error) {
 	e, s := r.e, in.service
+	in.proxy = e.Proxy
 	spec, err := buildCreate(in)
 	if err != nil {
 		return target{}, err

@@ -36,6 +36,11 @@ func volumeMounts(p *types.Project, s types.ServiceConfig, inherit map[string]st
 			}
 			binds = append(binds, v.String())
 		case types.VolumeTypeVolume:
+			if _, declared := p.Volumes[v.Source]; declared && v.Source != "" && !volumeNeedsMount(v.Volume) {
+				// As docker compose: the older Binds API where no option needs a mount.
+				binds = append(binds, volumeBind(volumeName(p, v.Source), v))
+				continue
+			}
 			m := mount.Mount{Type: mount.TypeVolume, Target: v.Target, ReadOnly: v.ReadOnly}
 			if v.Source != "" {
 				m.Source = volumeName(p, v.Source)
@@ -67,6 +72,21 @@ func volumeMounts(p *types.Project, s types.ServiceConfig, inherit map[string]st
 		mounts = append(mounts, mount.Mount{Type: mount.TypeVolume, Source: inherit[target], Target: target})
 	}
 	return binds, mounts
+}
+
+// volumeNeedsMount reports whether a named volume's options need the Mounts API.
+func volumeNeedsMount(o *types.ServiceVolumeVolume) bool {
+	return o != nil && (o.NoCopy || o.Subpath != "" || len(o.Labels) > 0)
+}
+
+// volumeBind is a named volume's Binds entry, as docker compose writes it: name:target:rw
+// (or ro).
+func volumeBind(name string, v types.ServiceVolumeConfig) string {
+	access := "rw"
+	if v.ReadOnly {
+		access = "ro"
+	}
+	return name + ":" + v.Target + ":" + access
 }
 
 // anonymousVolumes finds the anonymous volumes the old container has at places the
