@@ -100,3 +100,21 @@ func golden(t *testing.T, path, got string) {
 		t.Errorf("%s differs:\n--- got:\n%s--- want:\n%s", path, got, want)
 	}
 }
+
+// deploy's Swarm keys are accepted, ignored, and said so under the plan.
+func TestSwarmKeysNoted(t *testing.T) {
+	dir := t.TempDir()
+	yaml := "services:\n  web:\n    image: nginx\n    deploy:\n      placement: {constraints: [node.role == manager]}\n      update_config: {parallelism: 1}\n  db:\n    image: postgres\n"
+	if err := os.WriteFile(filepath.Join(dir, "docker-compose.yml"), []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := compose.Load(context.Background(), compose.Options{Dir: dir, Name: "x", Environ: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := Diff("deploy@web1", p, nil, nil).Format()
+	want := "  note: web: deploy.placement, deploy.update_config ignored (Swarm only; docker compose ignores them too)\n"
+	if !strings.HasSuffix(got, want) || strings.Count(got, "note:") != 1 {
+		t.Errorf("plan:\n%s\nwant it to end with:\n%s", got, want)
+	}
+}
