@@ -47,7 +47,7 @@ func volumeMounts(p *types.Project, s types.ServiceConfig, inherit map[string]st
 			} else if name, ok := inherit[v.Target]; ok {
 				m.Source = name
 			}
-			if v.Volume != nil && (v.Volume.NoCopy || v.Volume.Subpath != "") {
+			if v.Volume != nil { // as docker compose: options, empty or not, when the file has the section
 				m.VolumeOptions = &mount.VolumeOptions{NoCopy: v.Volume.NoCopy, Subpath: v.Volume.Subpath}
 			}
 			mounts = append(mounts, m)
