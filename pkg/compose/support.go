@@ -143,12 +143,8 @@ func (c *checker) checkEntry(path []string, name, k string, e entry, allowed map
 			continue
 		}
 		if k == "depends_on" && sub == "restart" {
-			// compose-go writes restart: false into every long-form entry, and
-			// restart: true for links: (refused on its own); refuse what is written.
-			if b, ok := e.m[sub].(bool); (ok && !b) || c.loc.at(append(path, e.key, sub)).File == "" {
-				continue
-			}
-			c.refuse(append(path, e.key, sub), fmt.Sprintf("service %q: depends_on.%s.restart", name, e.key), "ship does not restart dependents; remove restart: true")
+			// The engine stops the dependent before it recreates the dependency and
+			// starts it again after, as docker compose does.
 			continue
 		}
 		c.refuse(append(path, e.key, sub), fmt.Sprintf("service %q: key %q in %s", name, sub, k), advice(sub))

@@ -44,9 +44,9 @@
 // hash (NetworkHash, VolumeHash): a network whose definition changed is removed, after
 // its containers are stopped, and made again; a changed volume is refused
 // (VolumeChangedError) unless its definition says `x-ship-recreate: true`, which
-// consents to losing its data. One without the label is used as it is. Services are not
-// restarted when a dependency is recreated (depends_on restart: true is ignored),
-// except that a service sharing another's network namespace (network_mode:
-// service:x) is recreated with it. Swarm-only deploy keys (placement, update_config,
+// consents to losing its data. One without the label is used as it is. A service that
+// depends on another with restart: true is stopped before that one is recreated and
+// started again after, as docker compose does; a service sharing another's network
+// namespace (network_mode: service:x) is recreated with it. Swarm-only deploy keys (placement, update_config,
 // labels, ...) are ignored, as docker compose ignores them.
 package engine

@@ -75,7 +75,7 @@ func New(api client.APIClient) *Engine {
 
 // Event is one step of Up or Down, reported through a Progress function.
 //
-// Action is one of "pull", "create", "start", "recreate", "unchanged", "wait",
+// Action is one of "pull", "create", "start", "stop", "recreate", "unchanged", "wait",
 // "healthy", "exited", "remove", "network", "volume". Service and Container are empty
 // where they do not apply (networks, volumes); Msg says more in a few words.
 type Event struct {

@@ -908,3 +908,41 @@ volumes:
 		t.Errorf("with consent: container %s running %v, want a new one", c.ID[:12], c.State.Running)
 	}
 }
+
+// depends_on restart: true: the dependent is stopped before its dependency is
+// recreated and started again after (same container), as docker compose does; without
+// it the dependent runs on untouched.
+func TestUpRestartsDependentsWithRestartTrue(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	yaml := func(version string) string {
+		return `
+services:
+  db:
+    image: ${IMAGE}
+    environment: {VERSION: "` + version + `"}
+  app:
+    image: ${IMAGE}
+    depends_on:
+      db: {condition: service_started, restart: true}
+  other:
+    image: ${IMAGE}
+    depends_on:
+      db: {condition: service_started}
+`
+	}
+	s.mustUp(s.load(yaml("1")), engine.UpOptions{})
+	app, other := s.inspect(s.name+"-app-1"), s.inspect(s.name+"-other-1")
+
+	rec := s.mustUp(s.load(yaml("2")), engine.UpOptions{})
+	stop, recreate, start := rec.index("app", "stop"), rec.index("db", "recreate"), rec.index("app", "start")
+	if stop < 0 || recreate < 0 || start < 0 || !(recreate < stop && stop < start) {
+		t.Errorf("want db recreate, app stop, app start in that order; got\n%s", rec)
+	}
+	if c := s.inspect(s.name + "-app-1"); c.ID != app.ID || !c.State.Running || c.State.StartedAt == app.State.StartedAt {
+		t.Errorf("app: %s running %v started %s, want the same container started again", c.ID[:12], c.State.Running, c.State.StartedAt)
+	}
+	if c := s.inspect(s.name + "-other-1"); c.ID != other.ID || c.State.StartedAt != other.State.StartedAt || rec.has("other", "stop") {
+		t.Errorf("other (no restart: true) was touched:\n%s", rec)
+	}
+}

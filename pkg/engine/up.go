@@ -197,7 +197,9 @@ func (r *run) condition(ctx context.Context, dep, cond string) error {
 // service converges one service's container and returns it.
 func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error) {
 	e := r.e
+	r.mu.Lock()
 	cs := r.existing[s.Name] // sorted by number
+	r.mu.Unlock()
 	// One container per service: extra ones (a scaled-up compose project) go.
 	for _, c := range cs[min(1, len(cs)):] {
 		if err := e.stopRemove(ctx, c.ID, s.Name, containerLabelName(c), false, r.rep); err != nil {
@@ -265,6 +267,9 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 	}
 
 	r.rep.event(s.Name, oldName, "recreate", why)
+	if err := r.stopDependents(ctx, s.Name); err != nil {
+		return target{}, err
+	}
 	inspect, err := e.inspect(ctx, old.ID)
 	if err != nil {
 		return target{}, fmt.Errorf("inspect container %s: %w", oldName, err)
@@ -275,6 +280,34 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 		return target{}, err
 	}
 	return r.create(ctx, in)
+}
+
+// stopDependents stops, as docker compose does before it recreates service, the
+// running containers of the services that depend on it with restart: true; each is
+// started again once service is back (their converge finds them exited).
+func (r *run) stopDependents(ctx context.Context, service string) error {
+	for _, name := range r.p.ServiceNames() {
+		d, ok := r.p.Services[name].DependsOn[service]
+		if _, selected := r.ready[name]; !ok || !d.Restart || !selected {
+			continue
+		}
+		r.mu.Lock()
+		cs := r.existing[name]
+		r.mu.Unlock()
+		for i, c := range cs {
+			if c.State != container.StateRunning && c.State != container.StateRestarting {
+				continue
+			}
+			r.rep.event(name, containerLabelName(c), "stop", "dependency "+service+" is recreated")
+			if _, err := r.e.api.ContainerStop(ctx, c.ID, client.ContainerStopOptions{}); err != nil {
+				return fmt.Errorf("stop container %s: %w", containerLabelName(c), err)
+			}
+			r.mu.Lock()
+			cs[i].State = container.StateExited
+			r.mu.Unlock()
+		}
+	}
+	return nil
 }
 
 // sameImage reports whether old differs from s only by its image reference, both
