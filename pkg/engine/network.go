@@ -19,9 +19,11 @@ func endpointSettings(s types.ServiceConfig, name string, cfg *types.ServiceNetw
 	if cfg.ServiceNameAliasEnabled() {
 		aliases = append(aliases, s.Name)
 	}
-	// As docker compose: an IPAM config, empty without fixed addresses.
-	ep := &network.EndpointSettings{IPAMConfig: &network.EndpointIPAMConfig{}}
+	ep := &network.EndpointSettings{}
 	if cfg != nil {
+		// As docker compose: an IPAM config where the service configures the network,
+		// empty without fixed addresses.
+		ep.IPAMConfig = &network.EndpointIPAMConfig{}
 		aliases = append(aliases, cfg.Aliases...)
 		if cfg.Ipv4Address != "" || cfg.Ipv6Address != "" || len(cfg.LinkLocalIPs) > 0 {
 			ipam, err := endpointIPAM(cfg)

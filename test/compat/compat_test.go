@@ -94,6 +94,7 @@ func (c *compatRun) run(src string) {
 	ship := c.inspect(ctx, shipProject)
 	comp := c.inspect(ctx, composeProject)
 	c.compareAll(shipProject, composeProject, ship, comp)
+	c.checkHashes(shipProject, ship)
 	c.checkHashes(composeProject, comp)
 
 	// Each tool again on the other's project: nothing may be recreated.
@@ -228,8 +229,10 @@ func containerKey(o object) string {
 }
 
 // checkHashes computes ship's config hashes (ConfigHash, NetworkHash, VolumeHash) of
-// the file as ship loads it, and compares them with the labels compose wrote on its
-// objects: the hash functions checked on their own, apart from how Up uses them.
+// the file as ship loads it under project, and compares them with the labels one tool
+// wrote on its objects of that project: on compose's, the hash functions checked on
+// their own; on ship's, that Up labels what they compute. (The two projects' network
+// and volume hashes differ, as their names do.)
 func (c *compatRun) checkHashes(project string, comp objects) {
 	c.t.Helper()
 	p, err := compose.Load(context.Background(), compose.Options{Dir: c.dir, Files: []string{"compose.yml"}, Name: project})
