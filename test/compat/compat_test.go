@@ -104,8 +104,9 @@ func (c *compatRun) run(src string) {
 	c.recreated("ship up after docker compose", comp, c.inspect(ctx, composeProject))
 }
 
-// shipUp loads the file as shipctl does and brings it up with ship's engine. It is false
-// when ship refuses the file, as knownRefusals says it does.
+// shipUp loads the file as shipctl does, writes it out resolved and reads it back as a
+// host reads its release (compose.LoadResolved: what a deploy runs), and brings it up
+// with ship's engine. It is false when ship refuses the file, as knownRefusals says.
 func (c *compatRun) shipUp(project string) bool {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -123,7 +124,16 @@ func (c *compatRun) shipUp(project string) bool {
 	case refusedKnown:
 		c.t.Errorf("ship runs %s/compose.yml now: remove it from knownRefusals", c.name)
 	}
-	if err := c.eng.Up(ctx, p.Project, engine.UpOptions{WaitTimeout: 2 * time.Minute}); err != nil {
+	data, err := p.MarshalYAML()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	// Named as compose names it, so that the config_files labels compare equal.
+	back, err := compose.LoadResolved(ctx, project, c.dir, filepath.Join(c.dir, "compose.yml"), data)
+	if err != nil {
+		c.t.Fatalf("read back the resolved %s/compose.yml: %v", c.name, err)
+	}
+	if err := c.eng.Up(ctx, back.Project, engine.UpOptions{WaitTimeout: 2 * time.Minute}); err != nil {
 		c.t.Fatalf("ship up %s: %v", project, err)
 	}
 	return true
