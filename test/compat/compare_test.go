@@ -48,7 +48,6 @@ var cosmetic = []allowed{
 	{"Labels.com.docker.compose.config-hash", "networks and volumes: the hash covers the name, which holds each run's project name; checkHashes compares each tool's label with the hash of its own project", ""},
 	{pattern: "Config.Labels.com.docker.compose.config-hash", object: "sidecar/sidecar-1",
 		reason: "network_mode service:app is hashed as container:<app's ID>, another container in each run; checkHashes compares each tool's label with its own project's hash, and neither tool recreates the other's"},
-	{"Config.ExposedPorts.*", "expose without a protocol: compose sends 9000 as written, ship's typed API client 9000/tcp; the engine reads both as 9000/tcp", ""},
 }
 
 // known are the differences ship has today that are NOT cosmetic: each is a fix to make
@@ -174,6 +173,14 @@ func newNormalizer(project string, objs ...[]object) normalizer {
 func (n normalizer) fields(o object) map[string]string {
 	out := map[string]string{}
 	flatten("", n.value(o.Inspect), out)
+	// An exposed port without a protocol: compose sends it as written ("9000"), ship's
+	// typed API client as "9000/tcp"; the engine reads both as 9000/tcp.
+	for k, v := range out {
+		if port, ok := strings.CutPrefix(k, "Config.ExposedPorts."); ok && !strings.Contains(port, "/") {
+			delete(out, k)
+			out[k+"/tcp"] = v
+		}
+	}
 	// compose writes depends_on in Go map order, a different one each time.
 	if v, ok := out[dependsOnField]; ok {
 		var s string
