@@ -819,6 +819,17 @@ volumes:
 			t.Errorf("tag %s is gone: %v", ref, err)
 		}
 	}
+	// shipd's swap asks Outdated: the same answer.
+	reps, err := s.eng.Replicas(ctx, s.name, "kv")
+	if err != nil || len(reps) != 1 {
+		t.Fatalf("replicas: %v, %v", reps, err)
+	}
+	if why, err := s.eng.Outdated(ctx, s.load(yaml(newRef, "1")), "kv", reps[0]); why != "" || err != nil {
+		t.Errorf("Outdated for a new tag of the same image: %q, %v", why, err)
+	}
+	if why, _ := s.eng.Outdated(ctx, s.load(yaml(newRef, "2")), "kv", reps[0]); why != "configuration changed" {
+		t.Errorf("Outdated for a new tag and a new environment: %q", why)
+	}
 
 	rec = s.mustUp(s.load(yaml(newRef, "2")), engine.UpOptions{})
 	if i := rec.index("kv", "recreate"); i < 0 || rec.events[i].Msg != "configuration changed" {
