@@ -194,8 +194,12 @@ func TestBadContainerPort(t *testing.T) {
 	if !errors.Is(err, ErrInvalid) {
 		t.Fatalf("want ErrInvalid, got %v", err)
 	}
-	want := `docker-compose.yml:6: service "api": ports entry "8080:http": invalid containerPort: http`
-	if !strings.Contains(err.Error(), want) {
-		t.Errorf("error lacks %q:\n%v", want, err)
+	for _, want := range []string{
+		`docker-compose.yml:6: service "api": ports entry "8080:http": invalid containerPort: http`,
+		`docker-compose.yml:11: service "admin": ports target "http" is not a container port`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package compose
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -32,8 +33,9 @@ func SwarmKeys(s types.ServiceConfig) []string {
 }
 
 // portProblems finds, when compose-go refused the files, the short-syntax port
-// entries it cannot parse ("8080:http"), each named by service and file:line: compose-go
-// says only "invalid containerPort: http". Entries with a variable are left to it.
+// entries it cannot parse ("8080:http") and long-syntax targets that are not port
+// numbers, each named by service and file:line: compose-go says only "invalid
+// containerPort: http". Entries with a variable are left to it.
 func portProblems(paths []string) []Problem {
 	var problems []Problem
 	loc := newLocator(paths)
@@ -50,6 +52,16 @@ func portProblems(paths []string) []Problem {
 				continue
 			}
 			for _, e := range ports.Content {
+				if e.Kind == yaml.MappingNode {
+					// Long syntax: target is the container port, a number.
+					if _, t := child(e, "target"); t != nil && t.Kind == yaml.ScalarNode && !strings.Contains(t.Value, "$") {
+						if n, err := strconv.Atoi(t.Value); err != nil || n < 1 || n > 65535 {
+							problems = append(problems, Problem{File: file, Line: t.Line, Msg: fmt.Sprintf(
+								"service %q: ports target %q is not a container port; write a number, e.g. target: 80", name, t.Value)})
+						}
+					}
+					continue
+				}
 				if e.Kind != yaml.ScalarNode || strings.Contains(e.Value, "$") {
 					continue
 				}
