@@ -7,7 +7,10 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/compose-spec/compose-go/v2/types"
+
 	"github.com/shipdeploy/ship/pkg/compose"
+	"github.com/shipdeploy/ship/pkg/engine"
 )
 
 // Action is what happens to one service.
@@ -79,6 +82,9 @@ func Diff(host string, p *compose.Project, wanted map[string]string, observed []
 		switch {
 		case !ok:
 			step.Action, step.Why = Create, "new service"
+		case o.ConfigHash != wanted[name] && o.Image != svc.Image && onlyTag(svc, o):
+			// Whether the new tag is the same image is known once it is pulled.
+			step.Action, step.Why = Recreate, "new image tag; left running if it is the same image"
 		case o.ConfigHash != wanted[name] && o.Image != svc.Image:
 			step.Action, step.Why = Recreate, "new image"
 		case o.ConfigHash != wanted[name]:
@@ -101,6 +107,15 @@ func Diff(host string, p *compose.Project, wanted map[string]string, observed []
 		plan.Steps = append(plan.Steps, Step{Service: name, Action: Remove, From: running[name].Image, Why: "not in the release"})
 	}
 	return plan
+}
+
+// onlyTag reports whether the running container differs from svc only by its image
+// reference: its config hash is svc's with the reference it runs. The engine leaves
+// such a container running when both references are the same image.
+func onlyTag(svc types.ServiceConfig, o Observed) bool {
+	svc.Image = o.Image
+	h, err := engine.ConfigHash(svc)
+	return err == nil && h == o.ConfigHash
 }
 
 // Format renders the plan for a person, one line per service.
