@@ -44,7 +44,10 @@
 // hash (NetworkHash, VolumeHash): a network whose definition changed is removed, after
 // its containers are stopped, and made again; a changed volume is refused
 // (VolumeChangedError) unless its definition says `x-ship-recreate: true`, which
-// consents to losing its data. One without the label is used as it is. A service that
+// consents to losing its data. That is on an Up of the whole project (an agentless
+// deploy); an Up of some services (shipd's swap, a job) and a replica use a changed
+// network or volume as it is, since the other containers on it would not be made again.
+// One without the label is used as it is. A service that
 // depends on another with restart: true is stopped before that one is recreated and
 // started again after, as docker compose does; a service sharing another's network
 // namespace (network_mode: service:x) is recreated with it. Swarm-only deploy keys (placement, update_config,

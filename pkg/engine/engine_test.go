@@ -889,6 +889,13 @@ volumes:
 		t.Errorf("volume config-hash label %q, want %q", vol.Volume.Labels["com.docker.compose.config-hash"], want)
 	}
 
+	// An Up of some services (shipd's swap, a job) leaves a changed network as it is:
+	// the other containers on it would not be made again.
+	s.mustUp(s.load(yaml("2", "2", "")), engine.UpOptions{Services: []string{"web"}})
+	if c := s.inspect(s.name + "-web-1"); c.ID != first.ID || netHash() != want {
+		t.Errorf("an Up of some services changed the network: container %s, label %s", c.ID[:12], netHash())
+	}
+
 	rec := s.mustUp(s.load(yaml("2", "1", "")), engine.UpOptions{})
 	second := s.inspect(s.name + "-web-1")
 	if second.ID == first.ID || !second.State.Running || netHash() == want {

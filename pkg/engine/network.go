@@ -191,8 +191,10 @@ func publish(s types.ServiceConfig, exposed network.PortSet) (network.PortMap, e
 }
 
 // ensureNetworks creates the networks the services join that do not exist yet, and
-// checks that the external ones do.
-func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services []string, rep *reporter) error {
+// checks that the external ones do. With whole (an Up of the whole project), a network
+// made from another definition is made again; otherwise (some services: shipd's swap,
+// a job) it is used as it is, since its other containers would not be made again.
+func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services []string, whole bool, rep *reporter) error {
 	keys := map[string]bool{}
 	for _, name := range services {
 		for _, key := range serviceNetworks(p.Services[name]) {
@@ -224,7 +226,7 @@ func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services 
 		if existing != nil {
 			// As docker compose: a network without the label (made by an older
 			// version) is kept; one made from another definition is made again.
-			if h, ok := existing.Labels[labelConfigHash]; !ok || h == hash {
+			if h, ok := existing.Labels[labelConfigHash]; !ok || h == hash || !whole {
 				continue
 			}
 			if err := e.removeDivergedNetwork(ctx, p, *existing, rep); err != nil {

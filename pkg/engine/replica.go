@@ -227,10 +227,10 @@ func (e *Engine) StartReplica(ctx context.Context, p *types.Project, service str
 	if err != nil {
 		return Replica{}, err
 	}
-	if err := e.ensureNetworks(ctx, p, []string{service}, rep); err != nil {
+	if err := e.ensureNetworks(ctx, p, []string{service}, false, rep); err != nil {
 		return Replica{}, err
 	}
-	if err := e.ensureVolumes(ctx, p, []string{service}, rep); err != nil {
+	if err := e.ensureVolumes(ctx, p, []string{service}, false, rep); err != nil {
 		return Replica{}, err
 	}
 	existing, err := e.Replicas(ctx, p.Name, service)

@@ -59,10 +59,11 @@ func (e *Engine) Up(ctx context.Context, p *types.Project, o UpOptions) error {
 		return err
 	}
 	// Volumes first: a changed one without consent is refused before any other change.
-	if err := e.ensureVolumes(ctx, p, services, rep); err != nil {
+	whole := len(o.Services) == 0
+	if err := e.ensureVolumes(ctx, p, services, whole, rep); err != nil {
 		return err
 	}
-	if err := e.ensureNetworks(ctx, p, services, rep); err != nil {
+	if err := e.ensureNetworks(ctx, p, services, whole, rep); err != nil {
 		return err
 	}
 

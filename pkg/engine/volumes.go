@@ -115,8 +115,10 @@ func anonymousVolumes(s types.ServiceConfig, old container.InspectResponse, img 
 }
 
 // ensureVolumes creates the named volumes the services mount that do not exist yet,
-// and checks that the external ones do.
-func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project, services []string, rep *reporter) error {
+// and checks that the external ones do. With whole (an Up of the whole project), a
+// volume made from another definition is refused, or made again with the file's consent;
+// otherwise it is used as it is (see ensureNetworks).
+func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project, services []string, whole bool, rep *reporter) error {
 	keys := map[string]bool{}
 	for _, name := range services {
 		for _, v := range p.Services[name].Volumes {
@@ -144,7 +146,7 @@ func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project, services [
 		case err == nil:
 			// As docker compose: a volume without the label (made by an older version)
 			// is kept; one made from another definition is made again only with consent.
-			if h, ok := res.Volume.Labels[labelConfigHash]; !ok || h == hash {
+			if h, ok := res.Volume.Labels[labelConfigHash]; !ok || h == hash || !whole {
 				continue
 			}
 			if !recreateConsent(v) {
