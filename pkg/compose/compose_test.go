@@ -203,3 +203,16 @@ func TestBadContainerPort(t *testing.T) {
 		}
 	}
 }
+
+// A release read back as a host (or shipd) reads it names its file on the host, which
+// the engine writes in com.docker.compose.project.config_files.
+func TestLoadResolvedNamesItsFile(t *testing.T) {
+	file := "/srv/shop/releases/abc/docker-compose.yml"
+	p, err := LoadResolved(context.Background(), "shop", "/srv/shop/releases/abc", file, []byte("services:\n  web:\n    image: nginx\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.ComposeFiles) != 1 || p.ComposeFiles[0] != file {
+		t.Errorf("ComposeFiles = %v, want [%s]", p.ComposeFiles, file)
+	}
+}
