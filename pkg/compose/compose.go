@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -96,8 +97,12 @@ func Load(ctx context.Context, o Options) (p *Project, err error) {
 	}
 	tp, err := po.LoadProject(ctx)
 	if err != nil {
+		if problems := portProblems(paths); len(problems) > 0 {
+			return nil, &Error{Files: paths, Problems: problems}
+		}
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	dropOptionalDeps(tp)
 	p = &Project{Project: tp, Ship: map[string]Ship{}, Built: map[string]string{}}
 
 	var problems []Problem
@@ -126,6 +131,31 @@ func Load(ctx context.Context, o Options) (p *Project, err error) {
 		return nil, &Error{Files: paths, Problems: problems}
 	}
 	return p, nil
+}
+
+// dropOptionalDeps removes from each service the dependencies with required: false on
+// services the project does not run (in a profile not enabled), as docker compose
+// leaves them out of what it starts and of the depends_on label: written out with
+// them, the resolved file would name a service it does not define.
+func dropOptionalDeps(p *types.Project) {
+	for name, s := range p.Services {
+		changed := false
+		for dep, d := range s.DependsOn {
+			if _, ok := p.Services[dep]; !ok && !d.Required {
+				if !changed {
+					s.DependsOn = maps.Clone(s.DependsOn)
+					changed = true
+				}
+				delete(s.DependsOn, dep)
+			}
+		}
+		if changed {
+			if len(s.DependsOn) == 0 {
+				s.DependsOn = nil
+			}
+			p.Services[name] = s
+		}
+	}
 }
 
 // Problem is one thing in a compose file that ship cannot run, with where it is written
@@ -196,6 +226,9 @@ func LoadResolved(ctx context.Context, name, workDir, file string, data []byte) 
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, file, err)
 	}
+	// docker compose labels every container with the file it came from
+	// (com.docker.compose.project.config_files): the release's file on the host.
+	tp.ComposeFiles = []string{file}
 	p = &Project{Project: tp, Ship: map[string]Ship{}, Built: map[string]string{}}
 	if problems := p.parseShips(file); len(problems) > 0 {
 		return nil, &Error{Files: []string{file}, Problems: problems}

@@ -103,16 +103,19 @@ func TestUnsupportedKeysRefusedByName(t *testing.T) {
 	msg := err.Error()
 	for _, want := range []string{
 		`docker-compose.yml:4: service "web": key "secrets" is not supported`,
-		`docker-compose.yml:6: service "web": key "deploy.placement" is not supported`,
-		`docker-compose.yml:10: service "web": key "healthcheck.start_interval"`,
 		`docker-compose.yml:7: service "web": deploy.replicas 3 is not supported`,
 		`service "web": volume type "npipe"`,
 		`docker-compose.yml:17: service "cache": key "links"`,
 		`docker-compose.yml:18: top-level key "secrets"`,
-		`docker-compose.yml:23: network "back": key "ipam"`,
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	// What docker compose runs is not refused among them.
+	for _, accepted := range []string{"deploy.labels", "start_interval", "ipam"} {
+		if strings.Contains(msg, accepted) {
+			t.Errorf("%s is refused:\n%s", accepted, msg)
 		}
 	}
 	if strings.Contains(msg, "restart") {
@@ -160,5 +163,56 @@ func TestJobs(t *testing.T) {
 	rest := p.WithoutJobs()
 	if len(rest.Services) != 1 || rest.Services["web"].Name != "web" || len(p.Services) != 3 {
 		t.Errorf("without jobs: %v; the project: %v", rest.ServiceNames(), p.ServiceNames())
+	}
+}
+
+// Keys docker compose runs outside Swarm are accepted: network ipam and enable_ipv6, a
+// port's app_protocol, healthcheck.start_interval (the engine checks its API version);
+// deploy's Swarm keys are accepted and named by SwarmKeys for the plan's note.
+func TestComposeKeysAccepted(t *testing.T) {
+	p, err := load(t, Options{Dir: "testdata/swarmkeys", Name: "x"})
+	if err != nil {
+		t.Fatalf("a file docker compose runs is refused: %v", err)
+	}
+	if got := strings.Join(SwarmKeys(p.Services["web"]), ","); got != "deploy.labels,deploy.placement,deploy.update_config" {
+		t.Errorf("SwarmKeys(web) = %s", got)
+	}
+	if got := SwarmKeys(p.Services["worker"]); got != nil {
+		t.Errorf("SwarmKeys(worker) = %v, want none", got)
+	}
+	if n := p.Networks["back"]; n.Ipam.Driver != "default" || n.EnableIPv6 == nil || !*n.EnableIPv6 {
+		t.Errorf("network back = %+v", n)
+	}
+	if ports := p.Services["web"].Ports; len(ports) != 1 || ports[0].AppProtocol != "http" {
+		t.Errorf("ports = %+v", ports)
+	}
+}
+
+// A short-syntax port compose-go cannot parse is named by file:line, service and entry.
+func TestBadContainerPort(t *testing.T) {
+	_, err := load(t, Options{Dir: "testdata/badport", Name: "x"})
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("want ErrInvalid, got %v", err)
+	}
+	for _, want := range []string{
+		`docker-compose.yml:6: service "api": ports entry "8080:http": invalid containerPort: http`,
+		`docker-compose.yml:11: service "admin": ports target "http" is not a container port`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
+
+// A release read back as a host (or shipd) reads it names its file on the host, which
+// the engine writes in com.docker.compose.project.config_files.
+func TestLoadResolvedNamesItsFile(t *testing.T) {
+	file := "/srv/shop/releases/abc/docker-compose.yml"
+	p, err := LoadResolved(context.Background(), "shop", "/srv/shop/releases/abc", file, []byte("services:\n  web:\n    image: nginx\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.ComposeFiles) != 1 || p.ComposeFiles[0] != file {
+		t.Errorf("ComposeFiles = %v, want [%s]", p.ComposeFiles, file)
 	}
 }

@@ -26,32 +26,33 @@ var (
 	)
 	// Keys inside a service's nested mappings; a nil set means any key (a free-form map).
 	nestedKeys = map[string]map[string]bool{
-		"build":       set("context", "dockerfile", "args", "target", "labels", "cache_from", "no_cache", "pull", "shm_size", "extra_hosts", "network"),
-		"healthcheck": set("test", "interval", "timeout", "retries", "start_period", "disable"),
+		"build": set("context", "dockerfile", "args", "target", "labels", "cache_from", "no_cache", "pull", "shm_size", "extra_hosts", "network"),
+		// start_interval: the engine refuses it where its API is older than 1.44.
+		"healthcheck": set("test", "interval", "timeout", "retries", "start_period", "start_interval", "disable"),
 		"logging":     set("driver", "options"),
-		// The engine checks the values: one replica, no devices, replicated mode.
-		"deploy": set("replicas", "resources", "restart_policy", "mode"),
+		// The engine checks the values: one replica, no devices, replicated mode. The
+		// keys of Swarm (SwarmKeys) docker compose ignores, and so does ship.
+		"deploy": set("replicas", "resources", "restart_policy", "mode", "update_config", "rollback_config", "placement", "labels", "endpoint_mode"),
 	}
 	// Keys inside each entry of a service's lists or maps of entries.
 	entryKeys = map[string]map[string]bool{
 		"depends_on": set("condition", "required"),
-		"ports":      set("target", "published", "host_ip", "protocol", "mode", "name"),
+		"ports":      set("target", "published", "host_ip", "protocol", "mode", "name", "app_protocol"),
 		"volumes":    set("type", "source", "target", "read_only", "bind", "volume", "tmpfs", "consistency"),
 		"networks":   set("aliases", "ipv4_address", "ipv6_address", "link_local_ips", "priority"),
 	}
 	volumeTypes   = set("bind", "volume", "tmpfs")
-	networkKeys   = set("name", "driver", "driver_opts", "external", "labels", "internal", "attachable")
+	networkKeys   = set("name", "driver", "driver_opts", "external", "labels", "internal", "attachable", "ipam", "enable_ipv6")
 	volumeKeys    = set("name", "driver", "driver_opts", "external", "labels")
 	refusalAdvice = map[string]string{
-		"deploy":         "ship runs one container per service; remove deploy: (resources: use mem_limit and cpus)",
-		"scale":          "ship runs one container per service; remove scale:",
-		"secrets":        "pass secrets through the environment's env_file instead",
-		"configs":        "mount the file with a bind volume instead",
-		"links":          "services reach each other by name on the project network; remove links:",
-		"develop":        "develop: is for `docker compose watch`; keep it in a separate override file",
-		"platform":       "build for the hosts' platform instead",
-		"devices":        "ship does not map devices yet",
-		"start_interval": "healthcheck start_interval needs Docker API 1.44; remove it",
+		"deploy":   "ship runs one container per service; remove deploy: (resources: use mem_limit and cpus)",
+		"scale":    "ship runs one container per service; remove scale:",
+		"secrets":  "pass secrets through the environment's env_file instead",
+		"configs":  "mount the file with a bind volume instead",
+		"links":    "services reach each other by name on the project network; remove links:",
+		"develop":  "develop: is for `docker compose watch`; keep it in a separate override file",
+		"platform": "build for the hosts' platform instead",
+		"devices":  "ship does not map devices yet",
 	}
 )
 
@@ -142,12 +143,8 @@ func (c *checker) checkEntry(path []string, name, k string, e entry, allowed map
 			continue
 		}
 		if k == "depends_on" && sub == "restart" {
-			// compose-go writes restart: false into every long-form entry, and
-			// restart: true for links: (refused on its own); refuse what is written.
-			if b, ok := e.m[sub].(bool); (ok && !b) || c.loc.at(append(path, e.key, sub)).File == "" {
-				continue
-			}
-			c.refuse(append(path, e.key, sub), fmt.Sprintf("service %q: depends_on.%s.restart", name, e.key), "ship does not restart dependents; remove restart: true")
+			// The engine stops the dependent before it recreates the dependency and
+			// starts it again after, as docker compose does.
 			continue
 		}
 		c.refuse(append(path, e.key, sub), fmt.Sprintf("service %q: key %q in %s", name, sub, k), advice(sub))

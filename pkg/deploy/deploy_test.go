@@ -762,6 +762,30 @@ func TestPrepare(t *testing.T) {
 			t.Errorf("not the given file:\n%s", rel.File)
 		}
 	})
+	t.Run("config file is the release's", func(t *testing.T) {
+		want := []string{root + "/releases/" + shaA + "/docker-compose.yml"}
+		if fmt.Sprint(rel.Project.ComposeFiles) != fmt.Sprint(want) {
+			t.Errorf("config files %v, want %v", rel.Project.ComposeFiles, want)
+		}
+	})
+	t.Run("optional dependency on a disabled service", func(t *testing.T) {
+		f := newFixture(t, "optional-dep.yml")
+		rel, err := Prepare(context.Background(), PrepareOptions{Config: f.cfg, Env: f.env, SHA: shaA, Environ: []string{}})
+		if err != nil {
+			t.Fatalf("a file that loads fails at deploy: %v", err)
+		}
+		if strings.Contains(string(rel.File), "metrics") {
+			t.Errorf("the release's file names the disabled service:\n%s", rel.File)
+		}
+		back, err := loadRelease(context.Background(), "shop", release.Layout(root), shaA, rel.File)
+		if err != nil {
+			t.Fatalf("read back: %v", err)
+		}
+		deps := back.Services["web"].DependsOn
+		if _, ok := deps["redis"]; !ok || len(deps) != 1 {
+			t.Errorf("web depends on %v, want redis only", deps)
+		}
+	})
 	t.Run("no registry", func(t *testing.T) {
 		f := newFixture(t, "docker-compose.yml")
 		f.cfg.Registry = ""

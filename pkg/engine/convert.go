@@ -88,6 +88,8 @@ type createInput struct {
 	networkMode string
 	// inherit maps a target path to the anonymous volume the replaced container had there.
 	inherit map[string]string
+	// proxy is added to the environment where the service does not set the key.
+	proxy map[string]string
 }
 
 // buildCreate turns a service into the Engine API's create request.
@@ -141,7 +143,7 @@ func createLabels(in createInput) map[string]string {
 		labelConfigHash:  in.hash,
 		labelWorkingDir:  p.WorkingDir,
 		labelConfigFiles: strings.Join(p.ComposeFiles, ","),
-		labelVersion:     composeVersion,
+		labelVersion:     ComposeVersion,
 		labelDependsOn:   strings.Join(deps, ","),
 		labelImage:       in.imageID,
 	} {
@@ -163,7 +165,7 @@ func containerConfig(in createInput) *container.Config {
 		OpenStdin:    s.StdinOpen,
 		AttachStdout: true,
 		AttachStderr: true,
-		Env:          environment(s.Environment),
+		Env:          environment(s.Environment, in.proxy),
 		Image:        imageRef(in.project.Name, s),
 		WorkingDir:   s.WorkingDir,
 		Labels:       createLabels(in),
@@ -187,7 +189,7 @@ func containerConfig(in createInput) *container.Config {
 // limits and the published ports (bindings). The network mode is set by networking.
 func hostConfig(in createInput, bindings network.PortMap) (*container.HostConfig, error) {
 	s := in.service
-	restart := container.RestartPolicy{Name: container.RestartPolicyDisabled}
+	restart := container.RestartPolicy{} // as docker compose: no policy, not "no"
 	if s.Restart != "" {
 		r, err := restartPolicy(s.Restart)
 		if err != nil {
@@ -293,9 +295,15 @@ func networking(spec *createSpec, in createInput) error {
 }
 
 // environment renders the resolved environment as KEY=value, sorted; a key without a
-// value is passed bare, which the engine leaves unset.
-func environment(env types.MappingWithEquals) []string {
-	out := make([]string, 0, len(env))
+// value is passed bare, which the engine leaves unset. proxy's keys come first, the
+// service's own values over them, as docker compose does.
+func environment(env types.MappingWithEquals, proxy map[string]string) []string {
+	out := make([]string, 0, len(env)+len(proxy))
+	for k, v := range proxy {
+		if _, ok := env[k]; !ok {
+			out = append(out, k+"="+v)
+		}
+	}
 	for k, v := range env {
 		if v == nil {
 			out = append(out, k)

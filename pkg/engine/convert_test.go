@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"maps"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -108,6 +111,7 @@ services:
         target: /run/app.sock
         bind: {create_host_path: false}
       - data:/data:nocopy
+      - data:/plain:ro
       - type: tmpfs
         target: /cache
         tmpfs: {size: 1m}
@@ -182,7 +186,7 @@ volumes:
 		labelProject: "demo", labelService: "web", labelNumber: "1", labelOneOff: "False",
 		labelConfigHash: "h", labelImage: "sha256:abc", labelWorkingDir: "/srv/app",
 		labelConfigFiles: "/srv/app/compose.yaml", labelDependsOn: "db:service_healthy:false",
-		labelVersion: composeVersion, "team": "core",
+		labelVersion: ComposeVersion, "team": "core",
 	} {
 		if c.Labels[k] != want {
 			t.Errorf("label %s = %q, want %q", k, c.Labels[k], want)
@@ -202,7 +206,8 @@ volumes:
 	if b := h.PortBindings[network.MustParsePort("9001/udp")]; len(b) != 1 || b[0].HostPort != "9001" {
 		t.Errorf("9001/udp bindings = %v", b)
 	}
-	if !slices.Equal(h.Binds, []string{"/srv/app/conf:/etc/app:ro"}) {
+	// A named volume without options is a Binds entry, as docker compose writes it.
+	if !slices.Equal(h.Binds, []string{"/srv/app/conf:/etc/app:ro", "demo_data:/plain:ro"}) {
 		t.Errorf("binds = %v", h.Binds)
 	}
 	wantMounts := []mount.Mount{
@@ -300,7 +305,7 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if spec.host.NetworkMode != "demo_default" || spec.host.RestartPolicy.Name != container.RestartPolicyDisabled || spec.config.Healthcheck != nil {
+	if spec.host.NetworkMode != "demo_default" || spec.host.RestartPolicy.Name != "" || spec.config.Healthcheck != nil {
 		t.Errorf("web: mode %s restart %+v health %+v", spec.host.NetworkMode, spec.host.RestartPolicy, spec.config.Healthcheck)
 	}
 	spec, err = buildCreate(createInput{project: p, service: p.Services["side"], number: 1, apiVersion: "1.41", networkMode: "container:abc"})
@@ -386,6 +391,24 @@ volumes:
 	}
 	if err := check(p, []string{"ok"}, "1.41"); err != nil {
 		t.Errorf("check(ok) = %v", err)
+	}
+}
+
+// start_interval runs from API 1.44 and is refused below it, naming the engine's version.
+func TestCheckStartInterval(t *testing.T) {
+	p := loadProject(t, `
+services:
+  web:
+    image: app:1
+    healthcheck: {test: ["CMD", "true"], interval: 5s, start_interval: 1s}
+`)
+	err := check(p, p.ServiceNames(), "1.43")
+	want := `service "web": healthcheck.start_interval needs Docker API 1.44 (Docker 25), the engine has API 1.43`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("API 1.43: err = %v, want %q", err, want)
+	}
+	if err := check(p, p.ServiceNames(), "1.44"); err != nil {
+		t.Errorf("API 1.44: %v", err)
 	}
 }
 
@@ -497,5 +520,47 @@ func TestHealthErrorMessage(t *testing.T) {
 	}
 	if !errors.Is(err, ErrUnhealthy) {
 		t.Errorf("not ErrUnhealthy")
+	}
+}
+
+// The docker CLI's proxies reach a container's environment as docker compose adds them:
+// the engine's own entry, else default, upper and lower case, under the service's own.
+func TestProxyEnv(t *testing.T) {
+	dir := t.TempDir()
+	cfg := `{"proxies": {
+  "default": {"httpProxy": "http://proxy:3128", "noProxy": "localhost"},
+  "tcp://other:2376": {"httpsProxy": "http://other-proxy:3128"}
+}}`
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ProxyEnv(dir, "unix:///var/run/docker.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"HTTP_PROXY": "http://proxy:3128", "http_proxy": "http://proxy:3128", "NO_PROXY": "localhost", "no_proxy": "localhost"}
+	if !maps.Equal(got, want) {
+		t.Errorf("default: %v, want %v", got, want)
+	}
+	if got, _ := ProxyEnv(dir, "tcp://other:2376"); got["HTTPS_PROXY"] != "http://other-proxy:3128" || got["HTTP_PROXY"] != "" {
+		t.Errorf("the engine's own entry: %v", got)
+	}
+	if got, err := ProxyEnv(t.TempDir(), "x"); got != nil || err != nil {
+		t.Errorf("no config file: %v, %v", got, err)
+	}
+
+	p := loadProject(t, `
+services:
+  web:
+    image: app:1
+    environment: {NO_PROXY: "*.internal", A: "1"}
+`)
+	spec, err := buildCreate(createInput{project: p, service: p.Services["web"], number: 1, apiVersion: "1.44", proxy: want})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := strings.Join(spec.config.Env, " ")
+	if env != "A=1 HTTP_PROXY=http://proxy:3128 NO_PROXY=*.internal http_proxy=http://proxy:3128 no_proxy=localhost" {
+		t.Errorf("env = %s", env)
 	}
 }

@@ -34,16 +34,22 @@
 // # Engine API versions
 //
 // The engine needs API 1.41 (Docker 20.10). Before API 1.44 a container is created on
-// its primary network and connected to the others before it starts; start_interval
-// of a health check is dropped (the engine probes at interval throughout). A named
+// its primary network and connected to the others before it starts, and a health
+// check's start_interval is refused, naming the engine's API version. A named
 // volume's subpath needs API 1.45 and is refused below it.
 //
 // # Known limits
 //
-// Only one container per service. A network or volume that already exists is used as
-// it is, even if its configuration in the project has changed. Services are not
-// restarted when a dependency is recreated (depends_on restart: true is ignored),
-// except that a service sharing another's network namespace (network_mode:
-// service:x) is recreated with it. Swarm-only deploy keys (placement, update_config,
+// Only one container per service. Networks and volumes carry docker compose's config
+// hash (NetworkHash, VolumeHash): a network whose definition changed is removed, after
+// its containers are stopped, and made again; a changed volume is refused
+// (VolumeChangedError) unless its definition says `x-ship-recreate: true`, which
+// consents to losing its data. That is on an Up of the whole project (an agentless
+// deploy); an Up of some services (shipd's swap, a job) and a replica use a changed
+// network or volume as it is, since the other containers on it would not be made again.
+// One without the label is used as it is. A service that
+// depends on another with restart: true is stopped before that one is recreated and
+// started again after, as docker compose does; a service sharing another's network
+// namespace (network_mode: service:x) is recreated with it. Swarm-only deploy keys (placement, update_config,
 // labels, ...) are ignored, as docker compose ignores them.
 package engine

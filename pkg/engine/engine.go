@@ -26,20 +26,17 @@ const (
 	labelVolume      = "com.docker.compose.volume"
 )
 
-// composeVersion is the value of com.docker.compose.version: the docker compose
-// release whose naming and labels the engine follows.
-const composeVersion = "2.39.0"
-
 // objectLabels are a network's or a volume's labels: the file's labels and custom
 // labels, then those docker compose sets (kind is labelNetwork or labelVolume, key the
-// object's name in the file).
-func objectLabels(project, kind, key string, labels, custom map[string]string) map[string]string {
+// object's name in the file, hash its NetworkHash or VolumeHash).
+func objectLabels(project, kind, key, hash string, labels, custom map[string]string) map[string]string {
 	out := map[string]string{}
 	maps.Copy(out, labels)
 	maps.Copy(out, custom)
 	out[kind] = key
 	out[labelProject] = project
-	out[labelVersion] = composeVersion
+	out[labelVersion] = ComposeVersion
+	out[labelConfigHash] = hash
 	return out
 }
 
@@ -69,6 +66,10 @@ type Engine struct {
 	// address on its network through it. nil dials from this machine.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
+	// Proxy is added to every container's environment where the service does not set
+	// the key, as docker compose adds the docker CLI's proxy settings (see ProxyEnv).
+	Proxy map[string]string
+
 	poll time.Duration
 }
 
@@ -80,7 +81,7 @@ func New(api client.APIClient) *Engine {
 
 // Event is one step of Up or Down, reported through a Progress function.
 //
-// Action is one of "pull", "create", "start", "recreate", "unchanged", "wait",
+// Action is one of "pull", "create", "start", "stop", "recreate", "unchanged", "wait",
 // "healthy", "exited", "remove", "network", "volume". Service and Container are empty
 // where they do not apply (networks, volumes); Msg says more in a few words.
 type Event struct {

@@ -12,7 +12,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 )
 
-// ComposeVersion is the docker compose release whose config hash ConfigHash matches:
+// ComposeVersion is the docker compose release whose config hash ConfigHash matches and
+// whose labels (com.docker.compose.version among them) Up writes:
 // the one the compatibility tests build and compare ship's engine against.
 const ComposeVersion = "2.40.3"
 

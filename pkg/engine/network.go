@@ -21,6 +21,9 @@ func endpointSettings(s types.ServiceConfig, name string, cfg *types.ServiceNetw
 	}
 	ep := &network.EndpointSettings{}
 	if cfg != nil {
+		// As docker compose: an IPAM config where the service configures the network,
+		// empty without fixed addresses.
+		ep.IPAMConfig = &network.EndpointIPAMConfig{}
 		aliases = append(aliases, cfg.Aliases...)
 		if cfg.Ipv4Address != "" || cfg.Ipv6Address != "" || len(cfg.LinkLocalIPs) > 0 {
 			ipam, err := endpointIPAM(cfg)
@@ -86,11 +89,13 @@ func parseAddrs(in []string) ([]netip.Addr, error) {
 	return out, nil
 }
 
+// extraHosts are the service's extra_hosts as host:ip, sorted; none is an empty list,
+// as docker compose writes it.
 func extraHosts(h types.HostsList) []string {
-	if len(h) == 0 {
-		return nil
-	}
 	l := h.AsList(":")
+	if l == nil {
+		l = []string{}
+	}
 	sort.Strings(l)
 	return l
 }
@@ -186,8 +191,10 @@ func publish(s types.ServiceConfig, exposed network.PortSet) (network.PortMap, e
 }
 
 // ensureNetworks creates the networks the services join that do not exist yet, and
-// checks that the external ones do.
-func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services []string, rep *reporter) error {
+// checks that the external ones do. With whole (an Up of the whole project), a network
+// made from another definition is made again; otherwise (some services: shipd's swap,
+// a job) it is used as it is, since its other containers would not be made again.
+func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services []string, whole bool, rep *reporter) error {
 	keys := map[string]bool{}
 	for _, name := range services {
 		for _, key := range serviceNetworks(p.Services[name]) {
@@ -202,20 +209,31 @@ func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services 
 	for _, key := range sorted {
 		n := p.Networks[key] // the zero value for an undeclared default network
 		name := networkName(p, key)
-		found, err := e.findNetwork(ctx, name)
+		existing, err := e.findNetwork(ctx, name)
 		if err != nil {
 			return err
 		}
 		if n.External {
-			if !found {
+			if existing == nil {
 				return fmt.Errorf("network %s is declared external but does not exist", name)
 			}
 			continue
 		}
-		if found {
-			continue
+		hash, err := NetworkHash(n)
+		if err != nil {
+			return err
 		}
-		labels := objectLabels(p.Name, labelNetwork, key, n.Labels, n.CustomLabels)
+		if existing != nil {
+			// As docker compose: a network without the label (made by an older
+			// version) is kept; one made from another definition is made again.
+			if h, ok := existing.Labels[labelConfigHash]; !ok || h == hash || !whole {
+				continue
+			}
+			if err := e.removeDivergedNetwork(ctx, p, *existing, rep); err != nil {
+				return err
+			}
+		}
+		labels := objectLabels(p.Name, labelNetwork, key, hash, n.Labels, n.CustomLabels)
 		opts := client.NetworkCreateOptions{
 			Driver:     n.Driver,
 			Options:    n.DriverOpts,
@@ -231,7 +249,7 @@ func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services 
 		opts.IPAM = ipam
 		if _, err := e.api.NetworkCreate(ctx, name, opts); err != nil {
 			// Another Up of the same project may have just created it.
-			if found, ferr := e.findNetwork(ctx, name); ferr == nil && found {
+			if found, ferr := e.findNetwork(ctx, name); ferr == nil && found != nil {
 				continue
 			}
 			return fmt.Errorf("create network %s: %w", name, err)
@@ -241,17 +259,18 @@ func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services 
 	return nil
 }
 
-// findNetwork reports whether a network has exactly this name (the engine's name
-// filter matches substrings, and inspecting by name also matches ID prefixes).
-func (e *Engine) findNetwork(ctx context.Context, name string) (bool, error) {
+// findNetwork returns the network of exactly this name, nil when there is none (the
+// engine's name filter matches substrings, and inspecting by name also matches ID
+// prefixes).
+func (e *Engine) findNetwork(ctx context.Context, name string) (*network.Summary, error) {
 	res, err := e.api.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("name", name)})
 	if err != nil {
-		return false, fmt.Errorf("list networks: %w", err)
+		return nil, fmt.Errorf("list networks: %w", err)
 	}
 	for _, n := range res.Items {
 		if n.Name == name {
-			return true, nil
+			return &n, nil
 		}
 	}
-	return false, nil
+	return nil, nil
 }

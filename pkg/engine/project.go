@@ -79,6 +79,9 @@ func checkService(p *types.Project, name, apiVersion string, add func(format str
 			add("service %q: network_mode refers to unknown service %q", name, dep)
 		}
 	}
+	if h := s.HealthCheck; h != nil && h.StartInterval != nil && versions.LessThan(apiVersion, "1.44") {
+		add("service %q: healthcheck.start_interval needs Docker API 1.44 (Docker 25), the engine has API %s; upgrade the engine or remove start_interval", name, apiVersion)
+	}
 	checkVolumes(p, s, apiVersion, add)
 	checkNetworks(p, s, add)
 }

@@ -131,7 +131,7 @@ func (e *Engine) replica(ctx context.Context, id string) (Replica, error) {
 
 // Outdated says why r is not what Up would leave alone for the service of p: its
 // configuration or its image changed, or it is not running. "" means it is up to date
-// and running. The service's image must be on the engine (see PullImages).
+// and running (a new tag of the same image, nothing else changed, is up to date). The service's image must be on the engine (see PullImages).
 func (e *Engine) Outdated(ctx context.Context, p *types.Project, service string, r Replica) (string, error) {
 	s, ok := p.Services[service]
 	if !ok {
@@ -145,8 +145,16 @@ func (e *Engine) Outdated(ctx context.Context, p *types.Project, service string,
 	if err != nil {
 		return "", fmt.Errorf("inspect image %s: %w", imageRef(p.Name, s), err)
 	}
+	// A new tag of the image r runs, nothing else changed: r is up to date (see Up).
+	sameImage := false
+	if r.ConfigHash != hash && r.ImageID == img.ID && r.Image != "" && r.Image != s.Image {
+		old := s
+		old.Image = r.Image
+		h, err := ConfigHash(old)
+		sameImage = err == nil && h == r.ConfigHash
+	}
 	switch {
-	case r.ConfigHash != hash:
+	case r.ConfigHash != hash && !sameImage:
 		return "configuration changed", nil
 	case r.ImageID != img.ID:
 		return "image changed", nil
@@ -219,10 +227,10 @@ func (e *Engine) StartReplica(ctx context.Context, p *types.Project, service str
 	if err != nil {
 		return Replica{}, err
 	}
-	if err := e.ensureNetworks(ctx, p, []string{service}, rep); err != nil {
+	if err := e.ensureNetworks(ctx, p, []string{service}, false, rep); err != nil {
 		return Replica{}, err
 	}
-	if err := e.ensureVolumes(ctx, p, []string{service}, rep); err != nil {
+	if err := e.ensureVolumes(ctx, p, []string{service}, false, rep); err != nil {
 		return Replica{}, err
 	}
 	existing, err := e.Replicas(ctx, p.Name, service)

@@ -59,10 +59,12 @@ func (e *Engine) Up(ctx context.Context, p *types.Project, o UpOptions) error {
 	if r.images, err = e.ensureImages(ctx, p, services, rep); err != nil {
 		return err
 	}
-	if err := e.ensureNetworks(ctx, p, services, rep); err != nil {
+	// Volumes first: a changed one without consent is refused before any other change.
+	whole := len(o.Services) == 0
+	if err := e.ensureVolumes(ctx, p, services, whole, rep); err != nil {
 		return err
 	}
-	if err := e.ensureVolumes(ctx, p, services, rep); err != nil {
+	if err := e.ensureNetworks(ctx, p, services, whole, rep); err != nil {
 		return err
 	}
 
@@ -202,7 +204,9 @@ func (r *run) condition(ctx context.Context, dep, cond string) error {
 // service converges one service's container and returns it.
 func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error) {
 	e := r.e
+	r.mu.Lock()
 	cs := r.existing[s.Name] // sorted by number
+	r.mu.Unlock()
 	// One container per service: extra ones (a scaled-up compose project) go.
 	for _, c := range cs[min(1, len(cs)):] {
 		if err := ctx.Err(); err != nil {
@@ -221,6 +225,13 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 		project: r.p, service: s, number: 1, hash: r.hashes[s.Name], imageID: img.ID,
 		apiVersion: r.apiVersion, networkMode: networkMode,
 	}
+	if networkMode != "" {
+		h, err := r.hash(s)
+		if err != nil {
+			return target{}, err
+		}
+		in.hash = h
+	}
 	if len(cs) == 0 {
 		return r.create(ctx, in)
 	}
@@ -230,9 +241,13 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 	in.number = max(containerNumber(old), 1)
 	c := target{service: s.Name, id: old.ID, name: containerName(r.p.Name, s, in.number)}
 	var why string
+	unchanged := "running"
 	switch {
 	case old.Labels[labelConfigHash] != in.hash:
 		why = "configuration changed"
+		if r.sameImage(ctx, s, old, img.ID) {
+			why, unchanged = "", "same image"
+		}
 	case old.Labels[labelImage] != img.ID:
 		why = "image changed"
 	case oldName != c.name:
@@ -245,7 +260,7 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 	if why == "" {
 		switch old.State {
 		case container.StateRunning, container.StateRestarting:
-			r.rep.event(s.Name, c.name, "unchanged", "running")
+			r.rep.event(s.Name, c.name, "unchanged", unchanged)
 			return c, nil
 		case container.StatePaused:
 			if _, err := e.api.ContainerUnpause(ctx, old.ID, client.ContainerUnpauseOptions{}); err != nil {
@@ -262,6 +277,9 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 	}
 
 	r.rep.event(s.Name, oldName, "recreate", why)
+	if err := r.stopDependents(ctx, s.Name); err != nil {
+		return target{}, err
+	}
 	return r.recreate(ctx, in, old.ID, oldName, c.name, img)
 }
 
@@ -348,6 +366,57 @@ func tempName(oldID, name string) string {
 	return oldID[:min(12, len(oldID))] + "_" + name
 }
 
+// stopDependents stops, as docker compose does before it recreates service, the
+// running containers of the services that depend on it with restart: true; each is
+// started again once service is back (their converge finds them exited).
+func (r *run) stopDependents(ctx context.Context, service string) error {
+	for _, name := range r.p.ServiceNames() {
+		d, ok := r.p.Services[name].DependsOn[service]
+		if _, selected := r.ready[name]; !ok || !d.Restart || !selected {
+			continue
+		}
+		r.mu.Lock()
+		cs := r.existing[name]
+		r.mu.Unlock()
+		for i, c := range cs {
+			if c.State != container.StateRunning && c.State != container.StateRestarting {
+				continue
+			}
+			r.rep.event(name, containerLabelName(c), "stop", "dependency "+service+" is recreated")
+			if _, err := r.e.api.ContainerStop(ctx, c.ID, client.ContainerStopOptions{}); err != nil {
+				return fmt.Errorf("stop container %s: %w", containerLabelName(c), err)
+			}
+			r.mu.Lock()
+			cs[i].State = container.StateExited
+			r.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+// sameImage reports whether old differs from s only by its image reference, both
+// references naming the same image (imageID): a new tag of an image whose content did
+// not change (a commit that changed no file of the image). Such a container is left
+// running, its labels and its reference (the older tag, kept for rollback) as they are.
+func (r *run) sameImage(ctx context.Context, s types.ServiceConfig, old container.Summary, imageID string) bool {
+	if imageID == "" || old.Labels[labelImage] != imageID {
+		return false
+	}
+	inspect, err := r.e.inspect(ctx, old.ID)
+	if err != nil || inspect.Config == nil || inspect.Config.Image == s.Image {
+		return false
+	}
+	s.Image = inspect.Config.Image
+	h, err := r.hash(s)
+	return err == nil && h == old.Labels[labelConfigHash]
+}
+
+// hash is the service's config hash as docker compose computes it once the services
+// it shares a namespace with run: network_mode service:x hashed as container:<x's ID>.
+func (r *run) hash(s types.ServiceConfig) (string, error) {
+	return ConfigHash(WithContainerRefs(s, func(name string) string { return r.started(name).id }))
+}
+
 // create creates and starts the container described by in.
 func (r *run) create(ctx context.Context, in createInput) (target, error) {
 	c, err := r.createOnly(ctx, in, "")
@@ -365,6 +434,7 @@ func (r *run) create(ctx context.Context, in createInput) (target, error) {
 // set, replaces its name (the network aliases keep the service's container name).
 func (r *run) createOnly(ctx context.Context, in createInput, name string) (target, error) {
 	e, s := r.e, in.service
+	in.proxy = e.Proxy
 	spec, err := buildCreate(in)
 	if err != nil {
 		return target{}, err

@@ -36,13 +36,18 @@ func volumeMounts(p *types.Project, s types.ServiceConfig, inherit map[string]st
 			}
 			binds = append(binds, v.String())
 		case types.VolumeTypeVolume:
+			if _, declared := p.Volumes[v.Source]; declared && v.Source != "" && !volumeNeedsMount(v.Volume) {
+				// As docker compose: the older Binds API where no option needs a mount.
+				binds = append(binds, volumeBind(volumeName(p, v.Source), v))
+				continue
+			}
 			m := mount.Mount{Type: mount.TypeVolume, Target: v.Target, ReadOnly: v.ReadOnly}
 			if v.Source != "" {
 				m.Source = volumeName(p, v.Source)
 			} else if name, ok := inherit[v.Target]; ok {
 				m.Source = name
 			}
-			if v.Volume != nil && (v.Volume.NoCopy || v.Volume.Subpath != "") {
+			if v.Volume != nil { // as docker compose: options, empty or not, when the file has the section
 				m.VolumeOptions = &mount.VolumeOptions{NoCopy: v.Volume.NoCopy, Subpath: v.Volume.Subpath}
 			}
 			mounts = append(mounts, m)
@@ -67,6 +72,21 @@ func volumeMounts(p *types.Project, s types.ServiceConfig, inherit map[string]st
 		mounts = append(mounts, mount.Mount{Type: mount.TypeVolume, Source: inherit[target], Target: target})
 	}
 	return binds, mounts
+}
+
+// volumeNeedsMount reports whether a named volume's options need the Mounts API.
+func volumeNeedsMount(o *types.ServiceVolumeVolume) bool {
+	return o != nil && (o.NoCopy || o.Subpath != "" || len(o.Labels) > 0)
+}
+
+// volumeBind is a named volume's Binds entry, as docker compose writes it: name:target:rw
+// (or ro).
+func volumeBind(name string, v types.ServiceVolumeConfig) string {
+	access := "rw"
+	if v.ReadOnly {
+		access = "ro"
+	}
+	return name + ":" + v.Target + ":" + access
 }
 
 // anonymousVolumes finds the anonymous volumes the old container has at places the
@@ -95,8 +115,10 @@ func anonymousVolumes(s types.ServiceConfig, old container.InspectResponse, img 
 }
 
 // ensureVolumes creates the named volumes the services mount that do not exist yet,
-// and checks that the external ones do.
-func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project, services []string, rep *reporter) error {
+// and checks that the external ones do. With whole (an Up of the whole project), a
+// volume made from another definition is refused, or made again with the file's consent;
+// otherwise it is used as it is (see ensureNetworks).
+func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project, services []string, whole bool, rep *reporter) error {
 	keys := map[string]bool{}
 	for _, name := range services {
 		for _, v := range p.Services[name].Volumes {
@@ -113,17 +135,32 @@ func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project, services [
 	for _, key := range sorted {
 		v := p.Volumes[key]
 		name := volumeName(p, key)
-		_, err := e.api.VolumeInspect(ctx, name, client.VolumeInspectOptions{})
-		if err == nil {
+		hash, err := VolumeHash(v)
+		if err != nil {
+			return err
+		}
+		res, err := e.api.VolumeInspect(ctx, name, client.VolumeInspectOptions{})
+		switch {
+		case err == nil && bool(v.External):
 			continue
-		}
-		if !cerrdefs.IsNotFound(err) {
+		case err == nil:
+			// As docker compose: a volume without the label (made by an older version)
+			// is kept; one made from another definition is made again only with consent.
+			if h, ok := res.Volume.Labels[labelConfigHash]; !ok || h == hash || !whole {
+				continue
+			}
+			if !recreateConsent(v) {
+				return &VolumeChangedError{Volume: key, Name: name}
+			}
+			if err := e.removeDivergedVolume(ctx, p, name, rep); err != nil {
+				return err
+			}
+		case !cerrdefs.IsNotFound(err):
 			return fmt.Errorf("inspect volume %s: %w", name, err)
-		}
-		if v.External {
+		case bool(v.External):
 			return fmt.Errorf("volume %s is declared external but does not exist", name)
 		}
-		labels := objectLabels(p.Name, labelVolume, key, v.Labels, v.CustomLabels)
+		labels := objectLabels(p.Name, labelVolume, key, hash, v.Labels, v.CustomLabels)
 		if _, err := e.api.VolumeCreate(ctx, client.VolumeCreateOptions{
 			Name: name, Driver: v.Driver, DriverOpts: v.DriverOpts, Labels: labels,
 		}); err != nil {

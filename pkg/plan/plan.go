@@ -7,7 +7,10 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/compose-spec/compose-go/v2/types"
+
 	"github.com/shipdeploy/ship/pkg/compose"
+	"github.com/shipdeploy/ship/pkg/engine"
 )
 
 // Action is what happens to one service.
@@ -42,6 +45,9 @@ type Step struct {
 type Plan struct {
 	Host  string
 	Steps []Step
+	// Notes say what of the release is accepted but not acted on (deploy keys only
+	// Swarm reads, which docker compose ignores too), one line each.
+	Notes []string
 }
 
 // Changes reports whether the plan changes anything on the host.
@@ -68,11 +74,17 @@ func Diff(host string, p *compose.Project, wanted map[string]string, observed []
 			plan.Steps = append(plan.Steps, Step{Service: name, Action: Job, To: svc.Image, Why: p.Ship[name].Job + " job"})
 			continue
 		}
+		if keys := compose.SwarmKeys(svc); len(keys) > 0 {
+			plan.Notes = append(plan.Notes, fmt.Sprintf("%s: %s ignored (Swarm only; docker compose ignores them too)", name, strings.Join(keys, ", ")))
+		}
 		o, ok := running[name]
 		step := Step{Service: name, To: svc.Image, From: o.Image}
 		switch {
 		case !ok:
 			step.Action, step.Why = Create, "new service"
+		case o.ConfigHash != wanted[name] && o.Image != svc.Image && onlyTag(svc, o):
+			// Whether the new tag is the same image is known once it is pulled.
+			step.Action, step.Why = Recreate, "new image tag; left running if it is the same image"
 		case o.ConfigHash != wanted[name] && o.Image != svc.Image:
 			step.Action, step.Why = Recreate, "new image"
 		case o.ConfigHash != wanted[name]:
@@ -95,6 +107,15 @@ func Diff(host string, p *compose.Project, wanted map[string]string, observed []
 		plan.Steps = append(plan.Steps, Step{Service: name, Action: Remove, From: running[name].Image, Why: "not in the release"})
 	}
 	return plan
+}
+
+// onlyTag reports whether the running container differs from svc only by its image
+// reference: its config hash is svc's with the reference it runs. The engine leaves
+// such a container running when both references are the same image.
+func onlyTag(svc types.ServiceConfig, o Observed) bool {
+	svc.Image = o.Image
+	h, err := engine.ConfigHash(svc)
+	return err == nil && h == o.ConfigHash
 }
 
 // Format renders the plan for a person, one line per service.
@@ -126,6 +147,9 @@ func (p Plan) Format() string {
 			line += "  (" + s.Why + ")"
 		}
 		b.WriteString(strings.TrimRight(line, " ") + "\n")
+	}
+	for _, n := range p.Notes {
+		b.WriteString("  note: " + n + "\n")
 	}
 	return b.String()
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/shipdeploy/ship/pkg/compose"
+	"github.com/shipdeploy/ship/pkg/engine"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -98,5 +99,45 @@ func golden(t *testing.T, path, got string) {
 	}
 	if got != string(want) {
 		t.Errorf("%s differs:\n--- got:\n%s--- want:\n%s", path, got, want)
+	}
+}
+
+// deploy's Swarm keys are accepted, ignored, and said so under the plan.
+func TestSwarmKeysNoted(t *testing.T) {
+	dir := t.TempDir()
+	yaml := "services:\n  web:\n    image: nginx\n    deploy:\n      placement: {constraints: [node.role == manager]}\n      update_config: {parallelism: 1}\n  db:\n    image: postgres\n"
+	if err := os.WriteFile(filepath.Join(dir, "docker-compose.yml"), []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := compose.Load(context.Background(), compose.Options{Dir: dir, Name: "x", Environ: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := Diff("deploy@web1", p, nil, nil).Format()
+	want := "  note: web: deploy.placement, deploy.update_config ignored (Swarm only; docker compose ignores them too)\n"
+	if !strings.HasSuffix(got, want) || strings.Count(got, "note:") != 1 {
+		t.Errorf("plan:\n%s\nwant it to end with:\n%s", got, want)
+	}
+}
+
+// A container that differs from the release only by its image tag may be left running
+// (the engine knows once the image is pulled): the plan says so.
+func TestOnlyTheTagChanged(t *testing.T) {
+	p := load(t)
+	web := p.Services["web"]
+	old := web
+	old.Image = "reg:5000/fml/web:aaaaaaaaaaaa"
+	oldHash, err := engine.ConfigHash(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newHash, _ := engine.ConfigHash(web)
+	pl := Diff("deploy@web1", p, map[string]string{"web": newHash}, []Observed{
+		{Service: "web", Image: old.Image, ConfigHash: oldHash, Running: true},
+	})
+	for _, s := range pl.Steps {
+		if s.Service == "web" && (s.Action != Recreate || s.Why != "new image tag; left running if it is the same image") {
+			t.Errorf("web: %s (%s)", s.Action, s.Why)
+		}
 	}
 }

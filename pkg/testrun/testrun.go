@@ -62,6 +62,11 @@ func Run(ctx context.Context, api client.APIClient, o Options) (res Result, err 
 		return res, err
 	}
 	r := &run{o: o, project: res.Project, eng: engine.New(api), builder: image.New(api)}
+	// The test stack runs where shipctl does: its containers get the docker CLI's
+	// proxies, as `docker compose up` gives them.
+	if r.eng.Proxy, err = engine.ProxyEnv("", api.DaemonHost()); err != nil {
+		return res, err
+	}
 	defer func() {
 		if cerr := r.cleanUp(ctx); cerr != nil {
 			err = errors.Join(err, cerr)

@@ -94,6 +94,7 @@ func (c *compatRun) run(src string) {
 	ship := c.inspect(ctx, shipProject)
 	comp := c.inspect(ctx, composeProject)
 	c.compareAll(shipProject, composeProject, ship, comp)
+	c.checkHashes(shipProject, ship)
 	c.checkHashes(composeProject, comp)
 
 	// Each tool again on the other's project: nothing may be recreated.
@@ -103,8 +104,9 @@ func (c *compatRun) run(src string) {
 	c.recreated("ship up after docker compose", comp, c.inspect(ctx, composeProject))
 }
 
-// shipUp loads the file as shipctl does and brings it up with ship's engine. It is false
-// when ship refuses the file, as knownRefusals says it does.
+// shipUp loads the file as shipctl does, writes it out resolved and reads it back as a
+// host reads its release (compose.LoadResolved: what a deploy runs), and brings it up
+// with ship's engine. It is false when ship refuses the file, as knownRefusals says.
 func (c *compatRun) shipUp(project string) bool {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -122,7 +124,16 @@ func (c *compatRun) shipUp(project string) bool {
 	case refusedKnown:
 		c.t.Errorf("ship runs %s/compose.yml now: remove it from knownRefusals", c.name)
 	}
-	if err := c.eng.Up(ctx, p.Project, engine.UpOptions{WaitTimeout: 2 * time.Minute}); err != nil {
+	data, err := p.MarshalYAML()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	// Named as compose names it, so that the config_files labels compare equal.
+	back, err := compose.LoadResolved(ctx, project, c.dir, filepath.Join(c.dir, "compose.yml"), data)
+	if err != nil {
+		c.t.Fatalf("read back the resolved %s/compose.yml: %v", c.name, err)
+	}
+	if err := c.eng.Up(ctx, back.Project, engine.UpOptions{WaitTimeout: 2 * time.Minute}); err != nil {
 		c.t.Fatalf("ship up %s: %v", project, err)
 	}
 	return true
@@ -229,8 +240,10 @@ func containerKey(o object) string {
 }
 
 // checkHashes computes ship's config hashes (ConfigHash, NetworkHash, VolumeHash) of
-// the file as ship loads it, and compares them with the labels compose wrote on its
-// objects: the hash functions checked on their own, apart from how Up uses them.
+// the file as ship loads it under project, and compares them with the labels one tool
+// wrote on its objects of that project: on compose's, the hash functions checked on
+// their own; on ship's, that Up labels what they compute. (The two projects' network
+// and volume hashes differ, as their names do.)
 func (c *compatRun) checkHashes(project string, comp objects) {
 	c.t.Helper()
 	p, err := compose.Load(context.Background(), compose.Options{Dir: c.dir, Files: []string{"compose.yml"}, Name: project})
