@@ -42,6 +42,7 @@ import (
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/proxy"
+	"github.com/shipdeploy/ship/pkg/proxy/certs"
 	"github.com/shipdeploy/ship/pkg/version"
 )
 
@@ -82,6 +83,15 @@ type agent struct {
 	routes  map[string]*liveRoute
 	// listeners bound before the routes exist (at start), by listen address.
 	early map[string]net.Listener
+
+	// certs serves the HTTPS doors' certificates; custom notes the owners
+	// ("app/service") whose own certificate it holds.
+	certs    *certs.Manager
+	customMu sync.Mutex
+	custom   map[string]bool
+	// doors are the front door's shared listeners, by address (see front.go).
+	doorMu sync.Mutex
+	doors  map[string]*door
 }
 
 // Run is `shipd run`: it serves until ctx ends (or a handover completes) and returns
@@ -181,7 +191,13 @@ func newAgent(ctx context.Context, cfg Config, log *slog.Logger, inh *proxy.Inhe
 		cfg: cfg, log: log, docker: docker, containers: engine.New(docker), store: st, stateID: agentID(cfg.State), inh: inh,
 		notify: n, started: time.Now(), server: proxy.NewServer(log),
 		busy: map[string]string{}, routes: map[string]*liveRoute{}, early: map[string]net.Listener{},
+		custom: map[string]bool{}, doors: map[string]*door{},
 	}
+	if a.certs, err = newCerts(cfg, log); err != nil {
+		docker.Close()
+		return nil, nil, err
+	}
+	a.certs.SetPolicy(a.tlsHost)
 	a.deployCtx, a.cancelDeploy = context.WithCancel(context.WithoutCancel(ctx))
 	return a, func() {
 		a.cancelDeploy()
@@ -254,6 +270,9 @@ func (a *agent) stop(srv *http.Server, api *apiSocket, handedOver bool, wait fun
 	}
 	if err := a.server.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("routes shutdown: %w", err))
+	}
+	if err := a.shutdownFront(sctx); err != nil {
+		errs = append(errs, err)
 	}
 	if err := wait(); err != nil {
 		errs = append(errs, err)
@@ -382,6 +401,9 @@ func (a *agent) status() agentapi.Status {
 			App: lr.app, Service: lr.service, Listen: ps.Listen, Target: ps.Target, Since: ps.Since,
 			Requests: ps.Requests, InFlight: ps.InFlight, Error: ps.Error,
 		}
+		if lr.spec.front() {
+			r.Listen, r.Hosts, r.TLS = lr.spec.String(), lr.spec.Hosts, lr.spec.TLS
+		}
 		if app := snap.Apps[lr.app]; app != nil {
 			if rs := app.Routes[lr.service]; rs != nil && rs.Target == ps.Target {
 				r.Container, r.Release = rs.Name, rs.Release
@@ -406,6 +428,7 @@ func (a *agent) status() agentapi.Status {
 		s.Apps = append(s.Apps, as)
 	}
 	sort.Slice(s.Apps, func(i, j int) bool { return s.Apps[i].App < s.Apps[j].App })
+	s.Certs = a.certStatus()
 	return s
 }
 
