@@ -402,7 +402,7 @@ func (a *agent) status() agentapi.Status {
 			Requests: ps.Requests, InFlight: ps.InFlight, Error: ps.Error,
 		}
 		if lr.spec.front() {
-			r.Listen, r.Hosts, r.TLS = lr.spec.String(), lr.spec.Hosts, lr.spec.TLS
+			r.Listen, r.ListenTLS, r.Hosts, r.Paths, r.TLS = lr.spec.Listen, lr.spec.ListenTLS, lr.spec.Hosts, lr.spec.Paths, lr.spec.TLS
 		}
 		if app := snap.Apps[lr.app]; app != nil {
 			if rs := app.Routes[lr.service]; rs != nil && rs.Target == ps.Target {

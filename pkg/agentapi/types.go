@@ -231,10 +231,14 @@ type Route struct {
 	Requests uint64    `json:"requests"`
 	InFlight int64     `json:"in_flight"`
 	Error    string    `json:"error,omitempty"`
-	// Hosts and TLS are a route on shipd's shared front door: the names it serves
-	// (none: every name no other route serves) and whether over HTTPS.
-	Hosts []string `json:"hosts,omitempty"`
-	TLS   bool     `json:"tls,omitempty"`
+	// ListenTLS, Hosts, Paths and TLS are a route on shipd's shared front door: its
+	// HTTPS address (Listen is then the plain one, "" for HTTPS only), the names it
+	// serves (none: every name no other route serves), its path prefixes (none: "/")
+	// and whether it is served over HTTPS.
+	ListenTLS string   `json:"listen_tls,omitempty"`
+	Hosts     []string `json:"hosts,omitempty"`
+	Paths     []string `json:"paths,omitempty"`
+	TLS       bool     `json:"tls,omitempty"`
 }
 
 // Cert is the certificate of one host name shipd serves over HTTPS.

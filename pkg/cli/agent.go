@@ -369,7 +369,17 @@ func routeFront(r agentapi.Route) string {
 	if len(r.Hosts) > 0 {
 		hosts = strings.Join(r.Hosts, ", "+scheme)
 	}
-	return fmt.Sprintf("%s%s (%s)", scheme, hosts, r.Listen)
+	var addrs []string
+	for _, a := range []string{r.Listen, r.ListenTLS} {
+		if a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	paths := ""
+	if len(r.Paths) > 0 {
+		paths = " " + strings.Join(r.Paths, ", ")
+	}
+	return fmt.Sprintf("%s%s%s (%s)", scheme, hosts, paths, strings.Join(addrs, " and "))
 }
 
 // writeCerts writes one line per certificate: its name, until when it is valid, or why

@@ -1,0 +1,54 @@
+package deploy
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/shipdeploy/ship/pkg/agentapi"
+	"github.com/shipdeploy/ship/pkg/compose"
+)
+
+func TestRouteClash(t *testing.T) {
+	st := &agentapi.Status{Routes: []agentapi.Route{
+		{App: "blog", Service: "web", Listen: ":80", Hosts: []string{"blog.example.com"}},
+		{App: "shop", Service: "web", Listen: ":80", ListenTLS: ":443", Hosts: []string{"shop.example.com"}, Paths: []string{"/api"}, TLS: true},
+		{App: "old", Service: "web", Listen: ":8080"},
+	}}
+	tests := []struct {
+		name, xship, want string
+	}{
+		{"another app's host", "host: Blog.Example.com.", `service "web": host blog.example.com path / on port 80 is already routed by blog/web`},
+		{"another app's host and path over https", "host: shop.example.com, path: /api/, tls: true", "host shop.example.com path /api on port 80 is already routed by shop/web"},
+		{"another path of the host", "host: shop.example.com, path: /admin", ""},
+		{"another port", `host: blog.example.com, listen: ":8081"`, ""},
+		{"the app's own route", "host: mine.example.com", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			yaml := "services:\n  web:\n    image: nginx\n    x-ship: {port: 80, " + tt.xship + "}\n"
+			p, err := compose.LoadResolved(context.Background(), "mine", t.TempDir(), "docker-compose.yml", []byte(yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = routeClash(st, "mine", p)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want %q", err, tt.want)
+			}
+		})
+	}
+	// Its own routes never clash.
+	p, err := compose.LoadResolved(context.Background(), "blog", t.TempDir(), "docker-compose.yml", []byte("services:\n  web:\n    image: nginx\n    x-ship: {port: 80, host: blog.example.com}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := routeClash(st, "blog", p); err != nil {
+		t.Errorf("the app's own route: %v", err)
+	}
+}
