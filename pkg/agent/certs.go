@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/event"
 	"github.com/shipdeploy/ship/pkg/proxy/certs"
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // Certificates of the routes served over HTTPS: ACME's (tls: true), ordered at the
@@ -69,6 +71,7 @@ func (a *agent) syncCerts(ctx context.Context, app string, report func(level eve
 	routes := map[string]*RouteState{}
 	if st := snap.Apps[app]; st != nil {
 		routes = st.Routes
+		a.syncAppCert(st, report)
 	}
 	services := make([]string, 0, len(routes))
 	for s := range routes {
@@ -77,7 +80,7 @@ func (a *agent) syncCerts(ctx context.Context, app string, report func(level eve
 	sort.Strings(services)
 	a.customMu.Lock()
 	for owner := range a.custom {
-		if service, ok := strings.CutPrefix(owner, app+"/"); ok && (routes[service] == nil || routes[service].Cert == "") {
+		if service, ok := strings.CutPrefix(owner, app+"/"); ok && service != "" && (routes[service] == nil || routes[service].Cert == "") {
 			a.certs.RemoveCustom(owner)
 			delete(a.custom, owner)
 		}
@@ -131,6 +134,9 @@ func (a *agent) obtain(ctx context.Context, host string) (level event.Level, ser
 			if !s.Issued.IsZero() && !s.Issued.Before(start) {
 				how = "issued"
 			}
+			if s.Custom {
+				how = "the app's own"
+			}
 			return agentapi.LevelInfo, "", fmt.Sprintf("certificate for %s: %s, valid until %s", host, how, s.NotAfter.UTC().Format(time.DateOnly))
 		}
 	}
@@ -144,4 +150,34 @@ func (a *agent) certStatus() []agentapi.Cert {
 		out = append(out, agentapi.Cert{Host: s.Host, Custom: s.Custom, NotAfter: s.NotAfter, Error: s.Error})
 	}
 	return out
+}
+
+// syncAppCert serves the app's own certificate, uploaded with its current release
+// (ship.yaml's environment tls: {cert, key}), or stops serving the one it had.
+func (a *agent) syncAppCert(st *AppState, report func(level event.Level, service, msg string)) {
+	owner := st.App + "/"
+	a.customMu.Lock()
+	had := a.custom[owner]
+	a.customMu.Unlock()
+	dir := newStore(st.Path).Layout.Release(st.Release)
+	cert, key := filepath.Join(dir, release.TLSCertFile), filepath.Join(dir, release.TLSKeyFile)
+	if _, err := os.Stat(cert); st.Release == "" || err != nil {
+		if had {
+			a.certs.RemoveCustom(owner)
+			a.customMu.Lock()
+			delete(a.custom, owner)
+			a.customMu.Unlock()
+		}
+		return
+	}
+	if err := a.certs.SetCustom(owner, cert, key); err != nil {
+		report(agentapi.LevelError, "", err.Error())
+		return
+	}
+	a.customMu.Lock()
+	a.custom[owner] = true
+	a.customMu.Unlock()
+	if !had {
+		report(agentapi.LevelInfo, "", "serving the app's own certificate (environment tls) for the names it holds")
+	}
 }

@@ -291,12 +291,12 @@ func (a *agent) deploy(ctx context.Context, req request, p *compose.Project, em 
 			res.Error = fmt.Sprintf("%s; nothing was switched, %s keeps serving", cause, release.Name(prev))
 		}
 	}
-	// The certificates of the routes that now serve: shown where the user looks.
+	res.Duration = agentapi.Duration(time.Since(start).Round(time.Millisecond))
+	a.saveOutcome(req, prev, res)
+	// The certificates of the release that now serves: shown where the user looks.
 	a.syncCerts(ctx, req.app, func(level event.Level, service, msg string) {
 		em.emit(agentapi.Event{Step: agentapi.StepSwitch, Level: level, Service: service, Msg: msg})
 	})
-	res.Duration = agentapi.Duration(time.Since(start).Round(time.Millisecond))
-	a.saveOutcome(req, prev, res)
 	a.tellStatus()
 	em.emit(doneEvent(req, prev, res))
 	return res

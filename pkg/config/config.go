@@ -70,6 +70,10 @@ type Environment struct {
 	Parallel     int    // hosts deployed at once; 0: all
 	Keep         int    // releases kept on each host, >= 1
 	DockerSocket string // the Docker engine's socket on the hosts
+	// TLSCert and TLSKey are the app's own certificate and key (PEM files, relative
+	// to Dir; tls: {cert, key}): uploaded with each release (mode 0600) and served by
+	// shipd for the names the certificate holds, instead of ACME's. Empty: none.
+	TLSCert, TLSKey string
 }
 
 // Notify says whom to tell about deploys.
