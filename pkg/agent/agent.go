@@ -90,8 +90,9 @@ type agent struct {
 	customMu sync.Mutex
 	custom   map[string]bool
 	// doors are the front door's shared listeners, by address (see front.go).
-	doorMu sync.Mutex
-	doors  map[string]*door
+	doorMu    sync.Mutex
+	doors     map[string]*door
+	holdDoors bool // at start: doors opened wait until every route is bound
 }
 
 // Run is `shipd run`: it serves until ctx ends (or a handover completes) and returns

@@ -154,13 +154,42 @@ func (a *agent) openDoor(d doorAddr) (*door, error) {
 	dr := &door{addr: d.addr, https: d.https, router: proxy.NewRouter(ro)}
 	dr.l = proxy.NewListener(ln, dr.router, lo)
 	a.doors[d.addr] = dr
+	if !a.holdDoors {
+		a.serveDoor(dr)
+	}
+	return dr, nil
+}
+
+// serveDoor starts accepting connections on a door.
+func (a *agent) serveDoor(dr *door) {
 	go func() {
 		if err := dr.l.Serve(); err != nil {
-			a.log.Error("front door stopped serving", "listen", d.addr, "err", err)
+			a.log.Error("front door stopped serving", "listen", dr.addr, "err", err)
 		}
 	}()
-	a.log.Info("front door open", "listen", d.addr, "https", d.https)
-	return dr, nil
+	a.log.Info("front door open", "listen", dr.addr, "https", dr.https)
+}
+
+// holdFront makes the doors opened from now on wait (connections in the backlog)
+// until releaseFront: at start, a door serves once every route of the state is bound
+// on it, so that none answers 404 for a host it serves a moment later.
+func (a *agent) holdFront() {
+	a.doorMu.Lock()
+	a.holdDoors = true
+	a.doorMu.Unlock()
+}
+
+// releaseFront serves the doors held by holdFront.
+func (a *agent) releaseFront() {
+	a.doorMu.Lock()
+	defer a.doorMu.Unlock()
+	if !a.holdDoors {
+		return
+	}
+	a.holdDoors = false
+	for _, dr := range a.doors {
+		a.serveDoor(dr)
+	}
 }
 
 func scheme(https bool) string {

@@ -110,7 +110,9 @@ func TestFrontDoor(t *testing.T) {
 	f.Close()
 	d.start(false)
 
-	shop, blog := newApp(t), newApp(t)
+	// docs is made here, not in its subtest: the restarts find it whole.
+	shop, blog, docs := newApp(t), newApp(t), newApp(t)
+	var docsRoots *x509.CertPool // the CA of docs' own certificate
 	shopX := fmt.Sprintf("host: shop.test, tls: true, listen: [%q, %q]", plain, secure)
 	blogX := fmt.Sprintf("host: blog.test, listen: %q", plain)
 	frontRelease(t, shop, "v1", shopX)
@@ -179,6 +181,36 @@ func TestFrontDoor(t *testing.T) {
 		}
 	})
 
+	t.Run("the app's own certificate", func(t *testing.T) {
+		frontRelease(t, docs, "v1", fmt.Sprintf("host: docs.test, tls: true, listen: [%q, %q]", plain, secure))
+		// As shipctl uploads ship.yaml's environment tls: {cert, key}.
+		certFile, keyFile, roots, err := testenv.WriteCert(t.TempDir(), "docs", testenv.CertOptions{Names: []string{"docs.test"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		docsRoots = roots
+		for from, to := range map[string]string{certFile: "tls-cert.pem", keyFile: "tls-key.pem"} {
+			data, _ := os.ReadFile(from)
+			if err := os.WriteFile(filepath.Join(docs.path, "releases", "v1", to), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res, ev, err := docs.deploy(d, docs.request("v1", 10*time.Second))
+		if err != nil || res.Result != agentapi.ResultDeployed {
+			t.Fatalf("deploy docs: %+v %v\n%s", res, err, ev)
+		}
+		if !strings.Contains(ev.String(), "certificate for docs.test: the app's own") {
+			t.Errorf("the deploy does not report the app's certificate:\n%s", ev)
+		}
+		resp, body := get(t, frontClient(secure, roots), "https://docs.test:"+tlsPort+"/version")
+		if resp.StatusCode != 200 || versionOf(t, body) != "v1" {
+			t.Errorf("https docs: %s %q", resp.Status, body)
+		}
+		if n := pebble.Orders(); n != orders {
+			t.Errorf("pebble orders: %d, want %d: the app's own certificate needs none", n, orders)
+		}
+	})
+
 	loads := func(dur time.Duration) func() {
 		run := func(url, host string, roots *x509.CertPool) chan *loadgen.Report {
 			out := make(chan *loadgen.Report, 1)
@@ -228,6 +260,12 @@ func TestFrontDoor(t *testing.T) {
 		wait()
 		if after := serial(t, secure, "shop.test", pebble.Roots); after != before {
 			t.Errorf("certificate serial %s after the restart, was %s", after, before)
+		}
+		if docsRoots != nil {
+			// testenv.WriteCert's certificates have serial 2.
+			if got := serial(t, secure, "docs.test", docsRoots); got != "2" {
+				t.Errorf("docs.test after the restart: serial %s, want the app's own (2)", got)
+			}
 		}
 		if n := pebble.Orders(); n != orders {
 			t.Errorf("pebble orders after the restart: %d, want %d", n, orders)

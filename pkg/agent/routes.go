@@ -66,6 +66,8 @@ func (a *agent) listen(addr string) (net.Listener, error) {
 // openRoutes serves the route of every routed service in the state, with the target
 // reconcile chose.
 func (a *agent) openRoutes(ctx context.Context) {
+	a.holdFront()
+	defer a.releaseFront()
 	snap := a.store.snapshot()
 	var wg sync.WaitGroup
 	for _, app := range snap.Apps {
