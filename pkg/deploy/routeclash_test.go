@@ -2,11 +2,17 @@ package deploy
 
 import (
 	"context"
+	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/compose"
+	"github.com/shipdeploy/ship/pkg/config"
+	"github.com/shipdeploy/ship/pkg/redact"
+	"github.com/shipdeploy/ship/pkg/release"
+	"github.com/shipdeploy/ship/test/testenv"
 )
 
 func TestRouteClash(t *testing.T) {
@@ -50,5 +56,35 @@ func TestRouteClash(t *testing.T) {
 	}
 	if err := routeClash(st, "blog", p); err != nil {
 		t.Errorf("the app's own route: %v", err)
+	}
+}
+
+func TestReadTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, _, err := testenv.WriteCert(dir, "shop", testenv.CertOptions{Names: []string{"shop.example.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCert, _, _, err := testenv.WriteCert(dir, "other", testenv.CertOptions{Names: []string{"other.example.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{File: filepath.Join(dir, "ship.yaml"), Dir: dir}
+	r := redact.New()
+	files, err := readTLSFiles(cfg, &config.Environment{Name: "prod", TLSCert: filepath.Base(certFile), TLSKey: filepath.Base(keyFile)}, r)
+	if err != nil || len(files) != 2 || files[0].Name != release.TLSCertFile || files[1].Name != release.TLSKeyFile {
+		t.Fatalf("files %v, %v", files, err)
+	}
+	if got := r.String("key: " + string(files[1].Data)); strings.Contains(got, "PRIVATE KEY-----\nM") {
+		t.Errorf("the key is not redacted: %q", got)
+	}
+	// A certificate and a key that do not match: refused with the key's place.
+	_, err = readTLSFiles(cfg, &config.Environment{Name: "prod", TLSCert: filepath.Base(otherCert), TLSKey: filepath.Base(keyFile)}, r)
+	if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), "environments.prod.tls") {
+		t.Errorf("mismatched pair: %v", err)
+	}
+	_, err = readTLSFiles(cfg, &config.Environment{Name: "prod", TLSCert: "missing.pem", TLSKey: filepath.Base(keyFile)}, r)
+	if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), "missing.pem") {
+		t.Errorf("missing file: %v", err)
 	}
 }
