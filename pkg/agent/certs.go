@@ -95,7 +95,7 @@ func (a *agent) syncCerts(ctx context.Context, app string, report func(level eve
 		owner := routeKey(app, service)
 		if rs.Cert != "" {
 			if err := a.certs.SetCustom(owner, rs.Cert, rs.Key); err != nil {
-				report(agentapi.LevelError, service, err.Error())
+				report(agentapi.LevelWarn, service, err.Error())
 				continue
 			}
 			a.customMu.Lock()
@@ -124,9 +124,9 @@ func (a *agent) obtain(ctx context.Context, host string) (level event.Level, ser
 	var ie *certs.IssueError
 	switch {
 	case errors.As(err, &ie):
-		return agentapi.LevelError, "", ie.Error()
+		return agentapi.LevelWarn, "", ie.Error()
 	case err != nil:
-		return agentapi.LevelError, "", fmt.Sprintf("certificate for %s: %v", host, err)
+		return agentapi.LevelWarn, "", fmt.Sprintf("certificate for %s: %v", host, err)
 	}
 	for _, s := range a.certs.Status() {
 		if s.Host == host && !s.NotAfter.IsZero() {
@@ -171,7 +171,7 @@ func (a *agent) syncAppCert(st *AppState, report func(level event.Level, service
 		return
 	}
 	if err := a.certs.SetCustom(owner, cert, key); err != nil {
-		report(agentapi.LevelError, "", err.Error())
+		report(agentapi.LevelWarn, "", err.Error())
 		return
 	}
 	a.customMu.Lock()

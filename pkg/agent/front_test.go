@@ -300,3 +300,45 @@ func TestFrontDoor(t *testing.T) {
 		}
 	})
 }
+
+// TestFrontDoorIssueError: a name whose DNS points elsewhere gets no certificate; the
+// deploy's output and the status say why, with the fix, and the app still deploys.
+func TestFrontDoorIssueError(t *testing.T) {
+	plain, secure := freeAddr(t), freeAddr(t)
+	_, httpPort, _ := net.SplitHostPort(plain)
+	_, tlsPort, _ := net.SplitHostPort(secure)
+	hp, _ := strconv.Atoi(httpPort)
+	tp, _ := strconv.Atoi(tlsPort)
+	pebble := testenv.Pebble(t, testenv.PebbleOptions{HTTPPort: hp, TLSPort: tp})
+	// shipd listens on 127.0.0.1 only: the CA finds nothing at 127.0.0.2.
+	pebble.SetA(t, "elsewhere.test", "127.0.0.2")
+	d := newDaemon(t)
+	f, err := os.OpenFile(d.config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "acme:\n  directory: %s\n  roots: %s\n", pebble.Directory, pebble.APIRoots)
+	f.Close()
+	d.start(false)
+
+	a := newApp(t)
+	frontRelease(t, a, "v1", fmt.Sprintf("host: elsewhere.test, tls: true, listen: [%q, %q]", plain, secure))
+	res, ev, err := a.deploy(d, a.request("v1", 10*time.Second))
+	if err != nil || res.Result != agentapi.ResultDeployed {
+		t.Fatalf("deploy: %+v %v\n%s", res, err, ev)
+	}
+	const why = "certificate for elsewhere.test could not be issued"
+	const fix = "check that its DNS A (and AAAA) record points here and that ports 80 and 443 are open"
+	if out := ev.String(); !strings.Contains(out, why) || !strings.Contains(out, fix) {
+		t.Errorf("the deploy's output does not say why and what to do:\n%s", out)
+	}
+	var found bool
+	for _, c := range d.status().Certs {
+		if c.Host == "elsewhere.test" && strings.Contains(c.Error, why) && strings.Contains(c.Error, fix) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("status certs: %+v", d.status().Certs)
+	}
+}
