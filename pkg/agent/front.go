@@ -59,7 +59,7 @@ func (s routeSpec) sameBinding(o routeSpec) bool {
 func (s routeSpec) doors() []doorAddr {
 	var out []doorAddr
 	if s.Listen != "" {
-		out = append(out, doorAddr{addr: s.Listen, https: false, httpsPort: portOf(s.ListenTLS)})
+		out = append(out, doorAddr{addr: s.Listen, https: false})
 	}
 	if s.ListenTLS != "" {
 		out = append(out, doorAddr{addr: s.ListenTLS, https: true})
@@ -68,9 +68,8 @@ func (s routeSpec) doors() []doorAddr {
 }
 
 type doorAddr struct {
-	addr      string
-	https     bool
-	httpsPort int // where a plain door redirects to
+	addr  string
+	https bool
 }
 
 func portOf(addr string) int {
@@ -110,7 +109,7 @@ func stateSpec(rs *RouteState) routeSpec {
 
 // binding is the Router binding of a route.
 func (s routeSpec) binding(owner string) proxy.Binding {
-	return proxy.Binding{Owner: owner, Hosts: s.Hosts, Paths: s.Paths, TLS: s.TLS}
+	return proxy.Binding{Owner: owner, Hosts: s.Hosts, Paths: s.Paths, TLS: s.TLS, HTTPSPort: portOf(s.ListenTLS)}
 }
 
 // door is one shared listener and its Router.
@@ -145,10 +144,8 @@ func (a *agent) openDoor(d doorAddr) (*door, error) {
 	if d.https {
 		lo.TLS = a.certs.TLSConfig()
 	} else {
+		// Each TLS binding names the port its redirect goes to.
 		ro.Challenge = a.certs.HTTPHandler()
-		if d.httpsPort != 443 {
-			ro.HTTPSPort = d.httpsPort
-		}
 	}
 	lo.Logger = log
 	dr := &door{addr: d.addr, https: d.https, router: proxy.NewRouter(ro)}
