@@ -153,7 +153,7 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	if err := a.ready(); err != nil {
 		log.Warn("tell readiness", "err", err)
 	}
-	log.Info("shipd ready", "routes", len(a.server.Status()), "apps", len(a.store.snapshot().Apps), "startup", time.Since(a.started).Round(time.Millisecond).String())
+	log.Info("shipd ready", "routes", a.routeCount(), "apps", len(a.store.snapshot().Apps), "startup", time.Since(a.started).Round(time.Millisecond).String())
 
 	handedOver := a.serveUntilStop(ctx, gctx, o)
 	return a.stop(srv, api, handedOver, func() error {
@@ -305,7 +305,21 @@ const barrierTimeout = 5 * time.Second
 
 // statusLine is the STATUS= that `systemctl status shipd` shows.
 func (a *agent) statusLine() string {
-	return fmt.Sprintf("STATUS=serving %d route(s)", len(a.server.Status()))
+	return fmt.Sprintf("STATUS=serving %d route(s)", a.routeCount())
+}
+
+// routeCount is the number of routes served: on listeners of their own and on the
+// front door.
+func (a *agent) routeCount() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, lr := range a.routes {
+		if lr.served {
+			n++
+		}
+	}
+	return n
 }
 
 // tellStatus keeps STATUS= current once a deploy has changed the routes.

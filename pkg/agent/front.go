@@ -125,6 +125,11 @@ type door struct {
 func (a *agent) openDoor(d doorAddr) (*door, error) {
 	a.doorMu.Lock()
 	defer a.doorMu.Unlock()
+	return a.openDoorLocked(d)
+}
+
+// openDoorLocked is openDoor with a.doorMu held.
+func (a *agent) openDoorLocked(d doorAddr) (*door, error) {
 	if dr := a.doors[d.addr]; dr != nil {
 		if dr.https != d.https {
 			return nil, fmt.Errorf("%s is served over %s, not %s", d.addr, scheme(dr.https), scheme(d.https))
@@ -229,8 +234,11 @@ func (a *agent) tlsHost(host string) bool {
 // previous route there.
 func (a *agent) bindFront(lr *liveRoute) error {
 	key := routeKey(lr.app, lr.service)
+	// Under doorMu: a door left without bindings is closed under it too.
+	a.doorMu.Lock()
+	defer a.doorMu.Unlock()
 	for _, d := range lr.spec.doors() {
-		dr, err := a.openDoor(d)
+		dr, err := a.openDoorLocked(d)
 		if err != nil {
 			return fmt.Errorf("route %s: %w", key, err)
 		}
@@ -251,9 +259,28 @@ func (a *agent) unbindFront(ctx context.Context, lr *liveRoute, cur *liveRoute) 
 			keep[d.addr] = true
 		}
 	}
+	var closing []*door
+	a.doorMu.Lock()
 	for _, d := range lr.spec.doors() {
-		if dr := a.door(d.addr); dr != nil && !keep[d.addr] {
-			dr.router.Remove(key)
+		dr := a.doors[d.addr]
+		if dr == nil || keep[d.addr] {
+			continue
+		}
+		dr.router.Remove(key)
+		if len(dr.router.Bindings()) == 0 && !a.holdDoors {
+			// No route left on it: the address is free for another use.
+			delete(a.doors, d.addr)
+			closing = append(closing, dr)
+		}
+	}
+	a.doorMu.Unlock()
+	for _, dr := range closing {
+		a.log.Info("closing a front door no route uses", "listen", dr.addr)
+		if err := a.notify.forgetListener(fdName(dr.l.Socket())); err != nil {
+			a.log.Warn("remove a socket from systemd's store", "listen", dr.addr, "err", err)
+		}
+		if err := dr.l.Shutdown(ctx); err != nil {
+			a.log.Warn("close a front door", "listen", dr.addr, "err", err)
 		}
 	}
 	if err := lr.route.Shutdown(ctx); err != nil {

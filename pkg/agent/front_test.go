@@ -341,4 +341,18 @@ func TestFrontDoorIssueError(t *testing.T) {
 	if !found {
 		t.Errorf("status certs: %+v", d.status().Certs)
 	}
+
+	// Moved to another address: the listeners it leaves, which no route uses, close.
+	other := freeAddr(t)
+	frontRelease(t, a, "v2", fmt.Sprintf("host: elsewhere.test, listen: %q", other))
+	a.mustDeploy(d, "v2")
+	if resp, body := get(t, frontClient(other, nil), "http://elsewhere.test/version"); resp.StatusCode != 200 || versionOf(t, body) != "v2" {
+		t.Errorf("on %s: %s %q", other, resp.Status, body)
+	}
+	for _, addr := range []string{plain, secure} {
+		if c, err := net.DialTimeout("tcp", addr, 5*time.Second); err == nil {
+			c.Close()
+			t.Errorf("%s still accepts connections: no route uses it", addr)
+		}
+	}
 }
