@@ -96,11 +96,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# free_port prints a port of 127.0.0.1 that nothing listens on.
+# free_port prints a port of 127.0.0.1 that nothing listens on, below Linux's range of
+# ephemeral ports (32768 and up), which outgoing connections take at any moment.
 free_port() {
 	local p
 	for _ in $(seq 100); do
-		p=$((20000 + RANDOM % 40000))
+		p=$((20000 + RANDOM % 12000))
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
 			echo "$p"
 			return

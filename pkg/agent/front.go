@@ -259,16 +259,26 @@ func (a *agent) unbindFront(ctx context.Context, lr *liveRoute, cur *liveRoute) 
 			keep[d.addr] = true
 		}
 	}
-	var closing []*door
 	a.doorMu.Lock()
 	for _, d := range lr.spec.doors() {
-		dr := a.doors[d.addr]
-		if dr == nil || keep[d.addr] {
-			continue
+		if dr := a.doors[d.addr]; dr != nil && !keep[d.addr] {
+			dr.router.Remove(key)
 		}
-		dr.router.Remove(key)
-		if len(dr.router.Bindings()) == 0 && !a.holdDoors {
-			// No route left on it: the address is free for another use.
+	}
+	a.doorMu.Unlock()
+	a.closeIdleDoors(ctx, lr.spec)
+	if err := lr.route.Shutdown(ctx); err != nil {
+		a.log.Warn("drain route", "app", lr.app, "service", lr.service, "err", err)
+	}
+}
+
+// closeIdleDoors closes the doors of spec that no route is bound on: the address is
+// free for another use. Not at start, when routes are still being bound.
+func (a *agent) closeIdleDoors(ctx context.Context, spec routeSpec) {
+	var closing []*door
+	a.doorMu.Lock()
+	for _, d := range spec.doors() {
+		if dr := a.doors[d.addr]; dr != nil && len(dr.router.Bindings()) == 0 && !a.holdDoors {
 			delete(a.doors, d.addr)
 			closing = append(closing, dr)
 		}
@@ -282,9 +292,6 @@ func (a *agent) unbindFront(ctx context.Context, lr *liveRoute, cur *liveRoute) 
 		if err := dr.l.Shutdown(ctx); err != nil {
 			a.log.Warn("close a front door", "listen", dr.addr, "err", err)
 		}
-	}
-	if err := lr.route.Shutdown(ctx); err != nil {
-		a.log.Warn("drain route", "app", lr.app, "service", lr.service, "err", err)
 	}
 }
 

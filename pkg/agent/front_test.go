@@ -355,4 +355,19 @@ func TestFrontDoorIssueError(t *testing.T) {
 			t.Errorf("%s still accepts connections: no route uses it", addr)
 		}
 	}
+
+	// An address another program holds fails the deploy before anything changes.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	frontRelease(t, a, "v3", fmt.Sprintf("host: elsewhere.test, listen: %q", taken.Addr()))
+	res, ev, err = a.deploy(d, a.request("v3", 10*time.Second))
+	if err == nil && res.Result == agentapi.ResultDeployed || !strings.Contains(ev.String()+fmt.Sprint(res, err), "address already in use") {
+		t.Errorf("deploy on a taken address: %+v %v\n%s", res, err, ev)
+	}
+	if _, body := get(t, frontClient(other, nil), "http://elsewhere.test/version"); versionOf(t, body) != "v2" {
+		t.Errorf("after the refused deploy: %q, want v2 still served", body)
+	}
 }

@@ -118,6 +118,14 @@ func (a *agent) newRoute(app, service string, spec routeSpec) (*liveRoute, error
 	key := routeKey(app, service)
 	opts := proxy.RouteOptions{Logger: a.log.With("app", app, "service", service), TrustForwarded: a.cfg.TrustForwarded}
 	if spec.front() {
+		// The doors now, so that an address that cannot be served fails the deploy
+		// before anything changes; the route is bound on them at its switch.
+		for _, d := range spec.doors() {
+			if _, err := a.openDoor(d); err != nil {
+				a.closeIdleDoors(context.Background(), spec)
+				return nil, fmt.Errorf("route %s: %w", key, err)
+			}
+		}
 		r := proxy.NewRoute(key+"@front", nil, opts)
 		return &liveRoute{app: app, service: service, listen: spec.String(), spec: spec, route: r}, nil
 	}
@@ -222,6 +230,8 @@ func (a *agent) dropRoute(ctx context.Context, lr *liveRoute) {
 		if served {
 			a.log.Info("removing route", "app", lr.app, "service", lr.service, "listen", lr.listen)
 			a.unbindFront(ctx, lr, cur)
+		} else {
+			a.closeIdleDoors(ctx, lr.spec)
 		}
 		return
 	}
