@@ -23,17 +23,22 @@ import (
 )
 
 // frontRelease writes a release of app a: one web service with the x-ship keys xship
-// (a flow mapping's content, e.g. "host: shop.test, tls: true").
-func frontRelease(t *testing.T, a *app, sha, xship string) {
+// (a flow mapping's content, e.g. "host: shop.test, tls: true") and env's variables
+// ("FAIL_HEALTH: '1'").
+func frontRelease(t *testing.T, a *app, sha, xship string, env ...string) {
 	t.Helper()
+	var more strings.Builder
+	for _, e := range env {
+		more.WriteString("      " + e + "\n")
+	}
 	yaml := fmt.Sprintf(`services:
   web:
     image: %s
 %s    environment:
       VERSION: %s
-    stop_grace_period: 2s
+%s    stop_grace_period: 2s
     x-ship: {port: 8080, health: /up, drain: 2s, %s}
-`, a.image, a.pull, sha, xship)
+`, a.image, a.pull, sha, more.String(), xship)
 	dir := filepath.Join(a.path, "releases", sha)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -211,7 +216,10 @@ func TestFrontDoor(t *testing.T) {
 		}
 	})
 
-	loads := func(dur time.Duration) func() {
+	// loads sends requests to both apps for dur; the function it returns waits for them
+	// and checks that every one was answered 2xx (with lost, that none was refused or
+	// answered otherwise: a SIGKILL loses the requests in flight in the killed process).
+	loads := func(dur time.Duration, lost ...bool) func() {
 		run := func(url, host string, roots *x509.CertPool) chan *loadgen.Report {
 			out := make(chan *loadgen.Report, 1)
 			go func() {
@@ -234,6 +242,13 @@ func TestFrontDoor(t *testing.T) {
 				if rep == nil {
 					t.FailNow()
 				}
+				t.Logf("%s: %d requests, %d 2xx, %d failed %v", what, rep.Requests, rep.OK, rep.Failed(), rep.Errors)
+				if len(lost) > 0 {
+					if rep.Errors["refused"] != 0 || rep.Non2xx != 0 || rep.Requests == 0 {
+						t.Errorf("%s: %d requests, %d refused, %d non-2xx", what, rep.Requests, rep.Errors["refused"], rep.Non2xx)
+					}
+					continue
+				}
 				noFailures(t, what, rep)
 			}
 		}
@@ -249,6 +264,25 @@ func TestFrontDoor(t *testing.T) {
 		}
 		if _, body := get(t, hc, "http://blog.test/version"); versionOf(t, body) != "v1" {
 			t.Errorf("blog after shop's swap: %q", body)
+		}
+	})
+
+	t.Run("a failing version, then SIGKILL, under load on the front door", func(t *testing.T) {
+		wait := loads(10*time.Second, true)
+		frontRelease(t, shop, "bad", shopX, `FAIL_HEALTH: "1"`)
+		res, ev, err := shop.deploy(d, shop.request("bad", 3*time.Second))
+		if err == nil && res.Result == agentapi.ResultDeployed {
+			t.Errorf("a version that fails its health check was deployed:\n%s", ev)
+		}
+		d.stop(syscall.SIGKILL)
+		time.Sleep(100 * time.Millisecond) // systemd's RestartSec
+		d.start(true)
+		wait()
+		if _, body := get(t, sc, httpsURL+"/version"); versionOf(t, body) != "v2" {
+			t.Errorf("shop after the failed deploy and SIGKILL: %q", body)
+		}
+		if _, body := get(t, hc, "http://blog.test/version"); versionOf(t, body) != "v1" {
+			t.Errorf("blog after SIGKILL: %q", body)
 		}
 	})
 
