@@ -404,8 +404,9 @@ func agentVersion(st *agentapi.Status) string {
 }
 
 // routeClash refuses, before anything is uploaded, a host and path that another app
-// serves on the same port through the host's shipd, naming that app (shipd checks again
-// when it deploys).
+// serves on the same port through the host's shipd, naming that app, and a service with
+// more than one route, which shipd does not serve yet (shipd checks again when it
+// deploys).
 func routeClash(st *agentapi.Status, app string, p *compose.Project) error {
 	if st == nil || p == nil {
 		return nil
@@ -425,6 +426,10 @@ func routeClash(st *agentapi.Status, app string, p *compose.Project) error {
 		if !ship.Routed() || ship.Job != "" || len(ship.Routes) == 0 {
 			continue
 		}
+		if len(ship.Routes) > 1 {
+			problems = append(problems, fmt.Sprintf("service %q: %s.routes: shipd serves one route per service; route the other ports from another service", name, compose.ShipKey))
+			continue
+		}
 		r := ship.Routes[0]
 		for _, key := range routeKeys([]string{r.Listen, r.ListenTLS}, r.Host, r.Path) {
 			if other, ok := claims[key]; ok {
@@ -435,7 +440,7 @@ func routeClash(st *agentapi.Status, app string, p *compose.Project) error {
 		}
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("routes taken by another app:\n  %s", strings.Join(problems, "\n  "))
+		return fmt.Errorf("shipd cannot serve these routes:\n  %s", strings.Join(problems, "\n  "))
 	}
 	return nil
 }
