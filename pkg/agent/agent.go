@@ -192,13 +192,11 @@ func newAgent(ctx context.Context, cfg Config, log *slog.Logger, inh *proxy.Inhe
 		cfg: cfg, log: log, docker: docker, containers: engine.New(docker), store: st, stateID: agentID(cfg.State), inh: inh,
 		notify: n, started: time.Now(), server: proxy.NewServer(log),
 		busy: map[string]string{}, routes: map[string]*liveRoute{}, early: map[string]net.Listener{},
-		custom: map[string]bool{}, doors: map[string]*door{},
 	}
-	if a.certs, err = newCerts(cfg, log); err != nil {
+	if err := a.initFront(); err != nil {
 		docker.Close()
 		return nil, nil, err
 	}
-	a.certs.SetPolicy(a.tlsHost)
 	a.deployCtx, a.cancelDeploy = context.WithCancel(context.WithoutCancel(ctx))
 	return a, func() {
 		a.cancelDeploy()

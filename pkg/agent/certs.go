@@ -29,6 +29,18 @@ import (
 // what the CA said, and the order goes on in the background if it is slow.
 const obtainTimeout = 2 * time.Minute
 
+// initFront readies the front door: no doors yet, and the certificate manager, which
+// issues only for the names of TLS routes.
+func (a *agent) initFront() error {
+	a.custom, a.doors = map[string]bool{}, map[string]*door{}
+	var err error
+	if a.certs, err = newCerts(a.cfg, a.log); err != nil {
+		return err
+	}
+	a.certs.SetPolicy(a.tlsHost)
+	return nil
+}
+
 // newCerts makes shipd's certificate manager from shipd.yaml's acme keys.
 func newCerts(cfg Config, log *slog.Logger) (*certs.Manager, error) {
 	hc := &http.Client{Timeout: time.Minute}
