@@ -306,20 +306,6 @@ func (a *agent) statusLine() string {
 	return fmt.Sprintf("STATUS=serving %d route(s)", a.routeCount())
 }
 
-// routeCount is the number of routes served: on listeners of their own and on the
-// front door.
-func (a *agent) routeCount() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	n := 0
-	for _, lr := range a.routes {
-		if lr.served {
-			n++
-		}
-	}
-	return n
-}
-
 // tellStatus keeps STATUS= current once a deploy has changed the routes.
 func (a *agent) tellStatus() {
 	if err := a.notify.notify(a.statusLine()); err != nil {

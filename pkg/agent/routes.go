@@ -291,3 +291,17 @@ func (a *agent) listenConflict(app, service, addr string) string {
 	}
 	return ""
 }
+
+// routeCount is the number of routes served: on listeners of their own and on the
+// front door.
+func (a *agent) routeCount() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, lr := range a.routes {
+		if lr.served {
+			n++
+		}
+	}
+	return n
+}
