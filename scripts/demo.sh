@@ -17,17 +17,25 @@
 #   shipctl ship demo --yes     v4 swapped blue-green while a load generator sends 100
 #                               requests/s through shipd: the failed requests are counted
 #                               and must be 0
+#   the front door: a second app (blog) and v5 of the first (shop) behind one shipd
+#                               listener, routed by host name; shop over HTTPS (HTTP/2)
+#                               with its own certificate (ship.yaml's tls), plain HTTP to it
+#                               redirected; an unknown host gets 404; shipctl agent status
 #
-# Everything it started or made goes when it ends, also on Ctrl-C or a failure: the
-# containers, network and images of the demo's project, the registry, sshd and the
-# temporary folder. It exits non-zero when any step misbehaves.
+# The app's names are unique per run (example-<random>, and -blog), so two demos can run
+# at once on one engine; everything a run started or made goes when it ends, also on
+# Ctrl-C or a failure: the containers, networks and images of its projects (and nothing
+# else), the registry, sshd and the temporary folder. It exits non-zero when any step
+# misbehaves.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 shipctl="$root/bin/shipctl"
 registry="$root/bin/registry"
 sshd=/usr/sbin/sshd # absolute: sshd re-executes itself
-app=example         # app: in examples/ship.yaml, the compose project on the "server"
+# The app: in ship.yaml, the compose project on the "server"; unique per run.
+app="example-$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')"
+blog="$app-blog" # the second app, behind the same shipd listener
 start=$SECONDS
 
 say() { printf '\n\033[1m### %s\033[0m\n' "$*"; }
@@ -45,7 +53,7 @@ if [ ! -x "$sshd" ]; then
 	echo "demo: no $sshd; installing openssh-server (scripts/install-deps.sh)" >&2
 	sh "$root/scripts/install-deps.sh"
 fi
-for cmd in docker git ssh-keygen timeout; do
+for cmd in docker git ssh-keygen timeout openssl curl; do
 	command -v "$cmd" >/dev/null || die "$cmd is missing (scripts/install-deps.sh installs what the demo needs)"
 done
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer (docker info); scripts/install-deps.sh says how to fix it"
@@ -61,8 +69,10 @@ cleanup() {
 	set +e
 	trap - EXIT INT TERM
 	printf '\n\033[1m### Cleaning up\033[0m\n'
-	docker ps -aq --filter "label=com.docker.compose.project=$app" | xargs -r docker rm -f >/dev/null
-	docker network ls -q --filter "label=com.docker.compose.project=$app" | xargs -r docker network rm >/dev/null
+	for project in "$app" "$blog"; do
+		docker ps -aq --filter "label=com.docker.compose.project=$project" | xargs -r docker rm -f >/dev/null
+		docker network ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker network rm >/dev/null
+	done
 	if [ -n "$reg_addr" ]; then
 		# Every tag of the demo's registry: built by shipctl, or pulled by the "server"
 		# (the same engine).
@@ -73,8 +83,8 @@ cleanup() {
 		wait "$pid" 2>/dev/null
 	done
 	rm -rf "$work"
-	left=$(docker ps -aq --filter "label=com.docker.compose.project=$app" | wc -l)
-	echo "containers, network and images of $app removed ($left containers left); shipd, registry, sshd and $work gone"
+	left=$(($(docker ps -aq --filter "label=com.docker.compose.project=$app" | wc -l) + $(docker ps -aq --filter "label=com.docker.compose.project=$blog" | wc -l)))
+	echo "containers, networks and images of $app and $blog removed ($left containers left); shipd, registry, sshd and $work gone"
 	if [ "$code" -eq 0 ]; then
 		echo "demo: done in $((SECONDS - start))s"
 	else
@@ -86,11 +96,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# free_port prints a port of 127.0.0.1 that nothing listens on.
+# free_port prints a port of 127.0.0.1 that nothing listens on, below Linux's range of
+# ephemeral ports (32768 and up), which outgoing connections take at any moment.
 free_port() {
 	local p
 	for _ in $(seq 100); do
-		p=$((20000 + RANDOM % 40000))
+		p=$((20000 + RANDOM % 12000))
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
 			echo "$p"
 			return
@@ -199,7 +210,8 @@ fi
 printf 'app/app\n' >"$repo/.gitignore"
 # The demo environment points at the sshd just started; its host key goes into
 # deploy/known_hosts, committed with the app as a CI machine would have it.
-awk '/^environments:/ { exit } { print }' "$root/examples/ship.yaml" >"$repo/ship.yaml"
+awk '/^environments:/ { exit } { print }' "$root/examples/ship.yaml" | sed "s/^app: example$/app: $app/" >"$repo/ship.yaml"
+grep -q "^app: $app$" "$repo/ship.yaml" || die "could not set app: $app in ship.yaml"
 cat >>"$repo/ship.yaml" <<EOF
 environments:
   demo:
@@ -300,3 +312,62 @@ echo "load through shipd during the swap: $requests requests, $non2xx non-2xx, $
 failed=$((non2xx + connerr))
 echo "failed requests: $failed"
 [ "$failed" -eq 0 ] || die "requests failed during the blue-green swap"
+
+say "The front door: two apps behind one shipd listener, one of them over HTTPS"
+HTTP_PORT=$(free_port)
+HTTPS_PORT=$(free_port)
+# shop's own certificate (ship.yaml's tls: cert and key, uploaded with each release,
+# mode 0600); on a real server, tls: true gets one from Let's Encrypt instead.
+mkdir -p deploy/tls
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=shop.demo.test" \
+	-addext "subjectAltName=DNS:shop.demo.test" -keyout deploy/tls/key.pem -out deploy/tls/cert.pem 2>/dev/null ||
+	die "openssl could not make a certificate"
+printf 'deploy/tls/\n' >>.gitignore
+# The second app, blog: the same example app as a repository of its own, on
+# blog.demo.test, plain HTTP on the shared listener.
+blog_repo="$work/blog"
+mkdir -p "$blog_repo"
+git archive HEAD | tar -x -C "$blog_repo"
+cp app/app "$blog_repo/app/app"
+(
+	cd "$blog_repo"
+	sed -i -e "s/^app: $app$/app: $blog/" -e "s|path: $work/srv/$app$|path: $work/srv/$blog|" ship.yaml
+	# shellcheck disable=SC2016
+	sed -i -e "s/listen: \"127.0.0.1:$LISTEN_PORT\".*/host: blog.demo.test\n      listen: \"127.0.0.1:$HTTP_PORT\"/" \
+		-e 's/VERSION: ${VERSION:-v4}/VERSION: ${VERSION:-blog-v1}/' docker-compose.yml
+	grep -q 'host: blog.demo.test' docker-compose.yml || die "could not set blog's host"
+	git init -q && git add . && git -c user.name=demo -c user.email=demo@example.com commit -q -m "blog v1"
+	sed -n '/x-ship:/,$p' docker-compose.yml
+	ship ship demo --yes
+)
+# shop v5: host shop.demo.test over HTTPS on the same plain listener (redirect) and
+# an HTTPS one.
+# shellcheck disable=SC2016
+sed -i -e "s/listen: \"127.0.0.1:$LISTEN_PORT\".*/host: shop.demo.test\n      tls: true\n      listen: [\"127.0.0.1:$HTTP_PORT\", \"127.0.0.1:$HTTPS_PORT\"]/" \
+	-e 's/VERSION: ${VERSION:-v4}/VERSION: ${VERSION:-v5}/' docker-compose.yml
+sed -i 's|^    agent: true$|&\n    tls: {cert: deploy/tls/cert.pem, key: deploy/tls/key.pem}|' ship.yaml
+grep -q 'host: shop.demo.test' docker-compose.yml || die "could not set shop's host"
+grep -q 'tls: {cert' ship.yaml || die "could not set tls in ship.yaml"
+git -c user.name=demo -c user.email=demo@example.com commit -q -am "example app v5, on the front door over HTTPS"
+sed -n '/x-ship:/,$p' docker-compose.yml
+sed -n '/^environments:/,$p' ship.yaml
+ship ship demo --yes
+
+# front runs curl as shown (the command on stderr, its output on stdout).
+front() {
+	printf '$ curl %s\n' "$*" >&2
+	curl -sS --max-time 5 "$@"
+}
+body=$(front --cacert deploy/tls/cert.pem --resolve "shop.demo.test:$HTTPS_PORT:127.0.0.1" -w ' [%{http_version}]' "https://shop.demo.test:$HTTPS_PORT/")
+echo "$body"
+case "$body" in *"(v5)"*"[2]") ;; *) die "expected shop v5 over HTTPS with HTTP/2" ;; esac
+body=$(front -H "Host: blog.demo.test" "http://127.0.0.1:$HTTP_PORT/")
+echo "$body"
+case "$body" in *"(blog-v1)"*) ;; *) die "expected blog-v1 on the shared listener" ;; esac
+body=$(front -o /dev/null -w '%{http_code} %{redirect_url}' -H "Host: shop.demo.test" "http://127.0.0.1:$HTTP_PORT/")
+echo "$body"
+[ "$body" = "301 https://shop.demo.test:$HTTPS_PORT/" ] || die "expected plain HTTP to shop to redirect to HTTPS"
+body=$(front -o /dev/null -w '%{http_code}' -H "Host: nobody.demo.test" "http://127.0.0.1:$HTTP_PORT/")
+echo "$body"
+[ "$body" = 404 ] || die "expected 404 for a host no app serves"
+ship agent status demo

@@ -42,6 +42,7 @@ import (
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/proxy"
+	"github.com/shipdeploy/ship/pkg/proxy/certs"
 	"github.com/shipdeploy/ship/pkg/version"
 )
 
@@ -85,6 +86,16 @@ type agent struct {
 	// retiring holds, by app, the drains and removals of replaced containers that a
 	// run left going in the background (*sync.WaitGroup; see swap.retire).
 	retiring sync.Map
+
+	// certs serves the HTTPS doors' certificates; custom notes the owners
+	// ("app/service") whose own certificate it holds.
+	certs    *certs.Manager
+	customMu sync.Mutex
+	custom   map[string]bool
+	// doors are the front door's shared listeners, by address (see front.go).
+	doorMu    sync.Mutex
+	doors     map[string]*door
+	holdDoors bool // at start: doors opened wait until every route is bound
 }
 
 // Run is `shipd run`: it serves until ctx ends (or a handover completes) and returns
@@ -145,7 +156,7 @@ func Run(ctx context.Context, cfg Config, o Options) error {
 	if err := a.ready(); err != nil {
 		log.Warn("tell readiness", "err", err)
 	}
-	log.Info("shipd ready", "routes", len(a.server.Status()), "apps", len(a.store.snapshot().Apps), "startup", time.Since(a.started).Round(time.Millisecond).String())
+	log.Info("shipd ready", "routes", a.routeCount(), "apps", len(a.store.snapshot().Apps), "startup", time.Since(a.started).Round(time.Millisecond).String())
 
 	handedOver := a.serveUntilStop(ctx, gctx, o)
 	return a.stop(srv, api, handedOver, func() error {
@@ -184,6 +195,10 @@ func newAgent(ctx context.Context, cfg Config, log *slog.Logger, inh *proxy.Inhe
 		cfg: cfg, log: log, docker: docker, containers: engine.New(docker), store: st, stateID: agentID(cfg.State), inh: inh,
 		notify: n, started: time.Now(), server: proxy.NewServer(log),
 		busy: map[string]string{}, routes: map[string]*liveRoute{}, early: map[string]net.Listener{},
+	}
+	if err := a.initFront(); err != nil {
+		docker.Close()
+		return nil, nil, err
 	}
 	a.deployCtx, a.cancelDeploy = context.WithCancel(context.WithoutCancel(ctx))
 	return a, func() {
@@ -259,6 +274,9 @@ func (a *agent) stop(srv *http.Server, api *apiSocket, handedOver bool, wait fun
 	if err := a.server.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("routes shutdown: %w", err))
 	}
+	if err := a.shutdownFront(sctx); err != nil {
+		errs = append(errs, err)
+	}
 	if err := wait(); err != nil {
 		errs = append(errs, err)
 	}
@@ -289,7 +307,7 @@ const barrierTimeout = 5 * time.Second
 
 // statusLine is the STATUS= that `systemctl status shipd` shows.
 func (a *agent) statusLine() string {
-	return fmt.Sprintf("STATUS=serving %d route(s)", len(a.server.Status()))
+	return fmt.Sprintf("STATUS=serving %d route(s)", a.routeCount())
 }
 
 // tellStatus keeps STATUS= current once a deploy has changed the routes.
@@ -386,6 +404,9 @@ func (a *agent) status() agentapi.Status {
 			App: lr.app, Service: lr.service, Listen: ps.Listen, Target: ps.Target, Since: ps.Since,
 			Requests: ps.Requests, InFlight: ps.InFlight, Error: ps.Error,
 		}
+		if lr.spec.front() {
+			r.Listen, r.ListenTLS, r.Hosts, r.Paths, r.TLS = lr.spec.Listen, lr.spec.ListenTLS, lr.spec.Hosts, lr.spec.Paths, lr.spec.TLS
+		}
 		if app := snap.Apps[lr.app]; app != nil {
 			if rs := app.Routes[lr.service]; rs != nil && rs.Target == ps.Target {
 				r.Container, r.Release = rs.Name, rs.Release
@@ -410,6 +431,7 @@ func (a *agent) status() agentapi.Status {
 		s.Apps = append(s.Apps, as)
 	}
 	sort.Slice(s.Apps, func(i, j int) bool { return s.Apps[i].App < s.Apps[j].App })
+	s.Certs = a.certStatus()
 	return s
 }
 

@@ -59,12 +59,12 @@ func (d *deployment) blueGreen(ctx context.Context, name string) error {
 	// The route: the service's own, or a new one when it is new or its listen changed.
 	rs.lr = a.route(app, name)
 	rs.target = rs.lr
-	if rs.lr == nil || rs.lr.listen != rs.ship.Listen {
-		if rs.fresh, err = a.newRoute(app, name, rs.ship.Listen); err != nil {
+	if spec := d.spec(rs.ship); rs.lr == nil || !rs.lr.spec.sameBinding(spec) {
+		if rs.fresh, err = a.newRoute(app, name, spec); err != nil {
 			return err
 		}
 		rs.target = rs.fresh
-		d.em.info(agentapi.StepSwitch, name, "opening "+rs.ship.Listen+"; it serves once a container passes")
+		d.em.info(agentapi.StepSwitch, name, "opening "+spec.String()+"; it serves once a container passes")
 	}
 	cur, err := d.upToDate(ctx, name, reps)
 	if err != nil {
@@ -195,7 +195,7 @@ func (d *deployment) switchRoute(ctx context.Context, rs *routedService, r engin
 	// From here on the release serves: a later failure must undo it.
 	d.sw.changed = true
 	d.recordRoute(rs.name, rs.ship, rs.network, r, addr)
-	msg := fmt.Sprintf("%s: healthy; %s now routes to %s", r.Name, rs.ship.Listen, addr)
+	msg := fmt.Sprintf("%s: healthy; %s now routes to %s", r.Name, rs.target.listen, addr)
 	if old != nil {
 		msg += fmt.Sprintf(" (was %s); draining the old container for up to %s", old.Addr(), rs.drain)
 	}
@@ -215,10 +215,12 @@ func (d *deployment) recordRoute(name string, ship compose.Ship, network string,
 		if old := app.Routes[name]; old != nil && old.Container == r.ID {
 			since = old.Since
 		}
+		spec := d.spec(ship)
 		app.Routes[name] = &RouteState{
-			Service: name, Listen: ship.Listen, Port: ship.Port, Network: network, Health: ship.Health,
+			Service: name, Listen: spec.Listen, Port: ship.Port, Network: network, Health: ship.Health,
 			Drain: agentapi.Duration(ship.Drain), Container: r.ID, Name: r.Name, Target: addr,
 			Release: release, Since: since,
+			ListenTLS: spec.ListenTLS, Hosts: spec.Hosts, Paths: spec.Paths, TLS: spec.TLS, Cert: spec.Cert, Key: spec.Key,
 		}
 	})
 }

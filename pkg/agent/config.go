@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net/mail"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -70,6 +72,24 @@ type Config struct {
 	// TrustForwarded keeps the X-Forwarded-* headers clients send (set it only behind
 	// another proxy that sets them).
 	TrustForwarded bool `yaml:"trust_forwarded"`
+	// ACME is where the certificates of routes with tls: true come from.
+	ACME ACMEConfig `yaml:"acme"`
+}
+
+// ACMEConfig is the ACME directory certificates are ordered from. They are kept in the
+// certs folder beside the state file.
+type ACMEConfig struct {
+	// Directory is the ACME directory URL; "" means Let's Encrypt's production one
+	// (or its staging one with Staging).
+	Directory string `yaml:"directory"`
+	// Staging uses Let's Encrypt's staging directory (untrusted certificates, high
+	// rate limits): for trying a setup out.
+	Staging bool `yaml:"staging"`
+	// Email is the account's contact for expiry and policy notices (optional).
+	Email string `yaml:"email"`
+	// Roots is a PEM file of the roots the directory's own HTTPS certificate is
+	// checked against, beside the system's: for a private CA (step-ca, Pebble).
+	Roots string `yaml:"roots"`
 }
 
 // HealthConfig is the health check's timing.
@@ -177,8 +197,34 @@ func (c *Config) check(root *yaml.Node) []string {
 			bad(key, "%s must be a positive duration such as 30s", d)
 		}
 	}
+	c.ACME.check(bad)
 	return problems
 }
+
+// check validates the ACME keys (bad reports one, located by its key).
+func (a ACMEConfig) check(bad func(key, format string, args ...any)) {
+	if a.Directory != "" {
+		u, err := url.Parse(a.Directory)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			bad("acme.directory", "%q is not an https URL; write e.g. https://acme-v02.api.letsencrypt.org/directory, or leave it out for Let's Encrypt", a.Directory)
+		}
+		if a.Staging {
+			bad("acme.staging", "staging picks Let's Encrypt's staging directory: leave it out when acme.directory names one")
+		}
+	}
+	if a.Email != "" {
+		if _, err := mail.ParseAddress(a.Email); err != nil || strings.ContainsAny(a.Email, "<> ") {
+			bad("acme.email", "%q is not an email address; write e.g. ops@example.com", a.Email)
+		}
+	}
+	if a.Roots != "" && !filepath.IsAbs(a.Roots) {
+		bad("acme.roots", "%q must be an absolute path", a.Roots)
+	}
+}
+
+// CertsDir is where shipd keeps its certificates and ACME account key: the certs
+// folder beside the state file.
+func (c Config) CertsDir() string { return filepath.Join(filepath.Dir(c.State), "certs") }
 
 // lineOf finds the line of a dotted key in the document, 0 when it is not there.
 func lineOf(root *yaml.Node, key string) int {

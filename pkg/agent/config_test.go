@@ -60,6 +60,18 @@ func TestParseConfig(t *testing.T) {
 				"line 1: socket:", "line 2: field socketgroup not found", "line 4:", "line 5: health.deadline:", "line 6: log_level:", "line 7: drain:",
 			},
 		},
+		{
+			name: "acme", yaml: "acme:\n  directory: https://ca.internal/acme/directory\n  email: ops@example.com\n  roots: /etc/shipd/ca.pem\n",
+			check: func(c Config) bool {
+				return c.ACME.Directory == "https://ca.internal/acme/directory" && c.ACME.Email == "ops@example.com" && c.ACME.Roots == "/etc/shipd/ca.pem"
+			},
+		},
+		{name: "acme defaults to Let's Encrypt production", yaml: "acme: {staging: true}\n", check: func(c Config) bool { return c.ACME.Staging && c.ACME.Directory == "" }},
+		{
+			name: "acme problems",
+			yaml: "state: /var/lib/shipd/state.json\nacme:\n  directory: http://ca.internal/dir\n  staging: true\n  email: not an address\n  roots: ca.pem\n  contact: x\n",
+			want: []string{"line 3: acme.directory: \"http://ca.internal/dir\" is not an https URL", "line 4: acme.staging:", "line 5: acme.email:", "line 6: acme.roots:", "line 7: field contact not found"},
+		},
 		{name: "not a mapping", yaml: "- a\n- b\n", want: []string{"cannot unmarshal"}},
 	}
 	for _, tt := range tests {

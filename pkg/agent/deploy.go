@@ -168,6 +168,11 @@ func loadRelease(ctx context.Context, app string, st *release.Store, sha string)
 	return compose.LoadResolved(ctx, app, st.Layout.Release(sha), file, data)
 }
 
+// spec is the route of a service of the deployment's release.
+func (d *deployment) spec(ship compose.Ship) routeSpec {
+	return shipSpec(ship, newStore(d.req.path).Layout.Release(d.req.sha))
+}
+
 // checkRelease refuses, by service and all at once, what shipd cannot deploy: the
 // rules of compose's CheckAgent (the same that shipctl checks before it uploads), and
 // a listen address another app serves.
@@ -181,8 +186,19 @@ func (a *agent) checkRelease(app string, st *release.Store, sha string, p *compo
 		if !ship.Routed() || ship.Job != "" {
 			continue
 		}
-		if other := a.listenConflict(app, name, ship.Listen); other != "" {
-			problems = append(problems, fmt.Sprintf("service %q: listen %s is already served by %s", name, ship.Listen, other))
+		if len(ship.Routes) > 1 {
+			problems = append(problems, fmt.Sprintf("service %q: %s.routes: shipd serves one route per service; route the other ports from another service", name, compose.ShipKey))
+			continue
+		}
+		spec := shipSpec(ship, st.Layout.Release(sha))
+		if !spec.front() {
+			if other := a.listenConflict(app, name, ship.Listen); other != "" {
+				problems = append(problems, fmt.Sprintf("service %q: listen %s is already served by %s", name, ship.Listen, other))
+			}
+		}
+		problems = append(problems, a.frontConflicts(app, name, spec)...)
+		if msg := checkCustomCert(name, spec); msg != "" {
+			problems = append(problems, msg)
 		}
 	}
 	if len(problems) > 0 {
@@ -277,6 +293,10 @@ func (a *agent) deploy(ctx context.Context, req request, p *compose.Project, em 
 	}
 	res.Duration = agentapi.Duration(time.Since(start).Round(time.Millisecond))
 	a.saveOutcome(req, prev, res)
+	// The certificates of the release that now serves: shown where the user looks.
+	a.syncCerts(ctx, req.app, func(level event.Level, service, msg string) {
+		em.emit(agentapi.Event{Step: agentapi.StepSwitch, Level: level, Service: service, Msg: msg})
+	})
 	a.tellStatus()
 	em.emit(doneEvent(req, prev, res))
 	return res

@@ -73,8 +73,11 @@ func (a *agent) handover(ctx context.Context, args []string) error {
 	}
 	lns := make([]net.Listener, 0, len(live))
 	for _, lr := range live {
-		lns = append(lns, lr.route.Listener())
+		if ln := lr.route.Listener(); ln != nil {
+			lns = append(lns, ln)
+		}
 	}
+	lns = append(lns, a.doorSockets()...)
 	// Through /bin/sh, which starts the successor in the background and exits: the
 	// successor is then the child of the service manager (PID 1, or the nearest
 	// subreaper), not of this process, by the time it tells systemd MAINPID=. A main

@@ -140,9 +140,11 @@ func (a *agent) rebuildApp(ctx context.Context, app string, cs []container.Summa
 		if !ship.Routed() || ship.Job != "" {
 			continue
 		}
+		spec := shipSpec(ship, st.Layout.Release(current))
 		rs := &RouteState{
-			Service: name, Listen: ship.Listen, Port: ship.Port, Network: engine.ServiceNetwork(p.Project, name),
+			Service: name, Listen: spec.Listen, Port: ship.Port, Network: engine.ServiceNetwork(p.Project, name),
 			Health: ship.Health, Drain: agentapi.Duration(ship.Drain), Release: current,
+			ListenTLS: spec.ListenTLS, Hosts: spec.Hosts, Paths: spec.Paths, TLS: spec.TLS, Cert: spec.Cert, Key: spec.Key,
 		}
 		if live := newestOf(cs, name, current); live != nil {
 			rs.Container = live.ID

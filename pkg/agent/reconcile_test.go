@@ -62,10 +62,15 @@ func newTestAgent(t *testing.T, eng enginePort, apps ...*AppState) *agent {
 	}
 	logs := &logBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg := DefaultConfig()
+	cfg.State = st.path
 	a := &agent{
-		cfg: DefaultConfig(), log: log, containers: eng, store: st, inh: &proxy.Inherited{}, notify: &notifier{},
+		cfg: cfg, log: log, containers: eng, store: st, inh: &proxy.Inherited{}, notify: &notifier{},
 		started: time.Now(), server: proxy.NewServer(log),
 		busy: map[string]string{}, routes: map[string]*liveRoute{}, early: map[string]net.Listener{},
+	}
+	if err := a.initFront(); err != nil {
+		t.Fatal(err)
 	}
 	a.deployCtx, a.cancelDeploy = context.WithCancel(context.Background())
 	t.Cleanup(func() {

@@ -19,9 +19,12 @@ import (
 
 // liveRoute is a service's route, by "app/service".
 type liveRoute struct {
-	app, service, listen string
-	route                *proxy.Route
-	served               bool // added to the Server (guarded by agent.mu)
+	app, service string
+	// listen names the addresses served, for messages; spec is the route.
+	listen string
+	spec   routeSpec
+	route  *proxy.Route
+	served bool // added to the Server or bound on the front door (guarded by agent.mu)
 }
 
 func routeKey(app, service string) string { return app + "/" + service }
@@ -31,16 +34,18 @@ func (a *agent) bindListeners() {
 	snap := a.store.snapshot()
 	for _, app := range snap.Apps {
 		for _, rs := range app.Routes {
-			if _, ok := a.early[rs.Listen]; ok {
-				continue
+			for _, addr := range []string{rs.Listen, rs.ListenTLS} {
+				if _, ok := a.early[addr]; ok || addr == "" {
+					continue
+				}
+				ln, inherited, err := a.inh.Listen(addr)
+				if err != nil {
+					a.log.Error("listen", "app", app.App, "service", rs.Service, "listen", addr, "err", err)
+					continue
+				}
+				a.log.Info("listening", "app", app.App, "service", rs.Service, "listen", addr, "inherited", inherited)
+				a.early[addr] = ln
 			}
-			ln, inherited, err := a.inh.Listen(rs.Listen)
-			if err != nil {
-				a.log.Error("listen", "app", app.App, "service", rs.Service, "listen", rs.Listen, "err", err)
-				continue
-			}
-			a.log.Info("listening", "app", app.App, "service", rs.Service, "listen", rs.Listen, "inherited", inherited)
-			a.early[rs.Listen] = ln
 		}
 	}
 }
@@ -61,11 +66,13 @@ func (a *agent) listen(addr string) (net.Listener, error) {
 // openRoutes serves the route of every routed service in the state, with the target
 // reconcile chose.
 func (a *agent) openRoutes(ctx context.Context) {
+	a.holdFront()
+	defer a.releaseFront()
 	snap := a.store.snapshot()
 	var wg sync.WaitGroup
 	for _, app := range snap.Apps {
 		for _, rs := range app.Routes {
-			lr, err := a.newRoute(app.App, rs.Service, rs.Listen)
+			lr, err := a.newRoute(app.App, rs.Service, stateSpec(rs))
 			if err != nil {
 				a.log.Error("route", "app", app.App, "service", rs.Service, "err", err)
 				continue
@@ -90,6 +97,10 @@ func (a *agent) openRoutes(ctx context.Context) {
 		}
 	}
 	wg.Wait()
+	for _, app := range snap.Apps {
+		// Stored certificates are served as they are; a missing one is ordered.
+		go a.syncCerts(a.deployCtx, app.App, nil)
+	}
 	a.mu.Lock()
 	for addr, ln := range a.early {
 		a.log.Warn("closing a listener no route uses", "listen", addr)
@@ -99,11 +110,26 @@ func (a *agent) openRoutes(ctx context.Context) {
 	a.mu.Unlock()
 }
 
-// newRoute makes a route of a service on listen. Its listener is bound (connections
-// wait in the backlog) but nothing is accepted until serveRoute, and it is not the
-// service's route until setRoute.
-func (a *agent) newRoute(app, service, listen string) (*liveRoute, error) {
+// newRoute makes a route of a service. A route of its own has its listener bound
+// (connections wait in the backlog) but accepts nothing until serveRoute; a route on
+// the front door is bound there by serveRoute. It is not the service's route until
+// setRoute.
+func (a *agent) newRoute(app, service string, spec routeSpec) (*liveRoute, error) {
 	key := routeKey(app, service)
+	opts := proxy.RouteOptions{Logger: a.log.With("app", app, "service", service), TrustForwarded: a.cfg.TrustForwarded}
+	if spec.front() {
+		// The doors now, so that an address that cannot be served fails the deploy
+		// before anything changes; the route is bound on them at its switch.
+		for _, d := range spec.doors() {
+			if _, err := a.openDoor(d); err != nil {
+				a.closeIdleDoors(context.Background(), spec)
+				return nil, fmt.Errorf("route %s: %w", key, err)
+			}
+		}
+		r := proxy.NewRoute(key+"@front", nil, opts)
+		return &liveRoute{app: app, service: service, listen: spec.String(), spec: spec, route: r}, nil
+	}
+	listen := spec.Listen
 	ln, err := a.listen(listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s for %s: %w", listen, key, err)
@@ -111,8 +137,8 @@ func (a *agent) newRoute(app, service, listen string) (*liveRoute, error) {
 	if err := a.notify.storeListener(ln); err != nil {
 		a.log.Warn("keep the listening socket in systemd's store (a restart may refuse connections)", "listen", listen, "err", err)
 	}
-	r := proxy.NewRoute(key+"@"+listen, ln, proxy.RouteOptions{Logger: a.log.With("app", app, "service", service), TrustForwarded: a.cfg.TrustForwarded})
-	return &liveRoute{app: app, service: service, listen: listen, route: r}, nil
+	r := proxy.NewRoute(key+"@"+listen, ln, opts)
+	return &liveRoute{app: app, service: service, listen: listen, spec: spec, route: r}, nil
 }
 
 // forgetStored removes from systemd's store the sockets, by name, that no route uses.
@@ -123,9 +149,14 @@ func (a *agent) forgetStored(names []string) {
 	used := map[string]bool{}
 	a.mu.Lock()
 	for _, lr := range a.routes {
-		used[fdName(lr.route.Listener())] = true
+		if ln := lr.route.Listener(); ln != nil {
+			used[fdName(ln)] = true
+		}
 	}
 	a.mu.Unlock()
+	for _, ln := range a.doorSockets() {
+		used[fdName(ln)] = true
+	}
 	for _, name := range names {
 		if name == "" || used[name] || !strings.HasPrefix(name, "listen-") {
 			continue
@@ -139,6 +170,22 @@ func (a *agent) forgetStored(names []string) {
 
 // serveRoute starts accepting connections on the route (a no-op once it does).
 func (a *agent) serveRoute(lr *liveRoute) error {
+	if lr.spec.front() {
+		a.mu.Lock()
+		served := lr.served
+		a.mu.Unlock()
+		if served {
+			return nil
+		}
+		// Not under a.mu: a door being opened takes its listener.
+		if err := a.bindFront(lr); err != nil {
+			return err
+		}
+		a.mu.Lock()
+		lr.served = true
+		a.mu.Unlock()
+		return nil
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if lr.served {
@@ -177,7 +224,17 @@ func (a *agent) dropRoute(ctx context.Context, lr *liveRoute) {
 	}
 	served := lr.served
 	lr.served = true // never served after this
+	cur := a.routes[key]
 	a.mu.Unlock()
+	if lr.spec.front() {
+		if served {
+			a.log.Info("removing route", "app", lr.app, "service", lr.service, "listen", lr.listen)
+			a.unbindFront(ctx, lr, cur)
+		} else {
+			a.closeIdleDoors(ctx, lr.spec)
+		}
+		return
+	}
 	if err := a.notify.forgetListener(fdName(lr.route.Listener())); err != nil {
 		a.log.Warn("remove a socket from systemd's store", "listen", lr.listen, "err", err)
 	}
@@ -221,7 +278,7 @@ func (a *agent) listenConflict(app, service, addr string) string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for key, lr := range a.routes {
-		if lr.app == app {
+		if lr.app == app || lr.spec.front() {
 			continue
 		}
 		got, err := net.ResolveTCPAddr("tcp", lr.listen)
@@ -233,4 +290,18 @@ func (a *agent) listenConflict(app, service, addr string) string {
 		}
 	}
 	return ""
+}
+
+// routeCount is the number of routes served: on listeners of their own and on the
+// front door.
+func (a *agent) routeCount() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, lr := range a.routes {
+		if lr.served {
+			n++
+		}
+	}
+	return n
 }

@@ -48,7 +48,17 @@ type AppState struct {
 // RouteState is one routed service: where it listens and which container is live.
 type RouteState struct {
 	Service string `json:"service"`
-	Listen  string `json:"listen"`
+	// Listen is the plain HTTP address ("" for a route served over HTTPS only).
+	Listen string `json:"listen"`
+	// ListenTLS, Hosts, Paths, TLS, Cert and Key are a route on the front door (see
+	// front.go): its HTTPS address, host names, path prefixes, whether it is served
+	// over HTTPS, and the custom certificate and key files (else ACME's).
+	ListenTLS string   `json:"listen_tls,omitempty"`
+	Hosts     []string `json:"hosts,omitempty"`
+	Paths     []string `json:"paths,omitempty"`
+	TLS       bool     `json:"tls,omitempty"`
+	Cert      string   `json:"cert,omitempty"`
+	Key       string   `json:"key,omitempty"`
 	// Port is the container port; Network the engine network the container is reached on.
 	Port    int    `json:"port"`
 	Network string `json:"network"`

@@ -197,3 +197,37 @@ func FuzzDecodeState(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckRouteFrontDoor(t *testing.T) {
+	good := func() *RouteState {
+		return &RouteState{Service: "web", Listen: ":80", ListenTLS: ":443", Hosts: []string{"shop.example.com", "*.shop.example.com"},
+			Paths: []string{"/", "/api"}, TLS: true, Port: 8080, Network: "n", Cert: "/srv/a/releases/v1/c.pem", Key: "/srv/a/releases/v1/k.pem"}
+	}
+	if p := checkRoute("web", good()); len(p) != 0 {
+		t.Fatalf("a valid front-door route: %v", p)
+	}
+	httpsOnly := good()
+	httpsOnly.Listen = ""
+	if p := checkRoute("web", httpsOnly); len(p) != 0 {
+		t.Errorf("an HTTPS-only route: %v", p)
+	}
+	for name, tc := range map[string]struct {
+		change func(r *RouteState)
+		want   string
+	}{
+		"bad tls listen":         {func(r *RouteState) { r.ListenTLS = ":99999" }, "listen_tls"},
+		"tls listen without tls": {func(r *RouteState) { r.TLS = false }, "listen_tls without tls"},
+		"bad host":               {func(r *RouteState) { r.Hosts = []string{"a b"} }, "a b"},
+		"bad path":               {func(r *RouteState) { r.Paths = []string{"api"} }, "api"},
+		"relative cert":          {func(r *RouteState) { r.Cert = "c.pem" }, "cert"},
+		"cert without key":       {func(r *RouteState) { r.Key = "" }, "cert and key go together"},
+		"no address":             {func(r *RouteState) { r.Listen, r.ListenTLS, r.TLS = "", "", false }, "listen"},
+	} {
+		r := good()
+		tc.change(r)
+		p := checkRoute("web", r)
+		if !strings.Contains(strings.Join(p, "; "), tc.want) {
+			t.Errorf("%s: problems %v, want one about %q", name, p, tc.want)
+		}
+	}
+}

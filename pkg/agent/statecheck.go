@@ -142,9 +142,12 @@ func checkRoute(service string, r *RouteState) []string {
 	if r.Service != service {
 		add("service %q is filed under %q", r.Service, service)
 	}
-	if err := checkListen(r.Listen); err != nil {
-		add("listen %q: %v", r.Listen, err)
+	if r.Listen != "" || r.ListenTLS == "" {
+		if err := checkListen(r.Listen); err != nil {
+			add("listen %q: %v", r.Listen, err)
+		}
 	}
+	problems = append(problems, checkFront(r)...)
 	if r.Port < 1 || r.Port > 65535 {
 		add("port %d is not a number from 1 to 65535", r.Port)
 	}

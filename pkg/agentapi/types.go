@@ -231,6 +231,24 @@ type Route struct {
 	Requests uint64    `json:"requests"`
 	InFlight int64     `json:"in_flight"`
 	Error    string    `json:"error,omitempty"`
+	// ListenTLS, Hosts, Paths and TLS are a route on shipd's shared front door: its
+	// HTTPS address (Listen is then the plain one, "" for HTTPS only), the names it
+	// serves (none: every name no other route serves), its path prefixes (none: "/")
+	// and whether it is served over HTTPS.
+	ListenTLS string   `json:"listen_tls,omitempty"`
+	Hosts     []string `json:"hosts,omitempty"`
+	Paths     []string `json:"paths,omitempty"`
+	TLS       bool     `json:"tls,omitempty"`
+}
+
+// Cert is the certificate of one host name shipd serves over HTTPS.
+type Cert struct {
+	Host string `json:"host"`
+	// Custom is a certificate the app brought (x-ship.tls cert and key), not ACME's.
+	Custom   bool      `json:"custom,omitempty"`
+	NotAfter time.Time `json:"not_after,omitzero"`
+	// Error is why it could not be issued: the CA's reason and the fix.
+	Error string `json:"error,omitempty"`
 }
 
 // App is one app shipd has deployed.
@@ -257,6 +275,8 @@ type Status struct {
 	Uptime  Duration  `json:"uptime"`
 	Routes  []Route   `json:"routes"`
 	Apps    []App     `json:"apps"`
+	// Certs are the certificates of the names served over HTTPS.
+	Certs []Cert `json:"certs,omitempty"`
 }
 
 // Error codes of an ErrorBody.

@@ -256,6 +256,10 @@ func renderAgentStatus(g *Globals, p *term.Printer, ha deploy.HostAgent) {
 		b.WriteString(" none")
 	}
 	writeRoutes(&b, "    ", st.Routes, true)
+	if len(st.Certs) > 0 {
+		b.WriteString("\n  certificates:")
+		writeCerts(&b, "    ", st.Certs)
+	}
 	b.WriteString("\n  apps:")
 	if len(st.Apps) == 0 {
 		b.WriteString(" none")
@@ -314,7 +318,7 @@ func writeRoutes(b *strings.Builder, indent string, routes []agentapi.Route, wit
 		if target == "" {
 			target = "(no container: answers 503)"
 		}
-		fmt.Fprintf(b, "\n%s%-*s  %s -> %s", indent, width, name(r), r.Listen, target)
+		fmt.Fprintf(b, "\n%s%-*s  %s -> %s", indent, width, name(r), routeFront(r), target)
 		var about []string
 		if r.Container != "" {
 			about = append(about, r.Container)
@@ -350,3 +354,49 @@ func firstLine(s string) string {
 
 // shipdVersion is shipd's version without its program name.
 func shipdVersion(v string) string { return strings.TrimPrefix(v, "shipd ") }
+
+// routeFront is where a route serves: its address, or on the shared front door its
+// names and addresses ("https://shop.example.com (:80 and :443)").
+func routeFront(r agentapi.Route) string {
+	if len(r.Hosts) == 0 && !r.TLS {
+		return r.Listen
+	}
+	scheme := "http://"
+	if r.TLS {
+		scheme = "https://"
+	}
+	hosts := "(any host)"
+	if len(r.Hosts) > 0 {
+		hosts = strings.Join(r.Hosts, ", "+scheme)
+	}
+	var addrs []string
+	for _, a := range []string{r.Listen, r.ListenTLS} {
+		if a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	paths := ""
+	if len(r.Paths) > 0 {
+		paths = " " + strings.Join(r.Paths, ", ")
+	}
+	return fmt.Sprintf("%s%s%s (%s)", scheme, hosts, paths, strings.Join(addrs, " and "))
+}
+
+// writeCerts writes one line per certificate: its name, until when it is valid, or why
+// it could not be issued (with the fix).
+func writeCerts(b *strings.Builder, indent string, certs []agentapi.Cert) {
+	for _, c := range certs {
+		fmt.Fprintf(b, "\n%s%s  ", indent, c.Host)
+		switch {
+		case c.Error != "":
+			fmt.Fprintf(b, "NOT ISSUED: %s", c.Error)
+		case c.NotAfter.IsZero():
+			b.WriteString("not issued yet")
+		default:
+			fmt.Fprintf(b, "valid until %s", c.NotAfter.Local().Format("2006-01-02 15:04"))
+		}
+		if c.Custom {
+			b.WriteString(" (the app's own certificate)")
+		}
+	}
+}

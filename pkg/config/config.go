@@ -74,6 +74,10 @@ type Environment struct {
 	// (ProjectName). Setting it to the app's name keeps the name of before ship
 	// named projects per environment.
 	Project string
+	// TLSCert and TLSKey are the app's own certificate and key (PEM files, relative
+	// to Dir; tls: {cert, key}): uploaded with each release (mode 0600) and served by
+	// shipd for the names the certificate holds, instead of ACME's. Empty: none.
+	TLSCert, TLSKey string
 }
 
 // ProjectName is the environment's compose project name on its hosts: Project, or

@@ -219,6 +219,9 @@ func TestParseInline(t *testing.T) {
 		{"top-level key in an environment", "app: a\nenvironments: {p: {hosts: [w], path: /a, registry: r}}\n", []problem{{2, `unknown key "registry" in environments.p; registry belongs at the top level`}}},
 		{"environment key in test", "app: a\ntest: {keep: 3}\n", []problem{{2, `unknown key "keep" in test; keep belongs under environments.NAME`}}},
 		{"unknown key lists known ones", "app: a\nnotify:\n  url: https://x.example.com\n", []problem{{3, `unknown key "url" in notify; known keys are webhook`}}},
+		{"tls without key", "app: a\nenvironments:\n  p:\n    hosts: [w]\n    path: /a\n    tls: {cert: c.pem}\n", []problem{{6, `environments.p.tls: key is missing`}}},
+		{"tls not a mapping", "app: a\nenvironments:\n  p:\n    hosts: [w]\n    path: /a\n    tls: true\n", []problem{{6, `environments.p.tls: expected a mapping of cert and key files`}}},
+		{"tls unknown key", "app: a\nenvironments:\n  p:\n    hosts: [w]\n    path: /a\n    tls:\n      cert: c.pem\n      key: k.pem\n      chain: x.pem\n", []problem{{9, `unknown key "chain" in environments.p.tls`}}},
 		{"missing hosts and path", "app: a\nenvironments:\n  prod:\n    confirm: true\n", []problem{
 			{3, "environments.prod: hosts is missing"},
 			{3, "environments.prod: path is missing"},
@@ -606,5 +609,15 @@ func TestExampleConfig(t *testing.T) {
 	}
 	if _, err := c.Env("staging"); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestParseEnvironmentTLS(t *testing.T) {
+	c, err := Parse("ship.yaml", []byte("app: a\nenvironments:\n  p:\n    hosts: [w]\n    path: /a\n    tls: {cert: deploy/cert.pem, key: deploy/key.pem}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := c.Environments["p"]; e.TLSCert != "deploy/cert.pem" || e.TLSKey != "deploy/key.pem" {
+		t.Errorf("tls: %q %q", e.TLSCert, e.TLSKey)
 	}
 }

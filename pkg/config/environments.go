@@ -55,6 +55,7 @@ func (p *parser) environments(n *yaml.Node, where string, envs map[string]*Envir
 			},
 			"keep":          func(n *yaml.Node, key string) { env.Keep = p.integer(n, key, 1, "e.g. 5") },
 			"docker_socket": func(n *yaml.Node, key string) { env.DockerSocket = p.hostPath(n, key, DefaultDockerSocket) },
+			"tls":           func(n *yaml.Node, key string) { env.TLSCert, env.TLSKey = p.tlsFiles(n, key) },
 		})
 		at := e.key
 		if _, ok := seen["hosts"]; !ok {
@@ -155,3 +156,21 @@ func (p *parser) hosts(n *yaml.Node, key string) []Host {
 
 // hostKey identifies a host by where it connects, whoever logs in.
 func hostKey(h Host) string { return h.Name + "\x00" + strconv.Itoa(h.Port) }
+
+// tlsFiles reads an environment's tls: {cert: FILE, key: FILE}.
+func (p *parser) tlsFiles(n *yaml.Node, key string) (cert, keyFile string) {
+	if n.Kind != yaml.MappingNode {
+		p.add(n, "%s: expected a mapping of cert and key files, found %s; write e.g. \"tls: {cert: deploy/tls/cert.pem, key: deploy/tls/key.pem}\"", key, describe(n))
+		return "", ""
+	}
+	seen := p.mapping(n, key, []string{"cert", "key"}, map[string]func(*yaml.Node, string){
+		"cert": func(n *yaml.Node, k string) { cert = p.relPath(n, k, "deploy/tls/cert.pem") },
+		"key":  func(n *yaml.Node, k string) { keyFile = p.relPath(n, k, "deploy/tls/key.pem") },
+	})
+	for _, k := range []string{"cert", "key"} {
+		if _, ok := seen[k]; !ok {
+			p.add(n, "%s: %s is missing; write both files, e.g. \"tls: {cert: deploy/tls/cert.pem, key: deploy/tls/key.pem}\"", key, k)
+		}
+	}
+	return cert, keyFile
+}

@@ -162,7 +162,7 @@ func lineOf(data []byte, n int) []byte {
 var (
 	topKeys  = []string{"app", "compose", "test", "registry", "environments", "notify"}
 	testKeys = []string{"compose", "service", "timeout"}
-	envKeys  = []string{"hosts", "path", "project", "confirm", "grace", "agent", "env_file", "known_hosts", "parallel", "keep", "docker_socket"}
+	envKeys  = []string{"hosts", "path", "project", "confirm", "grace", "agent", "env_file", "known_hosts", "parallel", "keep", "docker_socket", "tls"}
 	notKeys  = []string{"webhook"}
 )
 

@@ -95,7 +95,8 @@ func Template(in TemplateInput) []byte {
 	w("    # known_hosts: deploy/known_hosts # host keys trusted besides ~/.ssh/known_hosts (for CI)\n")
 	w("    parallel: 0       # hosts deployed at once; 0 = all (default 0)\n")
 	w("    keep: 5           # releases kept on each host, at least 1 (default 5)\n")
-	w("    docker_socket: %s   # the Docker engine's socket on the hosts (default)\n\n", DefaultDockerSocket)
+	w("    docker_socket: %s   # the Docker engine's socket on the hosts (default)\n", DefaultDockerSocket)
+	w("    # tls: {cert: deploy/tls/cert.pem, key: deploy/tls/key.pem}  # the app's own HTTPS certificate for shipd (keep the key out of git)\n\n")
 
 	w("# notify:\n")
 	w("#   webhook: https://deploys.example.com/hook   # JSON POST on start, success, failure, rollback\n")

@@ -15,11 +15,12 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // The tests on fake hosts name releases by their version alone, as hosts deployed
 // before names had a hash do; TestReleaseNames and the e2e tests use the real names.
-func init() { nameFor = func(version string, _ []byte) string { return version } }
+func init() { nameFor = func(version string, _ []byte, _ ...release.File) string { return version } }
 
 // errCut is what a fakeHost answers once its connection has been cut.
 var errCut = errors.New("connection lost")

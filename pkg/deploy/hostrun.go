@@ -177,10 +177,14 @@ func (r *hostRun) upload(ctx context.Context) error {
 		SHA: r.rel.release(), Version: r.rel.SHA, Env: r.o.Env.Name, Subject: r.rel.Subject, Time: time.Now().UTC(), Who: r.me.Who, From: r.o.From,
 		Result: release.Uploaded, Images: r.rel.Images, Built: r.rel.Built,
 	}
-	if err := r.s.store(r.h).Upload(ctx, info, r.rel.File); err != nil {
+	if err := r.s.store(r.h).Upload(ctx, info, r.rel.File, r.rel.Files...); err != nil {
 		return err
 	}
 	l := r.s.l
-	r.info(StepUpload, fmt.Sprintf("uploaded %s (%d bytes, mode 0600) and release.json", l.ComposeFile(r.rel.release()), len(r.rel.File)))
+	also := ""
+	for _, f := range r.rel.Files {
+		also += ", " + f.Name + " (0600)"
+	}
+	r.info(StepUpload, fmt.Sprintf("uploaded %s (%d bytes, mode 0600)%s and release.json", l.ComposeFile(r.rel.release()), len(r.rel.File), also))
 	return nil
 }

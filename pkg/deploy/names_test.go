@@ -17,7 +17,7 @@ import (
 // names the same release.
 func TestReleaseNames(t *testing.T) {
 	nameFor = release.NameFor
-	t.Cleanup(func() { nameFor = func(version string, _ []byte) string { return version } })
+	t.Cleanup(func() { nameFor = func(version string, _ []byte, _ ...release.File) string { return version } })
 	f := newFixture(t, "docker-compose.yml")
 	prepare := func(version string) *Release {
 		rel, err := Prepare(context.Background(), PrepareOptions{

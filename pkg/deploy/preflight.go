@@ -78,6 +78,9 @@ func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Proj
 		if err != nil {
 			return HostPreview{}, err
 		}
+		if err := routeClash(st, s.t.App, p); err != nil {
+			return HostPreview{}, err
+		}
 		on += fmt.Sprintf("; shipd %s, up %s", agentVersion(st), st.Uptime.Std())
 	}
 	s.em.info(h.name, StepPreflight, fmt.Sprintf("ready: SFTP, Docker engine %s; %s", version, on))

@@ -2,12 +2,14 @@ package deploy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
 
@@ -42,6 +44,9 @@ type Release struct {
 	// and pushed (<registry>/<image>:<SHA>). Both sorted.
 	Images []string
 	Built  []string
+	// Files go into the release's folder beside File (mode 0600): the app's own TLS
+	// certificate and key. Their content is never printed.
+	Files []release.File
 }
 
 // PrepareOptions say which release to prepare.
@@ -102,6 +107,10 @@ func Prepare(ctx context.Context, o PrepareOptions) (*Release, error) {
 		return nil, o.Redactor.Error(err)
 	}
 	p.PinImages(compose.RegistryRef(cfg.Registry, o.SHA))
+	tlsFiles, err := readTLSFiles(cfg, env, o.Redactor)
+	if err != nil {
+		return nil, err
+	}
 
 	if err := prepareServices(p, o); err != nil {
 		return nil, err
@@ -118,7 +127,7 @@ func Prepare(ctx context.Context, o PrepareOptions) (*Release, error) {
 	if err != nil {
 		return nil, fmt.Errorf("write the release's compose file: %w", err)
 	}
-	name := nameFor(o.SHA, data)
+	name := nameFor(o.SHA, data, tlsFiles...)
 	p.WorkingDir = l.Release(name)
 	p.ComposeFiles = []string{l.ComposeFile(name)}
 	// What the hosts run is what the file says, read back the way a rollback reads it.
@@ -126,7 +135,7 @@ func Prepare(ctx context.Context, o PrepareOptions) (*Release, error) {
 	if err != nil {
 		return nil, o.Redactor.Error(fmt.Errorf("read back the release's compose file: %w", err))
 	}
-	r := &Release{App: cfg.App, SHA: o.SHA, Name: name, Env: env.Name, Subject: o.Subject, Project: back, File: data}
+	r := &Release{App: cfg.App, SHA: o.SHA, Name: name, Env: env.Name, Subject: o.Subject, Project: back, File: data, Files: tlsFiles}
 	r.Images, r.Built = imagesOf(back), sortedUnique(p.Built)
 	back.Built = p.Built
 	return r, nil
@@ -257,4 +266,35 @@ func readReleaseProject(ctx context.Context, st *release.Store, app, sha string)
 		return nil, err
 	}
 	return loadRelease(ctx, app, st.Layout, sha, data)
+}
+
+// readTLSFiles reads the environment's own certificate and key (tls: {cert, key}) and
+// checks that they make a pair, before anything is uploaded. The key is a secret.
+func readTLSFiles(cfg *config.Config, env *config.Environment, r *redact.Redactor) ([]release.File, error) {
+	if env.TLSCert == "" {
+		return nil, nil
+	}
+	where := fmt.Sprintf("%s: environments.%s.tls", cfg.File, env.Name)
+	cert, err := os.ReadFile(cfg.Path(env.TLSCert))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: cert: %v", config.ErrInvalid, where, err)
+	}
+	key, err := os.ReadFile(cfg.Path(env.TLSKey))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: key: %v", config.ErrInvalid, where, err)
+	}
+	if r != nil {
+		r.Add(string(key))
+	}
+	pair, err := tls.X509KeyPair(cert, key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %s and %s are not a certificate and its key in PEM: %v", config.ErrInvalid, where, env.TLSCert, env.TLSKey, err)
+	}
+	if len(pair.Leaf.DNSNames) == 0 {
+		return nil, fmt.Errorf("%w: %s: %s names no host (no DNS subject alternative name)", config.ErrInvalid, where, env.TLSCert)
+	}
+	if time.Now().After(pair.Leaf.NotAfter) {
+		return nil, fmt.Errorf("%w: %s: %s expired on %s; renew it", config.ErrInvalid, where, env.TLSCert, pair.Leaf.NotAfter.Format(time.DateOnly))
+	}
+	return []release.File{{Name: release.TLSCertFile, Data: cert}, {Name: release.TLSKeyFile, Data: key}}, nil
 }

@@ -28,7 +28,7 @@ func buildTable(owners map[string]owned) (*table, error) {
 				if i := slices.IndexFunc(hr.paths, func(p pathRoute) bool { return p.prefix == path }); i >= 0 {
 					return nil, fmt.Errorf("route %s: host %s path %s: %w by %s", o.b.Owner, hostName(host), path, ErrConflict, hr.paths[i].owner)
 				}
-				hr.paths = append(hr.paths, pathRoute{prefix: path, owner: o.b.Owner, tls: o.b.TLS, h: o.h})
+				hr.paths = append(hr.paths, pathRoute{prefix: path, owner: o.b.Owner, tls: o.b.TLS, httpsPort: o.b.HTTPSPort, h: o.h})
 			}
 		}
 	}

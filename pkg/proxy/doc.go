@@ -57,8 +57,9 @@
 //     asks the same question without changing anything, for refusing a deploy before
 //     anything is uploaded.
 //   - A TLS binding's hosts are HTTPS only: on plain HTTP the Router redirects (301 for
-//     GET and HEAD, 308 otherwise, to RouterOptions.HTTPSPort) except ACME's challenge
-//     path, which RouterOptions.Challenge answers.
+//     GET and HEAD, 308 otherwise, to the binding's HTTPSPort, else
+//     RouterOptions.HTTPSPort) except ACME's challenge path, which
+//     RouterOptions.Challenge answers.
 //   - Each Route keeps its swap and drain (Route.Swap, Replaced.Drain) whatever serves
 //     it: the Router hands the request to the Route, which picks its live target.
 //

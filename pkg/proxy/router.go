@@ -36,6 +36,8 @@ type Binding struct {
 	// TLS marks the hosts as served over HTTPS: a plain HTTP request for them is
 	// redirected there, except ACME's challenge path.
 	TLS bool
+	// HTTPSPort is the port the redirect names; 0: RouterOptions.HTTPSPort.
+	HTTPSPort int
 }
 
 // RouterOptions tune a Router; the zero value is usable.
@@ -92,10 +94,11 @@ type table struct {
 type hostRoutes struct{ paths []pathRoute }
 
 type pathRoute struct {
-	prefix string
-	owner  string
-	tls    bool
-	h      http.Handler
+	prefix    string
+	owner     string
+	tls       bool
+	httpsPort int
+	h         http.Handler
 }
 
 // Set makes h serve b, in place of whatever b.Owner was bound to before, in one atomic
@@ -204,7 +207,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			rt.opts.Challenge.ServeHTTP(w, req)
 			return
 		}
-		rt.redirect(w, req)
+		rt.redirect(w, req, p.httpsPort)
 		return
 	}
 	p.h.ServeHTTP(w, req)
@@ -212,9 +215,12 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 // redirect sends a plain HTTP request to the same URL over HTTPS: 301 for GET and HEAD,
 // 308 (which keeps the method and body) for the others.
-func (rt *Router) redirect(w http.ResponseWriter, req *http.Request) {
+func (rt *Router) redirect(w http.ResponseWriter, req *http.Request, port int) {
 	host, _ := splitPort(req.Host)
-	if port := rt.opts.HTTPSPort; port != 0 && port != 443 {
+	if port == 0 {
+		port = rt.opts.HTTPSPort
+	}
+	if port != 0 && port != 443 {
 		host = net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port))
 	}
 	code := http.StatusPermanentRedirect

@@ -126,6 +126,8 @@ func TestRouterRedirectsTLSHostsButChallenges(t *testing.T) {
 	rt := NewRouter(RouterOptions{Challenge: challenge, HTTPSPort: 8443})
 	mustSet(t, rt, Binding{Owner: "a/web", Hosts: []string{"secure.test"}, TLS: true}, named("a"))
 	mustSet(t, rt, Binding{Owner: "b/web", Hosts: []string{"plain.test"}}, named("b"))
+	mustSet(t, rt, Binding{Owner: "c/web", Hosts: []string{"own.test"}, TLS: true, HTTPSPort: 9443}, named("c"))
+	mustSet(t, rt, Binding{Owner: "d/web", Hosts: []string{"std.test"}, TLS: true, HTTPSPort: 443}, named("d"))
 	for _, tc := range []struct {
 		method, host, target string
 		tls                  bool
@@ -138,6 +140,8 @@ func TestRouterRedirectsTLSHostsButChallenges(t *testing.T) {
 		{"GET", "secure.test", "/x", true, 200, "a", ""},
 		{"GET", "plain.test", ChallengePrefix + "token", false, 200, "b", ""},
 		{"GET", "plain.test", "/", false, 200, "b", ""},
+		{"GET", "own.test", "/x", false, 301, "", "https://own.test:9443/x"}, // the binding's port
+		{"GET", "std.test", "/x", false, 301, "", "https://std.test/x"},
 	} {
 		req := httptest.NewRequest(tc.method, "http://x"+tc.target, nil)
 		req.Host = tc.host

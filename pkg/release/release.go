@@ -72,10 +72,19 @@ const HashLen = 8
 
 // NameFor is the name of the release of version whose resolved compose file is file
 // (as resolved with the version alone as the release's folder, so that the name does
-// not depend on itself): <version>-<hash>.
-func NameFor(version string, file []byte) string {
-	sum := sha256.Sum256(file)
-	return version + "-" + hex.EncodeToString(sum[:])[:HashLen]
+// not depend on itself): <version>-<hash>. The release's other files (extra: the
+// app's own TLS certificate and key) are hashed with it, so that a new certificate is
+// a new release too; without them the hash is the compose file's alone.
+func NameFor(version string, file []byte, extra ...File) string {
+	h := sha256.New()
+	h.Write(file)
+	for _, f := range extra {
+		h.Write([]byte{0})
+		h.Write([]byte(f.Name))
+		h.Write([]byte{0})
+		h.Write(f.Data)
+	}
+	return version + "-" + hex.EncodeToString(h.Sum(nil))[:HashLen]
 }
 
 // Results of a release, in release.json.

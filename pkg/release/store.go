@@ -69,8 +69,13 @@ func (s *Store) ClearTmp(ctx context.Context) error {
 // release the host has already keeps its compose file (an identical one: another is
 // refused, nothing changed) and gets its release.json replaced in one step, keeping
 // its CurrentSince.
-func (s *Store) Upload(ctx context.Context, info Info, compose []byte) error {
+func (s *Store) Upload(ctx context.Context, info Info, compose []byte, extra ...File) error {
 	l, sha := s.Layout, info.SHA
+	for _, f := range extra {
+		if !validFileName(f.Name) {
+			return fmt.Errorf("upload: %q is not a release file's name", f.Name)
+		}
+	}
 	if err := s.ClearTmp(ctx); err != nil {
 		return err
 	}
@@ -97,6 +102,13 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte) error {
 	}{
 		{"docker-compose.yml", compose, 0o600},
 		{"release.json", infoJSON, 0o644},
+	}
+	for _, f := range extra {
+		files = append(files, struct {
+			name string
+			data []byte
+			mode fs.FileMode
+		}{f.Name, f.Data, 0o600})
 	}
 	for _, file := range files {
 		if err := s.FS.WriteFile(ctx, path.Join(stage, file.name), file.data, file.mode); err != nil {
@@ -351,3 +363,23 @@ func (s *Store) Prune(ctx context.Context, keep int, current string) (Pruned, er
 	}
 	return out, nil
 }
+
+// File is a file of a release beside its compose file (the app's own TLS certificate
+// and key), written mode 0600.
+type File struct {
+	Name string // a plain name in the release's folder, e.g. "tls-cert.pem"
+	Data []byte
+}
+
+// validFileName accepts a plain file name that is not one of the release's own.
+func validFileName(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/\\\x00") &&
+		name != "docker-compose.yml" && name != "release.json"
+}
+
+// The app's own certificate and key in a release's folder (ship.yaml's environment
+// tls: {cert, key}): shipd serves them for the names the certificate holds.
+const (
+	TLSCertFile = "tls-cert.pem"
+	TLSKeyFile  = "tls-key.pem"
+)

@@ -206,3 +206,28 @@ func TestOSWriteFileRefusesExisting(t *testing.T) {
 		t.Errorf("mkdir of a folder that is there: %v", err)
 	}
 }
+
+func TestUploadExtraFiles(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t)
+	info := Info{SHA: "abc", Time: time.Now().UTC(), Result: Uploaded}
+	extra := []File{{Name: TLSCertFile, Data: []byte("CERT")}, {Name: TLSKeyFile, Data: []byte("KEY")}}
+	if err := s.Upload(ctx, info, []byte("services: {}\n"), extra...); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range extra {
+		name := filepath.Join(s.Layout.Release("abc"), f.Name)
+		st, err := os.Stat(name)
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v, want mode 0600", f.Name, st, err)
+		}
+		if data, _ := os.ReadFile(name); string(data) != string(f.Data) {
+			t.Errorf("%s: %q", f.Name, data)
+		}
+	}
+	for _, bad := range []string{"", "../x", "a/b", "release.json", "docker-compose.yml"} {
+		if err := s.Upload(ctx, info, []byte("services: {}\n"), File{Name: bad}); err == nil {
+			t.Errorf("upload of a file named %q: no error", bad)
+		}
+	}
+}

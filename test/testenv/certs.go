@@ -25,7 +25,7 @@ type CertOptions struct {
 
 // WriteCert writes a server certificate for o's names, signed by a CA of its own, and
 // its key, into dir as name-cert.pem and name-key.pem; it returns the two files and a
-// pool that holds the CA.
+// pool that holds the CA, which it also writes as name-ca.pem.
 func WriteCert(dir, name string, o CertOptions) (certFile, keyFile string, roots *x509.CertPool, err error) {
 	now := time.Now()
 	if o.NotAfter.IsZero() {
@@ -71,6 +71,10 @@ func WriteCert(dir, name string, o CertOptions) (certFile, keyFile string, roots
 		return "", "", nil, err
 	}
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return "", "", nil, err
+	}
+	// The CA too, for a process of its own that must trust it (name-ca.pem).
+	if err := os.WriteFile(filepath.Join(dir, name+"-ca.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
 		return "", "", nil, err
 	}
 	roots = x509.NewCertPool()

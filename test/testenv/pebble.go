@@ -42,6 +42,9 @@ type PebbleServer struct {
 	Directory string
 	// Client trusts Pebble's API certificate: the ACME client's HTTP client.
 	Client *http.Client
+	// APIRoots is a PEM file of the CA of Pebble's API certificate, for an ACME client
+	// in another process (shipd's acme.roots).
+	APIRoots string
 	// Roots holds the root Pebble issues certificates under: what an HTTPS client of
 	// the proxy trusts.
 	Roots *x509.CertPool
@@ -93,7 +96,7 @@ func Pebble(t testing.TB, o PebbleOptions) *PebbleServer {
 		t.Fatal(err)
 	}
 	apiCert := [2]string{certFile, keyFile}
-	p := &PebbleServer{Client: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}}
+	p := &PebbleServer{Client: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}, APIRoots: filepath.Join(dir, "api-ca.pem")}
 	free := freeAddrs(t, 4)
 	dns, mgmt, listen, pmgmt := free[0], free[1], free[2], free[3]
 	p.challMgmt = mgmt
