@@ -650,16 +650,23 @@ func TestPreflightTouchesNothing(t *testing.T) {
 	})
 }
 
-// assertUntouched fails if anything but reads happened on h.
+// assertUntouched fails if anything but reads, and the lock taken and released again,
+// happened on h, or if the lock or a folder of the app's is left behind.
 func assertUntouched(t *testing.T, h *fakeHost) {
 	t.Helper()
 	for _, op := range h.ops {
-		verb, _, _ := strings.Cut(op, " ")
-		switch verb {
-		case "readlink", "read", "readdir", "ping", "check", "containers", "hasimage":
+		verb, p, _ := strings.Cut(op, " ")
+		switch {
+		case verb == "readlink", verb == "read", verb == "readdir", verb == "ping", verb == "check", verb == "containers", verb == "hasimage":
+		case (verb == "mkdirall" || verb == "remove") && (p == root || p == root+"/.tmp"),
+			strings.HasPrefix(p, root+"/.lock"), strings.HasPrefix(p, root+"/.tmp/unlocked-"):
+			// The lock, taken in the preflight and released when nothing follows.
 		default:
 			t.Errorf("%s: %s happened before the first change was allowed", h.name, op)
 		}
+	}
+	if h.exists(root) {
+		t.Errorf("%s: the app's folder was left behind: %v", h.name, h.under(root))
 	}
 }
 
