@@ -85,20 +85,41 @@ func newRoot(f *Factory) *cobra.Command {
 		newUnlockCmd(g, nil),
 		newAgentCmd(g),
 	)
-	usageArgs(root)
+	usageArgs(g, root)
 	return root
 }
 
-// usageArgs makes wrong positional arguments a usage error (exit 2), like bad flags.
-func usageArgs(cmd *cobra.Command) {
+// usageArgs makes wrong positional arguments a usage error (exit 2), like bad flags;
+// a command that wants an environment and got none says which there are.
+func usageArgs(g *Globals, cmd *cobra.Command) {
 	if args := cmd.Args; args != nil {
+		_, rest, _ := strings.Cut(cmd.Use, " ")
+		wantsEnv := strings.HasPrefix(rest, "ENV")
 		cmd.Args = func(c *cobra.Command, a []string) error {
-			return withCode(ExitUsage, args(c, a))
+			err := args(c, a)
+			if err != nil && wantsEnv && len(a) == 0 {
+				err = missingEnv(g, c)
+			}
+			return withCode(ExitUsage, err)
 		}
 	}
 	for _, c := range cmd.Commands() {
-		usageArgs(c)
+		usageArgs(g, c)
 	}
+}
+
+// missingEnv is the error of a command run without its ENV: the environments of
+// ship.yaml, or why ship.yaml could not be read.
+func missingEnv(g *Globals, c *cobra.Command) error {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return fmt.Errorf("%s needs an environment of ship.yaml (%s ENV), and ship.yaml cannot be read: %w", c.CommandPath(), c.CommandPath(), err)
+	}
+	names := cfg.EnvNames()
+	if len(names) == 0 {
+		return fmt.Errorf("%s needs an environment (%s ENV), and %s has none: add one under environments:", c.CommandPath(), c.CommandPath(), cfg.File)
+	}
+	return fmt.Errorf("%s needs an environment: one of %s (from %s), e.g. %s %s", c.CommandPath(), strings.Join(names, ", "), cfg.File, c.CommandPath(), names[0])
 }
 
 // Main runs shipctl with args and returns the process exit code.
