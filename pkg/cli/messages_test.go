@@ -198,3 +198,29 @@ func TestGraceFlag(t *testing.T) {
 		})
 	}
 }
+
+// TestCompletion: the shell completion offers the environments of ship.yaml for ENV
+// and the compose file's services for logs ENV SERVICE.
+func TestCompletion(t *testing.T) {
+	appDir(t, "shop", map[string]string{
+		"ship.yaml":          "app: shop\nregistry: r.example.com\nenvironments:\n  staging:\n    hosts: [deploy@web2]\n    path: /srv/shop\n  prod:\n    hosts: [deploy@web1]\n    path: /srv/shop\n",
+		"docker-compose.yml": "services:\n  web:\n    image: nginx\n  migrate:\n    image: nginx\n",
+	})
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"__complete", "deploy", ""}, "prod\nstaging\n:4\n"},
+		{[]string{"__complete", "rollback", "st"}, "prod\nstaging\n:4\n"},
+		{[]string{"__complete", "logs", "prod", ""}, "web\nmigrate\n:4\n"},
+		{[]string{"__complete", "logs", "prod", "web", ""}, "migrate\n:4\n"},
+	} {
+		io, out, _ := testIO("", false)
+		if code := Main(tc.args, io); code != 0 {
+			t.Errorf("%v: exit %d", tc.args, code)
+		}
+		if !strings.HasPrefix(out.String(), tc.want) {
+			t.Errorf("%v: completions %q, want %q", tc.args, out, tc.want)
+		}
+	}
+}

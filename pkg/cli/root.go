@@ -51,8 +51,17 @@ func newRoot(f *Factory) *cobra.Command {
 	io := f.IO
 	g := &Globals{Factory: f}
 	root := &cobra.Command{
-		Use:           "shipctl",
-		Short:         "Ship a Docker Compose application from a git checkout to your servers",
+		Use:   "shipctl",
+		Short: "Ship a Docker Compose application from a git checkout to your servers",
+		Long: `shipctl takes a Docker Compose app from a git checkout to servers over SSH:
+build the images, run the test compose file, push to the registry, and deploy
+to an environment's hosts (agentless, or blue-green through shipd).`,
+		Example: `  shipctl init                 # write ship.yaml from the compose file
+  shipctl test                 # run docker-compose.test.yml; a pass is recorded here
+  shipctl ship staging         # preflight, build, test, push, deploy
+  shipctl deploy prod --yes    # deploy the pushed, tested commit (CI: --yes --json)
+  shipctl status prod          # what each host runs
+  shipctl rollback prod        # back to each host's previous release`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -86,6 +95,7 @@ func newRoot(f *Factory) *cobra.Command {
 		newAgentCmd(g),
 	)
 	usageArgs(g, root)
+	completeArgs(g, root)
 	return root
 }
 
