@@ -197,6 +197,15 @@ func renderDeployEvent(g *Globals, p *term.Printer, e deploy.Event) {
 	if e.Level == "" {
 		e.Level = deploy.LevelInfo
 	}
+	if e.Step == deploy.StepJobOutput {
+		// A job's output as it runs, prefixed as the test run's logs are.
+		label := e.Service
+		if e.Host != "" {
+			label = e.Host + " " + e.Service
+		}
+		p.Prefixed(string(e.Step), map[string]any{"host": e.Host, "service": e.Service, "line": e.Msg}, label, e.Msg)
+		return
+	}
 	if g.JSON {
 		fields := map[string]any{"msg": e.Msg, "level": e.Level}
 		if e.Host != "" {

@@ -344,8 +344,28 @@ func TestRestoreFails(t *testing.T) {
 func TestJobs(t *testing.T) {
 	t.Run("succeeds", func(t *testing.T) {
 		f := newFixture(t, "with-job.yml")
-		f.mustDeploy(f.release(shaA))
 		h := f.hosts[0]
+		h.jobLogs = []string{"migrating 1 of 2", "token " + secret, "done"}
+		f.mustDeploy(f.release(shaA))
+		// Its output, line by line as it ran, between the job's start and its success.
+		var seen []string
+		for _, e := range f.events {
+			switch {
+			case e.Step == StepJobOutput && e.Service == "migrate":
+				seen = append(seen, e.Msg)
+			case e.Step == StepJob && strings.HasPrefix(e.Msg, "running"):
+				seen = append(seen, "start")
+			case e.Step == StepJob && strings.HasSuffix(e.Msg, "succeeded"):
+				seen = append(seen, "end")
+			}
+		}
+		if got := strings.Join(seen, "|"); got != "start|migrating 1 of 2|token [redacted]|done|end" {
+			t.Errorf("the job's output as shown = %q", got)
+		}
+		jobs := releaseJSON(t, h, shaA).Jobs
+		if len(jobs) != 1 || jobs[0].Service != "migrate" || jobs[0].Code != 0 || strings.Join(jobs[0].Lines, "|") != "migrating 1 of 2|token [redacted]|done" {
+			t.Errorf("release.json's jobs = %+v", jobs)
+		}
 		if h.starts["migrate"] != 1 {
 			t.Errorf("the job ran %d times", h.starts["migrate"])
 		}
@@ -375,6 +395,9 @@ func TestJobs(t *testing.T) {
 		}
 		if h.running("shop")["web"] != ref(shaA) {
 			t.Errorf("web was switched: %v", h.running("shop"))
+		}
+		if jobs := releaseJSON(t, h, shaB).Jobs; len(jobs) != 1 || jobs[0].Code != 3 || len(jobs[0].Lines) != 2 || strings.Contains(jobs[0].Lines[1], secret) {
+			t.Errorf("release.json's jobs of the failed release = %+v", jobs)
 		}
 	})
 }
