@@ -581,6 +581,16 @@ func TestDeployPreDeployJob(t *testing.T) {
 	if !strings.Contains(r.stdout, "pre-deploy job migrate succeeded") {
 		t.Errorf("the job did not run:\n%s", r)
 	}
+	// Its output is shown as it runs, prefixed with the host and the job, before it ends.
+	out := s.dest + " migrate | ok   http://web:8080/up"
+	if at := strings.Index(r.stdout, out); at < 0 || at > strings.Index(r.stdout, "pre-deploy job migrate succeeded") {
+		t.Errorf("the job's output %q is not shown before its end:\n%s", out, r)
+	}
+	// Its container is gone; logs shows its last run from release.json.
+	if l := s.run("logs", "e2e", "migrate"); l.code != 0 || !strings.Contains(l.stdout, "last run of pre-deploy job migrate: release "+short(shaA)+", exit code 0") ||
+		!strings.Contains(l.stdout, "migrate | ok   http://web:8080/up") {
+		t.Errorf("shipctl logs e2e migrate does not show the job's last run:\n%s", l)
+	}
 	cs := s.containers()
 	if _, ok := cs["migrate"]; ok || cs["web"].State != "running" {
 		t.Errorf("containers after the job: %v", cs)
