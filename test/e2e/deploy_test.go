@@ -456,11 +456,17 @@ func TestShipDeploys(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, siteOptions{})
 	sha := git(t, s.dir, "rev-parse", "HEAD")
+	logFrom := len(s.sshd.Log())
 	r := s.run("ship", "e2e", "--json")
 	if r.code != 0 {
 		t.Fatalf("shipctl ship e2e: %s", r)
 	}
-	order := []string{"ship_start", "build_done", "test_passed", "push_done", "deploy_result", "ship_done"}
+	// The preflight (hosts, lock) comes before the build; the plan after the push; one
+	// SSH connection carries the preflight and the deploy.
+	order := []string{"ship_start", "preflight", "lock", "build_done", "test_passed", "push_done", "plan", "deploy_result", "ship_done"}
+	if n := strings.Count(s.sshd.Log()[logFrom:], "Accepted publickey"); n != 1 {
+		t.Errorf("ship logged in to the host %d times, want once:\n%s", n, s.sshd.Log()[logFrom:])
+	}
 	at := 0
 	for _, ev := range events(t, r) {
 		if at < len(order) && ev["event"] == order[at] {
