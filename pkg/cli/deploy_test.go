@@ -120,7 +120,7 @@ func TestConfirmer(t *testing.T) {
 		{name: "no on a terminal", confirm: true, tty: true, in: "\n", wantCode: ExitCancelled},
 		{name: "no terminal", confirm: true, wantCode: ExitUsage},
 		{name: "json never asks", confirm: true, tty: true, json: true, wantCode: ExitUsage},
-		{name: "--yes", confirm: true, yes: true},
+		{name: "--yes", confirm: true, yes: true, wantOut: []string{"==> confirmed by --yes"}},
 		{name: "grace", grace: 30 * time.Millisecond, yes: true, wantOut: []string{"==> starting in 30ms; Ctrl-C cancels with nothing touched"}},
 	}
 	for _, tt := range tests {

@@ -224,3 +224,25 @@ func TestCompletion(t *testing.T) {
 		}
 	}
 }
+
+// TestSkippedGraceSaid: a countdown skipped by --grace 0 is said, after the
+// confirmation, instead of counted.
+func TestSkippedGraceSaid(t *testing.T) {
+	io, out, _ := testIO("", false)
+	g := &Globals{Factory: NewFactory(io), Yes: true}
+	env := &config.Environment{Name: "prod", Confirm: true, Grace: 30 * time.Second}
+	f := graceFlag{GraceSet: true}
+	skip, err := f.apply(g, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPrinter(g)
+	if err := withSkippedGrace(p, confirmer(g, p, env, "deploy", true), skip)(context.Background(), testPreview()); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	yes, skipped := strings.Index(text, "==> confirmed by --yes"), strings.Index(text, "==> no countdown: the grace period of 30s skipped (--grace 0)")
+	if yes < 0 || skipped < yes || strings.Contains(text, "starting in") {
+		t.Errorf("stdout:\n%s\nwant the --yes answer, then the skipped countdown, and no countdown", text)
+	}
+}
