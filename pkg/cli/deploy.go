@@ -206,6 +206,10 @@ func renderDeployEvent(g *Globals, p *term.Printer, e deploy.Event) {
 		p.Prefixed(string(e.Step), map[string]any{"host": e.Host, "service": e.Service, "line": e.Msg}, label, e.Msg)
 		return
 	}
+	if !g.JSON && e.Level == deploy.LevelError && e.Step == deploy.StepLock {
+		// A lock that stops the command is its error, printed once at the end.
+		return
+	}
 	if g.JSON {
 		fields := map[string]any{"msg": e.Msg, "level": e.Level}
 		if e.Host != "" {

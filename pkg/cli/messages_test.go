@@ -98,7 +98,7 @@ func TestMessages(t *testing.T) {
 			"shipctl deploy needs an environment of ship.yaml (shipctl deploy ENV), and ship.yaml cannot be read"},
 		{"SHIP_REGISTRY with a scheme", map[string]string{"ship.yaml": twoEnvs, "docker-compose.yml": compose},
 			map[string]string{"SHIP_REGISTRY": "https://r.example.com"}, []string{"deploy", "prod"}, ExitUsage,
-			`SHIP_REGISTRY: "https://r.example.com" has a scheme`},
+			`SHIP_REGISTRY: "https://r.example.com" has a scheme; write it without one: "SHIP_REGISTRY=r.example.com"`},
 		{"SHIP_REGISTRY not a host", map[string]string{"ship.yaml": twoEnvs, "docker-compose.yml": compose},
 			map[string]string{"SHIP_REGISTRY": "r.example.com:99999"}, []string{"push"}, ExitUsage,
 			"SHIP_REGISTRY: port 99999 is not from 1 to 65535"},
@@ -244,5 +244,20 @@ func TestSkippedGraceSaid(t *testing.T) {
 	yes, skipped := strings.Index(text, "==> confirmed by --yes"), strings.Index(text, "==> no countdown: the grace period of 30s skipped (--grace 0)")
 	if yes < 0 || skipped < yes || strings.Contains(text, "starting in") {
 		t.Errorf("stdout:\n%s\nwant the --yes answer, then the skipped countdown, and no countdown", text)
+	}
+}
+
+// TestLockFailurePrintedOnce: as text, the failure to take a lock is not shown as an
+// event too, since it is the command's error; with --json it stays an event.
+func TestLockFailurePrintedOnce(t *testing.T) {
+	ev := deploy.Event{Host: "deploy@web1", Step: deploy.StepLock, Level: deploy.LevelError, Msg: "deploy@web1 is locked by alice@desk"}
+	for _, json := range []bool{false, true} {
+		io, out, errOut := testIO("", false)
+		g := &Globals{Factory: NewFactory(io), JSON: json}
+		renderDeployEvent(g, newPrinter(g), ev)
+		shown := strings.Contains(out.String()+errOut.String(), "is locked by")
+		if shown != json {
+			t.Errorf("json %v: shown %v; stdout %q stderr %q", json, shown, out, errOut)
+		}
 	}
 }
