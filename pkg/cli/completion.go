@@ -9,8 +9,9 @@ func newCompletionCmd(g *Globals) *cobra.Command {
 		Use:   "completion bash|zsh|fish|powershell",
 		Short: "Print a shell completion script",
 		Long: `Print a completion script for your shell. It completes commands and flags, the
-environment names of ship.yaml (deploy, ship, status, rollback, ...) and the
-services of the compose file (logs ENV SERVICE).
+environment names of ship.yaml (deploy, ship, status, rollback, ...), the
+services of the compose file (logs ENV SERVICE) and the releases the hosts keep
+(rollback ENV SHA: read over SSH, without a prompt, for at most 5 seconds).
 
 bash needs the bash-completion package (apt install bash-completion, or
 brew install bash-completion@2), loaded by your ~/.bashrc; zsh needs compinit.`,

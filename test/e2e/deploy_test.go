@@ -485,6 +485,10 @@ func TestShipDeploys(t *testing.T) {
 	if web := s.containers()["web"]; web.State != "running" || web.Image != s.reg.Addr+"/example/web:"+sha {
 		t.Errorf("web after ship = %+v", web)
 	}
+	// The shell completion of rollback's SHA offers the releases the host keeps.
+	if c := s.run("__complete", "rollback", "e2e", ""); c.code != 0 || !strings.HasPrefix(c.stdout, short(sha)+"\t") {
+		t.Errorf("completion of rollback e2e: %s", c)
+	}
 }
 
 type webhook struct {
