@@ -54,3 +54,33 @@ func TestShipPreflightFirst(t *testing.T) {
 		})
 	}
 }
+
+// TestDeployLockBeforeQuestion: deploy takes the lock before it shows the plan and
+// asks: a held lock fails it with exit 6 and no plan, and with --json its last event
+// is one deploy_result that carries the exit code.
+func TestDeployLockBeforeQuestion(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, siteOptions{grace: "30s"})
+	s.push(git(t, s.dir, "rev-parse", "HEAD"))
+	if r := s.run("lock", "e2e", "--reason", "maintenance"); r.code != 0 {
+		t.Fatalf("lock: %s", r)
+	}
+	t.Cleanup(func() { s.run("unlock", "e2e", "--yes") })
+	began := time.Now()
+	r := s.run("deploy", "e2e", "--untested", "--yes", "--json")
+	t.Logf("shipctl deploy to its failure (lock held, grace 30s): %s", time.Since(began).Round(10*time.Millisecond))
+	if r.code != 6 || !strings.Contains(r.stderr, `"maintenance"`) {
+		t.Fatalf("want exit 6 naming the lock's reason:\n%s", r)
+	}
+	evs := events(t, r)
+	if len(eventsOf(evs, "plan")) > 0 || len(eventsOf(evs, "grace")) > 0 {
+		t.Errorf("the plan or the countdown came before the lock:\n%s", r)
+	}
+	last := evs[len(evs)-1]
+	if last["event"] != "deploy_result" || last["exit_code"] != float64(6) {
+		t.Errorf("last event = %v, want deploy_result with exit_code 6", last)
+	}
+	if len(eventsOf(evs, "deploy_result")) != 1 {
+		t.Errorf("want one deploy_result:\n%s", r)
+	}
+}
