@@ -44,18 +44,22 @@ func newDeployCmd(g *Globals, runF func(context.Context, *deployOptions) error) 
 		Long: `Deploy the checked-out commit (or --sha) to every host of the environment ENV
 over SSH: without an agent, or through shipd where the environment has agent: true.
 
-Before any host is changed: the images of the commit must be in the registry
+Before anything interactive: the images of the commit must be in the registry
 (shipctl push), every host must answer over SSH with its Docker engine, and the
-engine must be able to run the release. Where the environment says confirm: true,
-the plan of each host is shown and a y/N answered (--yes for CI); where it has a
-grace period, a countdown follows, during which Ctrl-C cancels with nothing
-touched.
+lock is taken on every host (a host locked by another deploy: exit 6 at once, or
+wait with --lock-wait); the lock is held until the deploy ends. Then the engine
+must be able to run the release. Where the environment says confirm: true, the
+plan of each host is shown and a y/N answered (--yes answers it, for CI); where
+it has a grace period, a countdown follows (--grace 0 or SHIP_GRACE=0 skips it),
+during which Ctrl-C cancels with nothing changed and the locks released.
 
-Then the lock is taken on every host, and each host (parallel: at once) gets
+Then each host (parallel: at once) gets
 releases/<sha>/docker-compose.yml, pulls the images, runs the pre-deploy jobs,
-starts the release, waits until it is healthy and switches current to it. A host
-that fails puts its previous release back: exit 4, or 5 when that fails too.
-A host locked by another deploy: exit 6 (wait with --lock-wait).
+starts the release (a pre-deploy job's output shown as it runs, its last lines
+kept in release.json), waits until it is healthy and switches current to it. A
+host that fails puts its previous release back: exit 4, or 5 when that fails too.
+With --json the last event is one deploy_result with exit_code and each host's
+result and seconds.
 
 With agent: true, shipd must answer on every host before anything changes
 (shipctl agent install ENV), and the compose file must suit a blue-green swap
@@ -75,6 +79,7 @@ SSH: keys from ssh-agent, SHIP_SSH_KEY (a private key's text) and ~/.ssh; host
 keys from ~/.ssh/known_hosts and the environment's known_hosts file.`,
 		Example: `  shipctl deploy staging
   shipctl deploy prod --yes --json
+  shipctl deploy prod --yes --grace 0
   shipctl deploy prod --sha 1a2b3c4 --lock-wait 5m`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
