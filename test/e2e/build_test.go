@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -406,6 +407,15 @@ func TestPushRegistryRefusesOrIsDown(t *testing.T) {
 		t.Error("pushed with refused credentials")
 	}
 	noSecret(t, wrong, refused)
+
+	// A mistyped registry names images that were never built: the error says which
+	// registry was asked, where it came from, and what it answered.
+	typo := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	mistyped := run(t, dir, append(env, "SHIP_REGISTRY="+typo), "push", "--untested")
+	if mistyped.code != 1 || !strings.Contains(mistyped.stderr, "image not built") ||
+		!strings.Contains(mistyped.stderr, "the registry "+typo+" (from SHIP_REGISTRY) was asked; it answered: ") {
+		t.Errorf("a mistyped registry must be named with its answer: %s", mistyped)
+	}
 
 	reg.Stop()
 	down := run(t, dir, env, "push", "--untested")
