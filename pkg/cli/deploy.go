@@ -129,6 +129,9 @@ func deployRelease(ctx context.Context, g *Globals, p *term.Printer, o *deployOp
 	if err != nil {
 		return nil, err
 	}
+	if err := canConfirm(g, env); err != nil {
+		return nil, err
+	}
 	info, err := head(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -255,8 +258,8 @@ func confirmer(g *Globals, p *term.Printer, env *config.Environment, verb string
 			p.Event("confirm", map[string]any{"answer": "yes", "by": "--yes"}, "==> confirmed by --yes")
 		}
 		if env.Confirm && !g.Yes {
-			if !g.IO.InTTY || g.JSON {
-				return usageErrorf("%s asks for a confirmation (confirm: true) and there is no terminal to ask on: run with --yes", env.Name)
+			if err := canConfirm(g, env); err != nil {
+				return err
 			}
 			ok, err := g.IO.AskYesNo(ctx, fmt.Sprintf("%s %s to %s?", strings.ToUpper(verb[:1])+verb[1:], releaseLabel(pv), env.Name))
 			if err != nil {
@@ -271,6 +274,15 @@ func confirmer(g *Globals, p *term.Printer, env *config.Environment, verb string
 		}
 		return countdown(ctx, g, p, env.Grace)
 	}
+}
+
+// canConfirm says whether the confirmation env asks for can be asked: checked before
+// anything slow, so that a CI run without --yes fails at once, not after the build.
+func canConfirm(g *Globals, env *config.Environment) error {
+	if env.Confirm && !g.Yes && (!g.IO.InTTY || g.JSON) {
+		return usageErrorf("%s asks for a confirmation (confirm: true) and there is no terminal to ask on: run with --yes", env.Name)
+	}
+	return nil
 }
 
 func releaseLabel(pv deploy.Preview) string {

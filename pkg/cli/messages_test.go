@@ -261,3 +261,26 @@ func TestLockFailurePrintedOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestShipCannotAskFailsFirst: an environment with confirm: true and no terminal to
+// ask on (CI without --yes) fails ship at once, before the preflight and the build.
+func TestShipCannotAskFailsFirst(t *testing.T) {
+	dir := appDir(t, "shop", map[string]string{
+		"ship.yaml":          "app: shop\nregistry: r.example.com\nenvironments:\n  prod:\n    hosts: [deploy@web1]\n    path: /srv/shop\n    confirm: true\n",
+		"docker-compose.yml": "services:\n  web:\n    build: .\n    image: shop/web\n", "Dockerfile": "FROM scratch\n",
+	})
+	git(t, dir, "init", "-q")
+	git(t, dir, "add", ".")
+	git(t, dir, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "first")
+	io, out, errOut := testIO("", false)
+	u := &unreachable{}
+	f := u.factory(io)
+	built := false
+	f.Engine = func() (*client.Client, error) { built = true; return nil, errors.New("no engine in this test") }
+	if code := run([]string{"ship", "prod"}, f); code != ExitUsage || !strings.Contains(errOut.String(), "prod asks for a confirmation (confirm: true) and there is no terminal to ask on: run with --yes") {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	if built || len(u.dests) > 0 || out.Len() > 0 {
+		t.Errorf("something ran before the refusal: built %v, dialled %v, stdout %q", built, u.dests, out)
+	}
+}

@@ -78,6 +78,9 @@ func runShip(ctx context.Context, g *Globals, o *shipOptions) error {
 	if err := requireRegistry(cfg); err != nil {
 		return err
 	}
+	if err := canConfirm(g, env); err != nil {
+		return err
+	}
 	p := newPrinter(g)
 	// Refused before anything is built: the push would refuse it at the end.
 	if err := checkDirty(p, info, o.AllowDirty, "ship"); err != nil {
