@@ -81,13 +81,14 @@ func openConn(ctx context.Context, o OpenOptions, em *emitter) (*Conn, []HostRes
 	var g errgroup.Group
 	for i, h := range s.hosts {
 		g.Go(func() error {
-			current, fresh, version, err := reach(ctx, s, h)
-			results[i] = HostResult{Host: h.name, Result: ResultSkipped, Current: current}
+			fresh, version, err := reach(ctx, s, h)
+			results[i] = HostResult{Host: h.name, Result: ResultSkipped}
 			c.fresh[i] = fresh
 			if err != nil {
 				errs[i] = fmt.Errorf("%s: %w", h.name, err)
 				return nil
 			}
+			h.version = version
 			em.info(h.name, StepPreflight, "reachable: SFTP, Docker engine "+version)
 			return nil
 		})
@@ -101,7 +102,15 @@ func openConn(ctx context.Context, o OpenOptions, em *emitter) (*Conn, []HostRes
 		return nil, nil, o.Redactor.Error(fmt.Errorf("preflight: %w", err))
 	}
 	if err := s.lockAll(ctx, c.me, o.LockWait, o.LockPoll, o.lockRefresh(), results); err != nil {
-		c.removeFresh(context.WithoutCancel(ctx), false)
+		bg := context.WithoutCancel(ctx)
+		c.removeFresh(bg, false)
+		// What each host runs, for the summary: read only now, as a deploy that goes
+		// on reads it under its lock.
+		s.each(bg, 0, func(ctx context.Context, i int, h *hostConn) {
+			if !c.fresh[i] {
+				results[i].Current, _ = s.store(h).Current(ctx)
+			}
+		})
 		s.close()
 		return nil, results, o.Redactor.Error(err)
 	}
@@ -111,17 +120,16 @@ func openConn(ctx context.Context, o OpenOptions, em *emitter) (*Conn, []HostRes
 	return c, results, nil
 }
 
-// reach reads what the host runs over SFTP and pings its engine: the host answers.
-func reach(ctx context.Context, s *session, h *hostConn) (current string, fresh bool, version string, err error) {
+// reach checks that the host answers over SFTP (is the app's folder there: fresh
+// when not) and pings its engine.
+func reach(ctx context.Context, s *session, h *hostConn) (fresh bool, version string, err error) {
 	if _, err := h.ReadDir(ctx, string(s.l)); errors.Is(err, fs.ErrNotExist) {
 		fresh = true
 	} else if err != nil {
-		return "", false, "", err
-	} else if current, err = s.store(h).Current(ctx); err != nil {
-		return "", false, "", err
+		return false, "", err
 	}
 	version, err = h.Ping(ctx)
-	return current, fresh, version, err
+	return fresh, version, err
 }
 
 // start hands the locks to the deploy's hosts, which release them as they finish.
