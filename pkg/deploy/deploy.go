@@ -162,7 +162,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	if c == nil {
 		var err error
 		var results []HostResult
-		c, results, err = openConn(ctx, OpenOptions{Target: o.Target, SHA: rel.SHA, LockWait: o.LockWait, LockPoll: o.LockPoll}, em)
+		c, results, err = openConn(ctx, OpenOptions{Target: o.Target, SHA: rel.SHA, LockWait: o.LockWait, LockPoll: o.LockPoll}, em, false)
 		if err != nil {
 			sum.Hosts = results
 			return sum, err

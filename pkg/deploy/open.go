@@ -54,12 +54,14 @@ type Conn struct {
 // fails it with an error that matches ErrLocked.
 func Open(ctx context.Context, o OpenOptions) (*Conn, error) {
 	em := newEmitter(o.Progress, o.Redactor)
-	c, _, err := openConn(ctx, o, em)
+	c, _, err := openConn(ctx, o, em, true)
 	return c, err
 }
 
 // openConn is Open with the hosts' results so far (locked, skipped) for a Summary.
-func openConn(ctx context.Context, o OpenOptions, em *emitter) (*Conn, []HostResult, error) {
+// agent says whether to ask shipd already (agent environments): Run, whose preflight
+// asks it next, does not.
+func openConn(ctx context.Context, o OpenOptions, em *emitter, agent bool) (*Conn, []HostResult, error) {
 	if o.Check != nil {
 		for _, reg := range o.Registries {
 			em.info("", StepPreflight, "checking the registry "+reg)
@@ -81,7 +83,7 @@ func openConn(ctx context.Context, o OpenOptions, em *emitter) (*Conn, []HostRes
 	var g errgroup.Group
 	for i, h := range s.hosts {
 		g.Go(func() error {
-			fresh, version, err := reach(ctx, s, h)
+			fresh, version, err := reach(ctx, s, h, agent)
 			results[i] = HostResult{Host: h.name, Result: ResultSkipped}
 			c.fresh[i] = fresh
 			if err != nil {
@@ -121,15 +123,24 @@ func openConn(ctx context.Context, o OpenOptions, em *emitter) (*Conn, []HostRes
 }
 
 // reach checks that the host answers over SFTP (is the app's folder there: fresh
-// when not) and pings its engine.
-func reach(ctx context.Context, s *session, h *hostConn) (fresh bool, version string, err error) {
+// when not), pings its engine and, with agent in agent environments, asks shipd its
+// status.
+func reach(ctx context.Context, s *session, h *hostConn, agent bool) (fresh bool, version string, err error) {
 	if _, err := h.ReadDir(ctx, string(s.l)); errors.Is(err, fs.ErrNotExist) {
 		fresh = true
 	} else if err != nil {
 		return false, "", err
 	}
-	version, err = h.Ping(ctx)
-	return fresh, version, err
+	if version, err = h.Ping(ctx); err != nil {
+		return fresh, "", err
+	}
+	if agent && s.t.Env.Agent {
+		// shipd must answer too: a deploy through it cannot go on without it.
+		if _, err := agentPreflight(ctx, s, h); err != nil {
+			return fresh, "", err
+		}
+	}
+	return fresh, version, nil
 }
 
 // start hands the locks to the deploy's hosts, which release them as they finish.
