@@ -19,6 +19,16 @@ build-cross: build
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/shipd-linux-$$arch ./cmd/shipd || exit 1; \
 	done
 
+# shipctl, with the shipd binaries `shipctl agent install` looks for beside it, in
+# $(BINDIR): ~/.local/bin by default; `sudo make install BINDIR=/usr/local/bin` for all.
+PREFIX ?= $(HOME)/.local
+BINDIR ?= $(PREFIX)/bin
+.PHONY: install
+install: build-cross
+	install -d '$(BINDIR)'
+	install -m 0755 bin/shipctl bin/shipd bin/shipd-linux-amd64 bin/shipd-linux-arm64 '$(BINDIR)/'
+	@case ":$$PATH:" in *":$(BINDIR):"*) ;; *) echo "$(BINDIR) is not on your PATH: add it, e.g. export PATH=\"$(BINDIR):\$$PATH\" in ~/.profile";; esac
+
 # The example app is a static binary copied into a FROM scratch image.
 example:
 	CGO_ENABLED=0 $(GO) build -trimpath -o examples/app/app ./examples/app

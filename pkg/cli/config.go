@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"strings"
+
 	"github.com/shipdeploy/ship/pkg/config"
 )
 
@@ -17,6 +19,12 @@ func (g *Globals) loadConfig() (*config.Config, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return nil, err
+	}
+	if r := strings.TrimSpace(g.IO.Getenv("SHIP_REGISTRY")); r != "" {
+		// Checked as the file's registry: is, before it replaces it.
+		if err := config.CheckRegistryEnv("SHIP_REGISTRY", strings.TrimRight(r, "/")); err != nil {
+			return nil, err
+		}
 	}
 	cfg.ApplyEnv(g.IO.Getenv)
 	return cfg, nil

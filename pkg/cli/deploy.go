@@ -10,7 +10,6 @@ import (
 
 	"github.com/shipdeploy/ship/pkg/config"
 	"github.com/shipdeploy/ship/pkg/deploy"
-	"github.com/shipdeploy/ship/pkg/event"
 	"github.com/shipdeploy/ship/pkg/release"
 	"github.com/shipdeploy/ship/pkg/term"
 	"github.com/shipdeploy/ship/pkg/testrun"
@@ -25,6 +24,12 @@ type deployOptions struct {
 	Parallel   int
 	Untested   bool
 	AllowDirty bool
+	graceFlag
+
+	// access and conn, when set, are the hosts ship opened and locked before it
+	// built: the deploy goes over them.
+	access *hostAccess
+	conn   *deploy.Conn
 }
 
 // newDeployCmd builds the command; runF, when not nil, runs instead of runDeploy (tests).
@@ -39,18 +44,22 @@ func newDeployCmd(g *Globals, runF func(context.Context, *deployOptions) error) 
 		Long: `Deploy the checked-out commit (or --sha) to every host of the environment ENV
 over SSH: without an agent, or through shipd where the environment has agent: true.
 
-Before any host is changed: the images of the commit must be in the registry
+Before anything interactive: the images of the commit must be in the registry
 (shipctl push), every host must answer over SSH with its Docker engine, and the
-engine must be able to run the release. Where the environment says confirm: true,
-the plan of each host is shown and a y/N answered (--yes for CI); where it has a
-grace period, a countdown follows, during which Ctrl-C cancels with nothing
-touched.
+lock is taken on every host (a host locked by another deploy: exit 6 at once, or
+wait with --lock-wait); the lock is held until the deploy ends. Then the engine
+must be able to run the release. Where the environment says confirm: true, the
+plan of each host is shown and a y/N answered (--yes answers it, for CI); where
+it has a grace period, a countdown follows (--grace 0 or SHIP_GRACE=0 skips it),
+during which Ctrl-C cancels with nothing changed and the locks released.
 
-Then the lock is taken on every host, and each host (parallel: at once) gets
+Then each host (parallel: at once) gets
 releases/<sha>/docker-compose.yml, pulls the images, runs the pre-deploy jobs,
-starts the release, waits until it is healthy and switches current to it. A host
-that fails puts its previous release back: exit 4, or 5 when that fails too.
-A host locked by another deploy: exit 6 (wait with --lock-wait).
+starts the release (a pre-deploy job's output shown as it runs, its last lines
+kept in release.json), waits until it is healthy and switches current to it. A
+host that fails puts its previous release back: exit 4, or 5 when that fails too.
+With --json the last event is one deploy_result with exit_code and each host's
+result and seconds.
 
 With agent: true, shipd must answer on every host before anything changes
 (shipctl agent install ENV), and the compose file must suit a blue-green swap
@@ -70,6 +79,7 @@ SSH: keys from ssh-agent, SHIP_SSH_KEY (a private key's text) and ~/.ssh; host
 keys from ~/.ssh/known_hosts and the environment's known_hosts file.`,
 		Example: `  shipctl deploy staging
   shipctl deploy prod --yes --json
+  shipctl deploy prod --yes --grace 0
   shipctl deploy prod --sha 1a2b3c4 --lock-wait 5m`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -83,77 +93,94 @@ keys from ~/.ssh/known_hosts and the environment's known_hosts file.`,
 	f.IntVar(&o.Parallel, "parallel", 0, "hosts deployed at once (default: parallel in ship.yaml; 0 there: all)")
 	f.BoolVar(&o.Untested, "untested", false, "deploy even though no passing test run is recorded for the commit")
 	f.BoolVar(&o.AllowDirty, "allow-dirty", false, "deploy a build of uncommitted changes (<sha>-dirty-<hash>)")
+	o.graceFlag.register(cmd)
 	o.hostFlags.register(cmd)
 	return cmd
 }
 
-func runDeploy(ctx context.Context, g *Globals, o *deployOptions) error {
+func runDeploy(ctx context.Context, g *Globals, o *deployOptions) (err error) {
+	p := newPrinter(g)
+	var sum *deploy.Summary
+	defer func() { renderDeployResult(g, p, sum, err) }()
+	sum, err = deployRelease(ctx, g, p, o)
+	return err
+}
+
+// deployRelease is shipctl deploy without its last event.
+func deployRelease(ctx context.Context, g *Globals, p *term.Printer, o *deployOptions) (*deploy.Summary, error) {
 	if o.Parallel < 0 {
-		return usageErrorf("--parallel %d: want 0 (all) or more", o.Parallel)
+		return nil, usageErrorf("--parallel %d: want 0 (all) or more", o.Parallel)
 	}
 	if o.LockWait < 0 {
-		return usageErrorf("--lock-wait %s: want a duration of 0 or more", o.LockWait)
+		return nil, usageErrorf("--lock-wait %s: want a duration of 0 or more", o.LockWait)
 	}
 	cfg, err := g.loadConfig()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	env, err := cfg.Env(o.Env)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := requireRegistry(cfg); err != nil {
-		return err
+		return nil, err
+	}
+	skip, err := o.graceFlag.apply(g, env)
+	if err != nil {
+		return nil, err
+	}
+	if err := canConfirm(g, env); err != nil {
+		return nil, err
 	}
 	info, err := head(ctx, cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	p := newPrinter(g)
 
 	version, subject := info.Version(), info.Subject
 	var composeAt []byte
 	if o.SHA != "" {
 		sha, subj, err := vcs.Commit(ctx, cfg.Dir, o.SHA)
 		if err != nil {
-			return withCode(ExitUsage, err)
+			return nil, withCode(ExitUsage, err)
 		}
 		version, subject = sha, subj
 		if sha != info.SHA || !info.Clean {
 			// What that commit runs is its own compose file, not the working tree's.
 			if composeAt, err = vcs.FileAt(ctx, cfg.Dir, sha, cfg.Path(cfg.Compose)); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	} else if err := checkDirty(p, info, o.AllowDirty, "deploy"); err != nil {
-		return err
+		return nil, err
 	}
 	if err := checkDeployTested(p, info, version, o.Untested); err != nil {
-		return err
+		return nil, err
 	}
-	h, err := newHostAccess(g, cfg, env, o.hostFlags, p)
-	if err != nil {
-		return err
+	h := o.access
+	if h == nil {
+		if h, err = newHostAccess(g, cfg, env, o.hostFlags, p); err != nil {
+			return nil, err
+		}
 	}
 	rel, err := deploy.Prepare(ctx, deploy.PrepareOptions{
 		Config: cfg, Env: env, SHA: version, Subject: subject, Compose: composeAt,
 		Environ: environ(g), LocalRoots: []string{info.Top}, Redactor: h.redact,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	sum, err := deploy.Run(ctx, deploy.Options{
+	return deploy.Run(ctx, deploy.Options{
 		Target:   h.target,
+		Conn:     o.conn,
 		Release:  rel,
 		Registry: g.Registry(h.keychain),
 		From:     vcs.Origin(ctx, cfg.Dir),
 		LockWait: o.LockWait,
 		Parallel: o.Parallel,
-		Confirm:  confirmer(g, p, env, "deploy", true),
+		Confirm:  withSkippedGrace(p, confirmer(g, p, env, "deploy", true), skip),
 		Notify:   notifier(cfg),
 	})
-	renderSummary(p, "deploy", sum)
-	return err
 }
 
 // checkDeployTested refuses a version no test run passed for, unless --untested.
@@ -177,6 +204,19 @@ func checkDeployTested(p *term.Printer, info vcs.Info, version string, untested 
 func renderDeployEvent(g *Globals, p *term.Printer, e deploy.Event) {
 	if e.Level == "" {
 		e.Level = deploy.LevelInfo
+	}
+	if e.Step == deploy.StepJobOutput {
+		// A job's output as it runs, prefixed as the test run's logs are.
+		label := e.Service
+		if e.Host != "" {
+			label = e.Host + " " + e.Service
+		}
+		p.Prefixed(string(e.Step), map[string]any{"host": e.Host, "service": e.Service, "line": e.Msg}, label, e.Msg)
+		return
+	}
+	if !g.JSON && e.Level == deploy.LevelError && e.Step == deploy.StepLock {
+		// A lock that stops the command is its error, printed once at the end.
+		return
 	}
 	if g.JSON {
 		fields := map[string]any{"msg": e.Msg, "level": e.Level}
@@ -214,9 +254,12 @@ func renderDeployEvent(g *Globals, p *term.Printer, e deploy.Event) {
 func confirmer(g *Globals, p *term.Printer, env *config.Environment, verb string, grace bool) func(context.Context, deploy.Preview) error {
 	return func(ctx context.Context, pv deploy.Preview) error {
 		renderPreview(g, p, verb, pv)
+		if env.Confirm && g.Yes {
+			p.Event("confirm", map[string]any{"answer": "yes", "by": "--yes"}, "==> confirmed by --yes")
+		}
 		if env.Confirm && !g.Yes {
-			if !g.IO.InTTY || g.JSON {
-				return usageErrorf("%s asks for a confirmation (confirm: true) and there is no terminal to ask on: run with --yes", env.Name)
+			if err := canConfirm(g, env); err != nil {
+				return err
 			}
 			ok, err := g.IO.AskYesNo(ctx, fmt.Sprintf("%s %s to %s?", strings.ToUpper(verb[:1])+verb[1:], releaseLabel(pv), env.Name))
 			if err != nil {
@@ -231,6 +274,15 @@ func confirmer(g *Globals, p *term.Printer, env *config.Environment, verb string
 		}
 		return countdown(ctx, g, p, env.Grace)
 	}
+}
+
+// canConfirm says whether the confirmation env asks for can be asked: checked before
+// anything slow, so that a CI run without --yes fails at once, not after the build.
+func canConfirm(g *Globals, env *config.Environment) error {
+	if env.Confirm && !g.Yes && (!g.IO.InTTY || g.JSON) {
+		return usageErrorf("%s asks for a confirmation (confirm: true) and there is no terminal to ask on: run with --yes", env.Name)
+	}
+	return nil
 }
 
 func releaseLabel(pv deploy.Preview) string {
@@ -294,58 +346,4 @@ func countdown(ctx context.Context, g *Globals, p *term.Printer, grace time.Dura
 		return fmt.Errorf("cancelled during the grace period, nothing touched: %w", err)
 	}
 	return nil
-}
-
-// renderSummary says which host is on which release at the end of a deploy or
-// rollback.
-func renderSummary(p *term.Printer, verb string, sum *deploy.Summary) {
-	if sum == nil || len(sum.Hosts) == 0 {
-		return
-	}
-	counts := map[event.Result]int{}
-	hosts := make([]map[string]any, 0, len(sum.Hosts))
-	width := 0
-	for _, h := range sum.Hosts {
-		counts[h.Result]++
-		width = max(width, len(h.Host))
-		m := map[string]any{"host": h.Host, "result": h.Result, "current": h.Current}
-		if h.Err != nil {
-			m["error"] = h.Err.Error()
-		}
-		hosts = append(hosts, m)
-	}
-	var parts []string
-	for _, r := range []event.Result{deploy.ResultDeployed, deploy.ResultFailed, deploy.ResultRestoreFailed, deploy.ResultLocked, deploy.ResultSkipped} {
-		if counts[r] > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", counts[r], r))
-		}
-	}
-	what := verb
-	if sum.SHA != "" {
-		what += " of " + release.Short(sum.SHA)
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "==> %s to %s: %s", what, sum.Env, strings.Join(parts, ", "))
-	for _, h := range sum.Hosts {
-		on := "no release"
-		if h.Current != "" {
-			on = release.Short(h.Current)
-		}
-		fmt.Fprintf(&b, "\n  %-*s  on %-12s  %s", width, h.Host, on, resultText(h.Result))
-	}
-	p.Event(verb+"_result", map[string]any{"sha": sum.SHA, "env": sum.Env, "hosts": hosts}, b.String())
-}
-
-func resultText(r event.Result) string {
-	switch r {
-	case deploy.ResultFailed:
-		return "failed: runs its previous release"
-	case deploy.ResultRestoreFailed:
-		return "FAILED, and putting the previous release back failed too: check the host"
-	case deploy.ResultLocked:
-		return "locked by another deploy: nothing changed"
-	case deploy.ResultSkipped:
-		return "skipped: nothing changed"
-	}
-	return string(r)
 }

@@ -121,7 +121,7 @@ func TestConfirmer(t *testing.T) {
 		{name: "no on a terminal", confirm: true, tty: true, in: "\n", wantCode: ExitCancelled},
 		{name: "no terminal", confirm: true, wantCode: ExitUsage},
 		{name: "json never asks", confirm: true, tty: true, json: true, wantCode: ExitUsage},
-		{name: "--yes", confirm: true, yes: true},
+		{name: "--yes", confirm: true, yes: true, wantOut: []string{"==> confirmed by --yes"}},
 		{name: "grace", grace: 30 * time.Millisecond, yes: true, wantOut: []string{"==> starting in 30ms; Ctrl-C cancels with nothing touched"}},
 	}
 	for _, tt := range tests {
@@ -179,11 +179,11 @@ func TestRenderSummary(t *testing.T) {
 	io, out, _ := testIO("", false)
 	g := &Globals{Factory: NewFactory(io)}
 	renderSummary(newPrinter(g), "deploy", &deploy.Summary{Env: "prod", SHA: strings.Repeat("b", 40), Hosts: []deploy.HostResult{
-		{Host: "deploy@web1", Result: deploy.ResultDeployed, Current: strings.Repeat("b", 40)},
+		{Host: "deploy@web1", Result: deploy.ResultDeployed, Current: strings.Repeat("b", 40), Took: 12345 * time.Millisecond},
 		{Host: "deploy@web22", Result: deploy.ResultFailed, Current: strings.Repeat("a", 40), Err: errors.New("unhealthy")},
 	}})
 	want := "==> deploy of bbbbbbbbbbbb to prod: 1 deployed, 1 failed\n" +
-		"  deploy@web1   on bbbbbbbbbbbb  deployed\n" +
+		"  deploy@web1   on bbbbbbbbbbbb  deployed (12.3s)\n" +
 		"  deploy@web22  on aaaaaaaaaaaa  failed: runs its previous release\n"
 	if out.String() != want {
 		t.Errorf("summary =\n%s\nwant\n%s", out, want)
@@ -200,14 +200,14 @@ func TestHostCommandsUsage(t *testing.T) {
 		wantCode int
 		wantErr  string
 	}{
-		{[]string{"deploy"}, ExitUsage, "accepts 1 arg"},
+		{[]string{"deploy"}, ExitUsage, "shipctl deploy needs an environment: one of prod (from ship.yaml), e.g. shipctl deploy prod"},
 		{[]string{"deploy", "prd"}, ExitUsage, `did you mean "prod"?`},
 		{[]string{"deploy", "prod", "--parallel", "-1"}, ExitUsage, "--parallel -1"},
 		{[]string{"deploy", "prod", "--lock-wait", "soon"}, ExitUsage, "invalid argument"},
 		{[]string{"rollback", "prod", "a", "b"}, ExitUsage, "accepts between 1 and 2 arg"},
-		{[]string{"status"}, ExitUsage, "accepts 1 arg"},
+		{[]string{"status"}, ExitUsage, "shipctl status needs an environment: one of prod"},
 		{[]string{"history", "prod", "-n", "-3"}, ExitUsage, "--lines -3"},
-		{[]string{"logs"}, ExitUsage, "requires at least 1 arg"},
+		{[]string{"logs"}, ExitUsage, "shipctl logs needs an environment: one of prod"},
 		{[]string{"lock", "qa"}, ExitUsage, `no environment "qa"`},
 		{[]string{"unlock", "prod", "extra"}, ExitUsage, "accepts 1 arg"},
 	}

@@ -23,11 +23,19 @@ type Factory struct {
 	// SSH is how an environment's hosts are reached.
 	SSH func(sshhost.Options) deploy.Dialer
 	// Registry tells a deploy whether the registry holds an image, before it touches
-	// a host; kc has the credentials.
-	Registry func(kc *image.Keychain) deploy.Registry
+	// a host, and ship whether the registry answers, before it builds; kc has the
+	// credentials.
+	Registry func(kc *image.Keychain) Registry
 	// Executable is shipctl's own executable, symlinks resolved (agent install looks
 	// for shipd beside it).
 	Executable func() (string, error)
+}
+
+// Registry is what the commands ask a registry: whether it answers with the
+// credentials, whether it holds an image.
+type Registry interface {
+	deploy.Registry
+	deploy.RegistryCheck
 }
 
 // NewFactory returns the real dependencies on io's streams.
@@ -36,7 +44,7 @@ func NewFactory(io *IOStreams) *Factory {
 		IO:       io,
 		Engine:   engine.Local,
 		SSH:      sshhost.Dialer,
-		Registry: func(kc *image.Keychain) deploy.Registry { return &image.Registries{Keychain: kc} },
+		Registry: func(kc *image.Keychain) Registry { return &image.Registries{Keychain: kc} },
 		Executable: func() (string, error) {
 			exe, err := os.Executable()
 			if err != nil {

@@ -225,7 +225,7 @@ func reportInit(g *Globals, o *initOptions, in config.TemplateInput, composeFile
 		fmt.Fprintf(w, "  %d. Write %s with a service named \"test\": its exit code gates every deploy.\n", step, config.DefaultTestCompose)
 		step++
 	}
-	fmt.Fprintf(w, "  %d. Run: %s test, then %s deploy staging\n", step, shipctl, shipctl)
+	fmt.Fprintf(w, "  %d. Run: %s ship staging (preflight, build, test, push, deploy)\n", step, shipctl)
 }
 
 // findCompose returns the compose file to read: named, or the first of

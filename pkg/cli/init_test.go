@@ -85,7 +85,7 @@ func TestInit(t *testing.T) {
 			t.Errorf("ship.yaml does not list %q:\n%s", s, data)
 		}
 	}
-	for _, s := range []string{"Wrote ship.yaml", "built here and pushed: web, worker", "pulled on the hosts as written: db", "Next:", "Write docker-compose.test.yml", "3. Run: shipctl test"} {
+	for _, s := range []string{"Wrote ship.yaml", "built here and pushed: web, worker", "pulled on the hosts as written: db", "Next:", "Write docker-compose.test.yml", "3. Run: shipctl ship staging"} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("output lacks %q:\n%s", s, out)
 		}
@@ -156,13 +156,13 @@ func TestInitOptions(t *testing.T) {
 			files:    map[string]string{"deploy/prod.yml": "services: {web: {build: ., ports: [8080]}}\n"},
 			args:     []string{"init", "--compose", "deploy/prod.yml", "-c", "deploy/ship.yaml", "--registry", ""},
 			wantFile: "deploy/ship.yaml", wantApp: "app", wantReg: "", wantComp: "prod.yml",
-			wantOut: []string{"Wrote deploy/ship.yaml", "no registry", "shipctl -c deploy/ship.yaml test"},
+			wantOut: []string{"Wrote deploy/ship.yaml", "no registry", "shipctl -c deploy/ship.yaml ship staging"},
 		},
 		{
 			name: "test compose present", folder: "app",
 			files: map[string]string{"docker-compose.yml": "services: {web: {build: .}}\n", "docker-compose.test.yml": "services: {test: {build: .}}\n"},
 			args:  []string{"init"}, wantFile: "ship.yaml", wantApp: "app", wantReg: defaultRegistry, wantComp: "docker-compose.yml",
-			wantOut: []string{"2. Run: shipctl test, then shipctl deploy staging"},
+			wantOut: []string{"2. Run: shipctl ship staging"},
 		},
 		{
 			name: "terminal: asks, defaults shown", folder: "app",

@@ -30,9 +30,14 @@ func newLogsCmd(g *Globals, runF func(context.Context, *logsOptions) error) *cob
 		Long: `Show the logs of the app's containers on every host of the environment ENV (of
 the services named, or all), each line prefixed with its service, and its host
 when there are several. With -f, keep following them until Ctrl-C. Values of the
-environment's env_file are shown as [redacted].`,
+environment's env_file are shown as [redacted].
+
+A pre-deploy job's container is gone once its release runs: naming the job shows
+its last run instead (the release, its exit code and its last 50 lines, kept in
+that release's release.json).`,
 		Example: `  shipctl logs prod
-  shipctl logs prod web -f --tail 50`,
+  shipctl logs prod web -f --tail 50
+  shipctl logs prod migrate`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Env, o.Services = args[0], args[1:]

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -136,6 +137,16 @@ func pushImages(ctx context.Context, g *Globals, p *term.Printer, cfg *config.Co
 	v := newProgressView(g, p)
 	pushed, err := image.New(api).Push(ctx, refs, image.PushOptions{Auth: kc, Latest: latest, Live: v.isLive(), Progress: v.show})
 	v.close()
+	if errors.Is(err, image.ErrNotBuilt) {
+		// A mistyped registry names images that were never built: say which registry
+		// was asked, and what it answered.
+		host := registryHost(cfg.Registry)
+		answer := "answers and takes the credentials"
+		if perr := g.Registry(kc).Ping(ctx, host); perr != nil {
+			answer = "answered: " + perr.Error()
+		}
+		err = fmt.Errorf("%w\nthe registry %s (from %s) was asked; it %s", err, host, registrySource(g, cfg), answer)
+	}
 	if err != nil {
 		return pushHint(err, cfg)
 	}
@@ -157,7 +168,15 @@ func pushHint(err error, cfg *config.Config) error {
 	case errors.Is(err, image.ErrRegistryAuth):
 		return fmt.Errorf("%w\nhint: nothing was pushed; log in with `docker login %s`, or set SHIP_REGISTRY_USER and SHIP_REGISTRY_PASSWORD", err, host)
 	case errors.Is(err, image.ErrNotBuilt):
-		return fmt.Errorf("%w\nhint: run `shipctl build` first", err)
+		return fmt.Errorf("%w\nhint: run `shipctl build` first, or correct the registry if it is not the one the images were built for", err)
 	}
 	return err
+}
+
+// registrySource says where the registry came from: SHIP_REGISTRY or the file.
+func registrySource(g *Globals, cfg *config.Config) string {
+	if v := strings.TrimSpace(g.IO.Getenv("SHIP_REGISTRY")); v != "" {
+		return "SHIP_REGISTRY"
+	}
+	return "registry: in " + cfg.File
 }

@@ -51,8 +51,17 @@ func newRoot(f *Factory) *cobra.Command {
 	io := f.IO
 	g := &Globals{Factory: f}
 	root := &cobra.Command{
-		Use:           "shipctl",
-		Short:         "Ship a Docker Compose application from a git checkout to your servers",
+		Use:   "shipctl",
+		Short: "Ship a Docker Compose application from a git checkout to your servers",
+		Long: `shipctl takes a Docker Compose app from a git checkout to servers over SSH:
+build the images, run the test compose file, push to the registry, and deploy
+to an environment's hosts (agentless, or blue-green through shipd).`,
+		Example: `  shipctl init                 # write ship.yaml from the compose file
+  shipctl test                 # run docker-compose.test.yml; a pass is recorded here
+  shipctl ship staging         # preflight, build, test, push, deploy
+  shipctl deploy prod --yes    # deploy the pushed, tested commit (CI: --yes --json)
+  shipctl status prod          # what each host runs
+  shipctl rollback prod        # back to each host's previous release`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -85,20 +94,42 @@ func newRoot(f *Factory) *cobra.Command {
 		newUnlockCmd(g, nil),
 		newAgentCmd(g),
 	)
-	usageArgs(root)
+	usageArgs(g, root)
+	completeArgs(g, root)
 	return root
 }
 
-// usageArgs makes wrong positional arguments a usage error (exit 2), like bad flags.
-func usageArgs(cmd *cobra.Command) {
+// usageArgs makes wrong positional arguments a usage error (exit 2), like bad flags;
+// a command that wants an environment and got none says which there are.
+func usageArgs(g *Globals, cmd *cobra.Command) {
 	if args := cmd.Args; args != nil {
+		_, rest, _ := strings.Cut(cmd.Use, " ")
+		wantsEnv := strings.HasPrefix(rest, "ENV")
 		cmd.Args = func(c *cobra.Command, a []string) error {
-			return withCode(ExitUsage, args(c, a))
+			err := args(c, a)
+			if err != nil && wantsEnv && len(a) == 0 {
+				err = missingEnv(g, c)
+			}
+			return withCode(ExitUsage, err)
 		}
 	}
 	for _, c := range cmd.Commands() {
-		usageArgs(c)
+		usageArgs(g, c)
 	}
+}
+
+// missingEnv is the error of a command run without its ENV: the environments of
+// ship.yaml, or why ship.yaml could not be read.
+func missingEnv(g *Globals, c *cobra.Command) error {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return fmt.Errorf("%s needs an environment of ship.yaml (%s ENV), and ship.yaml cannot be read: %w", c.CommandPath(), c.CommandPath(), err)
+	}
+	names := cfg.EnvNames()
+	if len(names) == 0 {
+		return fmt.Errorf("%s needs an environment (%s ENV), and %s has none: add one under environments:", c.CommandPath(), c.CommandPath(), cfg.File)
+	}
+	return fmt.Errorf("%s needs an environment: one of %s (from %s), e.g. %s %s", c.CommandPath(), strings.Join(names, ", "), cfg.File, c.CommandPath(), names[0])
 }
 
 // Main runs shipctl with args and returns the process exit code.

@@ -33,7 +33,12 @@ func newTestCmd(g *Globals, runF func(context.Context, *testOptions) error) *cob
 		Long: `Build and run the test compose file (test.compose in ship.yaml) under a unique
 project name, stream every service's logs, and exit with 3 when the test service
 fails. Everything the run created is removed afterwards, also on Ctrl-C and timeout.
-A passing run is recorded for the commit, so that push and deploy can require it.`,
+A passing run is recorded for the commit, so that push and deploy can require it.
+The record is kept in this checkout (under .git/), not in the repository: in CI,
+run shipctl ship, or shipctl test then shipctl push, in one job.`,
+		Example: `  shipctl test
+  shipctl test --timeout 5m
+  shipctl test -f docker-compose.ci.yml --service e2e`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runF(cmd.Context(), o)

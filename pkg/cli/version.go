@@ -13,7 +13,12 @@ func newVersionCmd(g *Globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print shipctl's version",
-		Args:  cobra.NoArgs,
+		Long: `Print shipctl's version, the commit it was built from, its Go version and
+platform. shipd's version must match it (shipctl agent install puts the shipd of
+this version on the hosts).`,
+		Example: `  shipctl version
+  shipctl version --json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if g.JSON {
 				return json.NewEncoder(g.IO.Out).Encode(map[string]string{

@@ -207,6 +207,11 @@ func TestAgentPreflightNeedsShipd(t *testing.T) {
 	if got := f.hosts[0].under(root); len(got) != 0 || len(sh.deploys) != 0 {
 		t.Errorf("the host was touched: %v", got)
 	}
+	// ship's preflight, before it builds, asks shipd too: no lock is taken.
+	_, err = Open(context.Background(), OpenOptions{Target: f.agentOptions(f.release(shaA), sh).Target, SHA: shaA})
+	if !errors.Is(err, ErrNoAgent) || f.hosts[0].exists(root) {
+		t.Errorf("Open without shipd: %v; host: %v", err, f.hosts[0].under(root))
+	}
 }
 
 func TestPrepareRefusesWhatShipdCannotSwap(t *testing.T) {

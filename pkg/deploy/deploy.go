@@ -70,6 +70,10 @@ type Options struct {
 	Confirm func(ctx context.Context, p Preview) error
 	// Notify, when set, is told of the start and the end of the deploy.
 	Notify *notify.Webhook
+	// Conn, when set, is the hosts opened and locked by Open (shipctl ship opens
+	// them before it builds): Run uses its connections and its locks, and does not
+	// close it. nil: Run opens and closes its own.
+	Conn *Conn
 }
 
 // Preview is what a deploy is about to do, for the confirmation.
@@ -104,6 +108,9 @@ type HostResult struct {
 	Current string
 	// Err is why it failed (redacted); nil when deployed.
 	Err error
+	// Took is how long the host's run took, from the upload to its end (0: it never
+	// started).
+	Took time.Duration
 }
 
 // Summary is how a deploy or rollback ended, host by host.
@@ -115,12 +122,12 @@ type Summary struct {
 
 // Run deploys a release to every host of the environment:
 //
-//  1. preflight, before any host is changed: every image ship built is in the
-//     registry, every host answers over SSH with SFTP and its engine, and the engine
-//     can run the release; then the plan per host;
-//  2. o.Confirm (the confirmation and the grace countdown);
-//  3. the lock on every host, one after the other;
-//  4. on each host (o.Parallel at once): upload, pull, pre-deploy jobs, apply, wait
+//  1. preflight, before anything interactive: every image ship built is in the
+//     registry, every host answers over SSH with SFTP and its engine, and the lock
+//     is taken on every host, one after the other (Open; or o.Conn, opened before);
+//     then the engine must be able to run the release, and the plan per host;
+//  2. o.Confirm (the confirmation and the grace countdown), with the locks held;
+//  3. on each host (o.Parallel at once): upload, pull, pre-deploy jobs, apply, wait
 //     until healthy, switch current, audit.log, unlock, prune. A host that fails
 //     puts its previous release back; the others go on.
 //
@@ -151,12 +158,18 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	if err := checkRegistry(ctx, o.Registry, rel.Built, em); err != nil {
 		return sum, o.Redactor.Error(err)
 	}
-	em.info("", StepPreflight, fmt.Sprintf("connecting to %d host(s)", len(o.Env.Hosts)))
-	s, err := open(ctx, o.Target, em)
-	if err != nil {
-		return sum, fmt.Errorf("preflight: %w", err)
+	c := o.Conn
+	if c == nil {
+		var err error
+		var results []HostResult
+		c, results, err = openConn(ctx, OpenOptions{Target: o.Target, SHA: rel.SHA, LockWait: o.LockWait, LockPoll: o.LockPoll}, em, false)
+		if err != nil {
+			sum.Hosts = results
+			return sum, err
+		}
+		defer c.Close()
 	}
-	defer s.close()
+	s := c.s
 	preview, err := s.preflight(ctx, rel, o)
 	if err != nil {
 		return sum, err
@@ -164,24 +177,24 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	if err := s.begin(ctx, o.Confirm, preview); err != nil {
 		return sum, err
 	}
+	if err := c.start(); err != nil {
+		return sum, err
+	}
 
 	n := newNotifications(o.Notify, em, o.Redactor)
 	defer n.Wait()
 	n.Post(ctx, notify.Message{Event: notify.Start, App: o.App, Env: o.Env.Name, SHA: rel.SHA, Subject: rel.Subject, Hosts: hostNames(s), Who: o.who()})
 
-	me := o.holder("deploy", rel.release())
+	me := c.me
 	sum.Hosts = skipped(s, preview)
-	if err := s.lockAll(ctx, me, o.LockWait, o.LockPoll, o.lockRefresh(), sum.Hosts); err != nil {
-		err = o.Redactor.Error(err)
-		n.Post(ctx, endNotification(notify.Failure, o, sum, err))
-		return sum, err
-	}
 	s.each(ctx, parallel, func(ctx context.Context, i int, h *hostConn) {
 		r := &hostRun{o: &o, rel: rel, hostTask: hostTask{
 			s: s, em: em, h: h, scrub: o.Redactor, me: me, kind: KindDeploy, sha: rel.release(),
 			prev: preview.Hosts[i].Current, keep: max(o.Env.Keep, 1),
 		}}
+		began := time.Now()
 		sum.Hosts[i] = r.run(ctx)
+		sum.Hosts[i].Took = time.Since(began)
 	})
 	err = sum.err(ctx, "deploy of "+release.Short(rel.release()))
 	event := notify.Success

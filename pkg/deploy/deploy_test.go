@@ -344,8 +344,28 @@ func TestRestoreFails(t *testing.T) {
 func TestJobs(t *testing.T) {
 	t.Run("succeeds", func(t *testing.T) {
 		f := newFixture(t, "with-job.yml")
-		f.mustDeploy(f.release(shaA))
 		h := f.hosts[0]
+		h.jobLogs = []string{"migrating 1 of 2", "token " + secret, "done"}
+		f.mustDeploy(f.release(shaA))
+		// Its output, line by line as it ran, between the job's start and its success.
+		var seen []string
+		for _, e := range f.events {
+			switch {
+			case e.Step == StepJobOutput && e.Service == "migrate":
+				seen = append(seen, e.Msg)
+			case e.Step == StepJob && strings.HasPrefix(e.Msg, "running"):
+				seen = append(seen, "start")
+			case e.Step == StepJob && strings.HasSuffix(e.Msg, "succeeded"):
+				seen = append(seen, "end")
+			}
+		}
+		if got := strings.Join(seen, "|"); got != "start|migrating 1 of 2|token [redacted]|done|end" {
+			t.Errorf("the job's output as shown = %q", got)
+		}
+		jobs := releaseJSON(t, h, shaA).Jobs
+		if len(jobs) != 1 || jobs[0].Service != "migrate" || jobs[0].Code != 0 || strings.Join(jobs[0].Lines, "|") != "migrating 1 of 2|token [redacted]|done" {
+			t.Errorf("release.json's jobs = %+v", jobs)
+		}
 		if h.starts["migrate"] != 1 {
 			t.Errorf("the job ran %d times", h.starts["migrate"])
 		}
@@ -375,6 +395,9 @@ func TestJobs(t *testing.T) {
 		}
 		if h.running("shop")["web"] != ref(shaA) {
 			t.Errorf("web was switched: %v", h.running("shop"))
+		}
+		if jobs := releaseJSON(t, h, shaB).Jobs; len(jobs) != 1 || jobs[0].Code != 3 || len(jobs[0].Lines) != 2 || strings.Contains(jobs[0].Lines[1], secret) {
+			t.Errorf("release.json's jobs of the failed release = %+v", jobs)
 		}
 	})
 }
@@ -650,16 +673,23 @@ func TestPreflightTouchesNothing(t *testing.T) {
 	})
 }
 
-// assertUntouched fails if anything but reads happened on h.
+// assertUntouched fails if anything but reads, and the lock taken and released again,
+// happened on h, or if the lock or a folder of the app's is left behind.
 func assertUntouched(t *testing.T, h *fakeHost) {
 	t.Helper()
 	for _, op := range h.ops {
-		verb, _, _ := strings.Cut(op, " ")
-		switch verb {
-		case "readlink", "read", "readdir", "ping", "check", "containers", "hasimage":
+		verb, p, _ := strings.Cut(op, " ")
+		switch {
+		case verb == "readlink", verb == "read", verb == "readdir", verb == "ping", verb == "check", verb == "containers", verb == "hasimage":
+		case (verb == "mkdirall" || verb == "remove") && (p == root || p == root+"/.tmp"),
+			strings.HasPrefix(p, root+"/.lock"), strings.HasPrefix(p, root+"/.tmp/unlocked-"):
+			// The lock, taken in the preflight and released when nothing follows.
 		default:
 			t.Errorf("%s: %s happened before the first change was allowed", h.name, op)
 		}
+	}
+	if h.exists(root) {
+		t.Errorf("%s: the app's folder was left behind: %v", h.name, h.under(root))
 	}
 }
 

@@ -69,19 +69,25 @@
 //
 // # A deploy
 //
-// Before any host is changed: the compose file is loaded for the environment (its
-// env_file), the images of built services pinned to <registry>/<image>:<sha>, and
-// every image ship built is looked up in the registry (a HEAD of its manifest with
-// the registry credentials); every host is dialled, its SFTP and engine answer, and
-// the engine checks that it can run the release; the plan of each host is made. Then
-// Options.Confirm runs: the command shows the plan, asks when the environment has
-// confirm: true, and counts the grace period down. Ctrl-C until then touches nothing.
+// Before anything slow or interactive (Open): every image ship built is looked up in
+// the registry (a HEAD of its manifest with the registry credentials; shipctl ship,
+// which has not built yet, asks the registry's /v2/ with the credentials instead);
+// every host is dialled, its SFTP and engine answer; then the lock is taken on every
+// host, one host after the other in the order of ship.yaml: two deploys never
+// interleave across hosts, and a deploy that finds a host locked (after --lock-wait)
+// releases what it took and changes nothing (ErrLocked, exit 6). The lock is held
+// (its heartbeat kept) from then on: through ship's build, test and push, and the
+// question and countdown. ship opens the hosts this way before it builds, and its
+// deploy goes over the same connections (Options.Conn): one SSH connection per host
+// for the whole run.
 //
-// Then the lock is taken on every host, one host after the other in the order of
-// ship.yaml, before any other change: two deploys never interleave across hosts, and a
-// deploy that finds a host locked (after --lock-wait) releases what it took and
-// changes nothing (ErrLocked, exit 6). Then, on each host (env.parallel at once, 0 =
-// all), independently of the others:
+// Then the compose file is loaded for the environment (its env_file), the images of
+// built services pinned to <registry>/<image>:<sha>, the engine checks that it can run
+// the release, and the plan of each host is made. Then Options.Confirm runs: the
+// command shows the plan, asks when the environment has confirm: true, and counts the
+// grace period down. Ctrl-C until then changes nothing: the locks are released (and an
+// app folder the lock made on a fresh host is removed). Then, on each host
+// (env.parallel at once, 0 = all), independently of the others:
 //
 //  1. upload: docker-compose.yml (0600) and release.json are written under .tmp/ and
 //     renamed into releases/<name> (a new folder is renamed whole; a redeploy of a
@@ -95,7 +101,10 @@
 //     every time, never/build never.
 //  3. pre-deploy jobs (x-ship: {job: pre-deploy}), in name order: the job with its
 //     dependencies is started with the new images, and waited for (10 minutes at
-//     most); a non-zero exit stops the deploy with the job's last 20 log lines.
+//     most). Its output is shown as it runs (events of step job_output), and its last
+//     50 lines and exit code are kept in the release's release.json (jobs:), which
+//     `shipctl logs ENV JOB` shows once its container is gone; a non-zero exit stops
+//     the deploy with the job's last 20 log lines.
 //  4. apply: the project without its job services, removing orphans (so the finished
 //     job containers go), then a wait until every service is healthy, or running
 //     when it has no health check (2 minutes at most).

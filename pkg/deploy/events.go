@@ -17,6 +17,7 @@ const (
 	StepUpload    = event.StepUpload    // the release's files written to the host
 	StepPull      = event.StepPull      // an image pulled through the host's engine
 	StepJob       = event.StepJob       // a pre-deploy job
+	StepJobOutput = event.StepJobOutput // a line a pre-deploy job wrote, as it runs (Service: the job)
 	StepApply     = event.StepApply     // the engine creates, recreates or starts a service
 	StepSwitch    = event.StepSwitch    // current points at the release (through shipd: a route switched too)
 	StepHealth    = event.StepHealth    // through shipd: a new container health-checked before it gets traffic

@@ -422,6 +422,11 @@ func (h *fakeHost) RunJob(ctx context.Context, p *types.Project, service string,
 	if c == nil {
 		return fmt.Errorf("pre-deploy job %s: no container", service)
 	}
+	if o.Output != nil {
+		for _, l := range h.jobLogs {
+			o.Output(engine.LogLine{Service: service, Stream: "stdout", Text: l})
+		}
+	}
 	if c.exit != 0 {
 		return &engine.JobError{Service: service, Code: c.exit, Logs: append([]string(nil), h.jobLogs...)}
 	}

@@ -49,9 +49,12 @@ func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Proj
 	if err != nil {
 		return HostPreview{}, err
 	}
-	version, err := h.Ping(ctx)
-	if err != nil {
-		return HostPreview{}, err
+	version := h.version
+	if version == "" {
+		// Not pinged by Open yet.
+		if version, err = h.Ping(ctx); err != nil {
+			return HostPreview{}, err
+		}
 	}
 	if err := h.Check(ctx, p.Project, nil); err != nil {
 		return HostPreview{}, err
@@ -78,7 +81,7 @@ func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Proj
 		if err != nil {
 			return HostPreview{}, err
 		}
-		if err := routeClash(st, s.t.App, p); err != nil {
+		if err := routeClash(st, s.t.Project(), p); err != nil {
 			return HostPreview{}, err
 		}
 		on += fmt.Sprintf("; shipd %s, up %s", agentVersion(st), st.Uptime.Std())

@@ -194,9 +194,17 @@ func (r *Runner) forward(ctx context.Context) (event.Step, error) {
 		if r.Report != nil {
 			r.Report(Note{Step: StepJob, Service: job, Msg: "running pre-deploy job " + job})
 		}
+		out := &jobOutput{}
 		err := r.Engine.RunJob(ctx, p.Project, job, engine.JobOptions{
 			WaitTimeout: r.WaitTimeout, Timeout: r.JobTimeout, Progress: r.Strategy.Progress(StepJob),
+			Output: func(l engine.LogLine) {
+				out.add(l.Text)
+				if r.Report != nil {
+					r.Report(Note{Step: StepJobOutput, Service: job, Msg: l.Text})
+				}
+			},
 		})
+		r.recordJob(context.WithoutCancel(ctx), job, err, out)
 		if err != nil {
 			return StepJob, err
 		}

@@ -75,6 +75,8 @@ type hostConn struct {
 	shipdLast time.Time
 	// lease keeps the lock's heartbeat while the run holds the lock; nil: none.
 	lease *lease
+	// version is the engine's version as Open's ping found it ("" not pinged yet).
+	version string
 	// mu guards Host for the heartbeat, which reads it from its own goroutine.
 	mu sync.Mutex
 }

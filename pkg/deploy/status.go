@@ -220,7 +220,24 @@ func Logs(ctx context.Context, t Target, o engine.LogOptions, fn func(host strin
 	defer s.close()
 	errs := make([]error, len(s.hosts))
 	s.each(ctx, 0, func(ctx context.Context, i int, h *hostConn) {
-		err := h.Logs(ctx, t.Project(), o, func(l engine.LogLine) {
+		o := o
+		// A job named is shown from its last run's record (its container is gone).
+		runs, rest, err := lastJobRuns(ctx, s, h, o.Services)
+		if err != nil {
+			errs[i] = fmt.Errorf("%s: %w", h.name, err)
+			return
+		}
+		showJobRuns(h, runs, em, func(host string, l engine.LogLine) {
+			l.Text = t.Redactor.String(l.Text)
+			fn(host, l)
+		})
+		if len(runs) > 0 && len(rest) == 0 {
+			return
+		}
+		if len(runs) > 0 {
+			o.Services = rest
+		}
+		err = h.Logs(ctx, t.Project(), o, func(l engine.LogLine) {
 			l.Text = t.Redactor.String(l.Text)
 			fn(h.name, l)
 		})

@@ -12,6 +12,8 @@ import (
 const (
 	DefaultJobTimeout = 10 * time.Minute
 	jobLogLines       = 20
+	// jobLogFlush bounds the wait for the end of a job's log stream after its exit.
+	jobLogFlush = 30 * time.Second
 )
 
 // JobOptions tune RunJob.
@@ -23,6 +25,9 @@ type JobOptions struct {
 	Timeout time.Duration
 	// Progress, when set, receives the events of the job's Up.
 	Progress func(Event)
+	// Output, when set, receives each line the job writes, as it runs, from one
+	// goroutine at a time; every line has been given to it when RunJob returns.
+	Output func(LogLine)
 }
 
 // JobError says that a job exited with a code other than 0, with its last log lines.
@@ -48,9 +53,33 @@ func (e *Engine) RunJob(ctx context.Context, p *types.Project, service string, o
 	if err := e.Up(ctx, p, UpOptions{Services: []string{service}, WaitTimeout: o.WaitTimeout, Progress: o.Progress}); err != nil {
 		return fmt.Errorf("start pre-deploy job %s: %w", service, err)
 	}
+	flush := func(bool) {}
+	if o.Output != nil {
+		streamed := make(chan struct{})
+		lctx, stop := context.WithCancel(ctx)
+		go func() {
+			defer close(streamed)
+			// Follow ends once the container has stopped and its log is read to the end.
+			_ = e.Logs(lctx, p.Name, LogOptions{Services: []string{service}, Follow: true}, o.Output)
+		}()
+		flush = func(exited bool) {
+			defer stop()
+			if !exited {
+				stop()
+			}
+			select {
+			case <-streamed:
+			case <-time.After(jobLogFlush):
+				// An engine that never ends the stream: the lines given are the output.
+				stop()
+				<-streamed
+			}
+		}
+	}
 	jctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	code, err := e.Wait(jctx, p.Name, service)
 	cancel()
+	flush(err == nil)
 	if err != nil {
 		if jctx.Err() != nil && ctx.Err() == nil {
 			return fmt.Errorf("pre-deploy job %s did not finish within %s", service, o.Timeout)

@@ -23,7 +23,16 @@ func TestRunJob(t *testing.T) {
 		t.Errorf("migrate state = %s, exit code %d", m.State.Status, m.State.ExitCode)
 	}
 
-	err := s.eng.RunJob(ctx, s.load(fmt.Sprintf(jobYAML, "1s", "http://nowhere.invalid:8080/")), "migrate", engine.JobOptions{})
+	// Its output is given line by line as it runs, all of it by the time RunJob returns.
+	var out []engine.LogLine
+	err := s.eng.RunJob(ctx, s.load(fmt.Sprintf(jobYAML, "1s", "http://nowhere.invalid:8080/")), "migrate", engine.JobOptions{
+		Output: func(l engine.LogLine) { out = append(out, l) },
+	})
+	if !slices.ContainsFunc(out, func(l engine.LogLine) bool {
+		return l.Service == "migrate" && strings.Contains(l.Text, "FAIL http://nowhere.invalid:8080/")
+	}) {
+		t.Errorf("the job's output as it ran = %+v, want its FAIL line", out)
+	}
 	var je *engine.JobError
 	if !errors.As(err, &je) || je.Service != "migrate" || je.Code != 1 {
 		t.Fatalf("failing job: %v, want a *JobError with code 1", err)

@@ -9,23 +9,24 @@ type Step string
 
 // Steps of a deploy, rollback or restore. shipd uses the ones marked (shipd) too.
 const (
-	StepPreflight Step = "preflight" // config, registry, hosts and engines checked (shipd: the release read and checked)
-	StepPlan      Step = "plan"      // what will change on a host (rendered by the caller from a preview)
-	StepGrace     Step = "grace"     // the countdown before the first change (emitted by the caller)
-	StepLock      Step = "lock"      // the host's lock taken, waited for, or released
-	StepUpload    Step = "upload"    // the release's files written to the host
-	StepPull      Step = "pull"      // an image pulled through the host's engine (shipd)
-	StepJob       Step = "job"       // a pre-deploy job (shipd)
-	StepApply     Step = "apply"     // the engine creates, recreates or starts a service (shipd)
-	StepHealth    Step = "health"    // a new container health-checked before it gets traffic (shipd)
-	StepSwitch    Step = "switch"    // current points at the release, or a route switched (shipd)
-	StepDrain     Step = "drain"     // the old container drained and removed (shipd)
-	StepInstall   Step = "install"   // shipctl agent install: a file written, systemd told
-	StepAudit     Step = "audit"     // a line appended to audit.log, release.json updated (shipd)
-	StepPrune     Step = "prune"     // old releases and their images removed
-	StepRestore   Step = "restore"   // the previous release put back after a failure (shipd)
-	StepNotify    Step = "notify"    // the webhook called
-	StepDone      Step = "done"      // a host finished: the message says on which release it is (shipd)
+	StepPreflight Step = "preflight"  // config, registry, hosts and engines checked (shipd: the release read and checked)
+	StepPlan      Step = "plan"       // what will change on a host (rendered by the caller from a preview)
+	StepGrace     Step = "grace"      // the countdown before the first change (emitted by the caller)
+	StepLock      Step = "lock"       // the host's lock taken, waited for, or released
+	StepUpload    Step = "upload"     // the release's files written to the host
+	StepPull      Step = "pull"       // an image pulled through the host's engine (shipd)
+	StepJob       Step = "job"        // a pre-deploy job (shipd)
+	StepJobOutput Step = "job_output" // a line a pre-deploy job wrote, as it runs (shipd)
+	StepApply     Step = "apply"      // the engine creates, recreates or starts a service (shipd)
+	StepHealth    Step = "health"     // a new container health-checked before it gets traffic (shipd)
+	StepSwitch    Step = "switch"     // current points at the release, or a route switched (shipd)
+	StepDrain     Step = "drain"      // the old container drained and removed (shipd)
+	StepInstall   Step = "install"    // shipctl agent install: a file written, systemd told
+	StepAudit     Step = "audit"      // a line appended to audit.log, release.json updated (shipd)
+	StepPrune     Step = "prune"      // old releases and their images removed
+	StepRestore   Step = "restore"    // the previous release put back after a failure (shipd)
+	StepNotify    Step = "notify"     // the webhook called
+	StepDone      Step = "done"       // a host finished: the message says on which release it is (shipd)
 )
 
 // Level is how an event matters.

@@ -17,6 +17,7 @@ func recorder(refs []string, fail string, ran *[]string) Stages {
 		return nil
 	}
 	return Stages{
+		Preflight: func(context.Context) error { return step("preflight") },
 		Build: func(context.Context) ([]string, error) {
 			if err := step("build"); err != nil {
 				return nil, err
@@ -43,13 +44,14 @@ func TestRun(t *testing.T) {
 		wantRan  string
 		wantStep string
 	}{
-		{name: "all", refs: []string{"r/web:1"}, wantRan: "build,test,tested,push,deploy"},
-		{name: "nothing built: no push", wantRan: "build,test,tested,deploy"},
-		{name: "build fails", refs: []string{"r/web:1"}, fail: "build", wantRan: "build", wantStep: StepBuild},
-		{name: "tests fail", refs: []string{"r/web:1"}, fail: "test", wantRan: "build,test", wantStep: StepTest},
-		{name: "tree changed since the tests", refs: []string{"r/web:1"}, fail: "tested", wantRan: "build,test,tested", wantStep: StepPush},
-		{name: "push fails", refs: []string{"r/web:1"}, fail: "push", wantRan: "build,test,tested,push", wantStep: StepPush},
-		{name: "deploy fails", refs: []string{"r/web:1"}, fail: "deploy", wantRan: "build,test,tested,push,deploy", wantStep: StepDeploy},
+		{name: "preflight fails: nothing built", refs: []string{"r/web:1"}, fail: "preflight", wantRan: "preflight", wantStep: StepPreflight},
+		{name: "all", refs: []string{"r/web:1"}, wantRan: "preflight,build,test,tested,push,deploy"},
+		{name: "nothing built: no push", wantRan: "preflight,build,test,tested,deploy"},
+		{name: "build fails", refs: []string{"r/web:1"}, fail: "build", wantRan: "preflight,build", wantStep: StepBuild},
+		{name: "tests fail", refs: []string{"r/web:1"}, fail: "test", wantRan: "preflight,build,test", wantStep: StepTest},
+		{name: "tree changed since the tests", refs: []string{"r/web:1"}, fail: "tested", wantRan: "preflight,build,test,tested", wantStep: StepPush},
+		{name: "push fails", refs: []string{"r/web:1"}, fail: "push", wantRan: "preflight,build,test,tested,push", wantStep: StepPush},
+		{name: "deploy fails", refs: []string{"r/web:1"}, fail: "deploy", wantRan: "preflight,build,test,tested,push,deploy", wantStep: StepDeploy},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

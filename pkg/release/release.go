@@ -114,6 +114,28 @@ type Info struct {
 	CurrentSince time.Time `json:"current_since,omitzero"`
 	Images       []string  `json:"images,omitempty"`
 	Built        []string  `json:"built,omitempty"`
+	// Jobs are the last runs of the release's pre-deploy jobs, one per job.
+	Jobs []JobRun `json:"jobs,omitempty"`
+}
+
+// JobRun is how a pre-deploy job's last run ended, with its last lines of output
+// (secrets scrubbed), for shipctl logs ENV JOB once its container is gone.
+type JobRun struct {
+	Service string    `json:"service"`
+	Time    time.Time `json:"time"` // when it ended
+	Code    int       `json:"exit_code"`
+	Lines   []string  `json:"lines,omitempty"`
+}
+
+// SetJob records run as its job's last run.
+func (i *Info) SetJob(run JobRun) {
+	for k, j := range i.Jobs {
+		if j.Service == run.Service {
+			i.Jobs[k] = run
+			return
+		}
+	}
+	i.Jobs = append(i.Jobs, run)
 }
 
 // Audit events.

@@ -2,10 +2,12 @@ package sshx
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 
 	"github.com/moby/moby/client"
+	"golang.org/x/crypto/ssh"
 )
 
 // DialUnix connects to the unix socket at path on the host
@@ -16,6 +18,12 @@ func (c *Client) DialUnix(ctx context.Context, path string) (net.Conn, error) {
 		return nil, err
 	}
 	conn, err := c.ssh.DialContext(ctx, "unix", path)
+	var refused *ssh.OpenChannelError
+	if errors.As(err, &refused) && refused.Reason == ssh.ConnectionFailed {
+		// sshd could not connect to the socket: it is not there, or the SSH user may
+		// not open it. sshd says no more than "open failed".
+		return nil, c.opErr("connect to the socket "+path+" on the host", fmt.Errorf("%w: the socket is not there, or the SSH user may not open it: add the user to the docker group on the host (sudo usermod -aG docker USER, then log in again), or set docker_socket in ship.yaml to the engine's socket", err))
+	}
 	if err != nil {
 		return nil, c.opErr("connect to the socket "+path+" on the host", err)
 	}

@@ -73,6 +73,9 @@ func TestDocker(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "/nonexistent/docker.sock") || !strings.Contains(err.Error(), dest(s)) {
 			t.Fatalf("err = %v, want one naming the socket and the host", err)
 		}
+		if !strings.Contains(err.Error(), "add the user to the docker group") || !strings.Contains(err.Error(), "set docker_socket") {
+			t.Fatalf("err = %v, want the two ways out: the docker group, docker_socket", err)
+		}
 		_, err = c.Docker(ctx, "/nonexistent/docker.sock")
 		if err == nil || !strings.Contains(err.Error(), "Docker engine") {
 			t.Fatalf("err = %v, want the engine unreachable", err)

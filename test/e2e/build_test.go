@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -410,6 +411,15 @@ func TestPushRegistryRefusesOrIsDown(t *testing.T) {
 	}
 	noSecret(t, wrong, refused)
 
+	// A mistyped registry names images that were never built: the error says which
+	// registry was asked, where it came from, and what it answered.
+	typo := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	mistyped := run(t, dir, append(env, "SHIP_REGISTRY="+typo), "push", "--untested")
+	if mistyped.code != 1 || !strings.Contains(mistyped.stderr, "image not built") ||
+		!strings.Contains(mistyped.stderr, "the registry "+typo+" (from SHIP_REGISTRY) was asked; it answered: ") {
+		t.Errorf("a mistyped registry must be named with its answer: %s", mistyped)
+	}
+
 	reg.Stop()
 	down := run(t, dir, env, "push", "--untested")
 	if down.code != 1 || !strings.Contains(down.stderr, reg.Addr) || !strings.Contains(down.stderr, "does not answer") ||
@@ -429,14 +439,29 @@ func TestShipBuildsTestsPushes(t *testing.T) {
 	removeImages(t, cli, reg.Addr+"/example/web:"+sha, base)
 	env := shipEnv(t, reg, false)
 
-	// The demo environment's host (127.0.0.1:2222) is not there: ship gets through
-	// build, test and push and stops at the deploy step with its exit code.
+	// The demo environment's host (127.0.0.1:2222) is not there: ship stops at the
+	// preflight, before it builds anything.
 	r := run(t, dir, env, "ship", "demo", "--json")
-	if r.code != 1 {
-		t.Fatalf("shipctl ship demo, its host down: want exit 1 from the deploy step: %s", r)
+	if r.code != 1 || !strings.Contains(r.stderr, "127.0.0.1:2222") || len(eventsOf(events(t, r), "build_done")) > 0 {
+		t.Fatalf("shipctl ship demo, its host down: want exit 1 from the preflight, nothing built: %s", r)
+	}
+	if failed := eventsOf(events(t, r), "ship_failed"); len(failed) != 1 || failed[0]["step"] != "preflight" {
+		t.Errorf("ship must say the preflight step failed: %s", r)
+	}
+
+	// With the host there and the web port taken, ship gets through build, test and
+	// push and stops at the deploy step with its exit code (4: the release failed,
+	// nothing to put back).
+	_, _, hostEnv := reachableDemo(t, dir)
+	sha = git(t, dir, "rev-parse", "HEAD")
+	removeImages(t, cli, reg.Addr+"/example/web:"+sha)
+	env = append(append(env, hostEnv...), fmt.Sprintf("WEB_PORT=%d", busyPort(t)))
+	r = run(t, dir, env, "ship", "demo", "--json")
+	if r.code != 4 {
+		t.Fatalf("shipctl ship demo, its web port taken: want exit 4 from the deploy step: %s", r)
 	}
 	evs := events(t, r)
-	order := []string{"ship_start", "build_done", "test_passed", "push_done", "ship_failed"}
+	order := []string{"ship_start", "preflight", "lock", "build_done", "test_passed", "push_done", "plan", "deploy_result", "ship_failed"}
 	at := 0
 	for _, ev := range evs {
 		if at < len(order) && ev["event"] == order[at] {
@@ -446,7 +471,7 @@ func TestShipBuildsTestsPushes(t *testing.T) {
 	if at != len(order) {
 		t.Errorf("want the events %v in that order: %s", order, r)
 	}
-	if failed := eventsOf(evs, "ship_failed"); len(failed) != 1 || failed[0]["step"] != "deploy" {
+	if failed := eventsOf(evs, "ship_failed"); len(failed) != 1 || failed[0]["step"] != "deploy" || failed[0]["exit_code"] != float64(4) {
 		t.Errorf("ship must say the deploy step failed: %s", r)
 	}
 	if !reg.HasManifest(t, "example/web", sha) {
@@ -468,9 +493,17 @@ func TestShipFailingTestsPushNothing(t *testing.T) {
 	sha := git(t, dir, "rev-parse", "HEAD")
 	removeImages(t, cli, reg.Addr+"/example/web:"+sha)
 
-	r := run(t, dir, append(shipEnv(t, reg, false), "EXPECT_VERSION=nope", "CHECK_TIMEOUT=1s"), "ship", "demo")
+	_, path, hostEnv := reachableDemo(t, dir)
+	sha = git(t, dir, "rev-parse", "HEAD")
+	removeImages(t, cli, reg.Addr+"/example/web:"+sha)
+
+	r := run(t, dir, append(append(shipEnv(t, reg, false), hostEnv...), "EXPECT_VERSION=nope", "CHECK_TIMEOUT=1s"), "ship", "demo")
 	if r.code != 3 {
 		t.Fatalf("ship with a failing suite must exit 3: %s", r)
+	}
+	// The lock the preflight took is released, and the app's folder it made removed.
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("the host keeps %s after a ship that stopped at its tests: %v", path, err)
 	}
 	if !strings.Contains(r.stdout, "the test step failed") || strings.Contains(r.stdout, "pushing") {
 		t.Errorf("ship must stop at the test step: %s", r)

@@ -493,11 +493,17 @@ func TestShipDeploys(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, siteOptions{})
 	sha := git(t, s.dir, "rev-parse", "HEAD")
+	logFrom := len(s.sshd.Log())
 	r := s.run("ship", "e2e", "--json")
 	if r.code != 0 {
 		t.Fatalf("shipctl ship e2e: %s", r)
 	}
-	order := []string{"ship_start", "build_done", "test_passed", "push_done", "deploy_result", "ship_done"}
+	// The preflight (hosts, lock) comes before the build; the plan after the push; one
+	// SSH connection carries the preflight and the deploy.
+	order := []string{"ship_start", "preflight", "lock", "build_done", "test_passed", "push_done", "plan", "deploy_result", "ship_done"}
+	if n := strings.Count(s.sshd.Log()[logFrom:], "Accepted publickey"); n != 1 {
+		t.Errorf("ship logged in to the host %d times, want once:\n%s", n, s.sshd.Log()[logFrom:])
+	}
 	at := 0
 	for _, ev := range events(t, r) {
 		if at < len(order) && ev["event"] == order[at] {
@@ -515,6 +521,10 @@ func TestShipDeploys(t *testing.T) {
 	}
 	if web := s.containers()["web"]; web.State != "running" || web.Image != s.reg.Addr+"/example/web:"+sha {
 		t.Errorf("web after ship = %+v", web)
+	}
+	// The shell completion of rollback's SHA offers the releases the host keeps.
+	if c := s.run("__complete", "rollback", "e2e", ""); c.code != 0 || !strings.HasPrefix(c.stdout, short(sha)+"\t") {
+		t.Errorf("completion of rollback e2e: %s", c)
 	}
 }
 
@@ -617,6 +627,16 @@ func TestDeployPreDeployJob(t *testing.T) {
 	r := s.deploy(0, "--untested")
 	if !strings.Contains(r.stdout, "pre-deploy job migrate succeeded") {
 		t.Errorf("the job did not run:\n%s", r)
+	}
+	// Its output is shown as it runs, prefixed with the host and the job, before it ends.
+	out := s.dest + " migrate | ok   http://web:8080/up"
+	if at := strings.Index(r.stdout, out); at < 0 || at > strings.Index(r.stdout, "pre-deploy job migrate succeeded") {
+		t.Errorf("the job's output %q is not shown before its end:\n%s", out, r)
+	}
+	// Its container is gone; logs shows its last run from release.json.
+	if l := s.run("logs", "e2e", "migrate"); l.code != 0 || !strings.Contains(l.stdout, "last run of pre-deploy job migrate: release "+short(shaA)+", exit code 0") ||
+		!strings.Contains(l.stdout, "migrate | ok   http://web:8080/up") {
+		t.Errorf("shipctl logs e2e migrate does not show the job's last run:\n%s", l)
 	}
 	cs := s.containers()
 	if _, ok := cs["migrate"]; ok || cs["web"].State != "running" {
