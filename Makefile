@@ -122,6 +122,19 @@ bench-deploy: deps
 	fi; \
 	BENCH_BASE_SHIPCTL="$$base" $(GO) test -run '^$$' -bench '^BenchmarkDeploy$$' -benchtime 1x -count 1 -timeout 30m ./test/bench
 
+# shipctl deploy to one host behind test/cmd/latency, a relay that delays each way (0,
+# 25 and 75 ms), changed and unchanged releases, next to the plain script through the
+# same relays, in one run: wall time, round trips (the relay's count, and as implied by
+# the wall times), SFTP and Docker API requests per deploy. Needs root, as bench-deploy.
+# BENCH_RUNS=n deploys per row (default 3); BENCH_WAN_DELAYS=0,25ms,75ms.
+.PHONY: bench-wan
+bench-wan: deps
+	@command -v docker-compose >/dev/null 2>&1 || { \
+		echo "bench-wan: installing Debian's docker-compose, for the plain-script baseline"; \
+		sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
+	$(GO) test -run '^$$' -bench '^BenchmarkWAN$$' -benchtime 1x -count 1 -timeout 30m ./test/bench
+
 # The highest fixed rate at which deploys through shipd keep zero failed requests, on
 # this machine, next to the agentless path (a recreate behind a published port); and
 # shipd's idle RSS. BENCH_DEPLOYS=n deploys per rate, BENCH_MAX_RATE caps the search.
