@@ -96,12 +96,19 @@ func (t *hostTask) finish(ctx context.Context, out Outcome) HostResult {
 		t.em.emit(Event{Host: t.h.name, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("unreachable (%s failed; %s was current)", t.what(), release.Name(t.prev))})
 		return res
 	}
-	t.unlock(bg)
-	if res.Result == ResultDeployed && t.keep > 0 {
-		if err := prune(bg, t.h, t.s.store(t.h), t.keep, t.sha, t.h.name, t.em); err != nil {
-			t.warn(StepPrune, err.Error())
+	// The unlock and prune at once: their requests go out together (prune ran after
+	// the unlock before, outside the lock, as it still does).
+	pruned := make(chan struct{})
+	go func() {
+		defer close(pruned)
+		if res.Result == ResultDeployed && t.keep > 0 {
+			if err := prune(bg, t.h, t.s.store(t.h), t.keep, t.sha, t.h.name, t.em); err != nil {
+				t.warn(StepPrune, err.Error())
+			}
 		}
-	}
+	}()
+	t.unlock(bg)
+	<-pruned
 	t.em.emit(t.done(res, out.Changed))
 	return res
 }

@@ -181,13 +181,17 @@ func acquire(ctx context.Context, f release.FS, l release.Layout, host string, m
 	if poll <= 0 {
 		poll = DefaultLockPoll
 	}
-	if err := f.MkdirAll(ctx, string(l)); err != nil {
-		return fmt.Errorf("create %s: %w", string(l), err)
-	}
 	start := time.Now()
 	announced := false
 	for {
 		err := f.Mkdir(ctx, l.Lock())
+		if errors.Is(err, fs.ErrNotExist) {
+			// A host's first deploy: the app's folder is made, once.
+			if err := f.MkdirAll(ctx, string(l)); err != nil {
+				return fmt.Errorf("create %s: %w", string(l), err)
+			}
+			err = f.Mkdir(ctx, l.Lock())
+		}
 		if err == nil {
 			me.Heartbeat = time.Now().UTC()
 			data, _ := json.MarshalIndent(me, "", "  ")
@@ -289,17 +293,23 @@ func releaseLock(ctx context.Context, f release.FS, l release.Layout, host strin
 // heartbeat or a deploy taking the lock at the same moment never meets a half-removed
 // folder (a plain failure over SFTP); then the moved folder is removed.
 func removeLock(ctx context.Context, f release.FS, l release.Layout) error {
-	if err := f.MkdirAll(ctx, l.Tmp()); err != nil {
-		return fmt.Errorf("create %s: %w", l.Tmp(), err)
-	}
 	moved := path.Join(l.Tmp(), "unlocked-"+release.TempSuffix())
-	if err := f.Rename(ctx, l.Lock(), moved); errors.Is(err, fs.ErrNotExist) {
+	err := f.Rename(ctx, l.Lock(), moved)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The lock is gone, or .tmp/ is not there yet: made, and the move tried again.
+		if err := f.MkdirAll(ctx, l.Tmp()); err != nil {
+			return fmt.Errorf("create %s: %w", l.Tmp(), err)
+		}
+		err = f.Rename(ctx, l.Lock(), moved)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	} else if err != nil {
 		return err
 	}
 	// The lock is released once moved; what the removal leaves under .tmp/ goes with
-	// the next ClearTmp.
+	// the next ClearTmp. holder.json first: the folder is then empty, one request.
+	_ = f.RemoveAll(ctx, path.Join(moved, path.Base(l.Holder())))
 	_ = f.RemoveAll(ctx, moved)
 	return nil
 }

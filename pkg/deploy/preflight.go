@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/plan"
@@ -44,21 +46,41 @@ func (s *session) preflight(ctx context.Context, rel *Release, o Options) (Previ
 	return preview, nil
 }
 
+// hostPreflight asks the host everything at once (current, the engine's version, the
+// check of the release, the app's containers, shipd's status): over SSH the requests
+// are in flight together, a round trip for all rather than one each.
 func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Project, hashes map[string]string) (HostPreview, error) {
-	current, err := s.store(h).Current(ctx)
-	if err != nil {
-		return HostPreview{}, err
+	var (
+		current, version string
+		cs               []engine.Container
+		st               *agentapi.Status
+		errs             [5]error
+		wg               sync.WaitGroup
+	)
+	steps := []func() error{
+		func() (err error) { current, err = s.store(h).Current(ctx); return err },
+		func() (err error) { version, err = h.Ping(ctx); return err },
+		func() error { return h.Check(ctx, p.Project, nil) },
+		func() (err error) { cs, err = h.Containers(ctx, s.t.App); return err },
+		func() (err error) {
+			if s.t.Env.Agent {
+				st, err = agentPreflight(ctx, s, h)
+			}
+			return err
+		},
 	}
-	version, err := h.Ping(ctx)
-	if err != nil {
-		return HostPreview{}, err
+	for i, step := range steps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = step()
+		}()
 	}
-	if err := h.Check(ctx, p.Project, nil); err != nil {
-		return HostPreview{}, err
-	}
-	cs, err := h.Containers(ctx, s.t.App)
-	if err != nil {
-		return HostPreview{}, err
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return HostPreview{}, err
+		}
 	}
 	var observed []plan.Observed
 	for _, c := range cs {
@@ -71,10 +93,6 @@ func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Proj
 		on = "current " + release.Short(current)
 	}
 	if s.t.Env.Agent {
-		st, err := agentPreflight(ctx, s, h)
-		if err != nil {
-			return HostPreview{}, err
-		}
 		on += fmt.Sprintf("; shipd %s, up %s", agentVersion(st), st.Uptime.Std())
 	}
 	s.em.info(h.name, StepPreflight, fmt.Sprintf("ready: SFTP, Docker engine %s; %s", version, on))

@@ -11,8 +11,12 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
+
+// readAhead is how many files Releases reads at once.
+const readAhead = 16
 
 // Store is an app's folder on one host, read and written through an FS: the one
 // implementation of the on-host contract for shipctl and shipd. Every write that
@@ -41,11 +45,8 @@ func (s *Store) Current(ctx context.Context) (string, error) {
 // over current.
 func (s *Store) SwitchCurrent(ctx context.Context, sha string) error {
 	l := s.Layout
-	if err := s.FS.MkdirAll(ctx, l.Tmp()); err != nil {
-		return fmt.Errorf("create %s: %w", l.Tmp(), err)
-	}
 	tmp := path.Join(l.Tmp(), "current-"+TempSuffix())
-	if err := s.FS.Symlink(ctx, CurrentLink(sha), tmp); err != nil {
+	if err := s.inTmp(ctx, func() error { return s.FS.Symlink(ctx, CurrentLink(sha), tmp) }); err != nil {
 		return fmt.Errorf("create the symlink %s: %w", tmp, err)
 	}
 	if err := s.FS.Rename(ctx, tmp, l.Current()); err != nil {
@@ -68,26 +69,50 @@ func (s *Store) ClearTmp(ctx context.Context) error {
 // that releases/ never holds a partial file even when the connection is cut; a
 // release the host has already gets each file replaced in one step. A release made
 // current before keeps its CurrentSince.
+//
+// The requests that do not depend on each other go out together (an FS over SFTP
+// has them in flight at once): emptying .tmp/, making releases/, reading the
+// release's release.json; then both files; then the renames.
 func (s *Store) Upload(ctx context.Context, info Info, compose []byte) error {
 	l, sha := s.Layout, info.SHA
-	if err := s.ClearTmp(ctx); err != nil {
+	stage := path.Join(l.Tmp(), "release-"+TempSuffix())
+	var old Info
+	var oldErr error
+	err := all(
+		func() error {
+			if err := s.ClearTmp(ctx); err != nil {
+				return err
+			}
+			if err := s.FS.Mkdir(ctx, l.Tmp()); err != nil && !errors.Is(err, fs.ErrExist) {
+				if err := s.FS.MkdirAll(ctx, l.Tmp()); err != nil {
+					return fmt.Errorf("create %s: %w", l.Tmp(), err)
+				}
+			}
+			if err := s.FS.Mkdir(ctx, stage); err != nil {
+				return fmt.Errorf("create %s: %w", stage, err)
+			}
+			return nil
+		},
+		func() error {
+			if err := s.FS.MkdirAll(ctx, l.Releases()); err != nil {
+				return fmt.Errorf("create %s: %w", l.Releases(), err)
+			}
+			return nil
+		},
+		func() error {
+			old, oldErr = s.Info(ctx, sha)
+			return nil
+		},
+	)
+	if err != nil {
 		return err
 	}
-	for _, dir := range []string{l.Tmp(), l.Releases()} {
-		if err := s.FS.MkdirAll(ctx, dir); err != nil {
-			return fmt.Errorf("create %s: %w", dir, err)
-		}
-	}
-	if old, err := s.Info(ctx, sha); err == nil {
+	if oldErr == nil {
 		info.CurrentSince = old.CurrentSince
 	}
 	infoJSON, err := marshalInfo(info)
 	if err != nil {
 		return err
-	}
-	stage := path.Join(l.Tmp(), "release-"+TempSuffix())
-	if err := s.FS.Mkdir(ctx, stage); err != nil {
-		return fmt.Errorf("create %s: %w", stage, err)
 	}
 	files := []struct {
 		name string
@@ -97,29 +122,80 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte) error {
 		{"docker-compose.yml", compose, 0o600},
 		{"release.json", infoJSON, 0o644},
 	}
-	for _, file := range files {
-		if err := s.FS.WriteFile(ctx, path.Join(stage, file.name), file.data, file.mode); err != nil {
-			return fmt.Errorf("upload %s: %w", file.name, err)
-		}
+	var there error
+	err = all(
+		func() error {
+			return s.FS.WriteFile(ctx, path.Join(stage, files[0].name), files[0].data, files[0].mode)
+		},
+		func() error {
+			return s.FS.WriteFile(ctx, path.Join(stage, files[1].name), files[1].data, files[1].mode)
+		},
+		func() error {
+			// Whether the release is there already, unless release.json said so.
+			if oldErr == nil {
+				return nil
+			}
+			_, there = s.FS.ReadDir(ctx, l.Release(sha))
+			return nil
+		},
+	)
+	if err != nil {
+		return fmt.Errorf("upload: %w", err)
 	}
-	_, err = s.FS.ReadDir(ctx, l.Release(sha))
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	case oldErr != nil && errors.Is(there, fs.ErrNotExist):
 		if err := s.FS.Rename(ctx, stage, l.Release(sha)); err != nil {
 			return fmt.Errorf("move the upload to %s: %w", l.Release(sha), err)
 		}
 		return nil
-	case err != nil:
-		return fmt.Errorf("read %s: %w", l.Release(sha), err)
+	case oldErr != nil && there != nil:
+		return fmt.Errorf("read %s: %w", l.Release(sha), there)
 	}
-	for _, file := range files {
-		to := path.Join(l.Release(sha), file.name)
-		if err := s.FS.Rename(ctx, path.Join(stage, file.name), to); err != nil {
-			return fmt.Errorf("replace %s: %w", to, err)
+	renames := make([]func() error, len(files))
+	for i, file := range files {
+		renames[i] = func() error {
+			to := path.Join(l.Release(sha), file.name)
+			if err := s.FS.Rename(ctx, path.Join(stage, file.name), to); err != nil {
+				return fmt.Errorf("replace %s: %w", to, err)
+			}
+			return nil
 		}
+	}
+	if err := all(renames...); err != nil {
+		return err
 	}
 	_ = s.FS.RemoveAll(ctx, stage)
 	return nil
+}
+
+// all runs fns at once and waits for them: their requests go out together. The error
+// joins theirs.
+func all(fns ...func() error) error {
+	errs := make([]error, len(fns))
+	var wg sync.WaitGroup
+	for i, fn := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn()
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// inTmp runs fn, which writes under .tmp/; when that fails because .tmp/ is not
+// there, it makes .tmp/ and runs fn again. .tmp/ is there on every deploy but a host's
+// first, and a request is saved.
+func (s *Store) inTmp(ctx context.Context, fn func() error) error {
+	err := fn()
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := s.FS.MkdirAll(ctx, s.Layout.Tmp()); err != nil {
+		return fmt.Errorf("create %s: %w", s.Layout.Tmp(), err)
+	}
+	return fn()
 }
 
 // ComposeFile reads a release's resolved compose file.
@@ -187,11 +263,8 @@ func marshalInfo(info Info) ([]byte, error) {
 
 // writeAtomic writes name through a temporary file under .tmp/ renamed over it.
 func (s *Store) writeAtomic(ctx context.Context, name string, data []byte, mode fs.FileMode) error {
-	if err := s.FS.MkdirAll(ctx, s.Layout.Tmp()); err != nil {
-		return fmt.Errorf("create %s: %w", s.Layout.Tmp(), err)
-	}
 	tmp := path.Join(s.Layout.Tmp(), path.Base(name)+"-"+TempSuffix())
-	if err := WriteStaged(ctx, s.FS, tmp, name, data, mode); err != nil {
+	if err := s.inTmp(ctx, func() error { return WriteStaged(ctx, s.FS, tmp, name, data, mode) }); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	return nil
@@ -210,17 +283,27 @@ func (s *Store) Releases(ctx context.Context) ([]Info, error) {
 	}
 	var out []Info
 	for _, e := range entries {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
-			continue
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			out = append(out, Info{SHA: e.Name()})
 		}
-		info := Info{SHA: e.Name()}
-		if ri, err := s.Info(ctx, e.Name()); err == nil {
-			info = ri
-			info.SHA = e.Name()
-		} else if ctx.Err() != nil {
-			return nil, ctx.Err()
+	}
+	// Every release.json at once (at most readAhead in flight).
+	sem := make(chan struct{}, readAhead)
+	reads := make([]func() error, len(out))
+	for i := range out {
+		reads[i] = func() error {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if ri, err := s.Info(ctx, out[i].SHA); err == nil {
+				ri.SHA = out[i].SHA
+				out[i] = ri
+			}
+			return nil
 		}
-		out = append(out, info)
+	}
+	_ = all(reads...)
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		if !out[i].Time.Equal(out[j].Time) {
@@ -281,6 +364,19 @@ func (s *Store) Audit(ctx context.Context, limit int) ([]AuditEntry, error) {
 	return out, nil
 }
 
+// removeRelease removes a release's folder: the files it is known to hold first, all
+// at once, then the folder with whatever else it holds.
+func (s *Store) removeRelease(ctx context.Context, sha string) error {
+	l := s.Layout
+	if err := all(
+		func() error { return s.FS.RemoveAll(ctx, l.ComposeFile(sha)) },
+		func() error { return s.FS.RemoveAll(ctx, l.Info(sha)) },
+	); err != nil {
+		return err
+	}
+	return s.FS.RemoveAll(ctx, l.Release(sha))
+}
+
 // Pruned is what Prune removed.
 type Pruned struct {
 	// Releases are the removed releases' shas.
@@ -317,8 +413,17 @@ func (s *Store) Prune(ctx context.Context, keep int, current string) (Pruned, er
 	var out Pruned
 	var errs []string
 	unused := map[string]bool{}
-	for _, r := range gone {
-		if err := s.FS.RemoveAll(ctx, s.Layout.Release(r.SHA)); err != nil {
+	removed := make([]error, len(gone))
+	removes := make([]func() error, len(gone))
+	for i, r := range gone {
+		removes[i] = func() error {
+			removed[i] = s.removeRelease(ctx, r.SHA)
+			return nil
+		}
+	}
+	_ = all(removes...)
+	for i, r := range gone {
+		if err := removed[i]; err != nil {
 			errs = append(errs, fmt.Sprintf("remove %s: %v", s.Layout.Release(r.SHA), err))
 			continue
 		}
