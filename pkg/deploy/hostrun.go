@@ -162,7 +162,7 @@ func (r *hostRun) run(ctx context.Context) HostResult {
 	run := r.runner(r.rel.Project, runOptions{wait: r.o.WaitTimeout, job: r.o.JobTimeout, from: r.o.From})
 	err := ctx.Err()
 	if err == nil {
-		err = r.upload(ctx)
+		err = r.upload(ctx, run.Store)
 	}
 	if err != nil {
 		return r.finish(ctx, run.Fail(ctx, StepUpload, err))
@@ -178,13 +178,14 @@ func (r *hostRun) run(ctx context.Context) HostResult {
 }
 
 // upload writes the release's files to the host (Store.Upload: staged under .tmp/,
-// renamed into releases/<sha>).
-func (r *hostRun) upload(ctx context.Context) error {
+// renamed into releases/<sha>) through the run's store, which then records the result
+// without reading release.json again.
+func (r *hostRun) upload(ctx context.Context, store *release.Store) error {
 	info := release.Info{
 		SHA: r.rel.SHA, Subject: r.rel.Subject, Time: time.Now().UTC(), Who: r.me.Who, From: r.o.From,
 		Result: release.Uploaded, Images: r.rel.Images, Built: r.rel.Built,
 	}
-	if err := r.s.store(r.h).Upload(ctx, info, r.rel.File); err != nil {
+	if err := store.Upload(ctx, info, r.rel.File); err != nil {
 		return err
 	}
 	l := r.s.l

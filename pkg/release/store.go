@@ -24,6 +24,11 @@ const readAhead = 16
 type Store struct {
 	FS     FS
 	Layout Layout
+
+	mu sync.Mutex
+	// uploaded is release.json as Upload wrote it, for the UpdateInfo that follows
+	// (the result of the same run, under the same lock): it need not be read again.
+	uploaded map[string]Info
 }
 
 // NewStore is the store of the app folder dir, reached through f.
@@ -147,6 +152,7 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte) error {
 		if err := s.FS.Rename(ctx, stage, l.Release(sha)); err != nil {
 			return fmt.Errorf("move the upload to %s: %w", l.Release(sha), err)
 		}
+		s.remember(info)
 		return nil
 	case oldErr != nil && there != nil:
 		return fmt.Errorf("read %s: %w", l.Release(sha), there)
@@ -165,7 +171,18 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte) error {
 		return err
 	}
 	_ = s.FS.RemoveAll(ctx, stage)
+	s.remember(info)
 	return nil
+}
+
+// remember keeps release.json as Upload wrote it, for UpdateInfo.
+func (s *Store) remember(info Info) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.uploaded == nil {
+		s.uploaded = map[string]Info{}
+	}
+	s.uploaded[info.SHA] = info
 }
 
 // all runs fns at once and waits for them: their requests go out together. The error
@@ -224,7 +241,14 @@ func (s *Store) Info(ctx context.Context, sha string) (Info, error) {
 // release without one gets one with only its SHA and the change (and its folder, when
 // that is not there either: shipd records the outcome of a deploy it was asked for).
 func (s *Store) UpdateInfo(ctx context.Context, sha string, change func(*Info)) error {
-	info, err := s.Info(ctx, sha)
+	s.mu.Lock()
+	info, ok := s.uploaded[sha]
+	delete(s.uploaded, sha)
+	s.mu.Unlock()
+	var err error
+	if !ok {
+		info, err = s.Info(ctx, sha)
+	}
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("update release.json: %w", err)

@@ -163,11 +163,24 @@ func (h *host) WriteFile(ctx context.Context, name string, data []byte, mode fs.
 			_ = sc.Remove(name)
 		}
 	}()
+	const chunk = 1 << 20
+	if mode.Perm()&0o044 != 0 && len(data) <= chunk {
+		// Not a secret: the mode and the data go out together, one round trip.
+		errs := make(chan error, 1)
+		go func() { errs <- f.Chmod(mode.Perm()) }()
+		_, werr := f.WriteAt(data, 0)
+		if cerr := <-errs; cerr != nil {
+			return pathErr("chmod", name, cerr)
+		}
+		if werr != nil {
+			return h.writeErr("write", name, werr)
+		}
+		return h.syncClose(sc, f, name)
+	}
 	// Before any data, so that a secret is never readable by others.
 	if err := f.Chmod(mode.Perm()); err != nil {
 		return pathErr("chmod", name, err)
 	}
-	const chunk = 1 << 20
 	for off := 0; off < len(data); off += chunk {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -176,6 +189,11 @@ func (h *host) WriteFile(ctx context.Context, name string, data []byte, mode fs.
 			return h.writeErr("write", name, err)
 		}
 	}
+	return h.syncClose(sc, f, name)
+}
+
+// syncClose syncs a written file to disk where the server can, and closes it.
+func (h *host) syncClose(sc *sftp.Client, f *sftp.File, name string) error {
 	if _, ok := sc.HasExtension("fsync@openssh.com"); ok {
 		if err := f.Sync(); err != nil {
 			return h.writeErr("fsync", name, err)
