@@ -1,0 +1,180 @@
+package sshhost
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/shipdeploy/ship/pkg/deploy"
+	"github.com/shipdeploy/ship/pkg/release"
+	"github.com/shipdeploy/ship/pkg/sshx"
+	"github.com/shipdeploy/ship/test/testenv"
+)
+
+// turnRelay forwards TCP to an address and counts the client's round trips: the
+// times it sends after it has received something since its last send (as
+// test/cmd/latency does, without the delay).
+type turnRelay struct {
+	mu       sync.Mutex
+	turns    int
+	received bool
+}
+
+func (r *turnRelay) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.turns
+}
+
+func (r *turnRelay) serve(t *testing.T, to string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", to)
+			if err != nil {
+				c.Close()
+				return
+			}
+			t.Cleanup(func() { c.Close(); s.Close() })
+			go r.pump(c, s, true)
+			go r.pump(s, c, false)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func (r *turnRelay) pump(src, dst net.Conn, up bool) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			r.mu.Lock()
+			if up {
+				if r.received {
+					r.turns++
+				}
+				r.received = false
+			}
+			r.mu.Unlock()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+			if !up {
+				r.mu.Lock()
+				r.received = true
+				r.mu.Unlock()
+			}
+		}
+		if err != nil {
+			if err == io.EOF {
+				if tc, ok := dst.(*net.TCPConn); ok {
+					tc.CloseWrite()
+				}
+			}
+			return
+		}
+	}
+}
+
+// dialRelayed connects to a real sshd through a turnRelay.
+func dialRelayed(t *testing.T) (deploy.Host, *turnRelay) {
+	t.Helper()
+	srv := testenv.SSHD(t)
+	r := &turnRelay{}
+	addr := r.serve(t, srv.Addr)
+	known := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(known, []byte(knownhosts.Line([]string{knownhosts.Normalize(addr)}, srv.HostKey)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dial := Dialer(Options{SSH: sshx.Options{
+		KnownHostsFiles: []string{known}, IdentityFiles: []string{srv.UserKeyFile},
+		HomeDir: t.TempDir(), ConfigFile: "none", AgentSocket: "none",
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	h, err := dial(ctx, srv.User+"@"+addr)
+	if err != nil {
+		t.Fatalf("dial through the relay: %v", err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h, r
+}
+
+// The release store's steps over SFTP wait for few round trips: the requests that do
+// not depend on each other go out together. The bounds have some room, as requests
+// in flight together can still count as more than one turn. Before (sequential
+// requests, io.ReadAll's reads, RemoveAll's walk) this test counted: upload 21-25 (39
+// for a release the host had), switch 3, result 11, list of 5 releases 24, prune 51;
+// after: 9-12 (12), 2, 5, 6, 11.
+func TestStoreRoundTrips(t *testing.T) {
+	h, relay := dialRelayed(t)
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "srv", "app")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	st := release.NewStore(h, dir)
+	// The SFTP session is started once per connection, before the steps measured.
+	if _, err := st.Current(ctx); err != nil {
+		t.Fatal(err)
+	}
+	step := func(name string, max int, fn func() error) {
+		t.Helper()
+		before := relay.count()
+		if err := fn(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		n := relay.count() - before
+		t.Logf("%s: %d round trips", name, n)
+		if n > max {
+			t.Errorf("%s took %d round trips, want at most %d", name, n, max)
+		}
+	}
+	shas := []string{"aaaaaaa", "bbbbbbb", "ccccccc", "ddddddd", "eeeeeee"}
+	for i, sha := range shas {
+		info := release.Info{SHA: sha, Time: time.Date(2026, 1, 1, i, 0, 0, 0, time.UTC), Result: release.Uploaded}
+		step("upload of a new release", 14, func() error { return st.Upload(ctx, info, []byte("services: {}\n")) })
+	}
+	last := shas[len(shas)-1]
+	step("upload of a release the host has", 14, func() error {
+		return st.Upload(ctx, release.Info{SHA: last, Time: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)}, []byte("services: {}\n"))
+	})
+	step("switch current", 4, func() error { return st.SwitchCurrent(ctx, last) })
+	step("release.json's result after the upload", 8, func() error { return st.SetResult(ctx, last, release.Deployed, true) })
+	step("audit.log line", 4, func() error { return st.AppendAudit(ctx, release.AuditEntry{App: "app", SHA: last}) })
+	var releases []release.Info
+	step("list of 5 releases", 8, func() (err error) { releases, err = st.Releases(ctx); return err })
+	if len(releases) != len(shas) || releases[0].SHA != last || releases[0].Result != release.Deployed {
+		t.Errorf("releases = %+v, want %d, %s first and deployed", releases, len(shas), last)
+	}
+	var pruned release.Pruned
+	step("prune of 3 of 5 releases", 14, func() (err error) { pruned, err = st.Prune(ctx, 2, last); return err })
+	if len(pruned.Releases) != 3 {
+		t.Errorf("pruned %v, want 3 releases", pruned.Releases)
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, "releases"))
+	if err != nil || len(entries) != 2 {
+		t.Errorf("releases/ after prune: %d entries, %v; want 2", len(entries), err)
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, "releases", last, "docker-compose.yml")); err != nil || string(data) != "services: {}\n" {
+		t.Errorf("the kept release's compose file: %q, %v", data, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "releases", last, "docker-compose.yml")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the compose file's mode: %v, %v; want 0600", fi.Mode(), err)
+	}
+}
