@@ -167,6 +167,10 @@ func (r *hostRun) run(ctx context.Context) HostResult {
 	if err != nil {
 		return r.finish(ctx, run.Fail(ctx, StepUpload, err))
 	}
+	// The lock's holder.json was written along with the upload.
+	if err := r.h.held(); err != nil {
+		return r.finish(ctx, run.Fail(ctx, StepLock, err))
+	}
 	if r.o.Env.Agent {
 		// shipd does the rest: the upload is the last step of shipctl's own.
 		if err := ctx.Err(); err != nil {

@@ -109,10 +109,17 @@ func (s *session) lockAll(ctx context.Context, me Holder, wait, poll, refresh ti
 		me.Refresh = refresh.String()
 	}
 	for i, h := range s.hosts {
-		err := acquire(ctx, h, s.l, h.name, me, max(0, time.Until(deadline)), poll, s.em)
+		p, err := startAcquire(ctx, h, s.l, h.name, me, max(0, time.Until(deadline)), poll, s.em)
+		if err == nil && refresh == 0 {
+			// shipctl lock: the lock is all it does.
+			err = p.wait()
+		}
 		if err == nil {
+			// A deploy or a rollback goes on while holder.json is written: the host's
+			// run waits for it (hostConn.held) before it changes anything.
+			h.holder = p
 			if refresh > 0 {
-				h.lease = heartbeat(ctx, h.conn, s.l, h.name, me, refresh, s.em)
+				h.lease = heartbeatAfter(ctx, p, h.conn, s.l, h.name, me, refresh, s.em)
 			}
 			continue
 		}
