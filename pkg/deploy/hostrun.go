@@ -26,6 +26,8 @@ type hostTask struct {
 	prev  string // current before; "" none
 	// keep is how many releases prune keeps; 0 does not prune.
 	keep int
+	// listed is the host's releases, listed while the run goes on; nil: prune lists.
+	listed *listing
 }
 
 func (t *hostTask) info(step event.Step, msg string) { t.em.info(t.h.name, step, msg) }
@@ -102,7 +104,7 @@ func (t *hostTask) finish(ctx context.Context, out Outcome) HostResult {
 	go func() {
 		defer close(pruned)
 		if res.Result == ResultDeployed && t.keep > 0 {
-			if err := prune(bg, t.h, t.s.store(t.h), t.keep, t.sha, t.h.name, t.em); err != nil {
+			if err := pruneListed(bg, t.h, t.s.store(t.h), t.listed, t.keep, t.sha, t.h.name, t.em); err != nil {
 				t.warn(StepPrune, err.Error())
 			}
 		}
@@ -170,6 +172,10 @@ func (r *hostRun) run(ctx context.Context) HostResult {
 	// The lock's holder.json was written along with the upload.
 	if err := r.h.held(); err != nil {
 		return r.finish(ctx, run.Fail(ctx, StepLock, err))
+	}
+	if r.keep > 0 {
+		// What prune needs to know, asked while the engine works.
+		r.listed = listReleases(context.WithoutCancel(ctx), run.Store)
 	}
 	if r.o.Env.Agent {
 		// shipd does the rest: the upload is the last step of shipctl's own.

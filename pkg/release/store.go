@@ -415,11 +415,18 @@ type Pruned struct {
 // are never in Pruned.Images: another app on the host may use them. The error names
 // every folder that could not be removed.
 func (s *Store) Prune(ctx context.Context, keep int, current string) (Pruned, error) {
-	keep = max(keep, 1)
 	releases, err := s.Releases(ctx)
 	if err != nil {
 		return Pruned{}, fmt.Errorf("prune: %w", err)
 	}
+	return s.PruneListed(ctx, releases, keep, current)
+}
+
+// PruneListed is Prune of releases as Releases listed them a moment before (while the
+// deploy ran, so that prune's own requests are only the removals). A release added
+// since is not in the list and is kept.
+func (s *Store) PruneListed(ctx context.Context, releases []Info, keep int, current string) (Pruned, error) {
+	keep = max(keep, 1)
 	var kept, gone []Info
 	for i, r := range releases {
 		if i < keep || r.SHA == current {
