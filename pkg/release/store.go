@@ -83,17 +83,12 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte) error {
 	stage := path.Join(l.Tmp(), "release-"+TempSuffix())
 	var old Info
 	var oldErr error
+	// What a cut-off run left under .tmp/ is removed while the upload is staged there.
+	swept := make(chan error, 1)
+	go func() { swept <- s.sweepTmp(ctx, path.Base(stage)) }()
 	err := all(
 		func() error {
-			if err := s.ClearTmp(ctx); err != nil {
-				return err
-			}
-			if err := s.FS.Mkdir(ctx, l.Tmp()); err != nil && !errors.Is(err, fs.ErrExist) {
-				if err := s.FS.MkdirAll(ctx, l.Tmp()); err != nil {
-					return fmt.Errorf("create %s: %w", l.Tmp(), err)
-				}
-			}
-			if err := s.FS.Mkdir(ctx, stage); err != nil {
+			if err := s.inTmp(ctx, func() error { return s.FS.Mkdir(ctx, stage) }); err != nil {
 				return fmt.Errorf("create %s: %w", stage, err)
 			}
 			return nil
@@ -144,6 +139,9 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte) error {
 			return nil
 		},
 	)
+	if serr := <-swept; err == nil && serr != nil {
+		err = serr
+	}
 	if err != nil {
 		return fmt.Errorf("upload: %w", err)
 	}
@@ -213,6 +211,31 @@ func (s *Store) inTmp(ctx context.Context, fn func() error) error {
 		return fmt.Errorf("create %s: %w", s.Layout.Tmp(), err)
 	}
 	return fn()
+}
+
+// sweepTmp removes what is under .tmp/ but keep: ClearTmp beside a write into .tmp/.
+func (s *Store) sweepTmp(ctx context.Context, keep string) error {
+	entries, err := s.FS.ReadDir(ctx, s.Layout.Tmp())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("empty %s: %w", s.Layout.Tmp(), err)
+	}
+	var removes []func() error
+	for _, e := range entries {
+		if e.Name() == keep {
+			continue
+		}
+		removes = append(removes, func() error {
+			p := path.Join(s.Layout.Tmp(), e.Name())
+			if err := s.FS.RemoveAll(ctx, p); err != nil {
+				return fmt.Errorf("empty %s: %w", s.Layout.Tmp(), err)
+			}
+			return nil
+		})
+	}
+	return all(removes...)
 }
 
 // ComposeFile reads a release's resolved compose file.

@@ -2,7 +2,6 @@ package sshhost
 
 import (
 	"context"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -58,38 +57,54 @@ func (r *turnRelay) serve(t *testing.T, to string) string {
 	return ln.Addr().String()
 }
 
+// pump forwards src to dst, each chunk relayDelay after it was read, so that
+// requests sent together arrive together, as over a network, and their answers too.
 func (r *turnRelay) pump(src, dst net.Conn, up bool) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			r.mu.Lock()
-			if up {
-				if r.received {
-					r.turns++
+	type chunk struct {
+		data []byte
+		due  time.Time
+	}
+	q := make(chan chunk, 1024)
+	go func() {
+		defer close(q)
+		for {
+			buf := make([]byte, 32<<10)
+			n, err := src.Read(buf)
+			if n > 0 {
+				if up {
+					r.mu.Lock()
+					if r.received {
+						r.turns++
+					}
+					r.received = false
+					r.mu.Unlock()
 				}
-				r.received = false
+				q <- chunk{buf[:n], time.Now().Add(relayDelay)}
 			}
-			r.mu.Unlock()
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			if err != nil {
 				return
 			}
-			if !up {
-				r.mu.Lock()
-				r.received = true
-				r.mu.Unlock()
-			}
 		}
-		if err != nil {
-			if err == io.EOF {
-				if tc, ok := dst.(*net.TCPConn); ok {
-					tc.CloseWrite()
-				}
-			}
-			return
+	}()
+	for c := range q {
+		time.Sleep(time.Until(c.due))
+		if _, err := dst.Write(c.data); err != nil {
+			src.Close()
+			continue
+		}
+		if !up {
+			r.mu.Lock()
+			r.received = true
+			r.mu.Unlock()
 		}
 	}
+	if tc, ok := dst.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
 }
+
+// relayDelay is the relay's delay each way.
+const relayDelay = 10 * time.Millisecond
 
 // dialRelayed connects to a real sshd through a turnRelay.
 func dialRelayed(t *testing.T) (deploy.Host, *turnRelay) {
@@ -118,9 +133,9 @@ func dialRelayed(t *testing.T) (deploy.Host, *turnRelay) {
 // The release store's steps over SFTP wait for few round trips: the requests that do
 // not depend on each other go out together. The bounds have some room, as requests
 // in flight together can still count as more than one turn. Before (sequential
-// requests, io.ReadAll's reads, RemoveAll's walk) this test counted: upload 21-25 (39
-// for a release the host had), switch 3, result 11, list of 5 releases 24, prune 51;
-// after: 9-12 (12), 2, 5, 6, 11.
+// requests, io.ReadAll's reads, RemoveAll's walk) this test counted: upload 17-22 (33
+// for a release the host had), switch 2, result 9, audit 3, list of 5 releases 19,
+// prune 43; after: 5-11 (6), 2, 4-5, 2, 4-5, 9.
 func TestStoreRoundTrips(t *testing.T) {
 	h, relay := dialRelayed(t)
 	ctx := context.Background()
@@ -148,15 +163,15 @@ func TestStoreRoundTrips(t *testing.T) {
 	shas := []string{"aaaaaaa", "bbbbbbb", "ccccccc", "ddddddd", "eeeeeee"}
 	for i, sha := range shas {
 		info := release.Info{SHA: sha, Time: time.Date(2026, 1, 1, i, 0, 0, 0, time.UTC), Result: release.Uploaded}
-		step("upload of a new release", 14, func() error { return st.Upload(ctx, info, []byte("services: {}\n")) })
+		step("upload of a new release", 13, func() error { return st.Upload(ctx, info, []byte("services: {}\n")) })
 	}
 	last := shas[len(shas)-1]
-	step("upload of a release the host has", 14, func() error {
+	step("upload of a release the host has", 12, func() error {
 		return st.Upload(ctx, release.Info{SHA: last, Time: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)}, []byte("services: {}\n"))
 	})
-	step("switch current", 4, func() error { return st.SwitchCurrent(ctx, last) })
-	step("release.json's result after the upload", 8, func() error { return st.SetResult(ctx, last, release.Deployed, true) })
-	step("audit.log line", 4, func() error { return st.AppendAudit(ctx, release.AuditEntry{App: "app", SHA: last}) })
+	step("switch current", 3, func() error { return st.SwitchCurrent(ctx, last) })
+	step("release.json's result after the upload", 6, func() error { return st.SetResult(ctx, last, release.Deployed, true) })
+	step("audit.log line", 3, func() error { return st.AppendAudit(ctx, release.AuditEntry{App: "app", SHA: last}) })
 	var releases []release.Info
 	step("list of 5 releases", 8, func() (err error) { releases, err = st.Releases(ctx); return err })
 	if len(releases) != len(shas) || releases[0].SHA != last || releases[0].Result != release.Deployed {
