@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -29,6 +30,9 @@ type Store struct {
 	// uploaded is release.json as Upload wrote it, for the UpdateInfo that follows
 	// (the result of the same run, under the same lock): it need not be read again.
 	uploaded map[string]Info
+	// links are the symlinks to each uploaded release that Upload staged under .tmp/,
+	// for SwitchCurrent: the switch is then one rename.
+	links map[string]string
 }
 
 // NewStore is the store of the app folder dir, reached through f.
@@ -50,6 +54,13 @@ func (s *Store) Current(ctx context.Context) (string, error) {
 // over current.
 func (s *Store) SwitchCurrent(ctx context.Context, sha string) error {
 	l := s.Layout
+	if link := s.stagedLink(sha); link != "" {
+		if err := s.FS.Rename(ctx, link, l.Current()); err == nil {
+			return nil
+		}
+		// Swept away, or never made: made again below.
+		_ = s.FS.RemoveAll(context.WithoutCancel(ctx), link)
+	}
 	tmp := path.Join(l.Tmp(), "current-"+TempSuffix())
 	if err := s.inTmp(ctx, func() error { return s.FS.Symlink(ctx, CurrentLink(sha), tmp) }); err != nil {
 		return fmt.Errorf("create the symlink %s: %w", tmp, err)
@@ -84,8 +95,9 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte) error {
 	var old Info
 	var oldErr error
 	// What a cut-off run left under .tmp/ is removed while the upload is staged there.
+	link := path.Join(l.Tmp(), "current-"+TempSuffix())
 	swept := make(chan error, 1)
-	go func() { swept <- s.sweepTmp(ctx, path.Base(stage)) }()
+	go func() { swept <- s.sweepTmp(ctx, path.Base(stage), path.Base(link)) }()
 	err := all(
 		func() error {
 			if err := s.inTmp(ctx, func() error { return s.FS.Mkdir(ctx, stage) }); err != nil {
@@ -123,7 +135,14 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte) error {
 		{"release.json", infoJSON, 0o644},
 	}
 	var there error
+	linked := false
 	err = all(
+		func() error {
+			// The symlink SwitchCurrent renames over current, made now; it is made
+			// again then when this one fails.
+			linked = s.FS.Symlink(ctx, CurrentLink(sha), link) == nil
+			return nil
+		},
 		func() error {
 			return s.FS.WriteFile(ctx, path.Join(stage, files[0].name), files[0].data, files[0].mode)
 		},
@@ -150,7 +169,7 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte) error {
 		if err := s.FS.Rename(ctx, stage, l.Release(sha)); err != nil {
 			return fmt.Errorf("move the upload to %s: %w", l.Release(sha), err)
 		}
-		s.remember(info)
+		s.remember(info, link, linked)
 		return nil
 	case oldErr != nil && there != nil:
 		return fmt.Errorf("read %s: %w", l.Release(sha), there)
@@ -168,19 +187,33 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte) error {
 	if err := all(renames...); err != nil {
 		return err
 	}
-	_ = s.FS.RemoveAll(ctx, stage)
-	s.remember(info)
+	// The emptied stage goes with the next upload's sweep of .tmp/.
+	s.remember(info, link, linked)
 	return nil
 }
 
-// remember keeps release.json as Upload wrote it, for UpdateInfo.
-func (s *Store) remember(info Info) {
+// remember keeps release.json as Upload wrote it, for UpdateInfo, and the symlink it
+// staged (when linked), for SwitchCurrent.
+func (s *Store) remember(info Info, link string, linked bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.uploaded == nil {
 		s.uploaded = map[string]Info{}
+		s.links = map[string]string{}
 	}
 	s.uploaded[info.SHA] = info
+	if linked {
+		s.links[info.SHA] = link
+	}
+}
+
+// stagedLink is the symlink to sha that Upload staged under .tmp/, taken; "" none.
+func (s *Store) stagedLink(sha string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	link := s.links[sha]
+	delete(s.links, sha)
+	return link
 }
 
 // all runs fns at once and waits for them: their requests go out together. The error
@@ -213,8 +246,8 @@ func (s *Store) inTmp(ctx context.Context, fn func() error) error {
 	return fn()
 }
 
-// sweepTmp removes what is under .tmp/ but keep: ClearTmp beside a write into .tmp/.
-func (s *Store) sweepTmp(ctx context.Context, keep string) error {
+// sweepTmp removes what is under .tmp/ but keep: ClearTmp beside writes into .tmp/.
+func (s *Store) sweepTmp(ctx context.Context, keep ...string) error {
 	entries, err := s.FS.ReadDir(ctx, s.Layout.Tmp())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -224,7 +257,7 @@ func (s *Store) sweepTmp(ctx context.Context, keep string) error {
 	}
 	var removes []func() error
 	for _, e := range entries {
-		if e.Name() == keep {
+		if slices.Contains(keep, e.Name()) {
 			continue
 		}
 		removes = append(removes, func() error {
