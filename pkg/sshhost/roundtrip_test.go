@@ -88,14 +88,15 @@ func (r *turnRelay) pump(src, dst net.Conn, up bool) {
 	}()
 	for c := range q {
 		time.Sleep(time.Until(c.due))
-		if _, err := dst.Write(c.data); err != nil {
-			src.Close()
-			continue
-		}
 		if !up {
+			// Noted before the write: the client may answer before Write returns.
 			r.mu.Lock()
 			r.received = true
 			r.mu.Unlock()
+		}
+		if _, err := dst.Write(c.data); err != nil {
+			src.Close()
+			continue
 		}
 	}
 	if tc, ok := dst.(*net.TCPConn); ok {

@@ -175,13 +175,14 @@ func (r *relay) pump(src, dst *net.TCPConn, s *stats, up bool) {
 		if d := time.Until(c.due); d > 0 {
 			time.Sleep(d)
 		}
+		if !up {
+			// Noted before the write: the client may answer before Write returns.
+			s.delivered(len(c.data))
+		}
 		if _, err := dst.Write(c.data); err != nil {
 			failed = true
 			src.Close()
 			continue
-		}
-		if !up {
-			s.delivered(len(c.data))
 		}
 	}
 	if failed {
