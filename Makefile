@@ -78,10 +78,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzLoad -fuzztime=60s -fuzzminimizetime=5s ./pkg/compose
 
 # The benchmarks, one after the other (never in parallel: each one times this machine):
-# build, proxy, deploy and zero downtime. Each prints its table; the run fails if one
-# of them does.
+# build, proxy, deploy, WAN and zero downtime. Each prints its table; the run fails if
+# one of them does.
 bench:
-	@status=0; for b in bench-build bench-proxy bench-deploy bench-zerodowntime; do \
+	@status=0; for b in bench-build bench-proxy bench-deploy bench-wan bench-zerodowntime; do \
 		$(MAKE) --no-print-directory $$b || status=1; \
 	done; exit $$status
 
