@@ -88,10 +88,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzLoad -fuzztime=60s -fuzzminimizetime=5s ./pkg/compose
 
 # The benchmarks, one after the other (never in parallel: each one times this machine):
-# build, proxy, deploy and zero downtime. Each prints its table; the run fails if one
-# of them does.
+# build, proxy, deploy, WAN and zero downtime. Each prints its table; the run fails if
+# one of them does.
 bench:
-	@status=0; for b in bench-build bench-proxy bench-deploy bench-zerodowntime; do \
+	@status=0; for b in bench-build bench-proxy bench-deploy bench-wan bench-zerodowntime; do \
 		$(MAKE) --no-print-directory $$b || status=1; \
 	done; exit $$status
 
@@ -131,6 +131,19 @@ bench-deploy: deps
 		base="$$tmp/shipctl-base"; \
 	fi; \
 	BENCH_BASE_SHIPCTL="$$base" $(GO) test -run '^$$' -bench '^BenchmarkDeploy$$' -benchtime 1x -count 1 -timeout 30m ./test/bench
+
+# shipctl deploy to one host behind test/cmd/latency, a relay that delays each way (0,
+# 25 and 75 ms), changed and unchanged releases, next to the plain script through the
+# same relays, in one run: wall time, round trips (the relay's count, and as implied by
+# the wall times), SFTP and Docker API requests per deploy. Needs root, as bench-deploy.
+# BENCH_RUNS=n deploys per row (default 3); BENCH_WAN_DELAYS=0,25ms,75ms.
+.PHONY: bench-wan
+bench-wan: deps
+	@command -v docker-compose >/dev/null 2>&1 || { \
+		echo "bench-wan: installing Debian's docker-compose, for the plain-script baseline"; \
+		sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
+	$(GO) test -run '^$$' -bench '^BenchmarkWAN$$' -benchtime 1x -count 1 -timeout 30m ./test/bench
 
 # The highest fixed rate at which deploys through shipd keep zero failed requests, on
 # this machine, next to the agentless path (a recreate behind a published port); and

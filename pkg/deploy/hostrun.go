@@ -26,6 +26,8 @@ type hostTask struct {
 	prev  string // current before; "" none
 	// keep is how many releases prune keeps; 0 does not prune.
 	keep int
+	// listed is the host's releases, listed while the run goes on; nil: prune lists.
+	listed *listing
 }
 
 func (t *hostTask) info(step event.Step, msg string) { t.em.info(t.h.name, step, msg) }
@@ -96,12 +98,19 @@ func (t *hostTask) finish(ctx context.Context, out Outcome) HostResult {
 		t.em.emit(Event{Host: t.h.name, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("unreachable (%s failed; %s was current)", t.what(), release.Name(t.prev))})
 		return res
 	}
-	t.unlock(bg)
-	if res.Result == ResultDeployed && t.keep > 0 {
-		if err := prune(bg, t.h, t.s.store(t.h), t.keep, t.sha, t.h.name, t.em); err != nil {
-			t.warn(StepPrune, err.Error())
+	// The unlock and prune at once: their requests go out together (prune ran after
+	// the unlock before, outside the lock, as it still does).
+	pruned := make(chan struct{})
+	go func() {
+		defer close(pruned)
+		if res.Result == ResultDeployed && t.keep > 0 {
+			if err := pruneListed(bg, t.h, t.s.store(t.h), t.listed, t.keep, t.sha, t.h.name, t.em); err != nil {
+				t.warn(StepPrune, err.Error())
+			}
 		}
-	}
+	}()
+	t.unlock(bg)
+	<-pruned
 	t.em.emit(t.done(res, out.Changed))
 	return res
 }
@@ -155,10 +164,18 @@ func (r *hostRun) run(ctx context.Context) HostResult {
 	run := r.runner(r.rel.Project, runOptions{wait: r.o.WaitTimeout, job: r.o.JobTimeout, from: r.o.From})
 	err := ctx.Err()
 	if err == nil {
-		err = r.upload(ctx)
+		err = r.upload(ctx, run.Store)
 	}
 	if err != nil {
 		return r.finish(ctx, run.Fail(ctx, StepUpload, err))
+	}
+	// The lock's holder.json was written along with the upload.
+	if err := r.h.held(); err != nil {
+		return r.finish(ctx, run.Fail(ctx, StepLock, err))
+	}
+	if r.keep > 0 {
+		// What prune needs to know, asked while the engine works.
+		r.listed = listReleases(context.WithoutCancel(ctx), run.Store)
 	}
 	if r.o.Env.Agent {
 		// shipd does the rest: the upload is the last step of shipctl's own.
@@ -171,13 +188,15 @@ func (r *hostRun) run(ctx context.Context) HostResult {
 }
 
 // upload writes the release's files to the host (Store.Upload: staged under .tmp/,
-// renamed into releases/<name>; a release the host has keeps its compose file).
-func (r *hostRun) upload(ctx context.Context) error {
+// renamed into releases/<name>; a release the host has keeps its compose file) through
+// the run's store, which then records the result
+// without reading release.json again.
+func (r *hostRun) upload(ctx context.Context, store *release.Store) error {
 	info := release.Info{
 		SHA: r.rel.release(), Version: r.rel.SHA, Env: r.o.Env.Name, Subject: r.rel.Subject, Time: time.Now().UTC(), Who: r.me.Who, From: r.o.From,
 		Result: release.Uploaded, Images: r.rel.Images, Built: r.rel.Built,
 	}
-	if err := r.s.store(r.h).Upload(ctx, info, r.rel.File, r.rel.Files...); err != nil {
+	if err := store.Upload(ctx, info, r.rel.File, r.rel.Files...); err != nil {
 		return err
 	}
 	l := r.s.l

@@ -35,10 +35,26 @@ func (ls *lease) stop() {
 // that fails is told once, until one succeeds; a lock found taken over is told, and
 // the heartbeat ends.
 func heartbeat(ctx context.Context, conn func() release.FS, l release.Layout, host string, me Holder, refresh time.Duration, em *emitter) *lease {
+	return heartbeatAfter(ctx, nil, conn, l, host, me, refresh, em)
+}
+
+// heartbeatAfter is heartbeat from when written has written holder.json.
+func heartbeatAfter(ctx context.Context, written *pendingHolder, conn func() release.FS, l release.Layout, host string, me Holder, refresh time.Duration, em *emitter) *lease {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	ls := &lease{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(ls.done)
+		// The first refresh is of holder.json as written.
+		if written != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-written.done:
+			}
+			if written.err != nil {
+				return
+			}
+		}
 		tick := time.NewTicker(refresh)
 		defer tick.Stop()
 		failing := false

@@ -178,39 +178,75 @@ func (h Holder) stale(now time.Time) (time.Duration, bool) {
 // inside. With wait, it tries again every poll (0: DefaultLockPoll) until wait has
 // passed. A lock found stale is taken over.
 func acquire(ctx context.Context, f release.FS, l release.Layout, host string, me Holder, wait, poll time.Duration, em *emitter) error {
+	p, err := startAcquire(ctx, f, l, host, me, wait, poll, em)
+	if err != nil {
+		return err
+	}
+	return p.wait()
+}
+
+// pendingHolder is the write of holder.json into a lock just taken: the lock is the
+// mkdir, holder.json says whose it is, and its write goes on while the deploy goes on
+// (its requests with the upload's). A failed write removes the lock.
+type pendingHolder struct {
+	done chan struct{}
+	err  error
+}
+
+// wait waits for holder.json; a nil pendingHolder is none.
+func (p *pendingHolder) wait() error {
+	if p == nil {
+		return nil
+	}
+	<-p.done
+	return p.err
+}
+
+// startAcquire is acquire that returns once the lock is taken (the mkdir), with the
+// write of holder.json under way.
+func startAcquire(ctx context.Context, f release.FS, l release.Layout, host string, me Holder, wait, poll time.Duration, em *emitter) (*pendingHolder, error) {
 	if poll <= 0 {
 		poll = DefaultLockPoll
-	}
-	if err := f.MkdirAll(ctx, string(l)); err != nil {
-		return fmt.Errorf("create %s: %w", string(l), err)
 	}
 	start := time.Now()
 	announced := false
 	for {
 		err := f.Mkdir(ctx, l.Lock())
+		if errors.Is(err, fs.ErrNotExist) {
+			// A host's first deploy: the app's folder is made, once.
+			if err := f.MkdirAll(ctx, string(l)); err != nil {
+				return nil, fmt.Errorf("create %s: %w", string(l), err)
+			}
+			err = f.Mkdir(ctx, l.Lock())
+		}
 		if err == nil {
 			me.Heartbeat = time.Now().UTC()
 			data, _ := json.MarshalIndent(me, "", "  ")
-			if err := f.WriteFile(ctx, l.Holder(), append(data, '\n'), 0o644); err != nil {
-				_ = f.RemoveAll(context.WithoutCancel(ctx), l.Lock())
-				return fmt.Errorf("take the lock: %w", err)
-			}
-			em.info(host, StepLock, "locked "+l.Lock())
-			return nil
+			p := &pendingHolder{done: make(chan struct{})}
+			go func() {
+				defer close(p.done)
+				if err := f.WriteFile(context.WithoutCancel(ctx), l.Holder(), append(data, '\n'), 0o644); err != nil {
+					_ = f.RemoveAll(context.WithoutCancel(ctx), l.Lock())
+					p.err = fmt.Errorf("take the lock: %w", err)
+					return
+				}
+				em.info(host, StepLock, "locked "+l.Lock())
+			}()
+			return p, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("lock %s: %w", l.Lock(), err)
+			return nil, fmt.Errorf("lock %s: %w", l.Lock(), err)
 		}
 		h, data, held, err := readHolder(ctx, f, l)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !held {
 			continue // released between our mkdir and the look
 		}
 		if age, stale := h.stale(time.Now()); stale {
 			if err := takeOver(ctx, f, l, host, h, data, age, em); err != nil {
-				return err
+				return nil, err
 			}
 			continue
 		}
@@ -220,7 +256,7 @@ func acquire(ctx context.Context, f release.FS, l release.Layout, host string, m
 			if wait > 0 {
 				le.Waited = waited
 			}
-			return le
+			return nil, le
 		}
 		if !announced {
 			em.info(host, StepLock, fmt.Sprintf("waiting up to %s for the lock held by %s", wait.Round(time.Second), h))
@@ -228,7 +264,7 @@ func acquire(ctx context.Context, f release.FS, l release.Layout, host string, m
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(min(poll, wait-waited)):
 		}
 	}
@@ -289,17 +325,23 @@ func releaseLock(ctx context.Context, f release.FS, l release.Layout, host strin
 // heartbeat or a deploy taking the lock at the same moment never meets a half-removed
 // folder (a plain failure over SFTP); then the moved folder is removed.
 func removeLock(ctx context.Context, f release.FS, l release.Layout) error {
-	if err := f.MkdirAll(ctx, l.Tmp()); err != nil {
-		return fmt.Errorf("create %s: %w", l.Tmp(), err)
-	}
 	moved := path.Join(l.Tmp(), "unlocked-"+release.TempSuffix())
-	if err := f.Rename(ctx, l.Lock(), moved); errors.Is(err, fs.ErrNotExist) {
+	err := f.Rename(ctx, l.Lock(), moved)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The lock is gone, or .tmp/ is not there yet: made, and the move tried again.
+		if err := f.MkdirAll(ctx, l.Tmp()); err != nil {
+			return fmt.Errorf("create %s: %w", l.Tmp(), err)
+		}
+		err = f.Rename(ctx, l.Lock(), moved)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	} else if err != nil {
 		return err
 	}
 	// The lock is released once moved; what the removal leaves under .tmp/ goes with
-	// the next ClearTmp.
+	// the next ClearTmp. holder.json first: the folder is then empty, one request.
+	_ = f.RemoveAll(ctx, path.Join(moved, path.Base(l.Holder())))
 	_ = f.RemoveAll(ctx, moved)
 	return nil
 }

@@ -116,6 +116,16 @@ func openConn(ctx context.Context, o OpenOptions, em *emitter, agent bool) (*Con
 		s.close()
 		return nil, results, o.Redactor.Error(err)
 	}
+	// The locks are the run's once their holder.json is written: Open returns then,
+	// before anything slow or interactive follows.
+	for _, h := range s.hosts {
+		if err := h.held(); err != nil {
+			s.hold()
+			c.Close() // releases the locks taken
+
+			return nil, results, o.Redactor.Error(fmt.Errorf("%s: %w", h.name, err))
+		}
+	}
 	// From now on the connections outlive a cancelled context: the locks must be
 	// released over them.
 	s.hold()

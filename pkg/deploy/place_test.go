@@ -54,9 +54,15 @@ func TestPlaceOfAnotherEnvironment(t *testing.T) {
 	}
 	reads := map[string]bool{"containers": true, "read": true, "readlink": true, "readdir": true, "ping": true, "check": true, "hasimage": true}
 	for _, op := range h.ops[ops:] {
-		if name, _, _ := strings.Cut(op, " "); !reads[name] {
+		name, p, _ := strings.Cut(op, " ")
+		lock := strings.Contains(p, "/.lock") || strings.Contains(p, "/.tmp/unlocked-") ||
+			((name == "mkdirall" || name == "remove") && (p == root || p == root+"/.tmp" || p == "/srv/shop-staging" || p == "/srv/shop-staging/.tmp"))
+		if !reads[name] && !lock { // the lock is taken before the checks and released
 			t.Errorf("a refused deploy did %s", op)
 		}
+	}
+	if h.exists("/srv/shop-staging") {
+		t.Errorf("the refused deploy left its folder: %v", h.under("/srv/shop-staging"))
 	}
 	if got := h.link(root + "/current"); got != "releases/"+shaA {
 		t.Errorf("current -> %s", got)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/engine"
 	"github.com/shipdeploy/ship/pkg/plan"
@@ -44,24 +46,46 @@ func (s *session) preflight(ctx context.Context, rel *Release, o Options) (Previ
 	return preview, nil
 }
 
+// hostPreflight asks the host everything at once (current, the engine's version, the
+// check of the release, the app's containers, shipd's status): over SSH the requests
+// are in flight together, a round trip for all rather than one each.
 func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Project, hashes map[string]string) (HostPreview, error) {
-	current, err := s.store(h).Current(ctx)
-	if err != nil {
-		return HostPreview{}, err
+	var (
+		current, version string
+		cs               []engine.Container
+		st               *agentapi.Status
+		errs             [5]error
+		wg               sync.WaitGroup
+	)
+	steps := []func() error{
+		func() (err error) { current, err = s.store(h).Current(ctx); return err },
+		func() (err error) {
+			if version = h.version; version == "" { // not pinged by Open yet
+				version, err = h.Ping(ctx)
+			}
+			return err
+		},
+		func() error { return h.Check(ctx, p.Project, nil) },
+		func() (err error) { cs, err = h.Containers(ctx, s.t.Project()); return err },
+		func() (err error) {
+			if s.t.Env.Agent {
+				st, err = agentPreflight(ctx, s, h)
+			}
+			return err
+		},
 	}
-	version := h.version
-	if version == "" {
-		// Not pinged by Open yet.
-		if version, err = h.Ping(ctx); err != nil {
+	for i, step := range steps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = step()
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
 			return HostPreview{}, err
 		}
-	}
-	if err := h.Check(ctx, p.Project, nil); err != nil {
-		return HostPreview{}, err
-	}
-	cs, err := h.Containers(ctx, s.t.Project())
-	if err != nil {
-		return HostPreview{}, err
 	}
 	if err := checkPlace(ctx, s, h, current, cs); err != nil {
 		return HostPreview{}, err
@@ -77,10 +101,6 @@ func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Proj
 		on = "current " + release.Short(current)
 	}
 	if s.t.Env.Agent {
-		st, err := agentPreflight(ctx, s, h)
-		if err != nil {
-			return HostPreview{}, err
-		}
 		if err := routeClash(st, s.t.Project(), p); err != nil {
 			return HostPreview{}, err
 		}
@@ -100,10 +120,17 @@ func (s *session) lockAll(ctx context.Context, me Holder, wait, poll, refresh ti
 		me.Refresh = refresh.String()
 	}
 	for i, h := range s.hosts {
-		err := acquire(ctx, h, s.l, h.name, me, max(0, time.Until(deadline)), poll, s.em)
+		p, err := startAcquire(ctx, h, s.l, h.name, me, max(0, time.Until(deadline)), poll, s.em)
+		if err == nil && refresh == 0 {
+			// shipctl lock: the lock is all it does.
+			err = p.wait()
+		}
 		if err == nil {
+			// A deploy or a rollback goes on while holder.json is written: the host's
+			// run waits for it (hostConn.held) before it changes anything.
+			h.holder = p
 			if refresh > 0 {
-				h.lease = heartbeat(ctx, h.conn, s.l, h.name, me, refresh, s.em)
+				h.lease = heartbeatAfter(ctx, p, h.conn, s.l, h.name, me, refresh, s.em)
 			}
 			continue
 		}

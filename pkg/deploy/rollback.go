@@ -191,6 +191,9 @@ type rollbackRun struct {
 
 func (r *rollbackRun) run(ctx context.Context) HostResult {
 	run := r.runner(r.project, runOptions{wait: r.o.WaitTimeout})
+	if err := r.h.held(); err != nil {
+		return r.finish(ctx, run.Fail(ctx, StepLock, err))
+	}
 	if r.o.Env.Agent {
 		return r.agent(ctx, run)
 	}

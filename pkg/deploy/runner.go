@@ -271,6 +271,27 @@ func (r *Runner) restore(ctx context.Context) (string, error) {
 // Run and Fail record; a caller records an outcome it learnt elsewhere (shipd
 // refused a request).
 func (r *Runner) Record(ctx context.Context, result event.Result, current string, err error) {
+	e := r.Audit
+	e.Event, e.SHA, e.Prev, e.Result, e.Current = string(r.Kind), r.SHA, r.Prev, result, current
+	if err != nil {
+		e.Error = err.Error()
+	}
+	if r.Redact != nil {
+		e.Error, e.Reason = r.Redact(e.Error), r.Redact(e.Reason)
+	}
+	// release.json and audit.log at once: their requests go out together.
+	var aerr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		aerr = r.Store.AppendAudit(ctx, e)
+	}()
+	defer func() {
+		<-done
+		if aerr != nil {
+			r.note(StepAudit, LevelWarn, aerr.Error())
+		}
+	}()
 	switch {
 	case result == ResultDeployed:
 		if serr := r.Store.SetResult(ctx, r.SHA, release.Deployed, true); serr != nil {
@@ -280,16 +301,5 @@ func (r *Runner) Record(ctx context.Context, result event.Result, current string
 		if serr := r.Store.SetResult(ctx, r.SHA, release.Failed, false); serr != nil {
 			r.note(StepAudit, LevelWarn, serr.Error())
 		}
-	}
-	e := r.Audit
-	e.Event, e.SHA, e.Prev, e.Result, e.Current = string(r.Kind), r.SHA, r.Prev, result, current
-	if err != nil {
-		e.Error = err.Error()
-	}
-	if r.Redact != nil {
-		e.Error, e.Reason = r.Redact(e.Error), r.Redact(e.Reason)
-	}
-	if aerr := r.Store.AppendAudit(ctx, e); aerr != nil {
-		r.note(StepAudit, LevelWarn, aerr.Error())
 	}
 }

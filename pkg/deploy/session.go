@@ -77,6 +77,9 @@ type hostConn struct {
 	lease *lease
 	// version is the engine's version as Open's ping found it ("" not pinged yet).
 	version string
+	// holder is the write of the lock's holder.json, under way while the run goes on
+	// (lockAll); nil: none.
+	holder *pendingHolder
 	// mu guards Host for the heartbeat, which reads it from its own goroutine.
 	mu sync.Mutex
 }
@@ -92,8 +95,15 @@ func (h *hostConn) conn() release.FS {
 func (h *hostConn) unlock(ctx context.Context, l release.Layout, me Holder, em *emitter) error {
 	h.lease.stop()
 	h.lease = nil
+	if h.held() != nil {
+		return nil // the failed write of holder.json removed the lock
+	}
 	return releaseLock(ctx, h, l, h.name, me, em)
 }
+
+// held waits until the lock's holder.json is written: the lock is the run's then. Its
+// error means the lock could not be taken after all (and was removed).
+func (h *hostConn) held() error { return h.holder.wait() }
 
 // session holds one connection per host for the length of a command.
 type session struct {

@@ -13,7 +13,9 @@ import (
 // FS is what the Store does to a host's file system: SFTP from shipctl (pkg/sshhost),
 // the local file system from shipd (OS). Paths are absolute, in the host's
 // (slash-separated) form. Errors for a path that is not there match fs.ErrNotExist;
-// Mkdir of a path that is there matches fs.ErrExist.
+// Mkdir of a path that is there matches fs.ErrExist. Its methods may be called from
+// several goroutines at once: the Store issues requests that do not depend on each
+// other together, so that over SFTP they cost one round trip rather than one each.
 type FS interface {
 	// MkdirAll makes dir and its missing parents (mode 0755).
 	MkdirAll(ctx context.Context, dir string) error

@@ -9,10 +9,15 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
+
+// readAhead is how many files Releases reads at once.
+const readAhead = 16
 
 // Store is an app's folder on one host, read and written through an FS: the one
 // implementation of the on-host contract for shipctl and shipd. Every write that
@@ -20,6 +25,14 @@ import (
 type Store struct {
 	FS     FS
 	Layout Layout
+
+	mu sync.Mutex
+	// uploaded is release.json as Upload wrote it, for the UpdateInfo that follows
+	// (the result of the same run, under the same lock): it need not be read again.
+	uploaded map[string]Info
+	// links are the symlinks to each uploaded release that Upload staged under .tmp/,
+	// for SwitchCurrent: the switch is then one rename.
+	links map[string]string
 }
 
 // NewStore is the store of the app folder dir, reached through f.
@@ -41,11 +54,15 @@ func (s *Store) Current(ctx context.Context) (string, error) {
 // over current.
 func (s *Store) SwitchCurrent(ctx context.Context, sha string) error {
 	l := s.Layout
-	if err := s.FS.MkdirAll(ctx, l.Tmp()); err != nil {
-		return fmt.Errorf("create %s: %w", l.Tmp(), err)
+	if link := s.stagedLink(sha); link != "" {
+		if err := s.FS.Rename(ctx, link, l.Current()); err == nil {
+			return nil
+		}
+		// Swept away, or never made: made again below.
+		_ = s.FS.RemoveAll(context.WithoutCancel(ctx), link)
 	}
 	tmp := path.Join(l.Tmp(), "current-"+TempSuffix())
-	if err := s.FS.Symlink(ctx, CurrentLink(sha), tmp); err != nil {
+	if err := s.inTmp(ctx, func() error { return s.FS.Symlink(ctx, CurrentLink(sha), tmp) }); err != nil {
 		return fmt.Errorf("create the symlink %s: %w", tmp, err)
 	}
 	if err := s.FS.Rename(ctx, tmp, l.Current()); err != nil {
@@ -63,12 +80,17 @@ func (s *Store) ClearTmp(ctx context.Context) error {
 	return nil
 }
 
-// Upload writes releases/<info.SHA>/docker-compose.yml (mode 0600) and release.json.
-// Both are staged in .tmp/release-<random>/ and the folder renamed into place, so
-// that releases/ never holds a partial file even when the connection is cut. A
-// release the host has already keeps its compose file (an identical one: another is
-// refused, nothing changed) and gets its release.json replaced in one step, keeping
-// its CurrentSince.
+// Upload writes releases/<info.SHA>/docker-compose.yml (mode 0600), release.json and
+// the release's extra files (0600). They are staged in .tmp/release-<random>/ and the
+// folder renamed into place, so that releases/ never holds a partial file even when
+// the connection is cut. A release the host has already keeps its compose file (an
+// identical one: another is refused, nothing changed) and gets its release.json
+// replaced in one step, keeping its CurrentSince.
+//
+// The requests that do not depend on each other go out together (an FS over SFTP
+// has them in flight at once): emptying .tmp/, making releases/, reading the
+// release's release.json; then the files and what the host holds of the release;
+// then the renames.
 func (s *Store) Upload(ctx context.Context, info Info, compose []byte, extra ...File) error {
 	l, sha := s.Layout, info.SHA
 	for _, f := range extra {
@@ -76,77 +98,208 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte, extra ...
 			return fmt.Errorf("upload: %q is not a release file's name", f.Name)
 		}
 	}
-	if err := s.ClearTmp(ctx); err != nil {
+	stage := path.Join(l.Tmp(), "release-"+TempSuffix())
+	var old Info
+	var oldErr error
+	// What a cut-off run left under .tmp/ is removed while the upload is staged there.
+	link := path.Join(l.Tmp(), "current-"+TempSuffix())
+	swept := make(chan error, 1)
+	go func() { swept <- s.sweepTmp(ctx, path.Base(stage), path.Base(link)) }()
+	err := all(
+		func() error {
+			if err := s.inTmp(ctx, func() error { return s.FS.Mkdir(ctx, stage) }); err != nil {
+				return fmt.Errorf("create %s: %w", stage, err)
+			}
+			return nil
+		},
+		func() error {
+			if err := s.FS.MkdirAll(ctx, l.Releases()); err != nil {
+				return fmt.Errorf("create %s: %w", l.Releases(), err)
+			}
+			return nil
+		},
+		func() error {
+			old, oldErr = s.Info(ctx, sha)
+			return nil
+		},
+	)
+	if err != nil {
+		<-swept
 		return err
 	}
-	for _, dir := range []string{l.Tmp(), l.Releases()} {
-		if err := s.FS.MkdirAll(ctx, dir); err != nil {
-			return fmt.Errorf("create %s: %w", dir, err)
-		}
-	}
-	if old, err := s.Info(ctx, sha); err == nil {
+	if oldErr == nil {
 		info.CurrentSince = old.CurrentSince
 	}
 	infoJSON, err := marshalInfo(info)
 	if err != nil {
+		<-swept
 		return err
 	}
-	stage := path.Join(l.Tmp(), "release-"+TempSuffix())
-	if err := s.FS.Mkdir(ctx, stage); err != nil {
-		return fmt.Errorf("create %s: %w", stage, err)
+	files := append([]File{{Name: "docker-compose.yml", Data: compose}, {Name: "release.json", Data: infoJSON}}, extra...)
+	var (
+		there, haveErr error
+		have           []byte
+		linked         bool
+	)
+	steps := []func() error{
+		func() error {
+			// The symlink SwitchCurrent renames over current, made now; it is made
+			// again then when this one fails.
+			linked = s.FS.Symlink(ctx, CurrentLink(sha), link) == nil
+			return nil
+		},
+		func() error {
+			// Whether the release is there already, and its compose file.
+			if oldErr != nil {
+				if _, there = s.FS.ReadDir(ctx, l.Release(sha)); there != nil {
+					haveErr = there
+					return nil
+				}
+			}
+			have, haveErr = s.FS.ReadFile(ctx, l.ComposeFile(sha))
+			return nil
+		},
 	}
-	files := []struct {
-		name string
-		data []byte
-		mode fs.FileMode
-	}{
-		{"docker-compose.yml", compose, 0o600},
-		{"release.json", infoJSON, 0o644},
-	}
-	for _, f := range extra {
-		files = append(files, struct {
-			name string
-			data []byte
-			mode fs.FileMode
-		}{f.Name, f.Data, 0o600})
-	}
-	for _, file := range files {
-		if err := s.FS.WriteFile(ctx, path.Join(stage, file.name), file.data, file.mode); err != nil {
-			return fmt.Errorf("upload %s: %w", file.name, err)
+	for _, f := range files {
+		mode := fs.FileMode(0o600)
+		if f.Name == "release.json" {
+			mode = 0o644
 		}
+		steps = append(steps, func() error {
+			if err := s.FS.WriteFile(ctx, path.Join(stage, f.Name), f.Data, mode); err != nil {
+				return fmt.Errorf("upload %s: %w", f.Name, err)
+			}
+			return nil
+		})
 	}
-	_, err = s.FS.ReadDir(ctx, l.Release(sha))
+	err = all(steps...)
+	if serr := <-swept; err == nil && serr != nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	case oldErr != nil && errors.Is(there, fs.ErrNotExist):
 		if err := s.FS.Rename(ctx, stage, l.Release(sha)); err != nil {
 			return fmt.Errorf("move the upload to %s: %w", l.Release(sha), err)
 		}
+		s.remember(info, link, linked)
 		return nil
-	case err != nil:
-		return fmt.Errorf("read %s: %w", l.Release(sha), err)
+	case there != nil:
+		return fmt.Errorf("read %s: %w", l.Release(sha), there)
 	}
-	// The host has this release: its compose file is never rewritten. Its name
-	// says what the file holds, so the same name with another file is a host's
-	// file changed by hand (or a release of before names had a hash).
-	have, err := s.FS.ReadFile(ctx, l.ComposeFile(sha))
+	if err := s.keepRelease(ctx, sha, stage, compose, have, haveErr); err != nil {
+		clean := context.WithoutCancel(ctx)
+		_ = all(func() error { return s.FS.RemoveAll(clean, stage) }, func() error { return s.FS.RemoveAll(clean, link) })
+		return err
+	}
+	// The emptied stage goes with the next upload's sweep of .tmp/.
+	s.remember(info, link, linked)
+	return nil
+}
+
+// keepRelease updates a release the host has from the upload staged in stage: its
+// compose file is never rewritten. Its name says what the file holds, so the same
+// name with another file is a host's file changed by hand (or a release of before
+// names had a hash). Its release.json is replaced.
+func (s *Store) keepRelease(ctx context.Context, sha, stage string, compose, have []byte, haveErr error) error {
+	l := s.Layout
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(haveErr, fs.ErrNotExist):
 		to := l.ComposeFile(sha)
 		if err := s.FS.Rename(ctx, path.Join(stage, "docker-compose.yml"), to); err != nil {
 			return fmt.Errorf("replace %s: %w", to, err)
 		}
-	case err != nil:
-		return fmt.Errorf("read %s: %w", l.ComposeFile(sha), err)
+	case haveErr != nil:
+		return fmt.Errorf("read %s: %w", l.ComposeFile(sha), haveErr)
 	case !bytes.Equal(have, compose):
-		_ = s.FS.RemoveAll(ctx, stage)
 		return fmt.Errorf("%s holds another compose file than release %s's: a release on the host is never rewritten; move the folder away (or deploy with another commit)", l.ComposeFile(sha), Short(sha))
 	}
 	to := l.Info(sha)
 	if err := s.FS.Rename(ctx, path.Join(stage, "release.json"), to); err != nil {
 		return fmt.Errorf("replace %s: %w", to, err)
 	}
-	_ = s.FS.RemoveAll(ctx, stage)
 	return nil
+}
+
+// remember keeps release.json as Upload wrote it, for UpdateInfo, and the symlink it
+// staged (when linked), for SwitchCurrent.
+func (s *Store) remember(info Info, link string, linked bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.uploaded == nil {
+		s.uploaded = map[string]Info{}
+		s.links = map[string]string{}
+	}
+	s.uploaded[info.SHA] = info
+	if linked {
+		s.links[info.SHA] = link
+	}
+}
+
+// stagedLink is the symlink to sha that Upload staged under .tmp/, taken; "" none.
+func (s *Store) stagedLink(sha string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	link := s.links[sha]
+	delete(s.links, sha)
+	return link
+}
+
+// all runs fns at once and waits for them: their requests go out together. The error
+// joins theirs.
+func all(fns ...func() error) error {
+	errs := make([]error, len(fns))
+	var wg sync.WaitGroup
+	for i, fn := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn()
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// inTmp runs fn, which writes under .tmp/; when that fails because .tmp/ is not
+// there, it makes .tmp/ and runs fn again. .tmp/ is there on every deploy but a host's
+// first, and a request is saved.
+func (s *Store) inTmp(ctx context.Context, fn func() error) error {
+	err := fn()
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := s.FS.MkdirAll(ctx, s.Layout.Tmp()); err != nil {
+		return fmt.Errorf("create %s: %w", s.Layout.Tmp(), err)
+	}
+	return fn()
+}
+
+// sweepTmp removes what is under .tmp/ but keep: ClearTmp beside writes into .tmp/.
+func (s *Store) sweepTmp(ctx context.Context, keep ...string) error {
+	entries, err := s.FS.ReadDir(ctx, s.Layout.Tmp())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("empty %s: %w", s.Layout.Tmp(), err)
+	}
+	var removes []func() error
+	for _, e := range entries {
+		if slices.Contains(keep, e.Name()) {
+			continue
+		}
+		removes = append(removes, func() error {
+			p := path.Join(s.Layout.Tmp(), e.Name())
+			if err := s.FS.RemoveAll(ctx, p); err != nil {
+				return fmt.Errorf("empty %s: %w", s.Layout.Tmp(), err)
+			}
+			return nil
+		})
+	}
+	return all(removes...)
 }
 
 // ComposeFile reads a release's resolved compose file.
@@ -175,7 +328,14 @@ func (s *Store) Info(ctx context.Context, sha string) (Info, error) {
 // release without one gets one with only its SHA and the change (and its folder, when
 // that is not there either: shipd records the outcome of a deploy it was asked for).
 func (s *Store) UpdateInfo(ctx context.Context, sha string, change func(*Info)) error {
-	info, err := s.Info(ctx, sha)
+	s.mu.Lock()
+	info, ok := s.uploaded[sha]
+	delete(s.uploaded, sha)
+	s.mu.Unlock()
+	var err error
+	if !ok {
+		info, err = s.Info(ctx, sha)
+	}
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("update release.json: %w", err)
@@ -214,11 +374,8 @@ func marshalInfo(info Info) ([]byte, error) {
 
 // writeAtomic writes name through a temporary file under .tmp/ renamed over it.
 func (s *Store) writeAtomic(ctx context.Context, name string, data []byte, mode fs.FileMode) error {
-	if err := s.FS.MkdirAll(ctx, s.Layout.Tmp()); err != nil {
-		return fmt.Errorf("create %s: %w", s.Layout.Tmp(), err)
-	}
 	tmp := path.Join(s.Layout.Tmp(), path.Base(name)+"-"+TempSuffix())
-	if err := WriteStaged(ctx, s.FS, tmp, name, data, mode); err != nil {
+	if err := s.inTmp(ctx, func() error { return WriteStaged(ctx, s.FS, tmp, name, data, mode) }); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	return nil
@@ -237,17 +394,27 @@ func (s *Store) Releases(ctx context.Context) ([]Info, error) {
 	}
 	var out []Info
 	for _, e := range entries {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
-			continue
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			out = append(out, Info{SHA: e.Name()})
 		}
-		info := Info{SHA: e.Name()}
-		if ri, err := s.Info(ctx, e.Name()); err == nil {
-			info = ri
-			info.SHA = e.Name()
-		} else if ctx.Err() != nil {
-			return nil, ctx.Err()
+	}
+	// Every release.json at once (at most readAhead in flight).
+	sem := make(chan struct{}, readAhead)
+	reads := make([]func() error, len(out))
+	for i := range out {
+		reads[i] = func() error {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if ri, err := s.Info(ctx, out[i].SHA); err == nil {
+				ri.SHA = out[i].SHA
+				out[i] = ri
+			}
+			return nil
 		}
-		out = append(out, info)
+	}
+	_ = all(reads...)
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		if !out[i].Time.Equal(out[j].Time) {
@@ -308,6 +475,19 @@ func (s *Store) Audit(ctx context.Context, limit int) ([]AuditEntry, error) {
 	return out, nil
 }
 
+// removeRelease removes a release's folder: the files it is known to hold first, all
+// at once, then the folder with whatever else it holds.
+func (s *Store) removeRelease(ctx context.Context, sha string) error {
+	l := s.Layout
+	if err := all(
+		func() error { return s.FS.RemoveAll(ctx, l.ComposeFile(sha)) },
+		func() error { return s.FS.RemoveAll(ctx, l.Info(sha)) },
+	); err != nil {
+		return err
+	}
+	return s.FS.RemoveAll(ctx, l.Release(sha))
+}
+
 // Pruned is what Prune removed.
 type Pruned struct {
 	// Releases are the removed releases' shas.
@@ -322,11 +502,18 @@ type Pruned struct {
 // are never in Pruned.Images: another app on the host may use them. The error names
 // every folder that could not be removed.
 func (s *Store) Prune(ctx context.Context, keep int, current string) (Pruned, error) {
-	keep = max(keep, 1)
 	releases, err := s.Releases(ctx)
 	if err != nil {
 		return Pruned{}, fmt.Errorf("prune: %w", err)
 	}
+	return s.PruneListed(ctx, releases, keep, current)
+}
+
+// PruneListed is Prune of releases as Releases listed them a moment before (while the
+// deploy ran, so that prune's own requests are only the removals). A release added
+// since is not in the list and is kept.
+func (s *Store) PruneListed(ctx context.Context, releases []Info, keep int, current string) (Pruned, error) {
+	keep = max(keep, 1)
 	var kept, gone []Info
 	for i, r := range releases {
 		if i < keep || r.SHA == current {
@@ -344,8 +531,17 @@ func (s *Store) Prune(ctx context.Context, keep int, current string) (Pruned, er
 	var out Pruned
 	var errs []string
 	unused := map[string]bool{}
-	for _, r := range gone {
-		if err := s.FS.RemoveAll(ctx, s.Layout.Release(r.SHA)); err != nil {
+	removed := make([]error, len(gone))
+	removes := make([]func() error, len(gone))
+	for i, r := range gone {
+		removes[i] = func() error {
+			removed[i] = s.removeRelease(ctx, r.SHA)
+			return nil
+		}
+	}
+	_ = all(removes...)
+	for i, r := range gone {
+		if err := removed[i]; err != nil {
 			errs = append(errs, fmt.Sprintf("remove %s: %v", s.Layout.Release(r.SHA), err))
 			continue
 		}

@@ -100,8 +100,29 @@ func TestUploadAndReleaseJSON(t *testing.T) {
 	if again, _ := s.Info(ctx, "abc"); again.Who != "other@ci" {
 		t.Errorf("the refused upload changed release.json: %+v", again)
 	}
+	// The upload staged the symlink that the switch renames over current.
+	if err := s.SwitchCurrent(ctx, "abc"); err != nil {
+		t.Fatal(err)
+	}
+	if cur, err := s.Current(ctx); err != nil || cur != "abc" {
+		t.Errorf("current = %q, %v; want abc", cur, err)
+	}
+	// What is left under .tmp/ is the emptied stage, which the next upload sweeps.
+	left, _ := os.ReadDir(s.Layout.Tmp())
+	for _, e := range left {
+		inside, err := os.ReadDir(filepath.Join(s.Layout.Tmp(), e.Name()))
+		if !e.IsDir() || err != nil || len(inside) != 0 {
+			t.Errorf("the upload and the switch left %s under .tmp/ (%d entries, %v)", e.Name(), len(inside), err)
+		}
+	}
+	if err := s.Upload(ctx, Info{SHA: "def", Time: up}, []byte("services: {}\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SwitchCurrent(ctx, "def"); err != nil {
+		t.Fatal(err)
+	}
 	if left, _ := os.ReadDir(s.Layout.Tmp()); len(left) != 0 {
-		t.Errorf("the upload left %v under .tmp/", left)
+		t.Errorf("after the next upload's sweep and its switch, .tmp/ holds %v", left)
 	}
 	// A release without release.json (or its folder) gets one with its sha.
 	if err := s.SetResult(ctx, "bare", Failed, false); err != nil {

@@ -163,11 +163,24 @@ func (h *host) WriteFile(ctx context.Context, name string, data []byte, mode fs.
 			_ = sc.Remove(name)
 		}
 	}()
+	const chunk = 1 << 20
+	if mode.Perm()&0o044 != 0 && len(data) <= chunk {
+		// Not a secret: the mode and the data go out together, one round trip.
+		errs := make(chan error, 1)
+		go func() { errs <- f.Chmod(mode.Perm()) }()
+		_, werr := f.WriteAt(data, 0)
+		if cerr := <-errs; cerr != nil {
+			return pathErr("chmod", name, cerr)
+		}
+		if werr != nil {
+			return h.writeErr("write", name, werr)
+		}
+		return h.syncClose(sc, f, name)
+	}
 	// Before any data, so that a secret is never readable by others.
 	if err := f.Chmod(mode.Perm()); err != nil {
 		return pathErr("chmod", name, err)
 	}
-	const chunk = 1 << 20
 	for off := 0; off < len(data); off += chunk {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -176,6 +189,11 @@ func (h *host) WriteFile(ctx context.Context, name string, data []byte, mode fs.
 			return h.writeErr("write", name, err)
 		}
 	}
+	return h.syncClose(sc, f, name)
+}
+
+// syncClose syncs a written file to disk where the server can, and closes it.
+func (h *host) syncClose(sc *sftp.Client, f *sftp.File, name string) error {
 	if _, ok := sc.HasExtension("fsync@openssh.com"); ok {
 		if err := f.Sync(); err != nil {
 			return h.writeErr("fsync", name, err)
@@ -193,9 +211,35 @@ func (h *host) ReadFile(ctx context.Context, name string) ([]byte, error) {
 	if err != nil {
 		return nil, pathErr("open", name, err)
 	}
-	defer f.Close()
-	data, err := io.ReadAll(f)
+	// Nothing waits for the close of a file that was only read: the server answers
+	// it while the next request is under way.
+	defer func() { go f.Close() }()
+	data, err := readAll(f)
 	return data, pathErr("read", name, err)
+}
+
+// readChunk is the first read of a file: more than one SFTP packet (32 KiB), so that
+// pkg/sftp asks for its parts at once and takes a short part as the end of the file
+// (a regular file's reads are short only there). A file smaller than a packet is read
+// in one round trip, where io.ReadAll's growing buffer takes three or more.
+const readChunk = 64 << 10
+
+// readAll reads f to its end.
+func readAll(f io.Reader) ([]byte, error) {
+	buf := make([]byte, 0, readChunk)
+	for {
+		n, err := f.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		switch {
+		case errors.Is(err, io.EOF):
+			return buf, nil
+		case err != nil:
+			return buf, err
+		case len(buf) < cap(buf):
+			continue
+		}
+		buf = append(buf, make([]byte, cap(buf))...)[:len(buf)]
+	}
 }
 
 func (h *host) Rename(ctx context.Context, from, to string) error {
@@ -240,8 +284,57 @@ func (h *host) RemoveAll(ctx context.Context, p string) error {
 	if err != nil {
 		return err
 	}
-	if err := sc.RemoveAll(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return pathErr("remove", p, err)
+	return pathErr("remove", p, removeAll(ctx, sc, p))
+}
+
+// removeAll removes p and what it holds in as few round trips as it can: an rmdir
+// and an lstat together (an empty folder, or nothing there: one round trip); then the
+// file, or the folder's entries all at once and the folder.
+func removeAll(ctx context.Context, sc *sftp.Client, p string) error {
+	var err, serr error
+	var fi fs.FileInfo
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		fi, serr = sc.Lstat(p)
+	}()
+	err = sc.RemoveDirectory(p)
+	wg.Wait()
+	if err == nil {
+		return nil
+	}
+	// OpenSSH answers "no such file" to an rmdir of a file (ENOTDIR): the lstat says
+	// what is there.
+	switch {
+	case errors.Is(serr, fs.ErrNotExist):
+		return nil
+	case serr != nil:
+		return serr
+	case !fi.IsDir():
+		if err := sc.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	entries, err := sc.ReadDirContext(ctx, p)
+	if err != nil {
+		return err
+	}
+	errs := make([]error, len(entries))
+	for i, e := range entries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = removeAll(ctx, sc, path.Join(p, e.Name()))
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := sc.RemoveDirectory(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
 	}
 	return nil
 }

@@ -1,0 +1,201 @@
+package sshhost
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/shipdeploy/ship/pkg/deploy"
+	"github.com/shipdeploy/ship/pkg/release"
+	"github.com/shipdeploy/ship/pkg/sshx"
+	"github.com/shipdeploy/ship/test/testenv"
+)
+
+// turnRelay forwards TCP to an address and counts the client's round trips: the
+// times it sends after it has received something since its last send (as
+// test/cmd/latency does, without the delay).
+type turnRelay struct {
+	mu       sync.Mutex
+	turns    int
+	received bool
+}
+
+func (r *turnRelay) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.turns
+}
+
+func (r *turnRelay) serve(t *testing.T, to string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", to)
+			if err != nil {
+				c.Close()
+				return
+			}
+			t.Cleanup(func() { c.Close(); s.Close() })
+			go r.pump(c, s, true)
+			go r.pump(s, c, false)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// pump forwards src to dst, each chunk relayDelay after it was read, so that
+// requests sent together arrive together, as over a network, and their answers too.
+func (r *turnRelay) pump(src, dst net.Conn, up bool) {
+	type chunk struct {
+		data []byte
+		due  time.Time
+	}
+	q := make(chan chunk, 1024)
+	go func() {
+		defer close(q)
+		for {
+			buf := make([]byte, 32<<10)
+			n, err := src.Read(buf)
+			if n > 0 {
+				if up {
+					r.mu.Lock()
+					if r.received {
+						r.turns++
+					}
+					r.received = false
+					r.mu.Unlock()
+				}
+				q <- chunk{buf[:n], time.Now().Add(relayDelay)}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for c := range q {
+		time.Sleep(time.Until(c.due))
+		if !up {
+			// Noted before the write: the client may answer before Write returns.
+			r.mu.Lock()
+			r.received = true
+			r.mu.Unlock()
+		}
+		if _, err := dst.Write(c.data); err != nil {
+			src.Close()
+			continue
+		}
+	}
+	if tc, ok := dst.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+}
+
+// relayDelay is the relay's delay each way.
+const relayDelay = 10 * time.Millisecond
+
+// dialRelayed connects to a real sshd through a turnRelay.
+func dialRelayed(t *testing.T) (deploy.Host, *turnRelay) {
+	t.Helper()
+	srv := testenv.SSHD(t)
+	r := &turnRelay{}
+	addr := r.serve(t, srv.Addr)
+	known := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(known, []byte(knownhosts.Line([]string{knownhosts.Normalize(addr)}, srv.HostKey)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dial := Dialer(Options{SSH: sshx.Options{
+		KnownHostsFiles: []string{known}, IdentityFiles: []string{srv.UserKeyFile},
+		HomeDir: t.TempDir(), ConfigFile: "none", AgentSocket: "none",
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	h, err := dial(ctx, srv.User+"@"+addr)
+	if err != nil {
+		t.Fatalf("dial through the relay: %v", err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h, r
+}
+
+// The release store's steps over SFTP wait for few round trips: the requests that do
+// not depend on each other go out together. The bounds have room, as requests in
+// flight together can still count as more than one turn. Before (sequential
+// requests, io.ReadAll's reads, RemoveAll's walk) this test counted: upload 21-25 (39
+// for a release the host had), switch 3, result 11, audit 3, list of 5 releases 24,
+// prune 51; after: 7-8 (13 for the first, 9-11), 1 (the upload staged the symlink),
+// 5, 3, 7-8, 9.
+func TestStoreRoundTrips(t *testing.T) {
+	h, relay := dialRelayed(t)
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "srv", "app")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	st := release.NewStore(h, dir)
+	// The SFTP session is started once per connection, before the steps measured.
+	if _, err := st.Current(ctx); err != nil {
+		t.Fatal(err)
+	}
+	step := func(name string, max int, fn func() error) {
+		t.Helper()
+		before := relay.count()
+		if err := fn(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		n := relay.count() - before
+		t.Logf("%s: %d round trips", name, n)
+		if n > max {
+			t.Errorf("%s took %d round trips, want at most %d", name, n, max)
+		}
+	}
+	shas := []string{"aaaaaaa", "bbbbbbb", "ccccccc", "ddddddd", "eeeeeee"}
+	for i, sha := range shas {
+		info := release.Info{SHA: sha, Time: time.Date(2026, 1, 1, i, 0, 0, 0, time.UTC), Result: release.Uploaded}
+		limit := 12
+		if i == 0 {
+			limit = 100 // the first also makes releases/ and .tmp/
+		}
+		step("upload of a new release", limit, func() error { return st.Upload(ctx, info, []byte("services: {}\n")) })
+	}
+	last := shas[len(shas)-1]
+	step("upload of a release the host has", 16, func() error {
+		return st.Upload(ctx, release.Info{SHA: last, Time: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)}, []byte("services: {}\n"))
+	})
+	step("switch current", 2, func() error { return st.SwitchCurrent(ctx, last) })
+	step("release.json's result after the upload", 8, func() error { return st.SetResult(ctx, last, release.Deployed, true) })
+	step("audit.log line", 4, func() error { return st.AppendAudit(ctx, release.AuditEntry{App: "app", SHA: last}) })
+	var releases []release.Info
+	step("list of 5 releases", 12, func() (err error) { releases, err = st.Releases(ctx); return err })
+	if len(releases) != len(shas) || releases[0].SHA != last || releases[0].Result != release.Deployed {
+		t.Errorf("releases = %+v, want %d, %s first and deployed", releases, len(shas), last)
+	}
+	var pruned release.Pruned
+	step("prune of 3 of 5 releases", 14, func() (err error) { pruned, err = st.Prune(ctx, 2, last); return err })
+	if len(pruned.Releases) != 3 {
+		t.Errorf("pruned %v, want 3 releases", pruned.Releases)
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, "releases"))
+	if err != nil || len(entries) != 2 {
+		t.Errorf("releases/ after prune: %d entries, %v; want 2", len(entries), err)
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, "releases", last, "docker-compose.yml")); err != nil || string(data) != "services: {}\n" {
+		t.Errorf("the kept release's compose file: %q, %v", data, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "releases", last, "docker-compose.yml")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the compose file's mode: %v, %v; want 0600", fi.Mode(), err)
+	}
+}
