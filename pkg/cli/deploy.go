@@ -315,7 +315,7 @@ func renderSummary(p *term.Printer, verb string, sum *deploy.Summary) {
 		hosts = append(hosts, m)
 	}
 	var parts []string
-	for _, r := range []event.Result{deploy.ResultDeployed, deploy.ResultFailed, deploy.ResultRestoreFailed, deploy.ResultLocked, deploy.ResultSkipped} {
+	for _, r := range []event.Result{deploy.ResultDeployed, deploy.ResultFailed, deploy.ResultRestoreFailed, deploy.ResultLocked, deploy.ResultSkipped, deploy.ResultUnknown} {
 		if counts[r] > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", counts[r], r))
 		}
@@ -331,7 +331,12 @@ func renderSummary(p *term.Printer, verb string, sum *deploy.Summary) {
 		if h.Current != "" {
 			on = release.Short(h.Current)
 		}
-		fmt.Fprintf(&b, "\n  %-*s  on %-12s  %s", width, h.Host, on, resultText(h.Result))
+		text := resultText(h.Result)
+		if h.Result == deploy.ResultUnknown {
+			on = "? (was " + on + ")"
+			text = "unknown, still running on the host: `shipctl agent status " + sum.Env + "` shows it"
+		}
+		fmt.Fprintf(&b, "\n  %-*s  on %-12s  %s", width, h.Host, on, text)
 	}
 	p.Event(verb+"_result", map[string]any{"sha": sum.SHA, "env": sum.Env, "hosts": hosts}, b.String())
 }
