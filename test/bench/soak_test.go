@@ -267,7 +267,9 @@ func (s *soak) run(dur time.Duration) {
 			n -= o.weight
 		}
 		before := map[*soakApp]int{s.ag: len(s.audit(s.ag)), s.pl: len(s.audit(s.pl))}
+		at := time.Now()
 		r := op.do(s)
+		s.b.Logf("%7s %-28s exit %d in %s (%s UTC)", time.Since(s.began).Round(100*time.Millisecond), op.name, r.code, r.took.Round(100*time.Millisecond), at.UTC().Format("15:04:05.000"))
 		// A run that shipd carries on after a Ctrl-C writes its line when it ends.
 		if err := s.shipd.idle(s.ag.app); err != nil {
 			s.problem("%s: %v", op.name, err)
@@ -301,9 +303,12 @@ func (s *soak) problem(format string, a ...any) {
 func (s *soak) check() {
 	requests, excused, failed := s.load.end(s.shipd.downs())
 	s.counts[fmt.Sprintf("requests through shipd: %d, failed while shipd was down: %d, failed otherwise", requests, len(excused))] = len(failed)
+	for _, w := range s.shipd.downs() {
+		s.b.Logf("shipd down from %s to %s (%s UTC)", w[0].Sub(s.began).Round(time.Millisecond), w[1].Sub(s.began).Round(time.Millisecond), w[0].UTC().Format("15:04:05.000"))
+	}
 	for i, f := range failed {
-		if i < 10 {
-			s.problem("request through shipd at %s (%s) failed: %s", f.start.Sub(s.began).Round(time.Millisecond), f.end.Sub(f.start).Round(time.Millisecond), f.err)
+		if i < 10 || i == len(failed)-1 {
+			s.problem("request through shipd at %s (%s UTC, took %s) failed: %s", f.start.Sub(s.began).Round(time.Millisecond), f.start.UTC().Format("15:04:05.000"), f.end.Sub(f.start).Round(time.Millisecond), f.err)
 		}
 	}
 	for _, a := range []*soakApp{s.ag, s.pl} {

@@ -71,7 +71,11 @@ func startSoakShipd(b *testing.B, bin string) *soakShipd {
 			}
 		}
 		if b.Failed() {
-			b.Logf("shipd's log (last 8 KB):\n%s", tail(d.logs, 8<<10))
+			// Kept whole for a look: the soak's problems name times in it.
+			keep := filepath.Join(os.TempDir(), fmt.Sprintf("soak-shipd-%d.log", time.Now().Unix()))
+			if data, err := os.ReadFile(d.logs); err == nil && os.WriteFile(keep, data, 0o644) == nil {
+				b.Logf("shipd's log: %s", keep)
+			}
 		}
 	})
 	d.start()
@@ -86,6 +90,7 @@ func (d *soakShipd) start() {
 		d.b.Fatal(err)
 	}
 	defer out.Close()
+	readies := d.store.Count("READY=1")
 	cmd := exec.Command(d.bin, "run", "--config", d.config)
 	cmd.Stdout, cmd.Stderr = out, out
 	files, names := d.store.Files()
@@ -106,7 +111,8 @@ func (d *soakShipd) start() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		st, err := d.client.Status(ctx)
 		cancel()
-		if err == nil && st.PID == cmd.Process.Pid {
+		// Up is when it tells systemd so (READY=1), a moment after its API answers.
+		if err == nil && st.PID == cmd.Process.Pid && d.store.Count("READY=1") > readies {
 			return
 		}
 		select {
