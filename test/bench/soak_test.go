@@ -325,16 +325,25 @@ func (s *soak) check() {
 			s.problem("%s: %d containers, want 1 (web): %v", a.env, len(cs), names(cs))
 		}
 		for _, c := range cs {
-			in, err := s.cli.ContainerInspect(context.Background(), c.ID, client.ContainerInspectOptions{})
+			// shipd routes to a container once its own check passes; the engine's
+			// health check may still be "starting" then, for a few seconds.
+			var in client.ContainerInspectResult
+			var err error
+			health := ""
+			for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+				in, err = s.cli.ContainerInspect(context.Background(), c.ID, client.ContainerInspectOptions{})
+				if err == nil && in.Container.State != nil && in.Container.State.Health != nil {
+					health = string(in.Container.State.Health.Status)
+				}
+				if err != nil || health != "starting" || time.Now().After(deadline) {
+					break
+				}
+			}
 			if err != nil {
 				s.problem("%s: inspect %s: %v", a.env, c.Names, err)
 				continue
 			}
 			st := in.Container.State
-			health := ""
-			if st != nil && st.Health != nil {
-				health = string(st.Health.Status)
-			}
 			if st == nil || !st.Running || health != "healthy" || !slices.Contains(in.Container.Config.Env, "VERSION="+v) {
 				s.problem("%s: container %s: running %v, health %q, env %v; current is %s (%s)", a.env, c.Names, st != nil && st.Running, health, in.Container.Config.Env, v, cur)
 			}
@@ -415,14 +424,6 @@ func (s *soak) containers(app string) []container.Summary {
 	return out
 }
 
-func names(cs []container.Summary) []string {
-	var out []string
-	for _, c := range cs {
-		out = append(out, strings.Join(c.Names, ",")+" "+string(c.State))
-	}
-	return out
-}
-
 func (s *soak) down(app string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -434,16 +435,4 @@ func (s *soak) down(app string) {
 			_ = engine.New(s.cli).Down(ctx, p, engine.DownOptions{Volumes: true})
 		}
 	}
-}
-
-func (s *soak) write(name, content string) {
-	if err := os.WriteFile(filepath.Join(s.dir, name), []byte(content), 0o644); err != nil {
-		s.b.Fatal(err)
-	}
-}
-
-func (s *soak) commit(msg string) string {
-	s.git("add", "-A")
-	s.git("commit", "-q", "--allow-empty", "-m", msg)
-	return s.git("rev-parse", "HEAD")
 }

@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
+
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/test/testenv"
 )
@@ -332,6 +334,26 @@ func freeTCPPort(b *testing.B) int {
 func loadavgNow() string {
 	data, _ := os.ReadFile("/proc/loadavg")
 	return loadavg(data)
+}
+
+func names(cs []container.Summary) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, strings.Join(c.Names, ",")+" "+string(c.State))
+	}
+	return out
+}
+
+func (s *soak) write(name, content string) {
+	if err := os.WriteFile(filepath.Join(s.dir, name), []byte(content), 0o644); err != nil {
+		s.b.Fatal(err)
+	}
+}
+
+func (s *soak) commit(msg string) string {
+	s.git("add", "-A")
+	s.git("commit", "-q", "--allow-empty", "-m", msg)
+	return s.git("rev-parse", "HEAD")
 }
 
 // tail is the end of a file, at most n bytes.
