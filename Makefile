@@ -88,10 +88,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzLoad -fuzztime=60s -fuzzminimizetime=5s ./pkg/compose
 
 # The benchmarks, one after the other (never in parallel: each one times this machine):
-# build, proxy, deploy, WAN and zero downtime. Each prints its table; the run fails if
-# one of them does.
+# build, proxy, deploy, WAN, zero downtime and the soak run. Each prints its table; the
+# run fails if one of them does.
 bench:
-	@status=0; for b in bench-build bench-proxy bench-deploy bench-wan bench-zerodowntime; do \
+	@status=0; for b in bench-build bench-proxy bench-deploy bench-wan bench-zerodowntime bench-soak; do \
 		$(MAKE) --no-print-directory $$b || status=1; \
 	done; exit $$status
 
@@ -152,6 +152,16 @@ bench-wan: deps
 .PHONY: bench-zerodowntime
 bench-zerodowntime:
 	$(GO) test -run '^$$' -bench '^Benchmark(ZeroDowntime|AgentlessGap|ShipdDeployTime)$$' -benchtime 1x -count 1 -timeout 20m ./test/bench
+
+# The soak run: for SOAK (default 10m; SOAK=2m) deploys, rollbacks, failing deploys,
+# Ctrl-C at random moments (agentless and through shipd), shipd SIGKILLs and sshd
+# restarts in a random order under a constant load through shipd; then the invariants
+# (current healthy, no stray containers, lock free, one audit.log line per run, no
+# failed request but while shipd was down) and the counts. SOAK_SEED=n repeats an order.
+SOAK ?= 10m
+.PHONY: bench-soak
+bench-soak:
+	SOAK=$(SOAK) $(GO) test -run '^$$' -bench '^BenchmarkSoak$$' -benchtime 1x -count 1 -v -timeout 90m ./test/bench
 
 # The demo's registry process (test/cmd/registry); the deploy benchmark builds its own.
 registry:

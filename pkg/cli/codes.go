@@ -24,6 +24,9 @@ func init() {
 		// A deploy's error matches the worst that happened on a host; these go in
 		// that order.
 		{deploy.ErrRestoreFailed, ExitRestoreFailed},
+		// Not seen to end (shipd did not answer again in time): check the host, as
+		// after a failed restore. Cancelled by the user, it is 130.
+		{deploy.ErrOutcomeUnknown, ExitRestoreFailed},
 		{deploy.ErrDeployFailed, ExitDeployFailed},
 		{deploy.ErrLocked, ExitLocked},
 	} {

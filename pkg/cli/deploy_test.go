@@ -25,6 +25,8 @@ func TestDeployExitCodes(t *testing.T) {
 		{"locked", &deploy.LockedError{Host: "web1"}, ExitLocked},
 		{"cancelled mid-deploy", errors.Join(context.Canceled, fmt.Errorf("%w: x", deploy.ErrDeployFailed)), ExitCancelled},
 		{"cancelled, and the restore failed", errors.Join(context.Canceled, fmt.Errorf("%w: x", deploy.ErrRestoreFailed)), ExitRestoreFailed},
+		{"outcome not seen: shipd did not answer again", fmt.Errorf("%w: on 1 of 1 hosts", deploy.ErrOutcomeUnknown), ExitRestoreFailed},
+		{"cancelled while shipd carries the deploy on", errors.Join(context.Canceled, fmt.Errorf("%w: x", deploy.ErrOutcomeUnknown)), ExitCancelled},
 		{"preflight: config", fmt.Errorf("preflight: %w", config.ErrInvalid), ExitUsage},
 		{"not pushed", fmt.Errorf("preflight: %w", deploy.ErrNotInRegistry), ExitError},
 		{"no release to roll back to", fmt.Errorf("web1: %w", deploy.ErrNoRelease), ExitError},

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/shipdeploy/ship/pkg/deploy"
 )
 
 // Exit codes, fixed by the design.
@@ -73,13 +75,9 @@ var errorCodes []struct {
 	code int
 }
 
-// restoreFailed reports whether err matches a sentinel registered for
-// ExitRestoreFailed.
+// restoreFailed reports whether a restore failed: a host may run neither release.
+// An outcome not seen (deploy.ErrOutcomeUnknown, also exit 5) is not one: cancelled
+// by the user, it is 130.
 func restoreFailed(err error) bool {
-	for _, m := range errorCodes {
-		if m.code == ExitRestoreFailed && errors.Is(err, m.err) {
-			return true
-		}
-	}
-	return false
+	return errors.Is(err, deploy.ErrRestoreFailed)
 }

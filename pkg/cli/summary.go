@@ -62,7 +62,7 @@ func summaryText(verb string, sum *deploy.Summary) string {
 		width = max(width, len(h.Host))
 	}
 	var parts []string
-	for _, r := range []event.Result{deploy.ResultDeployed, deploy.ResultFailed, deploy.ResultRestoreFailed, deploy.ResultLocked, deploy.ResultSkipped} {
+	for _, r := range []event.Result{deploy.ResultDeployed, deploy.ResultFailed, deploy.ResultRestoreFailed, deploy.ResultLocked, deploy.ResultSkipped, deploy.ResultUnknown} {
 		if counts[r] > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", counts[r], r))
 		}
@@ -78,7 +78,12 @@ func summaryText(verb string, sum *deploy.Summary) string {
 		if h.Current != "" {
 			on = release.Short(h.Current)
 		}
-		fmt.Fprintf(&b, "\n  %-*s  on %-12s  %s", width, h.Host, on, resultText(h.Result))
+		text := resultText(h.Result)
+		if h.Result == deploy.ResultUnknown {
+			on = "? (was " + on + ")"
+			text = "unknown, still running on the host: `shipctl agent status " + sum.Env + "` shows it"
+		}
+		fmt.Fprintf(&b, "\n  %-*s  on %-12s  %s", width, h.Host, on, text)
 		if h.Took > 0 {
 			fmt.Fprintf(&b, " (%s)", h.Took.Round(100*time.Millisecond))
 		}

@@ -160,8 +160,10 @@ func (c *agentCall) run(ctx context.Context, fn call) (HostResult, bool) {
 		// shipd that is stopping.
 		return HostResult{Host: host, Result: ResultFailed, Current: c.prev, Err: fmt.Errorf("shipd refused the %s, nothing was changed: %w", c.kind, err)}, false
 	case ctx.Err() != nil:
-		c.em.warn(host, StepApply, fmt.Sprintf("cancelled: shipd carries the %s on to its end (it cannot be stopped from here); `shipctl agent status %s` shows how it ended", c.kind, c.s.t.Env.Name))
-		return HostResult{Host: host, Result: ResultFailed, Current: c.prev, Err: fmt.Errorf("cancelled while shipd ran the %s, which goes on: %w", c.kind, ctx.Err())}, true
+		// shipd goes on without its client: how the run ends is shipd's to say, and
+		// shipctl has not seen it.
+		c.em.warn(host, StepApply, fmt.Sprintf("cancelled: shipd carries the %s on to its end (it cannot be stopped from here)", c.kind))
+		return c.unknown("still running on the host: shipctl was cancelled (%v) while shipd ran it", ctx.Err()), true
 	}
 	return c.outcome(ctx, err)
 }
@@ -199,8 +201,7 @@ func (c *agentCall) outcome(ctx context.Context, cause error) (HostResult, bool)
 	host := c.h.name
 	c.em.warn(host, StepApply, fmt.Sprintf("shipd's answer was cut (%v); asking shipd how the %s ended", cause, c.kind))
 	unknown := func(why string) (HostResult, bool) {
-		err := fmt.Errorf("the %s's outcome is unknown: %s; check the host with `shipctl agent status %s`", c.kind, why, c.s.t.Env.Name)
-		return HostResult{Host: host, Result: ResultRestoreFailed, Current: c.prev, Err: err}, true
+		return c.unknown("%s", why), true
 	}
 	deadline := time.Now().Add(c.wait)
 	answered, waiting := false, false
@@ -254,6 +255,15 @@ func (c *agentCall) outcome(ctx context.Context, cause error) (HostResult, bool)
 			return HostResult{Host: host, Result: ResultFailed, Current: current, Err: errors.New(app.LastError)}, true
 		}
 	}
+}
+
+// unknown is the host's result when shipctl did not see how shipd's run ended: never
+// a failure or a success it did not observe; the error says where to look.
+func (c *agentCall) unknown(format string, a ...any) HostResult {
+	env := c.s.t.Env.Name
+	err := fmt.Errorf("how the %s of %s ends is unknown, %s; `shipctl agent status %s` shows whether shipd is still at it, `shipctl history %s` how it ended",
+		c.kind, release.Short(c.sha), fmt.Sprintf(format, a...), env, env)
+	return HostResult{Host: c.h.name, Result: ResultUnknown, Current: c.prev, Err: err}
 }
 
 // currentNow is the release current points at on the host, read again (shipd's state
@@ -333,6 +343,8 @@ func agentDone(host string, res HostResult, what, ok string) Event {
 		return Event{Host: host, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("on %s (%s failed; restore failed: check the host)", release.Name(res.Current), what)}
 	case ResultLocked:
 		return Event{Host: host, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("on %s (%s refused: shipd is busy with the app; nothing changed)", release.Name(res.Current), what)}
+	case ResultUnknown:
+		return Event{Host: host, Step: StepDone, Level: LevelWarn, Msg: fmt.Sprintf("%s: unknown, still running on the host (it was on %s)", what, release.Name(res.Current))}
 	}
 	return Event{Host: host, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("on %s (%s failed; previous release kept)", release.Name(res.Current), what)}
 }

@@ -344,3 +344,65 @@ func TestAgentRollback(t *testing.T) {
 		t.Errorf("events:\n%s", f.eventText())
 	}
 }
+
+// TestAgentDeployUnknownOutcome (issue 9, item 8): when shipctl does not see how shipd's
+// deploy ended (shipd does not answer again in time, or the command is cancelled while
+// shipd carries it on), the host's result is "unknown", never a failure or a restore it
+// did not see, and the error says where to look.
+func TestAgentDeployUnknownOutcome(t *testing.T) {
+	for _, cancelled := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cancelled=%v", cancelled), func(t *testing.T) {
+			f, sh := agentFixture(t, "agent.yml")
+			h := f.hosts[0]
+			sh.deploy = deployed(h)
+			if _, err := Run(context.Background(), f.agentOptions(f.release(shaA), sh)); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			sh.deploy = func(req agentapi.DeployRequest, fn func(agentapi.Event)) (*agentapi.Result, error) {
+				fn(agentapi.Event{Step: agentapi.StepHealth, Service: "web", Msg: "checking"})
+				if cancelled {
+					cancel()
+					return nil, context.Canceled
+				}
+				return nil, fmt.Errorf("%w: unexpected EOF", agentapi.ErrNoResult)
+			}
+			sh.mu.Lock()
+			sh.statuses = 0
+			sh.status = func(n int) (*agentapi.Status, error) {
+				if n == 1 {
+					return &agentapi.Status{Apps: []agentapi.App{{App: "shop", Release: shaA, LastResult: agentapi.ResultDeployed}}}, nil
+				}
+				return nil, errors.New("connect: no such file or directory")
+			}
+			sh.mu.Unlock()
+			o := f.agentOptions(f.release(shaB), sh)
+			o.AgentWait = 300 * time.Millisecond
+			sum, err := Run(ctx, o)
+			if !errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrRestoreFailed) || errors.Is(err, ErrDeployFailed) {
+				t.Fatalf("deploy: %v, want only ErrOutcomeUnknown\n%s", err, f.eventText())
+			}
+			if cancelled != errors.Is(err, context.Canceled) {
+				t.Errorf("cancelled %v, error %v", cancelled, err)
+			}
+			if hr := sum.Hosts[0]; hr.Result != ResultUnknown || hr.Current != shaA {
+				t.Errorf("host result %+v", hr)
+			}
+			text := f.eventText() + err.Error()
+			for _, want := range []string{"unknown, still running on the host", "`shipctl agent status " + f.env.Name + "`"} {
+				if !strings.Contains(text, want) {
+					t.Errorf("events lack %q:\n%s", want, text)
+				}
+			}
+			for _, bad := range []string{"previous release kept", "restore failed"} {
+				if strings.Contains(text, bad) {
+					t.Errorf("events say %q:\n%s", bad, text)
+				}
+			}
+			if h.exists(root + "/.lock") {
+				t.Error("the lock is left")
+			}
+		})
+	}
+}

@@ -23,6 +23,10 @@ var (
 	// ErrRestoreFailed: the deploy failed on a host, and so did putting its previous
 	// release back.
 	ErrRestoreFailed = errors.New("deploy failed and the previous release could not be restored")
+	// ErrOutcomeUnknown: shipctl did not see how a deploy or rollback through shipd
+	// ended on a host (cancelled while shipd carries it on, or shipd did not answer
+	// again in time); `shipctl agent status ENV` shows it.
+	ErrOutcomeUnknown = errors.New("outcome unknown")
 	// ErrNotInRegistry: an image of the release is not in the registry (not pushed).
 	ErrNotInRegistry = errors.New("image not in the registry")
 )
@@ -98,6 +102,7 @@ const (
 	ResultRestoreFailed = event.ResultRestoreFailed // failed, and putting the previous release back failed too
 	ResultLocked        = event.ResultLocked        // another deploy holds the host's lock; nothing touched
 	ResultSkipped       = event.ResultSkipped       // not started: another host was locked, or the command was cancelled
+	ResultUnknown       = event.ResultUnknown       // shipd carries it on, or did not answer again: how it ended was not seen
 )
 
 // HostResult is how a command ended on one host.
@@ -235,6 +240,8 @@ func (s *Summary) err(ctx context.Context, what string) error {
 	rank := func(e error) int {
 		switch e {
 		case ErrRestoreFailed:
+			return 4
+		case ErrOutcomeUnknown:
 			return 3
 		case ErrDeployFailed:
 			return 2
@@ -255,12 +262,17 @@ func (s *Summary) err(ctx context.Context, what string) error {
 			sentinel = ErrDeployFailed
 		case ResultLocked:
 			sentinel = ErrLocked
+		case ResultUnknown:
+			sentinel = ErrOutcomeUnknown
 		}
 		failed++
 		if sentinel != nil && rank(sentinel) > rank(worst) {
 			worst = sentinel
 		}
 		line := fmt.Sprintf("%s: %s, on %s", h.Host, h.Result, release.Name(h.Current))
+		if h.Result == ResultUnknown {
+			line = fmt.Sprintf("%s: unknown, still running on the host (it was on %s)", h.Host, release.Name(h.Current))
+		}
 		if h.Err != nil {
 			line += ": " + h.Err.Error()
 		}
@@ -272,7 +284,11 @@ func (s *Summary) err(ctx context.Context, what string) error {
 	if worst == nil {
 		worst = ErrDeployFailed
 	}
-	err := fmt.Errorf("%w: %s failed on %d of %d host(s):\n  %s", worst, what, failed, len(s.Hosts), strings.Join(lines, "\n  "))
+	verb := "failed"
+	if worst == ErrOutcomeUnknown {
+		verb = "was not seen to end"
+	}
+	err := fmt.Errorf("%w: %s %s on %d of %d host(s):\n  %s", worst, what, verb, failed, len(s.Hosts), strings.Join(lines, "\n  "))
 	if ctx.Err() != nil {
 		return errors.Join(ctx.Err(), err)
 	}

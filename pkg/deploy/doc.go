@@ -161,10 +161,12 @@
 // minutes by default; systemd restarts it at once) and the deploy, or the restore shipd
 // runs after a restart, is over; shipd's record of it decides the result. A deploy cut
 // by a restart of shipd did not happen: shipd puts the release that was current back,
-// so that is "failed" (exit 4). When shipd does not answer in time the outcome is
-// unknown: "restore-failed" (5), and the error says to look with `shipctl agent status`.
-// Ctrl-C cannot stop a deploy shipd has started: shipctl says so, releases its lock and
-// exits 130 while shipd carries on.
+// so that is "failed" (exit 4). What shipctl did not see it never reports as a failure
+// or a success: when shipd does not answer in time, the host's result is "unknown"
+// (ErrOutcomeUnknown, exit 5: check the host), and the error names `shipctl agent
+// status ENV` and `shipctl history ENV`. Ctrl-C cannot stop a deploy shipd has started:
+// shipctl says so, reports the host "unknown, still running on the host" with those
+// commands, releases its lock and exits 130 while shipd carries on.
 //
 // Rollback goes through shipd the same way (agentapi's rollback, blue-green). Status
 // adds shipd's routes of the app; AgentStatus is shipd's whole status, per host.

@@ -49,6 +49,9 @@ const (
 	ResultRestoreFailed Result = "restore-failed" // failed, and putting the previous release back failed too
 	ResultLocked        Result = "locked"         // another deploy holds the host's lock; nothing touched
 	ResultSkipped       Result = "skipped"        // not started: another host was locked, or the command was cancelled
+	// ResultUnknown: shipctl did not see how it ended (cancelled while shipd carries the
+	// deploy on, or shipd did not answer again in time); the host knows.
+	ResultUnknown Result = "unknown"
 	// ResultOK is audit.log's result of what is not a deploy: lock, unlock.
 	ResultOK Result = "ok"
 )

@@ -199,6 +199,17 @@ func (s *SSHServer) RotateHostKey(t testing.TB) {
 	}
 }
 
+// Restart stops sshd and starts it again on the same port with the same host key, as
+// `systemctl restart ssh` does: sessions already open keep their own processes; a
+// connection attempted meanwhile is refused.
+func (s *SSHServer) Restart(t testing.TB) {
+	t.Helper()
+	s.stop()
+	if err := s.start(t, filepath.Join(s.dir, fmt.Sprintf("ssh_host_ed25519_key.%d", s.keyN))); err != nil {
+		t.Fatalf("%v (sshd's log is shown when the test ends)", err)
+	}
+}
+
 // Authorize lets key log in as User too, as with another line in authorized_keys: for
 // one client key that reaches several servers.
 func (s *SSHServer) Authorize(t testing.TB, key ssh.PublicKey) {
