@@ -523,7 +523,7 @@ func TestShipDeploys(t *testing.T) {
 		t.Errorf("web after ship = %+v", web)
 	}
 	// The shell completion of rollback's SHA offers the releases the host keeps.
-	if c := s.run("__complete", "rollback", "e2e", ""); c.code != 0 || !strings.HasPrefix(c.stdout, short(sha)+"\t") {
+	if c := s.run("__complete", "rollback", "e2e", ""); c.code != 0 || !strings.HasPrefix(c.stdout, short(sha)+"-") {
 		t.Errorf("completion of rollback e2e: %s", c)
 	}
 }
@@ -634,8 +634,8 @@ func TestDeployPreDeployJob(t *testing.T) {
 		t.Errorf("the job's output %q is not shown before its end:\n%s", out, r)
 	}
 	// Its container is gone; logs shows its last run from release.json.
-	if l := s.run("logs", "e2e", "migrate"); l.code != 0 || !strings.Contains(l.stdout, "last run of pre-deploy job migrate: release "+short(shaA)+", exit code 0") ||
-		!strings.Contains(l.stdout, "migrate | ok   http://web:8080/up") {
+	if l := s.run("logs", "e2e", "migrate"); l.code != 0 || !strings.Contains(l.stdout, "last run of pre-deploy job migrate: release "+short(shaA)+"-") ||
+		!strings.Contains(l.stdout, ", exit code 0") || !strings.Contains(l.stdout, "migrate | ok   http://web:8080/up") {
 		t.Errorf("shipctl logs e2e migrate does not show the job's last run:\n%s", l)
 	}
 	cs := s.containers()
@@ -675,7 +675,7 @@ func TestDeployLocking(t *testing.T) {
 	first.waitFor(t, `"msg":"locked `, 60*time.Second)
 
 	locked := s.run("deploy", "e2e", "--untested")
-	if locked.code != 6 || !strings.Contains(locked.stderr, "is locked by") || !strings.Contains(locked.stderr, "deploy of "+short(sha)+"-") {
+	if locked.code != 6 || !strings.Contains(locked.stderr, "is locked by") || !strings.Contains(locked.stderr, "deploy of "+short(sha)) {
 		t.Errorf("the second deploy: want exit 6 naming the holder\n%s", locked)
 	}
 	waiter := start(t, s.dir, s.env, "deploy", "e2e", "--untested", "--lock-wait", "2m")
