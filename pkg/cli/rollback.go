@@ -75,5 +75,5 @@ func runRollback(ctx context.Context, g *Globals, o *rollbackOptions) error {
 		Notify:   notifier(cfg),
 	})
 	renderSummary(p, "rollback", sum)
-	return err
+	return g.brief(err)
 }
