@@ -178,7 +178,7 @@ func rollbackPreflight(ctx context.Context, s *session, h *hostConn, want string
 	var observed []plan.Observed
 	for _, c := range cs {
 		if !c.OneOff {
-			observed = append(observed, plan.Observed{Service: c.Service, Image: c.Image, ConfigHash: c.ConfigHash, Running: c.State == "running"})
+			observed = append(observed, plan.Observed{Service: c.Service, Image: c.Image, ImageID: c.ImageID, ConfigHash: c.ConfigHash, Running: c.State == "running"})
 		}
 	}
 	// Jobs do not run on a rollback: the plan leaves them out.
