@@ -101,7 +101,10 @@ keys from ~/.ssh/known_hosts and the environment's known_hosts file.`,
 func runDeploy(ctx context.Context, g *Globals, o *deployOptions) (err error) {
 	p := newPrinter(g)
 	var sum *deploy.Summary
-	defer func() { renderDeployResult(g, p, sum, err) }()
+	defer func() {
+		renderDeployResult(g, p, sum, err)
+		err = g.brief(err)
+	}()
 	sum, err = deployRelease(ctx, g, p, o)
 	return err
 }
@@ -240,6 +243,9 @@ func renderDeployEvent(g *Globals, p *term.Printer, e deploy.Event) {
 	case e.Level == deploy.LevelWarn:
 		p.Warn(msg)
 	case e.Level == deploy.LevelError && e.Step != deploy.StepDone:
+		if e.Host != "" {
+			g.failures().add(e.Host)
+		}
 		p.Event(string(e.Step), nil, "--> FAILED "+msg)
 	case e.Host == "":
 		p.Event(string(e.Step), nil, "==> "+msg)

@@ -284,3 +284,60 @@ func TestShipCannotAskFailsFirst(t *testing.T) {
 		t.Errorf("something ran before the refusal: built %v, dialled %v, stdout %q", built, u.dests, out)
 	}
 }
+
+// TestEachErrorPrintedOnce: as text, a host's failure is printed once, as its FAILED
+// event; the last line names the host and points above, with the deploy's exit code.
+// A lock held by someone else, which no event shows as text, stays in the last line;
+// with --json the error is whole.
+func TestEachErrorPrintedOnce(t *testing.T) {
+	const hostErr = "wait: web is unhealthy: health check exited 1"
+	failed := deploy.HostResult{Host: "deploy@web1", Result: deploy.ResultFailed, Current: "aaaaaaa", Err: errors.New(hostErr)}
+	locked := deploy.HostResult{Host: "deploy@web2", Result: deploy.ResultLocked, Current: "aaaaaaa", Err: errors.New("deploy@web2 is locked by alice@desk")}
+	events := []deploy.Event{
+		{Host: "deploy@web1", Step: deploy.StepApply, Level: deploy.LevelError, Msg: hostErr},
+		{Host: "deploy@web1", Step: deploy.StepDone, Level: deploy.LevelError, Msg: "on aaaaaaa (deploy of bbbbbbb failed; previous release restored)"},
+		{Host: "deploy@web2", Step: deploy.StepLock, Level: deploy.LevelError, Msg: locked.Err.Error()},
+	}
+	for _, tc := range []struct {
+		name  string
+		json  bool
+		hosts []deploy.HostResult
+		want  string
+	}{
+		{name: "failed host", hosts: []deploy.HostResult{failed}, want: "error: deploy failed: deploy of bbbbbbb failed on 1 of 2 host(s): deploy@web1 (see above)\n"},
+		{name: "failed and locked", hosts: []deploy.HostResult{failed, locked},
+			want: "error: deploy failed: deploy of bbbbbbb failed on 2 of 2 host(s):\n  deploy@web1: failed, on aaaaaaa (see above)\n  deploy@web2: locked, on aaaaaaa: deploy@web2 is locked by alice@desk\n"},
+		{name: "json", json: true, hosts: []deploy.HostResult{failed}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			io, out, errOut := testIO("", false)
+			g := &Globals{Factory: NewFactory(io), JSON: tc.json}
+			p := newPrinter(g)
+			for _, e := range events {
+				renderDeployEvent(g, p, e)
+			}
+			he := &deploy.HostsError{Sentinel: deploy.ErrDeployFailed, What: "deploy of bbbbbbb", Total: 2, Hosts: tc.hosts}
+			err := g.brief(he)
+			if code := exitCode(err); code != ExitDeployFailed {
+				t.Errorf("exit %d, want %d", code, ExitDeployFailed)
+			}
+			if tc.json {
+				if err.Error() != he.Error() {
+					t.Errorf("--json error %q, want the whole %q", err, he)
+				}
+				return
+			}
+			last := "error: " + err.Error() + "\n"
+			if tc.want != "" && last != tc.want {
+				t.Errorf("last line:\n%s\nwant:\n%s", last, tc.want)
+			}
+			all := out.String() + errOut.String() + last
+			if n := strings.Count(all, hostErr); n != 1 {
+				t.Errorf("web1's error printed %d times, want once:\n%s", n, all)
+			}
+			if n := strings.Count(all, "is locked by alice@desk"); len(tc.hosts) == 2 && n != 1 {
+				t.Errorf("the lock printed %d times, want once:\n%s", n, all)
+			}
+		})
+	}
+}

@@ -36,9 +36,10 @@ prefix of one, the commit's sha included.
 The release's compose file and images are still on the hosts: nothing is pulled
 or uploaded, and pre-deploy jobs do not run. Each host applies the release,
 waits until it is healthy and switches current to it; a host that fails puts the
-release it was on back (exit 4, or 5 when that fails too). Where the environment
-says confirm: true, the plan is shown and a y/N answered first (--yes for CI);
-there is no grace period.`,
+release it was on back (exit 4, or 5 when that fails too). The hosts are reached
+and locked first (a host locked by someone else: exit 6, nothing asked); then,
+where the environment says confirm: true, the plan is shown and a y/N answered
+(--yes for CI); there is no grace period.`,
 		Example: `  shipctl rollback prod
   shipctl rollback prod 1a2b3c4 --yes`,
 		Args: cobra.RangeArgs(1, 2),
@@ -74,5 +75,5 @@ func runRollback(ctx context.Context, g *Globals, o *rollbackOptions) error {
 		Notify:   notifier(cfg),
 	})
 	renderSummary(p, "rollback", sum)
-	return err
+	return g.brief(err)
 }

@@ -33,6 +33,8 @@ type Globals struct {
 	JSON       bool
 	Yes        bool
 	Debug      bool
+	// shown are the hosts whose failure a FAILED event printed (text output).
+	shown *shownFailures
 }
 
 // Logger returns the debug logger: stderr with --debug, silent otherwise.

@@ -232,69 +232,6 @@ func checkRegistry(ctx context.Context, reg Registry, refs []string, em *emitter
 	return nil
 }
 
-// err is the command's error from its hosts' results: nil when every host is
-// deployed, else one that matches the worst sentinel and names each host.
-func (s *Summary) err(ctx context.Context, what string) error {
-	var lines []string
-	worst := error(nil)
-	rank := func(e error) int {
-		switch e {
-		case ErrRestoreFailed:
-			return 4
-		case ErrOutcomeUnknown:
-			return 3
-		case ErrDeployFailed:
-			return 2
-		case ErrLocked:
-			return 1
-		}
-		return 0
-	}
-	failed := 0
-	for _, h := range s.Hosts {
-		var sentinel error
-		switch h.Result {
-		case ResultDeployed:
-			continue
-		case ResultRestoreFailed:
-			sentinel = ErrRestoreFailed
-		case ResultFailed:
-			sentinel = ErrDeployFailed
-		case ResultLocked:
-			sentinel = ErrLocked
-		case ResultUnknown:
-			sentinel = ErrOutcomeUnknown
-		}
-		failed++
-		if sentinel != nil && rank(sentinel) > rank(worst) {
-			worst = sentinel
-		}
-		line := fmt.Sprintf("%s: %s, on %s", h.Host, h.Result, release.Name(h.Current))
-		if h.Result == ResultUnknown {
-			line = fmt.Sprintf("%s: unknown, still running on the host (it was on %s)", h.Host, release.Name(h.Current))
-		}
-		if h.Err != nil {
-			line += ": " + h.Err.Error()
-		}
-		lines = append(lines, line)
-	}
-	if failed == 0 {
-		return nil
-	}
-	if worst == nil {
-		worst = ErrDeployFailed
-	}
-	verb := "failed"
-	if worst == ErrOutcomeUnknown {
-		verb = "was not seen to end"
-	}
-	err := fmt.Errorf("%w: %s %s on %d of %d host(s):\n  %s", worst, what, verb, failed, len(s.Hosts), strings.Join(lines, "\n  "))
-	if ctx.Err() != nil {
-		return errors.Join(ctx.Err(), err)
-	}
-	return err
-}
-
 // JobError says that a pre-deploy job failed, with its last log lines.
 type JobError = engine.JobError
 

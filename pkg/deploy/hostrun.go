@@ -95,7 +95,8 @@ func (t *hostTask) finish(ctx context.Context, out Outcome) HostResult {
 			msg = "the host may run a part of the new release, and " + msg
 		}
 		res.Err = fmt.Errorf("%w; the host cannot be reached again (%w): %s", res.Err, t.scrub.Error(out.Unreachable), msg)
-		t.em.emit(Event{Host: t.h.name, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("unreachable (%s failed; %s was current)", t.what(), release.Name(t.prev))})
+		// The advice is in the event too: shipctl's last line points at the events above.
+		t.em.emit(Event{Host: t.h.name, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("unreachable (%s failed; %s was current): %s", t.what(), release.Name(t.prev), msg)})
 		return res
 	}
 	// The unlock and prune at once: their requests go out together (prune ran after

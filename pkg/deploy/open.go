@@ -29,6 +29,8 @@ type OpenOptions struct {
 	// LockWait is how long to wait for a lock held by someone else; 0 fails at once.
 	// LockPoll is how often to try it again; 0 is DefaultLockPoll.
 	LockWait, LockPoll time.Duration
+	// command names the command in the lock's holder: "deploy" when "".
+	command string
 }
 
 // Conn is an environment's hosts, connected, checked and locked for one deploy, from
@@ -77,7 +79,11 @@ func openConn(ctx context.Context, o OpenOptions, em *emitter, agent bool) (*Con
 	if err != nil {
 		return nil, nil, fmt.Errorf("preflight: %w", err)
 	}
-	c := &Conn{s: s, me: o.holder("deploy", o.SHA), fresh: make([]bool, len(s.hosts))}
+	command := o.command
+	if command == "" {
+		command = "deploy"
+	}
+	c := &Conn{s: s, me: o.holder(command, o.SHA), fresh: make([]bool, len(s.hosts))}
 	results := make([]HostResult, len(s.hosts))
 	errs := make([]error, len(s.hosts))
 	var g errgroup.Group

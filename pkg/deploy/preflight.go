@@ -27,10 +27,11 @@ func (s *session) preflight(ctx context.Context, rel *Release, o Options) (Previ
 		}
 		hashes[name] = h
 	}
+	ids := builtImageIDs(ctx, o.Registry, rel)
 	preview := Preview{App: o.App, Env: o.Env.Name, SHA: rel.release(), Subject: rel.Subject, Hosts: make([]HostPreview, len(s.hosts))}
 	errs := make([]error, len(s.hosts))
 	s.each(ctx, 0, func(ctx context.Context, i int, h *hostConn) {
-		hp, err := hostPreflight(ctx, s, h, p, hashes)
+		hp, err := hostPreflight(ctx, s, h, p, hashes, ids)
 		if err != nil {
 			errs[i] = fmt.Errorf("%s: %w", h.name, err)
 			return
@@ -49,7 +50,7 @@ func (s *session) preflight(ctx context.Context, rel *Release, o Options) (Previ
 // hostPreflight asks the host everything at once (current, the engine's version, the
 // check of the release, the app's containers, shipd's status): over SSH the requests
 // are in flight together, a round trip for all rather than one each.
-func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Project, hashes map[string]string) (HostPreview, error) {
+func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Project, hashes map[string]string, ids map[string][]string) (HostPreview, error) {
 	var (
 		current, version string
 		cs               []engine.Container
@@ -93,7 +94,7 @@ func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Proj
 	var observed []plan.Observed
 	for _, c := range cs {
 		if !c.OneOff {
-			observed = append(observed, plan.Observed{Service: c.Service, Image: c.Image, ConfigHash: c.ConfigHash, Running: c.State == "running"})
+			observed = append(observed, plan.Observed{Service: c.Service, Image: c.Image, ImageID: c.ImageID, ConfigHash: c.ConfigHash, Running: c.State == "running"})
 		}
 	}
 	on := "no release yet"
@@ -107,7 +108,37 @@ func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Proj
 		on += fmt.Sprintf("; shipd %s, up %s", agentVersion(st), st.Uptime.Std())
 	}
 	s.em.info(h.name, StepPreflight, fmt.Sprintf("ready: SFTP, Docker engine %s; %s", version, on))
-	return HostPreview{Host: h.name, Current: current, Plan: plan.Diff(h.name, p, hashes, observed)}, nil
+	return HostPreview{Host: h.name, Current: current, Plan: plan.DiffImages(h.name, p, hashes, ids, observed)}, nil
+}
+
+// ImageIDs, when the Registry has it too, gives the IDs an image of the registry
+// has on an engine once pulled (image.Registries.ImageIDs).
+type ImageIDs interface {
+	ImageIDs(ctx context.Context, ref string) ([]string, error)
+}
+
+// builtImageIDs asks the registry, when it can tell, the image IDs of the images ship
+// built, by service: the plan then says which services keep running because their new
+// tag is the image they run. What cannot be asked stays unknown (the plan says the
+// engine decides once it has pulled).
+func builtImageIDs(ctx context.Context, reg Registry, rel *Release) map[string][]string {
+	lookup, ok := reg.(ImageIDs)
+	if !ok || len(rel.Built) == 0 {
+		return nil
+	}
+	byRef := map[string][]string{}
+	for _, ref := range rel.Built {
+		if ids, err := lookup.ImageIDs(ctx, ref); err == nil {
+			byRef[ref] = ids
+		}
+	}
+	out := map[string][]string{}
+	for name, svc := range rel.Project.Services {
+		if ids := byRef[svc.Image]; len(ids) > 0 {
+			out[name] = ids
+		}
+	}
+	return out
 }
 
 // lockAll takes the lock on every host, one after the other in the order of

@@ -3,8 +3,11 @@ package deploy
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/moby/moby/client"
 
 	"github.com/shipdeploy/ship/pkg/image"
 	"github.com/shipdeploy/ship/test/testenv"
@@ -25,6 +28,21 @@ func TestRegistryCheck(t *testing.T) {
 	}
 	if ok, err := rc.HasManifest(ctx, reg.Addr+"/deploytest/base:nope"); ok || err != nil {
 		t.Errorf("HasManifest of a missing tag = %v, %v", ok, err)
+	}
+	// The IDs the registry gives for the image include the engine's own image ID: the
+	// plan's "unchanged: same image" compares them with what a container runs.
+	// (pulled as a host would: BaseImage left no copy on the engine)
+	if err := testenv.PullImage(ctx, cli, ref, reg.RegistryAuth()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = cli.ImageRemove(context.Background(), ref, client.ImageRemoveOptions{}) })
+	if local, err := cli.ImageInspect(ctx, ref); err != nil {
+		t.Errorf("inspect %s: %v", ref, err)
+	} else if ids, err := rc.ImageIDs(ctx, ref); err != nil || !slices.Contains(ids, local.ID) {
+		t.Errorf("ImageIDs(%s) = %v, %v; want it to hold the engine's ID %s", ref, ids, err, local.ID)
+	}
+	if ids, err := rc.ImageIDs(ctx, reg.Addr+"/deploytest/base:nope"); len(ids) != 0 || err != nil {
+		t.Errorf("ImageIDs of a missing tag = %v, %v", ids, err)
 	}
 	anon := &image.Registries{Keychain: image.NewKeychain(nil)}
 	if _, err := anon.HasManifest(ctx, ref); !errors.Is(err, image.ErrRegistryAuth) || !strings.Contains(err.Error(), "user name and password") {

@@ -51,12 +51,25 @@ func Rollback(ctx context.Context, o RollbackOptions) (*Summary, error) {
 		parallel = o.Env.Parallel
 	}
 	sum := &Summary{App: o.App, Env: o.Env.Name}
-	em.info("", StepPreflight, fmt.Sprintf("connecting to %d host(s)", len(o.Env.Hosts)))
-	s, err := open(ctx, o.Target, em)
-	if err != nil {
-		return sum, fmt.Errorf("preflight: %w", err)
+	n := newNotifications(o.Notify, em, o.Redactor)
+	defer n.Wait()
+	notify := func(err error) {
+		m := endNotification(notify.Rollback, Options{Target: o.Target}, sum, err)
+		n.Post(ctx, m)
 	}
-	defer s.close()
+	// The hosts are reached and locked before the release is chosen and before the
+	// question: a host locked by someone else fails the rollback without asking, and
+	// the release read is the one current under the lock.
+	c, results, err := openConn(ctx, OpenOptions{Target: o.Target, LockWait: o.LockWait, LockPoll: o.LockPoll, command: "rollback"}, em, false)
+	if err != nil {
+		if results != nil {
+			sum.Hosts = results
+			notify(err)
+		}
+		return sum, err
+	}
+	defer c.Close()
+	s := c.s
 
 	preview, shas, targets, err := s.rollbackPreflight(ctx, o)
 	if err != nil {
@@ -66,20 +79,12 @@ func Rollback(ctx context.Context, o RollbackOptions) (*Summary, error) {
 	if err := s.begin(ctx, o.Confirm, preview); err != nil {
 		return sum, err
 	}
-
-	me := o.holder("rollback", preview.SHA)
-	sum.Hosts = skipped(s, preview)
-	n := newNotifications(o.Notify, em, o.Redactor)
-	defer n.Wait()
-	notify := func(err error) {
-		m := endNotification(notify.Rollback, Options{Target: o.Target}, sum, err)
-		n.Post(ctx, m)
-	}
-	if err := s.lockAll(ctx, me, o.LockWait, o.LockPoll, o.lockRefresh(), sum.Hosts); err != nil {
-		err = o.Redactor.Error(err)
-		notify(err)
+	if err := c.start(); err != nil {
 		return sum, err
 	}
+
+	me := c.me
+	sum.Hosts = skipped(s, preview)
 	s.each(ctx, parallel, func(ctx context.Context, i int, h *hostConn) {
 		r := &rollbackRun{o: &o, project: targets[i], hostTask: hostTask{
 			s: s, em: em, h: h, scrub: o.Redactor, me: me, kind: KindRollback, sha: shas[i], prev: preview.Hosts[i].Current,
@@ -173,7 +178,7 @@ func rollbackPreflight(ctx context.Context, s *session, h *hostConn, want string
 	var observed []plan.Observed
 	for _, c := range cs {
 		if !c.OneOff {
-			observed = append(observed, plan.Observed{Service: c.Service, Image: c.Image, ConfigHash: c.ConfigHash, Running: c.State == "running"})
+			observed = append(observed, plan.Observed{Service: c.Service, Image: c.Image, ImageID: c.ImageID, ConfigHash: c.ConfigHash, Running: c.State == "running"})
 		}
 	}
 	// Jobs do not run on a rollback: the plan leaves them out.

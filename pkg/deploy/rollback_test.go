@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
 
@@ -59,6 +60,50 @@ func TestRollback(t *testing.T) {
 	}
 	if h.exists(root + "/.lock") {
 		t.Error("the lock was kept")
+	}
+}
+
+// TestRollbackLockedNeverAsks: a rollback takes the locks before its question: a host
+// locked by someone else fails it with ErrLocked without asking and with nothing
+// changed; while the question is asked, the lock is the rollback's.
+func TestRollbackLockedNeverAsks(t *testing.T) {
+	f := newFixture(t, "docker-compose.yml", "deploy@web1", "deploy@web2")
+	f.mustDeploy(f.release(shaA))
+	f.mustDeploy(f.release(shaB))
+	lockHost(t, f.hosts[1], Holder{Who: "alice@desk", Machine: "desk", PID: 4242, Command: "lock", Time: time.Now()})
+	asked := false
+	o := RollbackOptions{Target: f.target(), Confirm: func(context.Context, Preview) error { asked = true; return nil }}
+	sum, err := Rollback(context.Background(), o)
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "deploy@web2 is locked by alice@desk") {
+		t.Fatalf("err = %v", err)
+	}
+	if asked {
+		t.Error("the question was asked although a host is locked")
+	}
+	if len(sum.Hosts) != 2 || sum.Hosts[1].Result != ResultLocked || sum.Hosts[0].Result != ResultSkipped {
+		t.Errorf("results = %+v", sum.Hosts)
+	}
+	for _, h := range f.hosts {
+		if got := h.link(root + "/current"); got != "releases/"+shaB {
+			t.Errorf("%s: current -> %s, want %s untouched", h.name, got, release.Short(shaB))
+		}
+	}
+	if f.hosts[0].exists(root + "/.lock") {
+		t.Error("the lock taken on web1 was kept")
+	}
+
+	// Unlocked: while asked, the lock is this rollback's.
+	unlockHost(f.hosts[1])
+	var holder string
+	o.Confirm = func(context.Context, Preview) error {
+		holder, _ = f.hosts[0].file(root + "/.lock/holder.json")
+		return nil
+	}
+	if _, err := Rollback(context.Background(), o); err != nil {
+		t.Fatalf("rollback: %v\n%s", err, f.eventText())
+	}
+	if !strings.Contains(holder, `"command": "rollback"`) || !strings.Contains(holder, `"who": "tester@laptop"`) {
+		t.Errorf("holder.json while asked = %q, want this rollback's", holder)
 	}
 }
 
@@ -178,4 +223,15 @@ func TestLockAndUnlock(t *testing.T) {
 			t.Errorf("unlock --force: %v, %v", removed, err)
 		}
 	})
+}
+
+// unlockHost removes the lock lockHost put on h.
+func unlockHost(h *fakeHost) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for p := range h.nodes {
+		if p == root+"/.lock" || strings.HasPrefix(p, root+"/.lock/") {
+			delete(h.nodes, p)
+		}
+	}
 }

@@ -37,6 +37,7 @@ func (e *Engine) Containers(ctx context.Context, project string) ([]Container, e
 			Number:     containerNumber(c),
 			OneOff:     c.Labels[labelOneOff] == "True",
 			Image:      c.Image,
+			ImageID:    c.ImageID,
 			State:      string(c.State),
 			ConfigHash: c.Labels[labelConfigHash],
 			WorkingDir: c.Labels[labelWorkingDir],

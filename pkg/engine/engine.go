@@ -129,6 +129,8 @@ type Container struct {
 	OneOff            bool
 	// Image is the image reference the container was created from.
 	Image string
+	// ImageID is the ID of the image it runs.
+	ImageID string
 	// State is created, running, paused, restarting, removing, exited or dead.
 	State string
 	// Health is starting, healthy or unhealthy; "" without a health check.

@@ -30,6 +30,8 @@ type Observed struct {
 	Image      string
 	ConfigHash string
 	Running    bool
+	// ImageID is the ID of the image the container runs ("" unknown).
+	ImageID string
 }
 
 // Step is the action for one service.
@@ -63,6 +65,15 @@ func (p Plan) Changes() bool {
 // Diff plans the release p, whose services have the config hashes in wanted (as the
 // engine computes them), against what the host runs.
 func Diff(host string, p *compose.Project, wanted map[string]string, observed []Observed) Plan {
+	return DiffImages(host, p, wanted, nil, observed)
+}
+
+// DiffImages is Diff knowing, per service, the IDs the release's image will have on
+// the host (ids: the image's config digest, and its manifest digest for an engine
+// that names images by it; none: not known). A service whose new image reference is
+// only a new tag of the very image it runs, nothing else changed, is Unchanged
+// ("same image"): the engine leaves it running.
+func DiffImages(host string, p *compose.Project, wanted map[string]string, ids map[string][]string, observed []Observed) Plan {
 	plan := Plan{Host: host}
 	running := map[string]Observed{}
 	for _, o := range observed {
@@ -82,6 +93,10 @@ func Diff(host string, p *compose.Project, wanted map[string]string, observed []
 		switch {
 		case !ok:
 			step.Action, step.Why = Create, "new service"
+		case o.ConfigHash != wanted[name] && o.Image != svc.Image && onlyTag(svc, o) && o.Running && sameImage(ids[name], o.ImageID):
+			step.Action, step.Why = Unchanged, SameImage
+		case o.ConfigHash != wanted[name] && o.Image != svc.Image && onlyTag(svc, o) && len(ids[name]) > 0 && o.ImageID != "":
+			step.Action, step.Why = Recreate, "new image"
 		case o.ConfigHash != wanted[name] && o.Image != svc.Image && onlyTag(svc, o):
 			// Whether the new tag is the same image is known once it is pulled.
 			step.Action, step.Why = Recreate, "new image tag; left running if it is the same image"
@@ -107,6 +122,23 @@ func Diff(host string, p *compose.Project, wanted map[string]string, observed []
 		plan.Steps = append(plan.Steps, Step{Service: name, Action: Remove, From: running[name].Image, Why: "not in the release"})
 	}
 	return plan
+}
+
+// SameImage is the Why of a service left running because its new image tag names
+// the image it runs.
+const SameImage = "same image"
+
+// sameImage reports whether the running image id is one of ids.
+func sameImage(ids []string, id string) bool {
+	if id == "" {
+		return false
+	}
+	for _, want := range ids {
+		if want == id {
+			return true
+		}
+	}
+	return false
 }
 
 // onlyTag reports whether the running container differs from svc only by its image
@@ -141,9 +173,15 @@ func (p Plan) Format() string {
 			detail = s.From
 		case Unchanged:
 			detail = s.To
+			if s.Why == SameImage {
+				detail = s.From // it keeps running what it runs
+			}
 		}
 		line := fmt.Sprintf("  %-9s %-*s  %s", s.Action, width, s.Service, detail)
-		if s.Why != "" && s.Action != Unchanged {
+		switch {
+		case s.Why == SameImage:
+			line += fmt.Sprintf("  (unchanged: same image as %s; left running)", s.To)
+		case s.Why != "" && s.Action != Unchanged:
 			line += "  (" + s.Why + ")"
 		}
 		b.WriteString(strings.TrimRight(line, " ") + "\n")

@@ -141,3 +141,44 @@ func TestOnlyTheTagChanged(t *testing.T) {
 		}
 	}
 }
+
+// When the new tag's image ID is known and is the image the container runs, the plan
+// says the service is left running ("unchanged: same image"); another ID is a new
+// image; unknown, the engine decides once it has pulled.
+func TestSameImageUnchanged(t *testing.T) {
+	p := load(t)
+	web := p.Services["web"]
+	old := web
+	old.Image = "reg:5000/fml/web:aaaaaaaaaaaa"
+	oldHash, err := engine.ConfigHash(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newHash, _ := engine.ConfigHash(web)
+	running := []Observed{{Service: "web", Image: old.Image, ConfigHash: oldHash, Running: true, ImageID: "sha256:1111"}}
+	for _, tc := range []struct {
+		name   string
+		ids    []string
+		action Action
+		line   string
+	}{
+		{"same image", []string{"sha256:1111", "sha256:manifest"}, Unchanged,
+			"  unchanged web      reg:5000/fml/web:aaaaaaaaaaaa  (unchanged: same image as reg:5000/fml/web:bbbbbbbbbbbb; left running)\n"},
+		{"other image", []string{"sha256:2222"}, Recreate,
+			"  recreate  web      reg:5000/fml/web:aaaaaaaaaaaa -> reg:5000/fml/web:bbbbbbbbbbbb  (new image)\n"},
+		{"unknown", nil, Recreate,
+			"  recreate  web      reg:5000/fml/web:aaaaaaaaaaaa -> reg:5000/fml/web:bbbbbbbbbbbb  (new image tag; left running if it is the same image)\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pl := DiffImages("deploy@web1", p, map[string]string{"web": newHash}, map[string][]string{"web": tc.ids}, running)
+			for _, s := range pl.Steps {
+				if s.Service == "web" && s.Action != tc.action {
+					t.Errorf("web: %s (%s), want %s", s.Action, s.Why, tc.action)
+				}
+			}
+			if text := pl.Format(); !strings.Contains(text, tc.line) {
+				t.Errorf("plan:\n%s\nwant the line:\n%s", text, tc.line)
+			}
+		})
+	}
+}

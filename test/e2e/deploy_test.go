@@ -601,6 +601,22 @@ func TestDeployFailingHealthRestores(t *testing.T) {
 	if !strings.Contains(string(data), `"result": "failed"`) {
 		t.Errorf("release.json of the failed release: %s", data)
 	}
+
+	// As text, the host's error is printed once (its FAILED line); the last line names
+	// the host and points above.
+	shaC := s.editCompose("unhealthy again", func(c string) string { return strings.Replace(c, "retries: 2", "retries: 1", 1) })
+	s.push(shaC)
+	r = s.deploy(4, "--untested")
+	a = s.audit()
+	if len(a) != 3 || a[2].Error == "" {
+		t.Fatalf("audit.log = %+v", a)
+	}
+	if n := strings.Count(r.stdout+r.stderr, a[2].Error); n != 1 {
+		t.Errorf("the host's error %q is printed %d times, want once:\n%s", a[2].Error, n, r)
+	}
+	if want := "error: deploy failed: deploy of " + s.short(shaC) + " failed on 1 of 1 host(s): " + s.dest + " (see above)"; !strings.Contains(r.stderr, want) {
+		t.Errorf("the last line is not %q:\n%s", want, r)
+	}
 }
 
 // TestDeployPreDeployJob: a pre-deploy job runs to completion with the new image
