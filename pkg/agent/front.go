@@ -81,13 +81,27 @@ func portOf(addr string) int {
 	return n
 }
 
-// shipSpec is the route of a service of a release whose folder is dir. shipd serves one
-// route per service (checkRelease refuses more).
-func shipSpec(ship compose.Ship, dir string) routeSpec {
-	r := compose.Route{Port: ship.Port, Listen: ship.Listen, Host: ship.Host, Path: ship.Path, TLS: ship.TLS}
+// shipRoutes are the routes of a service: x-ship's top-level one first, then the
+// entries of x-ship.routes.
+func shipRoutes(ship compose.Ship) []compose.Route {
 	if len(ship.Routes) > 0 {
-		r = ship.Routes[0]
+		return ship.Routes
 	}
+	return []compose.Route{{Port: ship.Port, Listen: ship.Listen, Host: ship.Host, Path: ship.Path, TLS: ship.TLS}}
+}
+
+// shipSpecs are the routes of a service of a release whose folder is dir, in the order
+// of shipRoutes.
+func shipSpecs(ship compose.Ship, dir string) []routeSpec {
+	var out []routeSpec
+	for _, r := range shipRoutes(ship) {
+		out = append(out, routeSpecOf(r, dir))
+	}
+	return out
+}
+
+// routeSpecOf is one route of a release whose folder is dir.
+func routeSpecOf(r compose.Route, dir string) routeSpec {
 	s := routeSpec{Listen: r.Listen, ListenTLS: r.ListenTLS, Hosts: r.Host, Paths: r.Path, TLS: r.TLS.On()}
 	if r.TLS.Cert != "" {
 		s.Cert, s.Key = inDir(dir, r.TLS.Cert), inDir(dir, r.TLS.Key)
@@ -233,7 +247,7 @@ func (a *agent) tlsHost(host string) bool {
 // bindFront binds a route on its doors, replacing the binding of the service's
 // previous route there.
 func (a *agent) bindFront(lr *liveRoute) error {
-	key := routeKey(lr.app, lr.service)
+	key := lr.key()
 	// Under doorMu: a door left without bindings is closed under it too.
 	a.doorMu.Lock()
 	defer a.doorMu.Unlock()
@@ -252,7 +266,7 @@ func (a *agent) bindFront(lr *liveRoute) error {
 // unbindFront removes a route from the doors the service's current route does not
 // use (that one's binding replaced it on the others), then drains it.
 func (a *agent) unbindFront(ctx context.Context, lr *liveRoute, cur *liveRoute) {
-	key := routeKey(lr.app, lr.service)
+	key := lr.key()
 	keep := map[string]bool{}
 	if cur != nil && cur != lr && cur.spec.front() {
 		for _, d := range cur.spec.doors() {
@@ -298,9 +312,9 @@ func (a *agent) closeIdleDoors(ctx context.Context, spec routeSpec) {
 // frontConflicts lists why service's route cannot be served: another app's claim of
 // one of its hosts and paths, an address another app serves with a listener of its own
 // or over the other scheme.
-func (a *agent) frontConflicts(app, service string, spec routeSpec) []string {
+func (a *agent) frontConflicts(app, service string, idx int, spec routeSpec) []string {
 	var problems []string
-	key := routeKey(app, service)
+	key := routeKeyAt(app, service, idx)
 	if !spec.front() {
 		for _, dr := range a.allDoors() {
 			if overlaps(dr.addr, spec.Listen) {

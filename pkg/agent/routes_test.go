@@ -1,0 +1,138 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shipdeploy/ship/pkg/agentapi"
+	"github.com/shipdeploy/ship/test/loadgen"
+)
+
+// TestSeveralRoutes runs shipd (the binary) with one service on two routes: the app on
+// host a.test (container port 8080) on a shared plain listener, and its admin port
+// (9090) on a listener of its own. Both answer each version; a swap under load on both
+// loses no request on either; a version whose admin port does not answer is refused
+// and leaves both routes on the old container; a restart serves both from the state.
+func TestSeveralRoutes(t *testing.T) {
+	front, admin := freeAddr(t), freeAddr(t)
+	d := newDaemon(t)
+	d.start(false)
+	a := newApp(t)
+	xship := fmt.Sprintf("host: a.test, listen: %q, routes: [{port: 9090, listen: %q}]", front, admin)
+	adminEnv := `ADMIN_PORT: "9090"`
+
+	fc, ac := frontClient(front, nil), frontClient(admin, nil)
+	// both checks that each route answers version from the container port it names.
+	both := func(version string) {
+		t.Helper()
+		resp, body := get(t, fc, "http://a.test/version")
+		if resp.StatusCode != 200 || versionOf(t, body) != version || resp.Header.Get("X-App-Port") != "" {
+			t.Errorf("a.test: %s, X-App-Port %q, %q; want 200 from port 8080 with %s", resp.Status, resp.Header.Get("X-App-Port"), body, version)
+		}
+		resp, body = get(t, ac, "http://"+admin+"/version")
+		if resp.StatusCode != 200 || versionOf(t, body) != version || resp.Header.Get("X-App-Port") != "9090" {
+			t.Errorf("admin: %s, X-App-Port %q, %q; want 200 from port 9090 with %s", resp.Status, resp.Header.Get("X-App-Port"), body, version)
+		}
+	}
+
+	frontRelease(t, a, "v1", xship, adminEnv)
+	a.mustDeploy(d, "v1")
+	both("v1")
+
+	t.Run("status and state list each route", func(t *testing.T) {
+		var listens []string
+		for _, r := range d.status().Routes {
+			if r.App == a.name {
+				listens = append(listens, r.Service+" "+r.Listen+" "+strings.Join(r.Hosts, ","))
+			}
+		}
+		want := []string{"web " + front + " a.test", "web " + admin + " "}
+		if strings.Join(listens, "|") != strings.Join(want, "|") {
+			t.Errorf("status routes: %q, want %q", listens, want)
+		}
+		rs := d.stateFile().Apps[a.name].Routes["web"]
+		if rs == nil || rs.Port != 8080 || len(rs.More) != 1 || rs.More[0].Port != 9090 || rs.More[0].Listen != admin || rs.More[0].Container != rs.Container {
+			t.Errorf("state route: %+v", rs)
+		}
+	})
+
+	// loads sends requests to both routes for dur; the function it returns checks that
+	// every one was answered 2xx.
+	loads := func(dur time.Duration) func() {
+		run := func(url, host string) chan *loadgen.Report {
+			out := make(chan *loadgen.Report, 1)
+			go func() {
+				rep, err := loadgen.Run(context.Background(), loadgen.Config{
+					URL: url, Host: host, Rate: 100, Duration: dur, Conns: 4, Fresh: 0.3, Timeout: loadTimeout,
+				})
+				if err != nil {
+					t.Error(err)
+				}
+				out <- rep
+			}()
+			return out
+		}
+		app, adm := run("http://"+front+"/version", "a.test"), run("http://"+admin+"/version", "")
+		return func() {
+			t.Helper()
+			for what, ch := range map[string]chan *loadgen.Report{"a.test": app, "admin": adm} {
+				rep := <-ch
+				if rep == nil {
+					t.FailNow()
+				}
+				t.Logf("%s: %d requests, %d 2xx, %d failed %v", what, rep.Requests, rep.OK, rep.Failed(), rep.Errors)
+				noFailures(t, what, rep)
+			}
+		}
+	}
+
+	t.Run("swap under load on both routes", func(t *testing.T) {
+		wait := loads(6 * time.Second)
+		frontRelease(t, a, "v2", xship, adminEnv)
+		a.mustDeploy(d, "v2")
+		wait()
+		both("v2")
+	})
+
+	t.Run("an admin port that does not answer leaves both routes", func(t *testing.T) {
+		wait := loads(5 * time.Second)
+		frontRelease(t, a, "noadmin", xship) // no ADMIN_PORT: nothing listens on 9090
+		res, ev, err := a.deploy(d, a.request("noadmin", 3*time.Second))
+		wait()
+		if err == nil && res.Result == agentapi.ResultDeployed {
+			t.Fatalf("a version whose admin port does not answer was deployed:\n%s", ev)
+		}
+		if !strings.Contains(ev.String(), ":9090") {
+			t.Errorf("the failure does not name the admin port:\n%s", ev)
+		}
+		both("v2")
+	})
+
+	t.Run("restart serves both routes from the state", func(t *testing.T) {
+		wait := loads(4 * time.Second)
+		d.stop(syscall.SIGTERM)
+		d.start(true)
+		wait()
+		both("v2")
+	})
+
+	t.Run("a route removed from x-ship.routes stops serving", func(t *testing.T) {
+		frontRelease(t, a, "v3", fmt.Sprintf("host: a.test, listen: %q", front), adminEnv)
+		a.mustDeploy(d, "v3")
+		resp, body := get(t, fc, "http://a.test/version")
+		if resp.StatusCode != http.StatusOK || versionOf(t, body) != "v3" {
+			t.Errorf("a.test after v3: %s %q", resp.Status, body)
+		}
+		if _, err := ac.Get("http://" + admin + "/version"); err == nil {
+			t.Errorf("the admin listener still answers after its route was removed")
+		}
+		if rs := d.stateFile().Apps[a.name].Routes["web"]; rs == nil || len(rs.More) != 0 {
+			t.Errorf("state route after v3: %+v", rs)
+		}
+	})
+}
