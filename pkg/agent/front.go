@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/proxy"
 )
 
@@ -79,41 +78,6 @@ func portOf(addr string) int {
 	}
 	n, _ := strconv.Atoi(p)
 	return n
-}
-
-// shipRoutes are the routes of a service: x-ship's top-level one first, then the
-// entries of x-ship.routes.
-func shipRoutes(ship compose.Ship) []compose.Route {
-	if len(ship.Routes) > 0 {
-		return ship.Routes
-	}
-	return []compose.Route{{Port: ship.Port, Listen: ship.Listen, Host: ship.Host, Path: ship.Path, TLS: ship.TLS}}
-}
-
-// shipSpecs are the routes of a service of a release whose folder is dir, in the order
-// of shipRoutes.
-func shipSpecs(ship compose.Ship, dir string) []routeSpec {
-	var out []routeSpec
-	for _, r := range shipRoutes(ship) {
-		out = append(out, routeSpecOf(r, dir))
-	}
-	return out
-}
-
-// routeSpecOf is one route of a release whose folder is dir.
-func routeSpecOf(r compose.Route, dir string) routeSpec {
-	s := routeSpec{Listen: r.Listen, ListenTLS: r.ListenTLS, Hosts: r.Host, Paths: r.Path, TLS: r.TLS.On()}
-	if r.TLS.Cert != "" {
-		s.Cert, s.Key = inDir(dir, r.TLS.Cert), inDir(dir, r.TLS.Key)
-	}
-	return s
-}
-
-func inDir(dir, file string) string {
-	if filepath.IsAbs(file) {
-		return filepath.Clean(file)
-	}
-	return filepath.Join(dir, file)
 }
 
 // stateSpec is the route a state entry records.
