@@ -2,27 +2,72 @@ package agent_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/moby/moby/client"
 	"github.com/shipdeploy/ship/pkg/agentapi"
 	"github.com/shipdeploy/ship/test/loadgen"
+	"github.com/shipdeploy/ship/test/testenv"
 )
+
+// adminImage builds this tree's example app (with ADMIN_PORT) under a tag of its own,
+// removed at the end: the shared test image's tag may be rebuilt meanwhile by another
+// test process from another tree.
+func adminImage(t *testing.T, cli *client.Client) string {
+	t.Helper()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	ref := "ship-test/app-routes:" + hex.EncodeToString(b)
+	dir := t.TempDir()
+	bin, err := os.ReadFile(testenv.AppBinary(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dockerfile, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "examples", "app", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarball, err := testenv.TarFiles(map[string][]byte{"Dockerfile": dockerfile, "app": bin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(5*time.Minute))
+	defer cancel()
+	if err := testenv.BuildImage(ctx, cli, tarball, ref); err != nil {
+		t.Fatalf("build %s: %v", ref, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(time.Minute))
+		defer cancel()
+		if _, err := cli.ImageRemove(ctx, ref, client.ImageRemoveOptions{Force: true, PruneChildren: true}); err != nil {
+			t.Errorf("remove %s: %v", ref, err)
+		}
+	})
+	return ref
+}
 
 // TestSeveralRoutes runs shipd (the binary) with one service on two routes: the app on
 // host a.test (container port 8080) on a shared plain listener, and its admin port
 // (9090) on a listener of its own. Both answer each version; a swap under load on both
 // loses no request on either; a version whose admin port does not answer is refused
-// and leaves both routes on the old container; a restart serves both from the state.
+// and leaves both routes on the old container; a route removed from x-ship.routes stops
+// serving, and once added again serves; a restart serves both from the state.
 func TestSeveralRoutes(t *testing.T) {
 	front, admin := freeAddr(t), freeAddr(t)
 	d := newDaemon(t)
 	d.start(false)
+	image := adminImage(t, testenv.Docker(t)) // removed after the app's containers
 	a := newApp(t)
+	a.image = image
 	xship := fmt.Sprintf("host: a.test, listen: %q, routes: [{port: 9090, listen: %q}]", front, admin)
 	adminEnv := `ADMIN_PORT: "9090"`
 
@@ -113,14 +158,6 @@ func TestSeveralRoutes(t *testing.T) {
 		both("v2")
 	})
 
-	t.Run("restart serves both routes from the state", func(t *testing.T) {
-		wait := loads(4 * time.Second)
-		d.stop(syscall.SIGTERM)
-		d.start(true)
-		wait()
-		both("v2")
-	})
-
 	t.Run("a route removed from x-ship.routes stops serving", func(t *testing.T) {
 		frontRelease(t, a, "v3", fmt.Sprintf("host: a.test, listen: %q", front), adminEnv)
 		a.mustDeploy(d, "v3")
@@ -134,5 +171,18 @@ func TestSeveralRoutes(t *testing.T) {
 		if rs := d.stateFile().Apps[a.name].Routes["web"]; rs == nil || len(rs.More) != 0 {
 			t.Errorf("state route after v3: %+v", rs)
 		}
+	})
+
+	// Last: the listeners the restart takes from the (fake) systemd's store are not
+	// removed from it afterwards.
+	t.Run("a route added again, and a restart that serves both from the state", func(t *testing.T) {
+		frontRelease(t, a, "v4", xship, adminEnv)
+		a.mustDeploy(d, "v4")
+		both("v4")
+		wait := loads(4 * time.Second)
+		d.stop(syscall.SIGTERM)
+		d.start(true)
+		wait()
+		both("v4")
 	})
 }
