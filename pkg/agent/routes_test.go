@@ -93,10 +93,16 @@ func TestSeveralRoutes(t *testing.T) {
 		var listens []string
 		for _, r := range d.status().Routes {
 			if r.App == a.name {
-				listens = append(listens, r.Service+" "+r.Listen+" "+strings.Join(r.Hosts, ","))
+				// Each route: its addresses, names and container port, on the one container.
+				_, port, _ := strings.Cut(r.Target, ":")
+				listens = append(listens, r.Service+" "+r.Listen+" "+strings.Join(r.Hosts, ",")+" "+port+" "+r.Container)
 			}
 		}
-		want := []string{"web " + front + " a.test", "web " + admin + " "}
+		container := d.stateFile().Apps[a.name].Routes["web"].Name
+		if container == "" {
+			t.Fatal("no live container in the state")
+		}
+		want := []string{"web " + front + " a.test 8080 " + container, "web " + admin + "  9090 " + container}
 		if strings.Join(listens, "|") != strings.Join(want, "|") {
 			t.Errorf("status routes: %q, want %q", listens, want)
 		}
