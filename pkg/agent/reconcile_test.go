@@ -448,35 +448,3 @@ func TestReconcileNoCutOffKeepsTheLiveRelease(t *testing.T) {
 		t.Errorf("audit.log written without a cut-off deploy: %v", err)
 	}
 }
-
-// A service's other routes (RouteState.More) follow the container reconcile chooses:
-// both listeners serve it and the state names it for both.
-func TestReconcileMoreRoutes(t *testing.T) {
-	reps, port := boxes(t, "shop", []box{{name: "web-1", release: "v1", state: "exited"}, {name: "web-2", release: "v1"}})
-	eng := &fakeEngine{reps: reps}
-	app, admin := freeAddr(t), freeAddr(t)
-	gone := fmt.Sprintf("127.0.0.99:%d", port)
-	route := &RouteState{
-		Service: "web", Listen: app, Port: port, Network: testNetwork, Health: "/up",
-		Container: "id-web-1", Name: "web-1", Release: "v1", Target: gone,
-		More: []*RouteState{{
-			Service: "web", Listen: admin, Port: port, Network: testNetwork,
-			Container: "id-web-1", Name: "web-1", Release: "v1", Target: gone,
-		}},
-	}
-	a := newTestAgent(t, eng, &AppState{App: "shop", Path: t.TempDir(), Release: "v1", Routes: map[string]*RouteState{"web": route}})
-	ctx := context.Background()
-	if cleanup := a.startRoutes(ctx, nil); cleanup != nil {
-		defer cleanup(ctx)
-	}
-	for what, listen := range map[string]string{"first route": app, "other route": admin} {
-		if status, body := get(t, listen); status != http.StatusOK || body != "web-2" {
-			t.Errorf("%s answers %d %q, want web-2", what, status, body)
-		}
-	}
-	got := a.store.snapshot().Apps["shop"].Routes["web"]
-	want, _ := reps[1].Addr(testNetwork, port)
-	if len(got.More) != 1 || got.More[0].Name != "web-2" || got.More[0].Container != "id-web-2" || got.More[0].Target != want {
-		t.Errorf("the state's other route: %+v, want web-2 at %s", got.More, want)
-	}
-}
