@@ -60,7 +60,8 @@ func adminImage(t *testing.T, cli *client.Client) string {
 // (9090) on a listener of its own. Both answer each version; a swap under load on both
 // loses no request on either; a version whose admin port does not answer is refused
 // and leaves both routes on the old container; a route removed from x-ship.routes stops
-// serving, and once added again serves; a restart serves both from the state.
+// serving, and once added again serves; a restart serves both from the state; a
+// release whose other service fails after web switched puts both routes back together.
 func TestSeveralRoutes(t *testing.T) {
 	front, admin := freeAddr(t), freeAddr(t)
 	d := newDaemon(t)
@@ -189,6 +190,37 @@ func TestSeveralRoutes(t *testing.T) {
 		d.stop(syscall.SIGTERM)
 		d.start(true)
 		wait()
+		both("v4")
+	})
+
+	t.Run("a failure after the switch puts both routes back", func(t *testing.T) {
+		// web (both routes) switches to v5, then zz fails its check: the release is
+		// restored, and both routes go back to v4's container together.
+		frontRelease(t, a, "v5", xship, adminEnv)
+		file := filepath.Join(a.path, "releases", "v5", "docker-compose.yml")
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		zz := fmt.Sprintf("  zz:\n    image: %s\n%s    environment:\n      FAIL_HEALTH: \"1\"\n    stop_grace_period: 2s\n    x-ship: {port: 8080, health: /up, listen: %q}\n", a.image, a.pull, freeAddr(t))
+		if err := os.WriteFile(file, append(data, zz...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		wait := loads(8 * time.Second)
+		res, ev, err := a.deploy(d, a.request("v5", 3*time.Second))
+		wait()
+		if err == nil && res.Result == agentapi.ResultDeployed {
+			t.Fatalf("a release with a failing service was deployed:\n%s", ev)
+		}
+		switches := 0
+		for _, line := range strings.Split(ev.String(), "\n") {
+			if strings.Contains(line, " web ") && strings.Contains(line, "now routes to") {
+				switches++
+			}
+		}
+		if switches != 4 {
+			t.Errorf("web's routes switched %d times, want 4 (both to v5, both back to v4):\n%s", switches, ev)
+		}
 		both("v4")
 	})
 }
