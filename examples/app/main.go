@@ -5,7 +5,8 @@
 //	app check URL...    GET each URL until it answers 200 (the test suite's client)
 //
 // Environment for serve: VERSION (shown by /version), SLOW_START (a duration to wait
-// before listening), FAIL_HEALTH=1 (/up answers 503), GREETING.
+// before listening), FAIL_HEALTH=1 (/up answers 503), GREETING, ADMIN_PORT (a second
+// port serving the same, each answer with the header X-App-Port naming it).
 package main
 
 import (
@@ -103,6 +104,16 @@ func serve(getenv func(string) string) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	fmt.Printf("app %s listening on %s\n", ver, srv.Addr)
+	var admin *http.Server
+	if p := getenv("ADMIN_PORT"); p != "" {
+		tagged := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-App-Port", p)
+			mux.ServeHTTP(w, r)
+		})
+		admin = &http.Server{Addr: ":" + p, Handler: tagged, ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- admin.ListenAndServe() }()
+		fmt.Printf("app %s listening on %s (admin)\n", ver, admin.Addr)
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -111,6 +122,9 @@ func serve(getenv func(string) string) error {
 	fmt.Println("shutting down")
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if admin != nil {
+		go admin.Shutdown(shutdown)
+	}
 	return srv.Shutdown(shutdown)
 }
 

@@ -398,6 +398,8 @@ func (a *agent) status() agentapi.Status {
 		busy[k] = v
 	}
 	a.mu.Unlock()
+	// A service's routes in their order (x-ship's, then x-ship.routes).
+	sort.Slice(live, func(i, j int) bool { return live[i].idx < live[j].idx })
 	for _, lr := range live {
 		ps := lr.route.Status()
 		r := agentapi.Route{
@@ -408,13 +410,15 @@ func (a *agent) status() agentapi.Status {
 			r.Listen, r.ListenTLS, r.Hosts, r.Paths, r.TLS = lr.spec.Listen, lr.spec.ListenTLS, lr.spec.Hosts, lr.spec.Paths, lr.spec.TLS
 		}
 		if app := snap.Apps[lr.app]; app != nil {
-			if rs := app.Routes[lr.service]; rs != nil && rs.Target == ps.Target {
-				r.Container, r.Release = rs.Name, rs.Release
+			if rs := app.Routes[lr.service]; rs != nil && lr.idx < len(rs.all()) {
+				if at := rs.all()[lr.idx]; at.Target == ps.Target {
+					r.Container, r.Release = rs.Name, rs.Release
+				}
 			}
 		}
 		s.Routes = append(s.Routes, r)
 	}
-	sort.Slice(s.Routes, func(i, j int) bool {
+	sort.SliceStable(s.Routes, func(i, j int) bool {
 		if s.Routes[i].App != s.Routes[j].App {
 			return s.Routes[i].App < s.Routes[j].App
 		}

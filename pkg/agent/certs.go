@@ -80,31 +80,39 @@ func (a *agent) syncCerts(ctx context.Context, app string, report func(level eve
 		}
 	}
 	snap := a.store.snapshot()
+	// Every route, by its owner on the doors ("app/service", "app/service#2").
 	routes := map[string]*RouteState{}
 	if st := snap.Apps[app]; st != nil {
-		routes = st.Routes
+		for service, sr := range st.Routes {
+			if sr == nil {
+				continue
+			}
+			for idx, rs := range sr.all() {
+				routes[routeKeyAt(app, service, idx)] = rs
+			}
+		}
 		a.syncAppCert(st, report)
 	}
-	services := make([]string, 0, len(routes))
-	for s := range routes {
-		services = append(services, s)
+	owners := make([]string, 0, len(routes))
+	for o := range routes {
+		owners = append(owners, o)
 	}
-	sort.Strings(services)
+	sort.Strings(owners)
 	a.customMu.Lock()
 	for owner := range a.custom {
-		if service, ok := strings.CutPrefix(owner, app+"/"); ok && service != "" && (routes[service] == nil || routes[service].Cert == "") {
+		if strings.HasPrefix(owner, app+"/") && owner != app+"/" && (routes[owner] == nil || routes[owner].Cert == "") {
 			a.certs.RemoveCustom(owner)
 			delete(a.custom, owner)
 		}
 	}
 	a.customMu.Unlock()
 	var wg sync.WaitGroup
-	for _, service := range services {
-		rs := routes[service]
+	for _, owner := range owners {
+		rs := routes[owner]
+		service := rs.Service
 		if !rs.TLS {
 			continue
 		}
-		owner := routeKey(app, service)
 		if rs.Cert != "" {
 			if err := a.certs.SetCustom(owner, rs.Cert, rs.Key); err != nil {
 				report(agentapi.LevelWarn, service, err.Error())

@@ -168,9 +168,9 @@ func loadRelease(ctx context.Context, app string, st *release.Store, sha string)
 	return compose.LoadResolved(ctx, app, st.Layout.Release(sha), file, data)
 }
 
-// spec is the route of a service of the deployment's release.
-func (d *deployment) spec(ship compose.Ship) routeSpec {
-	return shipSpec(ship, newStore(d.req.path).Layout.Release(d.req.sha))
+// specs are the routes of a service of the deployment's release.
+func (d *deployment) specs(ship compose.Ship) []routeSpec {
+	return shipSpecs(ship, newStore(d.req.path).Layout.Release(d.req.sha))
 }
 
 // checkRelease refuses, by service and all at once, what shipd cannot deploy: the
@@ -186,19 +186,16 @@ func (a *agent) checkRelease(app string, st *release.Store, sha string, p *compo
 		if !ship.Routed() || ship.Job != "" {
 			continue
 		}
-		if len(ship.Routes) > 1 {
-			problems = append(problems, fmt.Sprintf("service %q: %s.routes: shipd serves one route per service; route the other ports from another service", name, compose.ShipKey))
-			continue
-		}
-		spec := shipSpec(ship, st.Layout.Release(sha))
-		if !spec.front() {
-			if other := a.listenConflict(app, name, ship.Listen); other != "" {
-				problems = append(problems, fmt.Sprintf("service %q: listen %s is already served by %s", name, ship.Listen, other))
+		for idx, spec := range shipSpecs(ship, st.Layout.Release(sha)) {
+			if !spec.front() {
+				if other := a.listenConflict(app, name, spec.Listen); other != "" {
+					problems = append(problems, fmt.Sprintf("service %q: listen %s is already served by %s", name, spec.Listen, other))
+				}
 			}
-		}
-		problems = append(problems, a.frontConflicts(app, name, spec)...)
-		if msg := checkCustomCert(name, spec); msg != "" {
-			problems = append(problems, msg)
+			problems = append(problems, a.frontConflicts(app, name, idx, spec)...)
+			if msg := checkCustomCert(name, spec); msg != "" {
+				problems = append(problems, msg)
+			}
 		}
 	}
 	if len(problems) > 0 {

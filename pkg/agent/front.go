@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/proxy"
 )
 
@@ -79,27 +78,6 @@ func portOf(addr string) int {
 	}
 	n, _ := strconv.Atoi(p)
 	return n
-}
-
-// shipSpec is the route of a service of a release whose folder is dir. shipd serves one
-// route per service (checkRelease refuses more).
-func shipSpec(ship compose.Ship, dir string) routeSpec {
-	r := compose.Route{Port: ship.Port, Listen: ship.Listen, Host: ship.Host, Path: ship.Path, TLS: ship.TLS}
-	if len(ship.Routes) > 0 {
-		r = ship.Routes[0]
-	}
-	s := routeSpec{Listen: r.Listen, ListenTLS: r.ListenTLS, Hosts: r.Host, Paths: r.Path, TLS: r.TLS.On()}
-	if r.TLS.Cert != "" {
-		s.Cert, s.Key = inDir(dir, r.TLS.Cert), inDir(dir, r.TLS.Key)
-	}
-	return s
-}
-
-func inDir(dir, file string) string {
-	if filepath.IsAbs(file) {
-		return filepath.Clean(file)
-	}
-	return filepath.Join(dir, file)
 }
 
 // stateSpec is the route a state entry records.
@@ -233,7 +211,7 @@ func (a *agent) tlsHost(host string) bool {
 // bindFront binds a route on its doors, replacing the binding of the service's
 // previous route there.
 func (a *agent) bindFront(lr *liveRoute) error {
-	key := routeKey(lr.app, lr.service)
+	key := lr.key()
 	// Under doorMu: a door left without bindings is closed under it too.
 	a.doorMu.Lock()
 	defer a.doorMu.Unlock()
@@ -252,7 +230,7 @@ func (a *agent) bindFront(lr *liveRoute) error {
 // unbindFront removes a route from the doors the service's current route does not
 // use (that one's binding replaced it on the others), then drains it.
 func (a *agent) unbindFront(ctx context.Context, lr *liveRoute, cur *liveRoute) {
-	key := routeKey(lr.app, lr.service)
+	key := lr.key()
 	keep := map[string]bool{}
 	if cur != nil && cur != lr && cur.spec.front() {
 		for _, d := range cur.spec.doors() {
@@ -298,9 +276,9 @@ func (a *agent) closeIdleDoors(ctx context.Context, spec routeSpec) {
 // frontConflicts lists why service's route cannot be served: another app's claim of
 // one of its hosts and paths, an address another app serves with a listener of its own
 // or over the other scheme.
-func (a *agent) frontConflicts(app, service string, spec routeSpec) []string {
+func (a *agent) frontConflicts(app, service string, idx int, spec routeSpec) []string {
 	var problems []string
-	key := routeKey(app, service)
+	key := routeKeyAt(app, service, idx)
 	if !spec.front() {
 		for _, dr := range a.allDoors() {
 			if overlaps(dr.addr, spec.Listen) {

@@ -140,16 +140,27 @@ func (a *agent) rebuildApp(ctx context.Context, app string, cs []container.Summa
 		if !ship.Routed() || ship.Job != "" {
 			continue
 		}
-		spec := shipSpec(ship, st.Layout.Release(current))
-		rs := &RouteState{
-			Service: name, Listen: spec.Listen, Port: ship.Port, Network: engine.ServiceNetwork(p.Project, name),
-			Health: ship.Health, Drain: agentapi.Duration(ship.Drain), Release: current,
-			ListenTLS: spec.ListenTLS, Hosts: spec.Hosts, Paths: spec.Paths, TLS: spec.TLS, Cert: spec.Cert, Key: spec.Key,
+		var rs *RouteState
+		var problems []string
+		live := newestOf(cs, name, current)
+		for i, r := range shipRoutes(ship) {
+			spec := routeSpecOf(r, st.Layout.Release(current))
+			e := &RouteState{
+				Service: name, Listen: spec.Listen, Port: r.Port, Network: engine.ServiceNetwork(p.Project, name),
+				Drain: agentapi.Duration(ship.Drain), Release: current,
+				ListenTLS: spec.ListenTLS, Hosts: spec.Hosts, Paths: spec.Paths, TLS: spec.TLS, Cert: spec.Cert, Key: spec.Key,
+			}
+			if live != nil {
+				e.Container = live.ID
+			}
+			problems = append(problems, checkRoute(name, e)...)
+			if i == 0 {
+				e.Health, rs = ship.Health, e
+				continue
+			}
+			rs.More = append(rs.More, e)
 		}
-		if live := newestOf(cs, name, current); live != nil {
-			rs.Container = live.ID
-		}
-		if problems := checkRoute(name, rs); len(problems) > 0 {
+		if len(problems) > 0 {
 			log.Error("rebuild: the release's route cannot be served; the service gets its route at the next deploy", "service", name, "problems", problems)
 			continue
 		}

@@ -94,6 +94,7 @@ type choice struct {
 	service string
 	chosen  *engine.Replica
 	addr    string
+	more    []string // the addresses of the service's other routes (RouteState.More)
 	strays  []engine.Replica
 }
 
@@ -213,6 +214,11 @@ func (a *agent) saveChoices(app *AppState, choices []choice, cut *Deploying, res
 			rs.Container, rs.Name, rs.Target = c.chosen.ID, c.chosen.Name, c.addr
 			if rel := c.chosen.Labels[ReleaseLabel]; rel != "" {
 				rs.Release = rel
+			}
+			for i, m := range rs.More {
+				if i < len(c.more) {
+					m.Container, m.Name, m.Target, m.Release, m.Since = rs.Container, rs.Name, c.more[i], rs.Release, rs.Since
+				}
 			}
 			summary = append(summary, fmt.Sprintf("%s -> %s (%s)", c.service, c.chosen.Name, release.Name(rs.Release)))
 		}
@@ -347,12 +353,17 @@ func (a *agent) choose(ctx context.Context, log *slog.Logger, app *AppState, rs 
 			log.Info("reconcile: container not reachable", "container", r.Name, "err", err)
 			continue
 		}
+		more, err := moreAddrs(r, rs)
+		if err != nil {
+			log.Info("reconcile: container not reachable", "container", r.Name, "err", err)
+			continue
+		}
 		hc := proxy.HealthCheck{Path: rs.Health, Interval: 200 * time.Millisecond, Timeout: 2 * time.Second, Deadline: reconcileCheck}
 		if err := hc.Wait(ctx, addr); err != nil {
 			log.Warn("reconcile: container failed its health check", "container", r.Name, "target", addr, "err", err)
 			continue
 		}
-		c.chosen, c.addr = &r, addr
+		c.chosen, c.addr, c.more = &r, addr, more
 		break
 	}
 	if c.chosen == nil {
@@ -374,4 +385,17 @@ func (a *agent) choose(ctx context.Context, log *slog.Logger, app *AppState, rs 
 		}
 	}
 	return c
+}
+
+// moreAddrs are r's addresses for the service's other routes (rs.More), in their order.
+func moreAddrs(r engine.Replica, rs *RouteState) ([]string, error) {
+	var out []string
+	for _, m := range rs.More {
+		addr, err := r.Addr(m.Network, m.Port)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, addr)
+	}
+	return out, nil
 }

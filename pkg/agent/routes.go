@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/proxy"
 )
 
@@ -17,9 +19,11 @@ import (
 // first (at start, from the state) so that connections wait in the backlog; a route
 // serves once it has its target.
 
-// liveRoute is a service's route, by "app/service".
+// liveRoute is one route of a service, by key: "app/service" for its first route,
+// "app/service#2" for the second (x-ship.routes), and so on.
 type liveRoute struct {
 	app, service string
+	idx          int // the route's place among the service's routes, from 0
 	// listen names the addresses served, for messages; spec is the route.
 	listen string
 	spec   routeSpec
@@ -29,11 +33,21 @@ type liveRoute struct {
 
 func routeKey(app, service string) string { return app + "/" + service }
 
+// routeKeyAt is the key of the service's route at idx.
+func routeKeyAt(app, service string, idx int) string {
+	if idx == 0 {
+		return routeKey(app, service)
+	}
+	return fmt.Sprintf("%s#%d", routeKey(app, service), idx+1)
+}
+
+func (lr *liveRoute) key() string { return routeKeyAt(lr.app, lr.service, lr.idx) }
+
 // bindListeners opens, before anything else, the listener of every route in the state.
 func (a *agent) bindListeners() {
 	snap := a.store.snapshot()
 	for _, app := range snap.Apps {
-		for _, rs := range app.Routes {
+		for _, rs := range allRoutes(app) {
 			for _, addr := range []string{rs.Listen, rs.ListenTLS} {
 				if _, ok := a.early[addr]; ok || addr == "" {
 					continue
@@ -71,29 +85,10 @@ func (a *agent) openRoutes(ctx context.Context) {
 	snap := a.store.snapshot()
 	var wg sync.WaitGroup
 	for _, app := range snap.Apps {
-		for _, rs := range app.Routes {
-			lr, err := a.newRoute(app.App, rs.Service, stateSpec(rs))
-			if err != nil {
-				a.log.Error("route", "app", app.App, "service", rs.Service, "err", err)
-				continue
+		for _, sr := range app.Routes {
+			for idx, rs := range sr.all() {
+				a.openRoute(ctx, &wg, app.App, idx, rs)
 			}
-			a.setRoute(lr)
-			wg.Go(func() {
-				// The target first, then serving: the connections waiting in the
-				// backlog never see a route without one.
-				if rs.Target == "" {
-					a.log.Error("route has no container to serve: it answers 503 until the next deploy", "app", app.App, "service", rs.Service, "listen", rs.Listen)
-				} else {
-					// Reconcile has just checked the target: one attempt is enough.
-					hc := proxy.HealthCheck{Path: rs.Health, Interval: 100 * time.Millisecond, Timeout: 2 * time.Second, Deadline: 2 * time.Second}
-					if err := lr.route.Deploy(ctx, rs.Target, hc, time.Second); err != nil {
-						a.log.Error("route: the container does not answer: 503 until the next deploy", "app", app.App, "service", rs.Service, "target", rs.Target, "err", err)
-					}
-				}
-				if err := a.serveRoute(lr); err != nil {
-					a.log.Error("route", "app", app.App, "service", rs.Service, "err", err)
-				}
-			})
 		}
 	}
 	wg.Wait()
@@ -110,12 +105,38 @@ func (a *agent) openRoutes(ctx context.Context) {
 	a.mu.Unlock()
 }
 
+// openRoute serves one route of the state, at idx among its service's routes.
+func (a *agent) openRoute(ctx context.Context, wg *sync.WaitGroup, app string, idx int, rs *RouteState) {
+	lr, err := a.newRoute(app, rs.Service, idx, stateSpec(rs))
+	if err != nil {
+		a.log.Error("route", "app", app, "service", rs.Service, "err", err)
+		return
+	}
+	a.setRoute(lr)
+	wg.Go(func() {
+		// The target first, then serving: the connections waiting in the backlog
+		// never see a route without one.
+		if rs.Target == "" {
+			a.log.Error("route has no container to serve: it answers 503 until the next deploy", "app", app, "service", rs.Service, "listen", rs.Listen)
+		} else {
+			// Reconcile has just checked the target: one attempt is enough.
+			hc := proxy.HealthCheck{Path: rs.Health, Interval: 100 * time.Millisecond, Timeout: 2 * time.Second, Deadline: 2 * time.Second}
+			if err := lr.route.Deploy(ctx, rs.Target, hc, time.Second); err != nil {
+				a.log.Error("route: the container does not answer: 503 until the next deploy", "app", app, "service", rs.Service, "target", rs.Target, "err", err)
+			}
+		}
+		if err := a.serveRoute(lr); err != nil {
+			a.log.Error("route", "app", app, "service", rs.Service, "err", err)
+		}
+	})
+}
+
 // newRoute makes a route of a service. A route of its own has its listener bound
 // (connections wait in the backlog) but accepts nothing until serveRoute; a route on
 // the front door is bound there by serveRoute. It is not the service's route until
 // setRoute.
-func (a *agent) newRoute(app, service string, spec routeSpec) (*liveRoute, error) {
-	key := routeKey(app, service)
+func (a *agent) newRoute(app, service string, idx int, spec routeSpec) (*liveRoute, error) {
+	key := routeKeyAt(app, service, idx)
 	opts := proxy.RouteOptions{Logger: a.log.With("app", app, "service", service), TrustForwarded: a.cfg.TrustForwarded}
 	if spec.front() {
 		// The doors now, so that an address that cannot be served fails the deploy
@@ -127,7 +148,7 @@ func (a *agent) newRoute(app, service string, spec routeSpec) (*liveRoute, error
 			}
 		}
 		r := proxy.NewRoute(key+"@front", nil, opts)
-		return &liveRoute{app: app, service: service, listen: spec.String(), spec: spec, route: r}, nil
+		return &liveRoute{app: app, service: service, idx: idx, listen: spec.String(), spec: spec, route: r}, nil
 	}
 	listen := spec.Listen
 	ln, err := a.listen(listen)
@@ -138,7 +159,7 @@ func (a *agent) newRoute(app, service string, spec routeSpec) (*liveRoute, error
 		a.log.Warn("keep the listening socket in systemd's store (a restart may refuse connections)", "listen", listen, "err", err)
 	}
 	r := proxy.NewRoute(key+"@"+listen, ln, opts)
-	return &liveRoute{app: app, service: service, listen: listen, spec: spec, route: r}, nil
+	return &liveRoute{app: app, service: service, idx: idx, listen: listen, spec: spec, route: r}, nil
 }
 
 // forgetStored removes from systemd's store the sockets, by name, that no route uses.
@@ -202,7 +223,7 @@ func (a *agent) serveRoute(lr *liveRoute) error {
 func (a *agent) setRoute(lr *liveRoute) *liveRoute {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	key := routeKey(lr.app, lr.service)
+	key := lr.key()
 	old := a.routes[key]
 	a.routes[key] = lr
 	if old == lr {
@@ -218,7 +239,7 @@ func (a *agent) dropRoute(ctx context.Context, lr *liveRoute) {
 		return
 	}
 	a.mu.Lock()
-	key := routeKey(lr.app, lr.service)
+	key := lr.key()
 	if a.routes[key] == lr {
 		delete(a.routes, key)
 	}
@@ -248,24 +269,35 @@ func (a *agent) dropRoute(ctx context.Context, lr *liveRoute) {
 	}
 }
 
-// appRoutes returns the app's routes, by service.
-func (a *agent) appRoutes(app string) map[string]*liveRoute {
+// appRoutes returns the app's routes.
+func (a *agent) appRoutes(app string) []*liveRoute {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := map[string]*liveRoute{}
+	var out []*liveRoute
 	for _, lr := range a.routes {
 		if lr.app == app {
-			out[lr.service] = lr
+			out = append(out, lr)
 		}
 	}
 	return out
 }
 
-// route returns the live route of a service.
-func (a *agent) route(app, service string) *liveRoute {
+// route returns the live route of a service at idx among its routes.
+func (a *agent) route(app, service string, idx int) *liveRoute {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.routes[routeKey(app, service)]
+	return a.routes[routeKeyAt(app, service, idx)]
+}
+
+// allRoutes lists every route of an app's state: each service's, in turn.
+func allRoutes(app *AppState) []*RouteState {
+	var out []*RouteState
+	for _, rs := range app.Routes {
+		if rs != nil {
+			out = append(out, rs.all()...)
+		}
+	}
+	return out
 }
 
 // listenConflict names the route of another app or service that serves addr's port on
@@ -304,4 +336,39 @@ func (a *agent) routeCount() int {
 		}
 	}
 	return n
+}
+
+// shipRoutes are the routes of a service: x-ship's top-level one first, then the
+// entries of x-ship.routes.
+func shipRoutes(ship compose.Ship) []compose.Route {
+	if len(ship.Routes) > 0 {
+		return ship.Routes
+	}
+	return []compose.Route{{Port: ship.Port, Listen: ship.Listen, Host: ship.Host, Path: ship.Path, TLS: ship.TLS}}
+}
+
+// shipSpecs are the routes of a service of a release whose folder is dir, in the order
+// of shipRoutes.
+func shipSpecs(ship compose.Ship, dir string) []routeSpec {
+	var out []routeSpec
+	for _, r := range shipRoutes(ship) {
+		out = append(out, routeSpecOf(r, dir))
+	}
+	return out
+}
+
+// routeSpecOf is one route of a release whose folder is dir.
+func routeSpecOf(r compose.Route, dir string) routeSpec {
+	s := routeSpec{Listen: r.Listen, ListenTLS: r.ListenTLS, Hosts: r.Host, Paths: r.Path, TLS: r.TLS.On()}
+	if r.TLS.Cert != "" {
+		s.Cert, s.Key = inDir(dir, r.TLS.Cert), inDir(dir, r.TLS.Key)
+	}
+	return s
+}
+
+func inDir(dir, file string) string {
+	if filepath.IsAbs(file) {
+		return filepath.Clean(file)
+	}
+	return filepath.Join(dir, file)
 }

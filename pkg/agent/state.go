@@ -71,6 +71,15 @@ type RouteState struct {
 	Target    string    `json:"target,omitempty"`
 	Release   string    `json:"release,omitempty"`
 	Since     time.Time `json:"since,omitzero"`
+	// More are the service's other routes (x-ship.routes after the first), each with
+	// its own addresses, names, container port and target on the same container. They
+	// switch with the first, in one step. A state without them (one route) loads as is.
+	More []*RouteState `json:"more,omitempty"`
+}
+
+// all returns the service's routes: rs first, then rs.More.
+func (rs *RouteState) all() []*RouteState {
+	return append([]*RouteState{rs}, rs.More...)
 }
 
 // Deploying marks a deploy in progress.

@@ -96,6 +96,17 @@ func checkApp(key string, a *AppState) []string {
 		for _, p := range checkRoute(service, r) {
 			add("route %q: %s", service, p)
 		}
+		if r == nil {
+			continue
+		}
+		for i, m := range r.More {
+			for _, p := range checkRoute(service, m) {
+				add("route %q (more[%d]): %s", service, i, p)
+			}
+			if m != nil && len(m.More) > 0 {
+				add("route %q (more[%d]): more inside more", service, i)
+			}
+		}
 	}
 	sort.Strings(problems)
 	return problems

@@ -123,8 +123,8 @@ func (s *swap) Apply(ctx context.Context, step event.Step, sha string, p *compos
 // Down removes the app's routes and containers (not its volumes).
 func (s *swap) Down(ctx context.Context) error {
 	s.a.waitRetired(s.req.app)
-	for service, lr := range s.a.appRoutes(s.req.app) {
-		s.em.info(agentapi.StepRestore, service, "stop serving "+lr.listen)
+	for _, lr := range s.a.appRoutes(s.req.app) {
+		s.em.info(agentapi.StepRestore, lr.service, "stop serving "+lr.listen)
 		s.a.dropRoute(ctx, lr)
 	}
 	s.a.saveState(func(st *State) { st.app(s.req.app, s.req.path).Routes = map[string]*RouteState{} })
@@ -389,10 +389,10 @@ func (d *deployment) cleanup(ctx context.Context) {
 			routed[name] = true
 		}
 	}
-	for service, lr := range d.a.appRoutes(d.req.app) {
-		if !routed[service] {
+	for _, lr := range d.a.appRoutes(d.req.app) {
+		if !routed[lr.service] {
 			d.sw.changed = true
-			d.em.info(agentapi.StepSwitch, service, "no longer routed: stop serving "+lr.listen)
+			d.em.info(agentapi.StepSwitch, lr.service, "no longer routed: stop serving "+lr.listen)
 			d.a.dropRoute(bg, lr)
 		}
 	}

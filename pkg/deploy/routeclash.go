@@ -9,9 +9,8 @@ import (
 )
 
 // routeClash refuses, before anything is uploaded, a host and path that another app
-// serves on the same port through the host's shipd, naming that app, and a service with
-// more than one route, which shipd does not serve yet (shipd checks again when it
-// deploys).
+// serves on the same port through the host's shipd, naming that app; every route of a
+// service is checked (shipd checks again when it deploys).
 func routeClash(st *agentapi.Status, app string, p *compose.Project) error {
 	if st == nil || p == nil {
 		return nil
@@ -31,16 +30,13 @@ func routeClash(st *agentapi.Status, app string, p *compose.Project) error {
 		if !ship.Routed() || ship.Job != "" || len(ship.Routes) == 0 {
 			continue
 		}
-		if len(ship.Routes) > 1 {
-			problems = append(problems, fmt.Sprintf("service %q: %s.routes: shipd serves one route per service; route the other ports from another service", name, compose.ShipKey))
-			continue
-		}
-		r := ship.Routes[0]
-		for _, key := range routeKeys([]string{r.Listen, r.ListenTLS}, r.Host, r.Path) {
-			if other, ok := claims[key]; ok {
-				f := strings.SplitN(key, " ", 3)
-				problems = append(problems, fmt.Sprintf("service %q: host %s path %s on port %s is already routed by %s on this host's shipd: pick another host name or path, or remove that app", name, f[1], f[2], f[0], other))
-				break
+		for _, r := range ship.Routes {
+			for _, key := range routeKeys([]string{r.Listen, r.ListenTLS}, r.Host, r.Path) {
+				if other, ok := claims[key]; ok {
+					f := strings.SplitN(key, " ", 3)
+					problems = append(problems, fmt.Sprintf("service %q: host %s path %s on port %s is already routed by %s on this host's shipd: pick another host name or path, or remove that app", name, f[1], f[2], f[0], other))
+					break
+				}
 			}
 		}
 	}

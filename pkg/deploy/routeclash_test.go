@@ -29,7 +29,8 @@ func TestRouteClash(t *testing.T) {
 		{"another path of the host", "host: shop.example.com, path: /admin", ""},
 		{"another port", `host: blog.example.com, listen: ":8081"`, ""},
 		{"the app's own route", "host: mine.example.com", ""},
-		{"two routes", "host: mine.example.com, routes: [{port: 9090, host: admin.example.com}]", "shipd serves one route per service"},
+		{"two routes", "host: mine.example.com, routes: [{port: 9090, host: admin.example.com}]", ""},
+		{"a second route on another app's host", "host: mine.example.com, routes: [{port: 9090, host: blog.example.com}]", `service "web": host blog.example.com path / on port 80 is already routed by blog/web`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"time"
 )
 
@@ -122,4 +124,74 @@ func oldAddr(t *target) string {
 		return ""
 	}
 	return t.addr
+}
+
+// SwapTarget is one route's part of SwapAll: the address it goes to and its check.
+type SwapTarget struct {
+	Route *Route
+	Addr  string
+	Check HealthCheck
+}
+
+// SwapAll is Swap for several routes at once (the routes of one service): every address
+// is health-checked, then each becomes its route's live target in one step, under the
+// locks of all the routes, so that no request sees one route switched and another not.
+// If a check fails or a route is shut down, no route is touched. It returns what each
+// swap replaced, in the order of swaps (a nil entry when nothing was).
+func SwapAll(ctx context.Context, swaps []SwapTarget) ([]*Replaced, error) {
+	for _, s := range swaps {
+		if _, _, err := net.SplitHostPort(s.Addr); err != nil {
+			return nil, fmt.Errorf("route %s: deploy %q: %w", s.Route.name, s.Addr, err)
+		}
+	}
+	// The deploy locks in the order of the routes' names: two SwapAll of the same
+	// routes never wait for each other crosswise.
+	order := make([]int, len(swaps))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(x, y int) int { return cmp.Compare(swaps[x].Route.name, swaps[y].Route.name) })
+	for _, i := range order {
+		swaps[i].Route.deployMu.Lock()
+		defer swaps[i].Route.deployMu.Unlock()
+	}
+	for _, s := range swaps {
+		if s.Route.isClosed() {
+			return nil, fmt.Errorf("route %s: deploy %s: %w", s.Route.name, s.Addr, ErrClosed)
+		}
+		if err := s.Check.Wait(ctx, s.Addr); err != nil {
+			return nil, fmt.Errorf("route %s: deploy %s: %w", s.Route.name, s.Addr, err)
+		}
+	}
+	for _, i := range order {
+		swaps[i].Route.mu.Lock()
+	}
+	var closed *Route
+	for _, s := range swaps {
+		if s.Route.closed {
+			closed = s.Route
+		}
+	}
+	out := make([]*Replaced, len(swaps))
+	if closed == nil {
+		for i, s := range swaps {
+			r := s.Route
+			if old := r.live; old == nil || old.addr != s.Addr {
+				r.live = newTarget(s.Addr, &r.opts, r.log)
+				if old != nil {
+					out[i] = &Replaced{t: old, log: r.log}
+				}
+			}
+		}
+	}
+	for _, i := range order {
+		swaps[i].Route.mu.Unlock()
+	}
+	if closed != nil {
+		return nil, fmt.Errorf("route %s: %w", closed.name, ErrClosed)
+	}
+	for i, s := range swaps {
+		s.Route.log.Info("target switched", "target", s.Addr, "old", out[i].Addr(), "with", len(swaps)-1)
+	}
+	return out, nil
 }

@@ -158,3 +158,59 @@ func TestSwapUnhealthyLeavesRoute(t *testing.T) {
 		t.Error("swap to an address without a port: no error")
 	}
 }
+
+// SwapAll switches the routes of one service together; one unhealthy address leaves
+// every route where it was.
+func TestSwapAll(t *testing.T) {
+	app, admin := startRoute(t, RouteOptions{}), startRoute(t, RouteOptions{})
+	blueApp, blueAdmin := newBackend(t, "blue-app"), newBackend(t, "blue-admin")
+	deploy(t, app, blueApp.addr())
+	deploy(t, admin, blueAdmin.addr())
+
+	greenApp, greenAdmin := newBackend(t, "green-app"), newBackend(t, "green-admin")
+	greenAdmin.health.Store(http.StatusServiceUnavailable)
+	hc := HealthCheck{Path: "/up", Interval: 10 * time.Millisecond, Timeout: patience, Deadline: 100 * time.Millisecond}
+	olds, err := SwapAll(context.Background(), []SwapTarget{{app, greenApp.addr(), fastCheck}, {admin, greenAdmin.addr(), hc}})
+	if !errors.Is(err, ErrUnhealthy) || olds != nil {
+		t.Fatalf("SwapAll with an unhealthy admin: %v, %v; want ErrUnhealthy and nothing replaced", olds, err)
+	}
+	for r, want := range map[*Route]string{app: "blue-app", admin: "blue-admin"} {
+		if _, body := get(t, routeURL(r)+"/"); body != want {
+			t.Errorf("after the failed SwapAll %s answers %q, want %q", r.Name(), body, want)
+		}
+	}
+
+	greenAdmin.health.Store(http.StatusOK)
+	olds, err = SwapAll(context.Background(), []SwapTarget{{app, greenApp.addr(), fastCheck}, {admin, greenAdmin.addr(), fastCheck}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(olds) != 2 || olds[0].Addr() != blueApp.addr() || olds[1].Addr() != blueAdmin.addr() {
+		t.Fatalf("replaced %v, want blue-app and blue-admin in order", olds)
+	}
+	for r, want := range map[*Route]string{app: "green-app", admin: "green-admin"} {
+		if _, body := get(t, routeURL(r)+"/"); body != want {
+			t.Errorf("after SwapAll %s answers %q, want %q", r.Name(), body, want)
+		}
+	}
+	for _, old := range olds {
+		if n := old.Drain(context.Background(), patience); n != 0 {
+			t.Errorf("drain of %s cut %d requests", old.Addr(), n)
+		}
+	}
+
+	// The same addresses again: nothing replaced; a shut-down route refuses.
+	olds, err = SwapAll(context.Background(), []SwapTarget{{app, greenApp.addr(), fastCheck}, {admin, greenAdmin.addr(), fastCheck}})
+	if err != nil || olds[0] != nil || olds[1] != nil {
+		t.Errorf("SwapAll to the live addresses: %v, %v; want nothing replaced", olds, err)
+	}
+	if err := admin.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SwapAll(context.Background(), []SwapTarget{{app, blueApp.addr(), fastCheck}, {admin, blueAdmin.addr(), fastCheck}}); !errors.Is(err, ErrClosed) {
+		t.Errorf("SwapAll with a shut-down route: %v, want ErrClosed", err)
+	}
+	if _, body := get(t, routeURL(app)+"/"); body != "green-app" {
+		t.Errorf("after the refused SwapAll app answers %q, want green-app", body)
+	}
+}
