@@ -367,7 +367,9 @@ func (h *host) docker(ctx context.Context) (*engine.Engine, *client.Client, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	e := engine.New(api)
+	// sshx's Docker pinged the engine and negotiated the version: Check and Up do not
+	// ping again.
+	e := engine.Negotiated(api)
 	e.RegistryAuth = h.auth
 	// HTTP health checks reach the containers from the host, over this connection.
 	e.Dial = h.c.SSH().DialContext
