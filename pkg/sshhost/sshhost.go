@@ -357,7 +357,14 @@ func removeAll(ctx context.Context, sc *sftp.Client, p string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = removeAll(ctx, sc, path.Join(p, e.Name()))
+			name := path.Join(p, e.Name())
+			if !e.IsDir() {
+				// A file or a symlink, as the listing says: one removal, no look first.
+				if err := sc.Remove(name); err == nil || errors.Is(err, fs.ErrNotExist) {
+					return
+				}
+			}
+			errs[i] = removeAll(ctx, sc, name)
 		}()
 	}
 	wg.Wait()
