@@ -284,6 +284,16 @@ func (h *host) MoveAway(ctx context.Context, from, to string, files ...string) e
 	return pathErr("rename", from, errs[0])
 }
 
+// Lstat describes name (a symlink itself, not its target): one request.
+func (h *host) Lstat(ctx context.Context, name string) (fs.FileInfo, error) {
+	sc, err := h.sftp(ctx)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := sc.Lstat(name)
+	return fi, pathErr("lstat", name, err)
+}
+
 func (h *host) Symlink(ctx context.Context, target, name string) error {
 	sc, err := h.sftp(ctx)
 	if err != nil {
