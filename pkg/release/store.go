@@ -491,6 +491,13 @@ func (s *Store) Audit(ctx context.Context, limit int) ([]AuditEntry, error) {
 // at once, then the folder with whatever else it holds.
 func (s *Store) removeRelease(ctx context.Context, sha string) error {
 	l := s.Layout
+	if r, ok := s.FS.(folderRemover); ok {
+		// Its two files and it in one batch; what else it holds (the app's TLS
+		// files) leaves it there, and it goes the long way.
+		if err := r.RemoveIn(ctx, l.Release(sha), path.Base(l.ComposeFile(sha)), path.Base(l.Info(sha))); err == nil {
+			return nil
+		}
+	}
 	if err := all(
 		func() error { return s.FS.RemoveAll(ctx, l.ComposeFile(sha)) },
 		func() error { return s.FS.RemoveAll(ctx, l.Info(sha)) },
@@ -498,6 +505,12 @@ func (s *Store) removeRelease(ctx context.Context, sha string) error {
 		return err
 	}
 	return s.FS.RemoveAll(ctx, l.Release(sha))
+}
+
+// folderRemover is an FS that removes files and then their folder in one batch of
+// requests (pkg/sshhost's); the folder's removal's error says whether it is gone.
+type folderRemover interface {
+	RemoveIn(ctx context.Context, dir string, files ...string) error
 }
 
 // Pruned is what Prune removed.

@@ -259,41 +259,6 @@ func (h *host) Rename(ctx context.Context, from, to string) error {
 	return pathErr("rename", from, sc.PosixRename(from, to))
 }
 
-// MoveAway renames the folder from to to (posix-rename@openssh.com), then removes
-// the files named inside it and it: the requests go out together, in order, and are
-// answered in about one round trip. It returns the rename's error; what the removal
-// leaves is for the caller's next sweep.
-func (h *host) MoveAway(ctx context.Context, from, to string, files ...string) error {
-	sc, err := h.sftp(ctx)
-	if err != nil {
-		return err
-	}
-	if _, ok := sc.HasExtension("posix-rename@openssh.com"); !ok {
-		return fmt.Errorf("rename %s: the host's SFTP server lacks posix-rename@openssh.com, which an atomic switch needs", from)
-	}
-	steps := []sshx.Step{{Op: sshx.OpRename, Path: from, Do: func() error { return sc.PosixRename(from, to) }}}
-	for _, f := range files {
-		p := path.Join(to, f)
-		steps = append(steps, sshx.Step{Op: sshx.OpRemove, Path: p, Do: func() error { return sc.Remove(p) }})
-	}
-	steps = append(steps, sshx.Step{Op: sshx.OpRmdir, Path: to, Do: func() error { return sc.RemoveDirectory(to) }})
-	errs, err := h.c.InOrder(steps...)
-	if err != nil {
-		return err
-	}
-	return pathErr("rename", from, errs[0])
-}
-
-// Lstat describes name (a symlink itself, not its target): one request.
-func (h *host) Lstat(ctx context.Context, name string) (fs.FileInfo, error) {
-	sc, err := h.sftp(ctx)
-	if err != nil {
-		return nil, err
-	}
-	fi, err := sc.Lstat(name)
-	return fi, pathErr("lstat", name, err)
-}
-
 func (h *host) Symlink(ctx context.Context, target, name string) error {
 	sc, err := h.sftp(ctx)
 	if err != nil {
