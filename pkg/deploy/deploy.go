@@ -164,10 +164,12 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		return sum, o.Redactor.Error(err)
 	}
 	c := o.Conn
+	var opened *OpenOptions
 	if c == nil {
 		var err error
 		var results []HostResult
-		c, results, err = openConn(ctx, OpenOptions{Target: o.Target, SHA: rel.SHA, LockWait: o.LockWait, LockPoll: o.LockPoll}, em, false)
+		opened = &OpenOptions{Target: o.Target, SHA: rel.SHA, LockWait: o.LockWait, LockPoll: o.LockPoll}
+		c, results, err = openConn(ctx, *opened, em, false)
 		if err != nil {
 			sum.Hosts = results
 			return sum, err
@@ -176,6 +178,10 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	s := c.s
 	preview, err := s.preflight(ctx, rel, o)
+	if opened != nil && err == nil {
+		// The locks' holder.json went out with the preflight's requests.
+		err = c.heldAll(*opened)
+	}
 	if err != nil {
 		return sum, err
 	}

@@ -326,6 +326,13 @@ func releaseLock(ctx context.Context, f release.FS, l release.Layout, host strin
 // folder (a plain failure over SFTP); then the moved folder is removed.
 func removeLock(ctx context.Context, f release.FS, l release.Layout) error {
 	moved := path.Join(l.Tmp(), "unlocked-"+release.TempSuffix())
+	if m, ok := moverOf(f); ok {
+		// The move and the removal sent together: one round trip, not three.
+		err := m.MoveAway(ctx, l.Lock(), moved, path.Base(l.Holder()))
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
 	err := f.Rename(ctx, l.Lock(), moved)
 	if errors.Is(err, fs.ErrNotExist) {
 		// The lock is gone, or .tmp/ is not there yet: made, and the move tried again.
@@ -344,4 +351,19 @@ func removeLock(ctx context.Context, f release.FS, l release.Layout) error {
 	_ = f.RemoveAll(ctx, path.Join(moved, path.Base(l.Holder())))
 	_ = f.RemoveAll(ctx, moved)
 	return nil
+}
+
+// mover is a release.FS that renames a folder away and removes it (with the files
+// named inside) in one batch of requests (pkg/sshhost's).
+type mover interface {
+	MoveAway(ctx context.Context, from, to string, files ...string) error
+}
+
+// moverOf is f as a mover, when it (or the host behind a hostConn) is one.
+func moverOf(f release.FS) (mover, bool) {
+	if h, ok := f.(*hostConn); ok {
+		f = h.Host
+	}
+	m, ok := f.(mover)
+	return m, ok
 }

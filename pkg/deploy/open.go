@@ -123,13 +123,11 @@ func openConn(ctx context.Context, o OpenOptions, em *emitter, agent bool) (*Con
 		return nil, results, o.Redactor.Error(err)
 	}
 	// The locks are the run's once their holder.json is written: Open returns then,
-	// before anything slow or interactive follows.
-	for _, h := range s.hosts {
-		if err := h.held(); err != nil {
-			s.hold()
-			c.Close() // releases the locks taken
-
-			return nil, results, o.Redactor.Error(fmt.Errorf("%s: %w", h.name, err))
+	// before anything slow or interactive follows. Run waits for them after its
+	// preflight, whose requests go out with the writes (heldAll).
+	if agent {
+		if err := c.heldAll(o); err != nil {
+			return nil, results, err
 		}
 	}
 	// From now on the connections outlive a cancelled context: the locks must be
@@ -142,13 +140,30 @@ func openConn(ctx context.Context, o OpenOptions, em *emitter, agent bool) (*Con
 // when not), pings its engine and, with agent in agent environments, asks shipd its
 // status.
 func reach(ctx context.Context, s *session, h *hostConn, agent bool) (fresh bool, version string, err error) {
-	if _, err := h.ReadDir(ctx, string(s.l)); errors.Is(err, fs.ErrNotExist) {
+	// The folder's look and the engine's ping at once: the SFTP session and the
+	// engine's socket are opened together, their round trips overlap.
+	var pingErr error
+	pinged := make(chan struct{})
+	go func() {
+		defer close(pinged)
+		version, pingErr = h.Ping(ctx)
+	}()
+	if st, ok := h.Host.(interface {
+		Lstat(ctx context.Context, name string) (fs.FileInfo, error)
+	}); ok {
+		// One request (pkg/sshhost's) where a listing takes four.
+		_, err = st.Lstat(ctx, string(s.l))
+	} else {
+		_, err = h.ReadDir(ctx, string(s.l))
+	}
+	<-pinged
+	if errors.Is(err, fs.ErrNotExist) {
 		fresh = true
 	} else if err != nil {
 		return false, "", err
 	}
-	if version, err = h.Ping(ctx); err != nil {
-		return fresh, "", err
+	if pingErr != nil {
+		return fresh, "", pingErr
 	}
 	if agent && s.t.Env.Agent {
 		// shipd must answer too: a deploy through it cannot go on without it.
@@ -219,4 +234,17 @@ func (c *Conn) removeFresh(ctx context.Context, locked bool) {
 		}
 		_ = h.RemoveAll(ctx, string(s.l))
 	})
+}
+
+// heldAll waits until every host's holder.json is written. When one failed, the
+// locks are released and the connections closed.
+func (c *Conn) heldAll(o OpenOptions) error {
+	for _, h := range c.s.hosts {
+		if err := h.held(); err != nil {
+			c.s.hold()
+			c.Close() // releases the locks taken
+			return o.Redactor.Error(fmt.Errorf("%s: %w", h.name, err))
+		}
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/client"
+	"golang.org/x/sync/errgroup"
 )
 
 // Containers lists the project's containers, stopped and one-off ones too, like
@@ -21,9 +22,18 @@ func (e *Engine) Containers(ctx context.Context, project string) ([]Container, e
 	if err != nil {
 		return nil, err
 	}
+	// The inspects go out together: one round trip to a far engine, not one each.
+	inspects := make([]container.InspectResponse, len(cs))
+	errs := make([]error, len(cs))
+	var g errgroup.Group
+	g.SetLimit(16)
+	for i, c := range cs {
+		g.Go(func() error { inspects[i], errs[i] = e.inspect(ctx, c.ID); return nil })
+	}
+	_ = g.Wait()
 	out := make([]Container, 0, len(cs))
-	for _, c := range cs {
-		ins, err := e.inspect(ctx, c.ID)
+	for i, c := range cs {
+		ins, err := inspects[i], errs[i]
 		if cerrdefs.IsNotFound(err) {
 			continue // removed since it was listed
 		}

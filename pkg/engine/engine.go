@@ -2,9 +2,11 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -71,12 +73,37 @@ type Engine struct {
 	Proxy map[string]string
 
 	poll time.Duration
+
+	// pinged is set once the engine has answered a ping that negotiated the API
+	// version: Check, Up and StartReplica ping once per Engine, not each time.
+	pinged atomic.Bool
 }
 
 // New returns an Engine that talks to the engine behind api. The client should
 // negotiate its API version (see Local).
 func New(api client.APIClient) *Engine {
 	return &Engine{api: api, poll: defaultPoll}
+}
+
+// Negotiated returns an Engine over a client that has already pinged the engine and
+// negotiated its API version (pkg/sshx's Docker does): it does not ping again, a
+// round trip saved on a far host.
+func Negotiated(api client.APIClient) *Engine {
+	e := New(api)
+	e.pinged.Store(true)
+	return e
+}
+
+// connect pings the engine, negotiating the API version, the first time it is
+// called on e, and returns the version requests use.
+func (e *Engine) connect(ctx context.Context) (string, error) {
+	if !e.pinged.Load() {
+		if _, err := e.api.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+			return "", fmt.Errorf("connect to the docker engine: %w", err)
+		}
+		e.pinged.Store(true)
+	}
+	return e.api.ClientVersion(), nil
 }
 
 // Event is one step of Up or Down, reported through a Progress function.
@@ -187,8 +214,11 @@ func (r *reporter) event(service, container, action, msg string) {
 // apiVersion negotiates (when the client is set up to) and returns the API version
 // requests will use.
 func (e *Engine) apiVersion(ctx context.Context) string {
-	_, _ = e.api.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
-	return e.api.ClientVersion()
+	v, _ := e.connect(ctx)
+	if v == "" {
+		return e.api.ClientVersion()
+	}
+	return v
 }
 
 // Ping checks that the engine answers.

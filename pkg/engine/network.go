@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"sync"
 
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/moby/moby/api/types/network"
@@ -194,34 +195,31 @@ func publish(s types.ServiceConfig, exposed network.PortSet) (network.PortMap, e
 // checks that the external ones do. With whole (an Up of the whole project), a network
 // made from another definition is made again; otherwise (some services: shipd's swap,
 // a job) it is used as it is, since its other containers would not be made again.
-func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services []string, whole bool, rep *reporter) error {
-	keys := map[string]bool{}
-	for _, name := range services {
-		for _, key := range serviceNetworks(p.Services[name]) {
-			keys[key] = true
-		}
+//
+// reads are the networks' lookups made beforehand (findNetworks); nil: they are made
+// here, all at once. removed says a network made from another definition was removed
+// with the containers on it.
+func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services []string, whole bool, rep *reporter, reads map[string]networkRead) (removed bool, err error) {
+	sorted := networkKeys(p, services)
+	if reads == nil {
+		reads = e.findNetworks(ctx, p, sorted)
 	}
-	sorted := make([]string, 0, len(keys))
-	for key := range keys {
-		sorted = append(sorted, key)
-	}
-	sort.Strings(sorted)
 	for _, key := range sorted {
 		n := p.Networks[key] // the zero value for an undeclared default network
 		name := networkName(p, key)
-		existing, err := e.findNetwork(ctx, name)
+		existing, err := reads[key].n, reads[key].err
 		if err != nil {
-			return err
+			return removed, err
 		}
 		if n.External {
 			if existing == nil {
-				return fmt.Errorf("network %s is declared external but does not exist", name)
+				return removed, fmt.Errorf("network %s is declared external but does not exist", name)
 			}
 			continue
 		}
 		hash, err := NetworkHash(n)
 		if err != nil {
-			return err
+			return removed, err
 		}
 		if existing != nil {
 			// As docker compose: a network without the label (made by an older
@@ -230,8 +228,9 @@ func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services 
 				continue
 			}
 			if err := e.removeDivergedNetwork(ctx, p, *existing, rep); err != nil {
-				return err
+				return removed, err
 			}
+			removed = true
 		}
 		labels := objectLabels(p.Name, labelNetwork, key, hash, n.Labels, n.CustomLabels)
 		opts := client.NetworkCreateOptions{
@@ -244,7 +243,7 @@ func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services 
 		}
 		ipam, err := ipamConfig(n.Ipam)
 		if err != nil {
-			return fmt.Errorf("network %s: %w", name, err)
+			return removed, fmt.Errorf("network %s: %w", name, err)
 		}
 		opts.IPAM = ipam
 		if _, err := e.api.NetworkCreate(ctx, name, opts); err != nil {
@@ -252,11 +251,11 @@ func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project, services 
 			if found, ferr := e.findNetwork(ctx, name); ferr == nil && found != nil {
 				continue
 			}
-			return fmt.Errorf("create network %s: %w", name, err)
+			return removed, fmt.Errorf("create network %s: %w", name, err)
 		}
 		rep.event("", "", "network", "created "+name)
 	}
-	return nil
+	return removed, nil
 }
 
 // findNetwork returns the network of exactly this name, nil when there is none (the
@@ -273,4 +272,46 @@ func (e *Engine) findNetwork(ctx context.Context, name string) (*network.Summary
 		}
 	}
 	return nil, nil
+}
+
+// networkRead is one network's lookup (findNetwork): the network, nil when there is
+// none, or the error.
+type networkRead struct {
+	n   *network.Summary
+	err error
+}
+
+// networkKeys are the project's networks (keys of p.Networks) that services join, sorted.
+func networkKeys(p *types.Project, services []string) []string {
+	keys := map[string]bool{}
+	for _, name := range services {
+		for _, key := range serviceNetworks(p.Services[name]) {
+			keys[key] = true
+		}
+	}
+	sorted := make([]string, 0, len(keys))
+	for key := range keys {
+		sorted = append(sorted, key)
+	}
+	sort.Strings(sorted)
+	return sorted
+}
+
+// findNetworks looks the networks of keys up all at once: one round trip to a far
+// engine, not one each.
+func (e *Engine) findNetworks(ctx context.Context, p *types.Project, keys []string) map[string]networkRead {
+	reads := make([]networkRead, len(keys))
+	var wg sync.WaitGroup
+	for i, key := range keys {
+		wg.Go(func() {
+			n, err := e.findNetwork(ctx, networkName(p, key))
+			reads[i] = networkRead{n, err}
+		})
+	}
+	wg.Wait()
+	out := make(map[string]networkRead, len(keys))
+	for i, key := range keys {
+		out[key] = reads[i]
+	}
+	return out
 }

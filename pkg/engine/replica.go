@@ -212,10 +212,10 @@ func (e *Engine) StartReplica(ctx context.Context, p *types.Project, service str
 		return Replica{}, fmt.Errorf("service %q: %w: it publishes ports, which a second container could not bind; remove ports", service, ErrNoReplica)
 	}
 	rep := newReporter(o.Progress)
-	if _, err := e.api.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
-		return Replica{}, fmt.Errorf("connect to the docker engine: %w", err)
+	apiVersion, err := e.connect(ctx)
+	if err != nil {
+		return Replica{}, err
 	}
-	apiVersion := e.api.ClientVersion()
 	if err := check(p, []string{service}, apiVersion); err != nil {
 		return Replica{}, fmt.Errorf("start replica of %s: %w", service, err)
 	}
@@ -227,10 +227,10 @@ func (e *Engine) StartReplica(ctx context.Context, p *types.Project, service str
 	if err != nil {
 		return Replica{}, err
 	}
-	if err := e.ensureNetworks(ctx, p, []string{service}, false, rep); err != nil {
+	if _, err := e.ensureNetworks(ctx, p, []string{service}, false, rep, nil); err != nil {
 		return Replica{}, err
 	}
-	if err := e.ensureVolumes(ctx, p, []string{service}, false, rep); err != nil {
+	if _, err := e.ensureVolumes(ctx, p, []string{service}, false, rep, nil); err != nil {
 		return Replica{}, err
 	}
 	existing, err := e.Replicas(ctx, p.Name, service)

@@ -56,21 +56,36 @@ func (e *Engine) Up(ctx context.Context, p *types.Project, o UpOptions) error {
 		hashes: hashes, ids: map[string]string{}, names: map[string]string{}, ready: map[string]chan struct{}{},
 		conditions: map[string]func() error{},
 	}
-	if r.images, err = e.ensureImages(ctx, p, services, rep); err != nil {
+	// What the engine has (images, volumes, networks, the project's containers) is
+	// asked all at once: on a far host, one round trip instead of one per request.
+	var (
+		vols map[string]volumeRead
+		nets map[string]networkRead
+		all  []container.Summary
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) { r.images, err = e.ensureImages(gctx, p, services, rep); return err })
+	g.Go(func() error { vols = e.inspectVolumes(gctx, p, volumeKeys(p, services)); return nil })
+	g.Go(func() error { nets = e.findNetworks(gctx, p, networkKeys(p, services)); return nil })
+	g.Go(func() (err error) { all, err = e.list(gctx, p.Name, true); return err })
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	// Volumes first: a changed one without consent is refused before any other change.
 	whole := len(o.Services) == 0
-	if err := e.ensureVolumes(ctx, p, services, whole, rep); err != nil {
-		return err
-	}
-	if err := e.ensureNetworks(ctx, p, services, whole, rep); err != nil {
-		return err
-	}
-
-	all, err := e.list(ctx, p.Name, true)
+	removedVols, err := e.ensureVolumes(ctx, p, services, whole, rep, vols)
 	if err != nil {
 		return err
+	}
+	removedNets, err := e.ensureNetworks(ctx, p, services, whole, rep, nets)
+	if err != nil {
+		return err
+	}
+	if removedVols || removedNets {
+		// Containers went with a diverged volume or network: the list is out of date.
+		if all, err = e.list(ctx, p.Name, true); err != nil {
+			return err
+		}
 	}
 	var orphans []container.Summary
 	r.existing, orphans = byService(p, all)
@@ -498,10 +513,10 @@ func (e *Engine) Check(ctx context.Context, p *types.Project, services []string)
 }
 
 func (e *Engine) prepare(ctx context.Context, p *types.Project, wanted []string) ([]string, string, error) {
-	if _, err := e.api.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
-		return nil, "", fmt.Errorf("connect to the docker engine: %w", err)
+	apiVersion, err := e.connect(ctx)
+	if err != nil {
+		return nil, "", err
 	}
-	apiVersion := e.api.ClientVersion()
 	services, err := selectServices(p, wanted)
 	if err == nil {
 		err = checkDependencies(p, services)

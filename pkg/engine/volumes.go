@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"sync"
 
 	"github.com/compose-spec/compose-go/v2/types"
 	cerrdefs "github.com/containerd/errdefs"
@@ -118,7 +119,63 @@ func anonymousVolumes(s types.ServiceConfig, old container.InspectResponse, img 
 // and checks that the external ones do. With whole (an Up of the whole project), a
 // volume made from another definition is refused, or made again with the file's consent;
 // otherwise it is used as it is (see ensureNetworks).
-func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project, services []string, whole bool, rep *reporter) error {
+//
+// reads are the volumes' inspects made beforehand (inspectVolumes); nil: they are
+// made here, all at once. removed says a volume made from another definition was
+// removed with the containers that used it.
+func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project, services []string, whole bool, rep *reporter, reads map[string]volumeRead) (removed bool, err error) {
+	sorted := volumeKeys(p, services)
+	if reads == nil {
+		reads = e.inspectVolumes(ctx, p, sorted)
+	}
+	for _, key := range sorted {
+		v := p.Volumes[key]
+		name := volumeName(p, key)
+		hash, err := VolumeHash(v)
+		if err != nil {
+			return removed, err
+		}
+		res, err := reads[key].res, reads[key].err
+		switch {
+		case err == nil && bool(v.External):
+			continue
+		case err == nil:
+			// As docker compose: a volume without the label (made by an older version)
+			// is kept; one made from another definition is made again only with consent.
+			if h, ok := res.Volume.Labels[labelConfigHash]; !ok || h == hash || !whole {
+				continue
+			}
+			if !recreateConsent(v) {
+				return removed, &VolumeChangedError{Volume: key, Name: name}
+			}
+			if err := e.removeDivergedVolume(ctx, p, name, rep); err != nil {
+				return removed, err
+			}
+			removed = true
+		case !cerrdefs.IsNotFound(err):
+			return removed, fmt.Errorf("inspect volume %s: %w", name, err)
+		case bool(v.External):
+			return removed, fmt.Errorf("volume %s is declared external but does not exist", name)
+		}
+		labels := objectLabels(p.Name, labelVolume, key, hash, v.Labels, v.CustomLabels)
+		if _, err := e.api.VolumeCreate(ctx, client.VolumeCreateOptions{
+			Name: name, Driver: v.Driver, DriverOpts: v.DriverOpts, Labels: labels,
+		}); err != nil {
+			return removed, fmt.Errorf("create volume %s: %w", name, err)
+		}
+		rep.event("", "", "volume", "created "+name)
+	}
+	return removed, nil
+}
+
+// volumeRead is one volume's inspect: its result or its error.
+type volumeRead struct {
+	res client.VolumeInspectResult
+	err error
+}
+
+// volumeKeys are the project's volumes (keys of p.Volumes) that services mount, sorted.
+func volumeKeys(p *types.Project, services []string) []string {
 	keys := map[string]bool{}
 	for _, name := range services {
 		for _, v := range p.Services[name].Volumes {
@@ -132,41 +189,24 @@ func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project, services [
 		sorted = append(sorted, key)
 	}
 	sort.Strings(sorted)
-	for _, key := range sorted {
-		v := p.Volumes[key]
-		name := volumeName(p, key)
-		hash, err := VolumeHash(v)
-		if err != nil {
-			return err
-		}
-		res, err := e.api.VolumeInspect(ctx, name, client.VolumeInspectOptions{})
-		switch {
-		case err == nil && bool(v.External):
-			continue
-		case err == nil:
-			// As docker compose: a volume without the label (made by an older version)
-			// is kept; one made from another definition is made again only with consent.
-			if h, ok := res.Volume.Labels[labelConfigHash]; !ok || h == hash || !whole {
-				continue
-			}
-			if !recreateConsent(v) {
-				return &VolumeChangedError{Volume: key, Name: name}
-			}
-			if err := e.removeDivergedVolume(ctx, p, name, rep); err != nil {
-				return err
-			}
-		case !cerrdefs.IsNotFound(err):
-			return fmt.Errorf("inspect volume %s: %w", name, err)
-		case bool(v.External):
-			return fmt.Errorf("volume %s is declared external but does not exist", name)
-		}
-		labels := objectLabels(p.Name, labelVolume, key, hash, v.Labels, v.CustomLabels)
-		if _, err := e.api.VolumeCreate(ctx, client.VolumeCreateOptions{
-			Name: name, Driver: v.Driver, DriverOpts: v.DriverOpts, Labels: labels,
-		}); err != nil {
-			return fmt.Errorf("create volume %s: %w", name, err)
-		}
-		rep.event("", "", "volume", "created "+name)
+	return sorted
+}
+
+// inspectVolumes inspects the volumes of keys all at once: one round trip to a far
+// engine, not one each.
+func (e *Engine) inspectVolumes(ctx context.Context, p *types.Project, keys []string) map[string]volumeRead {
+	reads := make([]volumeRead, len(keys))
+	var wg sync.WaitGroup
+	for i, key := range keys {
+		wg.Go(func() {
+			res, err := e.api.VolumeInspect(ctx, volumeName(p, key), client.VolumeInspectOptions{})
+			reads[i] = volumeRead{res, err}
+		})
 	}
-	return nil
+	wg.Wait()
+	out := make(map[string]volumeRead, len(keys))
+	for i, key := range keys {
+		out[key] = reads[i]
+	}
+	return out
 }

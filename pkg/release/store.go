@@ -136,6 +136,12 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte, extra ...
 		return err
 	}
 	files := append([]File{{Name: "docker-compose.yml", Data: compose}, {Name: "release.json", Data: infoJSON}}, extra...)
+	if oldErr == nil {
+		// The host has the release (its release.json was read): its files are never
+		// rewritten, so only release.json is staged, and nothing is left in the stage
+		// for the next sweep.
+		files = files[1:2]
+	}
 	var (
 		there, haveErr error
 		have           []byte
@@ -189,7 +195,7 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte, extra ...
 	case there != nil:
 		return fmt.Errorf("read %s: %w", l.Release(sha), there)
 	}
-	if err := s.keepRelease(ctx, sha, stage, compose, have, haveErr); err != nil {
+	if err := s.keepRelease(ctx, sha, stage, compose, have, haveErr, oldErr != nil); err != nil {
 		clean := context.WithoutCancel(ctx)
 		_ = all(func() error { return s.FS.RemoveAll(clean, stage) }, func() error { return s.FS.RemoveAll(clean, link) })
 		return err
@@ -202,13 +208,19 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte, extra ...
 // keepRelease updates a release the host has from the upload staged in stage: its
 // compose file is never rewritten. Its name says what the file holds, so the same
 // name with another file is a host's file changed by hand (or a release of before
-// names had a hash). Its release.json is replaced.
-func (s *Store) keepRelease(ctx context.Context, sha, stage string, compose, have []byte, haveErr error) error {
+// names had a hash). Its release.json is replaced. staged says the compose file was
+// staged too; a release missing its compose file gets it staged now, when it was not.
+func (s *Store) keepRelease(ctx context.Context, sha, stage string, compose, have []byte, haveErr error, staged bool) error {
 	l := s.Layout
 	switch {
 	case errors.Is(haveErr, fs.ErrNotExist):
-		to := l.ComposeFile(sha)
-		if err := s.FS.Rename(ctx, path.Join(stage, "docker-compose.yml"), to); err != nil {
+		to, from := l.ComposeFile(sha), path.Join(stage, "docker-compose.yml")
+		if !staged {
+			if err := s.FS.WriteFile(ctx, from, compose, 0o600); err != nil {
+				return fmt.Errorf("upload docker-compose.yml: %w", err)
+			}
+		}
+		if err := s.FS.Rename(ctx, from, to); err != nil {
 			return fmt.Errorf("replace %s: %w", to, err)
 		}
 	case haveErr != nil:
@@ -479,6 +491,13 @@ func (s *Store) Audit(ctx context.Context, limit int) ([]AuditEntry, error) {
 // at once, then the folder with whatever else it holds.
 func (s *Store) removeRelease(ctx context.Context, sha string) error {
 	l := s.Layout
+	if r, ok := s.FS.(folderRemover); ok {
+		// Its two files and it in one batch; what else it holds (the app's TLS
+		// files) leaves it there, and it goes the long way.
+		if err := r.RemoveIn(ctx, l.Release(sha), path.Base(l.ComposeFile(sha)), path.Base(l.Info(sha))); err == nil {
+			return nil
+		}
+	}
 	if err := all(
 		func() error { return s.FS.RemoveAll(ctx, l.ComposeFile(sha)) },
 		func() error { return s.FS.RemoveAll(ctx, l.Info(sha)) },
@@ -486,6 +505,12 @@ func (s *Store) removeRelease(ctx context.Context, sha string) error {
 		return err
 	}
 	return s.FS.RemoveAll(ctx, l.Release(sha))
+}
+
+// folderRemover is an FS that removes files and then their folder in one batch of
+// requests (pkg/sshhost's); the folder's removal's error says whether it is gone.
+type folderRemover interface {
+	RemoveIn(ctx context.Context, dir string, files ...string) error
 }
 
 // Pruned is what Prune removed.

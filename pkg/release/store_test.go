@@ -252,3 +252,48 @@ func TestUploadExtraFiles(t *testing.T) {
 		}
 	}
 }
+
+// An upload of a release the host has stages only its release.json, and leaves
+// nothing in .tmp/ but empty folders; a release that lost its compose file gets it
+// back (mode 0600), and a changed one is refused.
+func TestUploadOfAReleaseTheHostHas(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t)
+	info := Info{SHA: "abc", Who: "me@laptop", Time: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Result: Uploaded}
+	compose := []byte("services: {}\n")
+	extra := File{Name: "tls.crt", Data: []byte("cert")}
+	if err := s.Upload(ctx, info, compose, extra); err != nil {
+		t.Fatal(err)
+	}
+	info.Who = "you@laptop"
+	if err := s.Upload(ctx, info, compose, extra); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Info(ctx, "abc"); err != nil || got.Who != "you@laptop" {
+		t.Errorf("release.json after the second upload: %+v %v, want who you@laptop", got, err)
+	}
+	err := filepath.WalkDir(s.Layout.Tmp(), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), "current-") {
+			t.Errorf("the upload left %s under .tmp/", p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(s.Layout.ComposeFile("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Upload(ctx, info, compose); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(s.Layout.ComposeFile("abc")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("compose file put back: %v %v, want mode 0600", st, err)
+	}
+	if data, _ := os.ReadFile(s.Layout.ComposeFile("abc")); string(data) != string(compose) {
+		t.Errorf("compose file put back: %q, want %q", data, compose)
+	}
+	if err := s.Upload(ctx, info, []byte("services: {a: {}}\n")); err == nil || !strings.Contains(err.Error(), "never rewritten") {
+		t.Errorf("upload of another compose file under the same name: %v, want refused", err)
+	}
+}

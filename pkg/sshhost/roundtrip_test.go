@@ -2,6 +2,8 @@ package sshhost
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -197,5 +199,52 @@ func TestStoreRoundTrips(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "releases", last, "docker-compose.yml")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("the compose file's mode: %v, %v; want 0600", fi.Mode(), err)
+	}
+}
+
+// A lock's release: the folder renamed away, its file and it removed, all sent
+// together in order (sshx.InOrder), is about one round trip (three, waited one by one,
+// before).
+func TestMoveAwayRoundTrips(t *testing.T) {
+	h, relay := dialRelayed(t)
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "app")
+	lock, tmp := filepath.Join(dir, ".lock"), filepath.Join(dir, ".tmp")
+	for _, d := range []string{lock, tmp} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(lock, "holder.json"), []byte("{}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, ok := h.(interface {
+		MoveAway(ctx context.Context, from, to string, files ...string) error
+	})
+	if !ok {
+		t.Fatal("the SSH host has no MoveAway")
+	}
+	// The SFTP session is started before the step measured.
+	if _, err := h.ReadDir(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	moved := filepath.Join(tmp, "unlocked-x")
+	before := relay.count()
+	if err := m.MoveAway(ctx, lock, moved, "holder.json"); err != nil {
+		t.Fatalf("MoveAway: %v", err)
+	}
+	n := relay.count() - before
+	t.Logf("move away and remove: %d round trips", n)
+	if n > 2 {
+		t.Errorf("move away and remove took %d round trips, want at most 2", n)
+	}
+	for _, p := range []string{lock, moved} {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s is still there (%v)", p, err)
+		}
+	}
+	// A lock that is not there: the rename's error says so, and nothing else happens.
+	if err := m.MoveAway(ctx, lock, moved, "holder.json"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("MoveAway of a missing folder: %v, want fs.ErrNotExist", err)
 	}
 }

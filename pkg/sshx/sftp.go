@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 
@@ -26,12 +27,43 @@ func (c *Client) SFTP() (*sftp.Client, error) {
 	if c.sftp != nil {
 		return c.sftp, nil
 	}
-	sc, err := sftp.NewClient(c.ssh)
+	sc, w, err := c.startSFTP()
 	if err != nil {
 		return nil, c.opErr("start sftp", err)
 	}
-	c.sftp = sc
+	c.sftp, c.wire = sc, w
 	return sc, nil
+}
+
+// startSFTP starts the SFTP subsystem on a session of its own (as sftp.NewClient
+// does), its stream to the server watched (wire).
+func (c *Client) startSFTP() (*sftp.Client, *wire, error) {
+	s, err := c.ssh.NewSession()
+	if err != nil {
+		return nil, nil, err
+	}
+	s.Stderr = io.Discard
+	in, err := s.StdinPipe()
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	out, err := s.StdoutPipe()
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	if err := s.RequestSubsystem("sftp"); err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	w := newWire(in)
+	sc, err := sftp.NewClientPipe(out, w)
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	return sc, w, nil
 }
 
 // WriteFileAtomic writes data to the remote file with the given permission bits,

@@ -97,6 +97,7 @@ type Client struct {
 
 	mu      sync.Mutex
 	sftp    *sftp.Client
+	wire    *wire // the SFTP session's stream to the server (InOrder)
 	dockers []*client.Client
 	closed  bool
 	stopCtx func() bool // unregisters the context.AfterFunc that closes the Client

@@ -14,7 +14,7 @@ package bench
 // The host is set up as BenchmarkDeploy's are (deploy_test.go): an sshd on 127.0.0.7
 // in a mount namespace of its own, sftp-server behind test/cmd/sftpcount, the engine
 // behind a proxy that counts its requests. Each delay has its relay and its
-// environment in ship.yaml (the same folder on the host); the script has an
+// ship.yaml for the one environment (the same folder on the host); the script has an
 // ssh_config per delay.
 //
 // Per deploy: wall time; the relay's round trips (turns of the conversation as the
@@ -50,6 +50,9 @@ import (
 // appWan is the WAN benchmark's app: the engine proxy renames it qzwan7.
 const appWan = "qzwan0"
 
+// wanEnv is its one environment: its project on the engine is qzwan7-wan.
+const wanEnv = "wan"
+
 // Targets of issue 13: round trips after the SSH handshake.
 const (
 	targetWanUnchanged = 15
@@ -59,7 +62,8 @@ const (
 // wanLink is one delay: its relay and the host as seen through it.
 type wanLink struct {
 	delay time.Duration
-	env   string // the environment in ship.yaml
+	env   string // its name: d<ms>
+	file  string // its ship.yaml: the environment wanEnv through its relay
 	relay string // the relay's log
 	host  *benchHost
 	cfg   string // the script's ssh_config
@@ -139,6 +143,7 @@ func BenchmarkWAN(b *testing.B) {
 	var known strings.Builder
 	for _, delay := range delays {
 		l := &wanLink{delay: delay, env: fmt.Sprintf("d%d", delay.Milliseconds()), relay: filepath.Join(base, fmt.Sprintf("relay-%d.jsonl", delay.Milliseconds()))}
+		l.file = "ship-wan-" + l.env + ".yaml"
 		addr := startProc(b, bins["latency"], "-to", h.sshd.Addr, "-delay", delay.String(), "-out", l.relay).addr
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -156,13 +161,12 @@ func BenchmarkWAN(b *testing.B) {
 
 	d.setupRepo()
 	d.write("known_hosts", known.String())
-	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "app: %s\nregistry: %s\nenvironments:\n", appWan, d.reg)
+	// One environment (a folder and a project are one environment's), seen through
+	// each relay by a ship.yaml of its own.
 	for _, l := range links {
-		fmt.Fprintf(&cfg, "  %s:\n    hosts: [%s]\n    path: %s\n    known_hosts: known_hosts\n    docker_socket: %s\n",
-			l.env, l.host.dest(), filepath.Join(d.mnt, "wan"), filepath.Join(d.mnt, "docker.sock"))
+		d.write(l.file, fmt.Sprintf("app: %s\nregistry: %s\nenvironments:\n  %s:\n    hosts: [%s]\n    path: %s\n    known_hosts: known_hosts\n    docker_socket: %s\n",
+			appWan, d.reg, wanEnv, l.host.dest(), filepath.Join(d.mnt, "wan"), filepath.Join(d.mnt, "docker.sock")))
 	}
-	d.write("ship-wan.yaml", cfg.String())
 	d.git("add", "-A")
 	d.git("commit", "-q", "-m", "wan setup")
 	keyText, err := os.ReadFile(h.sshd.UserKeyFile)
@@ -186,7 +190,7 @@ func BenchmarkWAN(b *testing.B) {
 
 	ship := func(l *wanLink, fresh bool) wanRun {
 		before := lines(b, l.relay)
-		r := d.shipWith(d.shipctl, "ship-wan.yaml", l.env, []*benchHost{l.host}, fresh)
+		r := d.shipWith(d.shipctl, l.file, wanEnv, []*benchHost{l.host}, fresh)
 		return wanRun{deployRun: r, turns: relayTurns(b, l.relay, before, r.counts[0].conns), conns: r.counts[0].conns}
 	}
 	script := func(l *wanLink, fresh bool) wanRun {
@@ -402,9 +406,9 @@ func (d *deployBench) downWan() {
 	defer cancel()
 	eng := engine.New(d.cli)
 	for _, h := range d.hosts {
-		for _, app := range []string{appWan, appScript} {
-			if err := eng.Down(ctx, h.project(app), engine.DownOptions{Volumes: true}); err != nil {
-				d.b.Logf("clean up %s: %v", h.project(app), err)
+		for _, project := range []string{h.project(appWan) + "-" + wanEnv, h.project(appWan), h.project(appScript)} {
+			if err := eng.Down(ctx, project, engine.DownOptions{Volumes: true}); err != nil {
+				d.b.Logf("clean up %s: %v", project, err)
 			}
 		}
 	}
