@@ -143,7 +143,8 @@ func (d *soakShipd) killRestart() {
 	d.mu.Unlock()
 }
 
-// idle waits until shipd runs no deploy of app (one shipctl left when cancelled).
+// idle waits until shipd runs no deploy of app (its project app or app-<env>; one
+// shipctl left when cancelled).
 func (d *soakShipd) idle(app string) error {
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
@@ -153,7 +154,7 @@ func (d *soakShipd) idle(app string) error {
 		busy := err != nil
 		if st != nil {
 			for _, a := range st.Apps {
-				busy = busy || a.App == app && a.Deploying != ""
+				busy = busy || (a.App == app || strings.HasPrefix(a.App, app+"-")) && a.Deploying != ""
 			}
 		}
 		if !busy {
