@@ -19,26 +19,35 @@ type Registries struct {
 
 // HasManifest reports whether ref's registry holds its manifest.
 func (r *Registries) HasManifest(ctx context.Context, ref string) (bool, error) {
+	c, repo, tag, kc, err := r.client(ctx, ref)
+	if err != nil {
+		return false, err
+	}
+	_, ok, err := c.manifest(ctx, repo, tag)
+	return ok, kc.RedactError(err)
+}
+
+// client is a registry client for ref's registry with the keychain's credentials,
+// and ref's repository and tag.
+func (r *Registries) client(ctx context.Context, ref string) (c *registryClient, repo, tag string, kc *Keychain, err error) {
 	named, err := reference.ParseNormalizedNamed(ref)
 	if err != nil {
-		return false, fmt.Errorf("image reference %q: %w", ref, err)
+		return nil, "", "", nil, fmt.Errorf("image reference %q: %w", ref, err)
 	}
 	tagged, ok := named.(reference.Tagged)
 	if !ok {
-		return false, fmt.Errorf("image reference %q has no tag", ref)
+		return nil, "", "", nil, fmt.Errorf("image reference %q has no tag", ref)
 	}
 	host := reference.Domain(named)
-	kc := r.Keychain
+	kc = r.Keychain
 	if kc == nil {
 		kc = NewKeychain(nil)
 	}
 	creds, err := kc.Credentials(ctx, host)
 	if err != nil {
-		return false, err
+		return nil, "", "", nil, err
 	}
-	c := newRegistryClient(host, creds, func() bool { return loopback(host) })
-	_, ok, err = c.manifest(ctx, reference.Path(named), tagged.Tag())
-	return ok, kc.RedactError(err)
+	return newRegistryClient(host, creds, func() bool { return loopback(host) }), reference.Path(named), tagged.Tag(), kc, nil
 }
 
 // PullAuth gives the engine's X-Registry-Auth value for pulling ref, from kc: what

@@ -8,8 +8,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-
-	"github.com/distribution/reference"
 )
 
 // maxManifest bounds a manifest read from a registry.
@@ -22,25 +20,11 @@ const maxManifest = 4 << 20
 // not known here); one image platform and its attestations give that image's config
 // digest too. A tag not in the registry gives none.
 func (r *Registries) ImageIDs(ctx context.Context, ref string) ([]string, error) {
-	named, err := reference.ParseNormalizedNamed(ref)
-	if err != nil {
-		return nil, fmt.Errorf("image reference %q: %w", ref, err)
-	}
-	tagged, ok := named.(reference.Tagged)
-	if !ok {
-		return nil, fmt.Errorf("image reference %q has no tag", ref)
-	}
-	host := reference.Domain(named)
-	kc := r.Keychain
-	if kc == nil {
-		kc = NewKeychain(nil)
-	}
-	creds, err := kc.Credentials(ctx, host)
+	c, repo, tag, kc, err := r.client(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	c := newRegistryClient(host, creds, func() bool { return loopback(host) })
-	ids, err := c.imageIDs(ctx, reference.Path(named), tagged.Tag())
+	ids, err := c.imageIDs(ctx, repo, tag)
 	return ids, kc.RedactError(err)
 }
 

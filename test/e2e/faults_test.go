@@ -21,31 +21,7 @@ import (
 func TestDeployCtrlCDuringGit(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, siteOptions{})
-	bin := t.TempDir()
-	started := filepath.Join(bin, "started")
-	if err := syscall.Mkfifo(started, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// A git that says it has started, then hangs until it is killed.
-	script := "#!/bin/sh\necho started > " + started + "\nexec sleep 3600\n"
-	if err := os.WriteFile(filepath.Join(bin, "git"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	env := append(append([]string(nil), s.env...), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
-	p := start(t, s.dir, env, "deploy", "e2e", "--untested")
-
-	opened := make(chan struct{})
-	go func() {
-		defer close(opened)
-		if f, err := os.Open(started); err == nil { // returns once git has opened it
-			f.Close()
-		}
-	}()
-	select {
-	case <-opened:
-	case <-p.done:
-		t.Fatalf("shipctl ended before running git:\n%s", p.wait(t))
-	}
+	p := deployInGit(t, s, false)
 	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}

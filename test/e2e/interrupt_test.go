@@ -15,20 +15,39 @@ import (
 func TestDeployTerminalCtrlCDuringGit(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, siteOptions{})
+	// shipctl leads a process group of its own, as a terminal's foreground job does.
+	p := deployInGit(t, s, true)
+	if err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGINT); err != nil { // the terminal's Ctrl-C
+		t.Fatal(err)
+	}
+	r := p.wait(t)
+	if r.code != 130 || strings.Contains(r.stderr, "signal: ") {
+		t.Errorf("Ctrl-C to the process group during git: want exit 130, not git's death\n%s", r)
+	}
+	s.assertUntouched()
+}
+
+// deployInGit starts `shipctl deploy e2e` with a git that says it has started, then
+// waits in a program that Ctrl-C ends, and returns once git runs. group: shipctl
+// leads a process group of its own.
+func deployInGit(t *testing.T, s *site, group bool) *proc {
+	t.Helper()
 	bin := t.TempDir()
 	started := filepath.Join(bin, "started")
 	if err := syscall.Mkfifo(started, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// A git that says it has started, then waits in a program that Ctrl-C ends.
 	script := "#!/bin/sh\necho started > " + started + "\nexec sleep 3600\n"
 	if err := os.WriteFile(filepath.Join(bin, "git"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	env := append(append([]string(nil), s.env...), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
-	// shipctl leads a process group of its own, as a terminal's foreground job does.
-	p := startGroup(t, s.dir, env, "deploy", "e2e", "--untested")
-
+	var p *proc
+	if group {
+		p = startGroup(t, s.dir, env, "deploy", "e2e", "--untested")
+	} else {
+		p = start(t, s.dir, env, "deploy", "e2e", "--untested")
+	}
 	opened := make(chan struct{})
 	go func() {
 		defer close(opened)
@@ -41,14 +60,7 @@ func TestDeployTerminalCtrlCDuringGit(t *testing.T) {
 	case <-p.done:
 		t.Fatalf("shipctl ended before running git:\n%s", p.wait(t))
 	}
-	if err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGINT); err != nil { // the terminal's Ctrl-C
-		t.Fatal(err)
-	}
-	r := p.wait(t)
-	if r.code != 130 || strings.Contains(r.stderr, "signal: ") {
-		t.Errorf("Ctrl-C to the process group during git: want exit 130, not git's death\n%s", r)
-	}
-	s.assertUntouched()
+	return p
 }
 
 // startGroup is start with shipctl leading a process group of its own.
