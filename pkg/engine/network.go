@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -289,12 +290,7 @@ func networkKeys(p *types.Project, services []string) []string {
 			keys[key] = true
 		}
 	}
-	sorted := make([]string, 0, len(keys))
-	for key := range keys {
-		sorted = append(sorted, key)
-	}
-	sort.Strings(sorted)
-	return sorted
+	return slices.Sorted(maps.Keys(keys))
 }
 
 // findNetworks looks the networks of keys up all at once: one round trip to a far

@@ -3,7 +3,9 @@ package engine
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 
@@ -184,12 +186,7 @@ func volumeKeys(p *types.Project, services []string) []string {
 			}
 		}
 	}
-	sorted := make([]string, 0, len(keys))
-	for key := range keys {
-		sorted = append(sorted, key)
-	}
-	sort.Strings(sorted)
-	return sorted
+	return slices.Sorted(maps.Keys(keys))
 }
 
 // inspectVolumes inspects the volumes of keys all at once: one round trip to a far
