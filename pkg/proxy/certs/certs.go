@@ -22,6 +22,7 @@ package certs
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,7 +74,10 @@ type Config struct {
 // Manager serves certificates by SNI. Its methods may be called concurrently.
 type Manager struct {
 	cfg      Config
-	ac       *autocert.Manager
+	ac       atomic.Pointer[acmeState]
+	hc       *http.Client // the ACME client's, with the recorder
+	wantHTTP atomic.Bool  // HTTPHandler was asked for: HTTP-01 is tried
+	ari      *renewalInfo
 	log      *slog.Logger
 	problems *problems
 	allow    atomic.Pointer[func(string) bool]
@@ -85,6 +89,8 @@ type Manager struct {
 
 type hostState struct {
 	cert     *tls.Certificate // last served
+	leaf     *x509.Certificate
+	checking bool // a renewal information loop runs for this name
 	notAfter time.Time
 	issued   time.Time // when this process last stored a new one
 	err      error     // the last failure, until a success
@@ -123,15 +129,38 @@ func New(cfg Config) (*Manager, error) {
 	}
 	hc := *base
 	hc.Transport = &recorder{next: base.Transport, problems: m.problems}
-	m.ac = &autocert.Manager{
-		Prompt:      autocert.AcceptTOS,
-		Cache:       &store{dir: autocert.DirCache(cfg.Dir), m: m},
-		HostPolicy:  m.hostPolicy,
-		RenewBefore: cfg.RenewBefore,
-		Email:       cfg.Email,
-		Client:      &acme.Client{DirectoryURL: cfg.Directory, HTTPClient: &hc, UserAgent: "shipd"},
-	}
+	m.hc = &hc
+	m.ari = newRenewalInfo(m)
+	m.ac.Store(m.newACME())
 	return m, nil
+}
+
+// acmeState is one autocert.Manager with the gate of its ACME requests. It is replaced
+// whole when a certificate must be ordered again before autocert would (renewal
+// information says so): autocert offers no way to drop a certificate it holds.
+type acmeState struct {
+	ac   *autocert.Manager
+	gate *gate
+	http http.Handler
+}
+
+func (m *Manager) newACME() *acmeState {
+	g := &gate{next: m.hc.Transport}
+	hc := *m.hc
+	hc.Transport = g
+	ac := &autocert.Manager{
+		Prompt:      autocert.AcceptTOS,
+		Cache:       &store{dir: autocert.DirCache(m.cfg.Dir), m: m},
+		HostPolicy:  m.hostPolicy,
+		RenewBefore: m.cfg.RenewBefore,
+		Email:       m.cfg.Email,
+		Client:      &acme.Client{DirectoryURL: m.cfg.Directory, HTTPClient: &hc, UserAgent: "shipd"},
+	}
+	st := &acmeState{ac: ac, gate: g}
+	if m.wantHTTP.Load() {
+		st.http = ac.HTTPHandler(http.NotFoundHandler())
+	}
+	return st
 }
 
 // SetPolicy sets which names may get an ACME certificate (shipd: Router.TLSHost). A
@@ -163,14 +192,24 @@ func (m *Manager) TLSConfig() *tls.Config {
 
 // HTTPHandler answers ACME HTTP-01 challenges (RouterOptions.Challenge); other requests
 // get 404.
-func (m *Manager) HTTPHandler() http.Handler { return m.ac.HTTPHandler(http.NotFoundHandler()) }
+func (m *Manager) HTTPHandler() http.Handler {
+	m.mu.Lock()
+	m.wantHTTP.Store(true)
+	if st := m.ac.Load(); st.http == nil {
+		st.http = st.ac.HTTPHandler(http.NotFoundHandler())
+	}
+	m.mu.Unlock()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.ac.Load().http.ServeHTTP(w, r)
+	})
+}
 
 // GetCertificate is tls.Config's: a custom certificate for the name if there is one,
 // else the ACME one (loaded from the state directory, or issued now).
 func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	name := strings.TrimSuffix(strings.ToLower(hello.ServerName), ".")
 	if isChallenge(hello) {
-		return m.ac.GetCertificate(hello)
+		return m.ac.Load().ac.GetCertificate(hello)
 	}
 	if c := m.custom.Load().lookup(name); c != nil {
 		return c, nil
@@ -189,7 +228,7 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 
 func (m *Manager) get(name string, hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	start := time.Now()
-	c, err := m.ac.GetCertificate(hello)
+	c, err := m.ac.Load().ac.GetCertificate(hello)
 	if err != nil {
 		return nil, m.failed(name, start, err)
 	}
@@ -265,12 +304,16 @@ func (m *Manager) served(name string, c *tls.Certificate) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	h := m.state(name)
-	if h.cert == c && h.err == nil {
+	if h.leaf == c.Leaf && h.err == nil {
 		return
 	}
-	h.cert, h.err = c, nil
+	h.cert, h.leaf, h.err = c, c.Leaf, nil
 	if c.Leaf != nil {
 		h.notAfter = c.Leaf.NotAfter
+	}
+	if !h.checking {
+		h.checking = true
+		go m.ari.watch(name)
 	}
 }
 
