@@ -6,7 +6,9 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"golang.org/x/crypto/acme"
 
 	"github.com/shipdeploy/ship/pkg/proxy/certs"
+	"github.com/shipdeploy/ship/test/testenv"
 )
 
 // A certificate revoked at the CA is replaced without a restart: renewal information
@@ -128,4 +131,51 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// failingInfo fails every renewal information request with 503 and passes the rest on.
+type failingInfo struct{ next http.RoundTripper }
+
+func (f failingInfo) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.Contains(req.URL.Path, "renewalInfo") {
+		return &http.Response{StatusCode: http.StatusServiceUnavailable, Status: "503 Service Unavailable",
+			Body: io.NopCloser(strings.NewReader("")), Header: http.Header{}, Request: req}, nil
+	}
+	return f.next.RoundTrip(req)
+}
+
+// When the CA's renewal information cannot be read, the certificate is still served,
+// nothing is ordered, and the log says so.
+func TestRenewalInfoFailureKeepsServing(t *testing.T) {
+	certs.SetRenewalInfoBounds(t, 50*time.Millisecond, 200*time.Millisecond)
+	var logs lockedBuffer
+	plainLn, secureLn := listeners(t)
+	p := testenv.Pebble(t, testenv.PebbleOptions{HTTPPort: port(plainLn), TLSPort: port(secureLn)})
+	cfg := certs.Config{
+		Dir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Directory: p.Directory, HTTPClient: &http.Client{Transport: failingInfo{next: p.Client.Transport}},
+	}
+	f := startFront(t, plainLn, secureLn, cfg, nil)
+	f.route(t, "shop/web", app(t, "shop").Listener.Addr().String(), "shop.test")
+	cl := f.client(p.Roots, true)
+	url := f.url("shop.test", "/")
+
+	resp, _ := get(t, cl, url)
+	first := resp.TLS.PeerCertificates[0].SerialNumber
+	deadline := time.Now().Add(patience)
+	for strings.Count(logs.String(), "renewal information not read") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning about the failed renewal information after %s; log:\n%s", patience, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling the log
+	}
+	if resp, body := get(t, cl, url); body != "shop" || resp.TLS.PeerCertificates[0].SerialNumber.Cmp(first) != 0 {
+		t.Errorf("after failed renewal information: %q with serial %x, want shop with %x", body, resp.TLS.PeerCertificates[0].SerialNumber, first)
+	}
+	if n := p.Orders(); n != 1 {
+		t.Errorf("%d orders, want 1", n)
+	}
+	if !strings.Contains(logs.String(), "503") {
+		t.Errorf("the warning does not say what failed:\n%s", logs.String())
+	}
 }
