@@ -90,7 +90,9 @@
 // and package-level defaults. Its advantages are not needed for one server with
 // HTTP-01; autocert's weak points are covered here: the CA's reason for a failed
 // validation, which autocert drops, is read from the ACME responses (certs.IssueError),
-// and a name that failed is not retried at every handshake. If DNS-01 and wildcard
+// a name that failed is not retried at every handshake, and ACME renewal information
+// (RFC 9773), which autocert does not read, is asked for by certs itself, so that a
+// revoked certificate is replaced (certs/renewalinfo.go). If DNS-01 and wildcard
 // certificates from ACME are wanted later, certmagic can replace autocert inside
 // pkg/proxy/certs without changing its API.
 package proxy

@@ -8,7 +8,9 @@
 // same directory serves what is there: a restart, an upgrade or a handover never orders
 // a certificate again. A certificate is renewed ahead of its expiry (RenewBefore, else a
 // third of its lifetime, at most 30 days) while it is in use; an expired one is ordered
-// anew at its next handshake.
+// anew at its next handshake. One the CA revoked or wants replaced is ordered anew when
+// its ACME Renewal Information (RFC 9773, asked for when it is loaded or issued and then
+// at the CA's pace) says its window has started (renewalinfo.go).
 //
 // When a certificate cannot be issued the error (an *IssueError) carries the CA's own
 // reason, which autocert drops, recovered from the ACME responses, and the likely fix:
