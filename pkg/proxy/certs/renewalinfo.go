@@ -58,14 +58,29 @@ func newRenewalInfo(m *Manager) *renewalInfo {
 	return &renewalInfo{m: m, min: renewalInfoMin, max: renewalInfoMax}
 }
 
-// watch asks about name's certificate now and then again at the CA's pace, for as long
-// as the process runs.
+// watch asks about name's certificate now and then again at the CA's pace, while name
+// is served with an ACME certificate.
 func (r *renewalInfo) watch(name string) {
-	for {
-		wait := r.check(name)
-		t := time.NewTimer(wait)
+	for r.watched(name) {
+		t := time.NewTimer(r.check(name))
 		<-t.C
 	}
+}
+
+// watched says whether name is still served with an ACME certificate, and ends its
+// watch if not (served starts a new one).
+func (r *renewalInfo) watched(name string) bool {
+	m := r.m
+	if m.allowed(name) && m.custom.Load().lookup(name) == nil {
+		return true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if h := m.hosts[name]; h != nil {
+		h.checking = false
+		h.leaf = nil // served checks the next certificate afresh
+	}
+	return false
 }
 
 // check asks about the certificate name is served with, replaces it if the CA says so,
