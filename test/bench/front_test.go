@@ -46,7 +46,7 @@ func measureFront(b *testing.B, bin string, backend, single *proc, conns int, du
 	}
 	rows := []frontRow{
 		{name: "direct", key: "direct", cfg: loadgen.Config{URL: "http://" + backend.addr + "/"}},
-		{name: "proxy, own listener (shipd today)", key: "route", cfg: loadgen.Config{URL: "http://" + single.addr + "/"}},
+		{name: "proxy, own listener (no host)", key: "route", cfg: loadgen.Config{URL: "http://" + single.addr + "/"}},
 	}
 	for _, n := range []int{1, 100} {
 		plain, tls := addrs(n)

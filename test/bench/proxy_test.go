@@ -166,7 +166,7 @@ func measureProxy(b *testing.B) map[string]float64 {
 	}
 	w("\nidle RSS of the proxy process: %s after its start (target <= 25 MB: %s); %s %s after the load\n",
 		mb(idleRSS), verdict(idleRSS <= targetRSS), mb(loadedRSS), settle)
-	w("  (test/bench/proxyd: one pkg/proxy route in a process of its own, a stand-in for shipd until shipd serves its routes)\n")
+	w("  (test/bench/proxyd: one pkg/proxy route in a process of its own, as shipd serves a route without a host on a listener of its own)\n")
 	w("\nrestart of the proxy under %d requests/s for %s (30%% on fresh connections), restart at %s:\n", restartRate, restartRun, restartRun/3)
 	w("  %-52s %s\n", "plain (SIGTERM, exit, start a new process):", restartLine(plain.rep, plain.took))
 	w("  %-52s %s\n", "handover (the listening socket passed to the new one):", restartLine(handover.rep, handover.took))
