@@ -752,14 +752,14 @@ services:
     image: ` + ref + `
     pull_policy: never
 `
-	build("one")
+	build(s.name + "-one") // unique: another run builds its own image, never this one
 	s.mustUp(s.load(yaml), engine.UpOptions{})
 	first := s.inspect(s.name + "-web-1")
 
 	if rec := s.mustUp(s.load(yaml), engine.UpOptions{}); !rec.has("web", "unchanged") {
 		t.Errorf("same image: want unchanged; got\n%s", rec)
 	}
-	build("two")
+	build(s.name + "-two")
 	rec := s.mustUp(s.load(yaml), engine.UpOptions{})
 	if i := rec.index("web", "recreate"); i < 0 || rec.events[i].Msg != "image changed" {
 		t.Errorf("tag moved: want recreate (image changed); got\n%s", rec)

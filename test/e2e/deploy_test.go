@@ -167,7 +167,9 @@ func (s *site) push(sha string) string {
 		s.t.Fatal(err)
 	}
 	s.reg.Push(s.t, s.cli, ref)
-	if _, err := s.cli.ImageRemove(ctx, ref, client.ImageRemoveOptions{}); err != nil {
+	// Force: the image may have no other tag left while another run's container uses
+	// it; this untags only this run's reference (a running container keeps its image).
+	if _, err := s.cli.ImageRemove(ctx, ref, client.ImageRemoveOptions{Force: true}); err != nil {
 		s.t.Fatal(err)
 	}
 	return ref
@@ -380,7 +382,9 @@ func TestDeployLifecycle(t *testing.T) {
 		}
 	}
 	// build made the image on this engine; the host must pull it.
-	if _, err := s.cli.ImageRemove(context.Background(), s.reg.Addr+"/example/web:"+shaA, client.ImageRemoveOptions{}); err != nil {
+	// Force: another run's container may use the same image (the same build) under
+	// its own registry's tag; this untags only this run's reference.
+	if _, err := s.cli.ImageRemove(context.Background(), s.reg.Addr+"/example/web:"+shaA, client.ImageRemoveOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
 
