@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
 	cerrdefs "github.com/containerd/errdefs"
@@ -157,11 +158,36 @@ func (e *Engine) stopRemove(ctx context.Context, id, service, name string, volum
 	if _, err := e.api.ContainerStop(ctx, id, client.ContainerStopOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("stop container %s: %w", name, err)
 	}
-	if _, err := e.api.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: volumes}); err != nil && !cerrdefs.IsNotFound(err) {
+	if err := e.removeContainer(ctx, id, volumes); err != nil {
 		return fmt.Errorf("remove container %s: %w", name, err)
 	}
 	rep.event(service, name, "remove", "removed")
 	return nil
+}
+
+// removeContainer removes the container id (forced). One already gone is removed; one
+// whose removal another caller has under way (shipd retiring a replaced container
+// while the app is taken down) is waited for until it is gone.
+func (e *Engine) removeContainer(ctx context.Context, id string, volumes bool) error {
+	_, err := e.api.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: volumes})
+	switch {
+	case err == nil, cerrdefs.IsNotFound(err):
+		return nil
+	case !cerrdefs.IsConflict(err) || !strings.Contains(err.Error(), "already in progress"):
+		return err
+	}
+	tick := time.NewTicker(max(e.poll, 100*time.Millisecond))
+	defer tick.Stop()
+	for {
+		if _, ierr := e.api.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); cerrdefs.IsNotFound(ierr) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (waiting for it: %w)", err, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // containerLabelName is the container's name without the engine's leading slash.

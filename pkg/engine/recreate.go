@@ -54,7 +54,7 @@ func (r *run) replace(ctx context.Context, oldID, oldName string, stop time.Dura
 	if startErr == nil {
 		r.rep.event(nc.service, name, "start", "started")
 	}
-	if _, err := e.api.ContainerRemove(own, oldID, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+	if err := e.removeContainer(own, oldID, false); err != nil {
 		return target{}, fmt.Errorf("remove container %s: %w", oldName, err)
 	}
 	r.rep.event(nc.service, oldName, "remove", "removed")
