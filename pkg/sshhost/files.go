@@ -56,19 +56,28 @@ func (h *host) MkdirAll(ctx context.Context, dir string) error {
 }
 
 // Mkdir makes dir. OpenSSH's SFTP server answers a plain failure for a folder that is
-// there (protocol version 3 has no "exists" status), so a failure is looked into.
+// there (protocol version 3 has no "exists" status), so a failure is looked into: a
+// folder there is fs.ErrExist; one gone by the time it is looked at (a lock released
+// between the two requests) is made again.
 func (h *host) Mkdir(ctx context.Context, dir string) error {
 	sc, err := h.sftp(ctx)
 	if err != nil {
 		return err
 	}
-	if err := sc.Mkdir(dir); err != nil {
-		if _, serr := sc.Lstat(dir); serr == nil {
+	for try := 0; ; try++ {
+		err := sc.Mkdir(dir)
+		if err == nil || errors.Is(err, fs.ErrNotExist) { // no parent: said as such
+			return pathErr("mkdir", dir, err)
+		}
+		_, serr := sc.Lstat(dir)
+		switch {
+		case serr == nil:
 			return &fs.PathError{Op: "mkdir", Path: dir, Err: fs.ErrExist}
+		case try < 3 && errors.Is(serr, fs.ErrNotExist) && ctx.Err() == nil:
+			continue
 		}
 		return pathErr("mkdir", dir, err)
 	}
-	return nil
 }
 
 func (h *host) WriteFile(ctx context.Context, name string, data []byte, mode fs.FileMode) (err error) {
