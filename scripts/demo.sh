@@ -69,7 +69,8 @@ cleanup() {
 	set +e
 	trap - EXIT INT TERM
 	printf '\n\033[1m### Cleaning up\033[0m\n'
-	for project in "$app" "$blog"; do
+	# Each app's compose project on the "server" is <app>-<env> (the environment demo).
+	for project in "$app" "$app-demo" "$blog" "$blog-demo"; do
 		docker ps -aq --filter "label=com.docker.compose.project=$project" | xargs -r docker rm -f >/dev/null
 		docker network ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker network rm >/dev/null
 	done
@@ -83,8 +84,11 @@ cleanup() {
 		wait "$pid" 2>/dev/null
 	done
 	rm -rf "$work"
-	left=$(($(docker ps -aq --filter "label=com.docker.compose.project=$app" | wc -l) + $(docker ps -aq --filter "label=com.docker.compose.project=$blog" | wc -l)))
-	echo "containers, networks and images of $app and $blog removed ($left containers left); shipd, registry, sshd and $work gone"
+	left=0
+	for project in "$app" "$app-demo" "$blog" "$blog-demo"; do
+		left=$((left + $(docker ps -aq --filter "label=com.docker.compose.project=$project" | wc -l)))
+	done
+	echo "containers, networks and images of $app-demo and $blog-demo removed ($left containers left); shipd, registry, sshd and $work gone"
 	if [ "$code" -eq 0 ]; then
 		echo "demo: done in $((SECONDS - start))s"
 	else
