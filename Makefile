@@ -87,6 +87,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzShip -fuzztime=30s ./pkg/compose
 	$(GO) test -run '^$$' -fuzz=FuzzLoad -fuzztime=60s -fuzzminimizetime=5s ./pkg/compose
 
+# A benchmark waits for any other one on this machine to end (a lock file), so that two
+# checkouts never time each other or share the benchmarks' fixed engine names.
+BENCHLOCK ?= flock /tmp/ship-bench.lock
+
 # The benchmarks, one after the other (never in parallel: each one times this machine):
 # build, proxy, deploy, WAN, zero downtime and the soak run. Each prints its table; the
 # run fails if one of them does.
@@ -101,7 +105,7 @@ BENCHTIME  ?= 10x
 BENCHCOUNT ?= 1
 .PHONY: bench-build
 bench-build:
-	$(GO) test -run '^$$' -bench '^BenchmarkUnchanged$$' -benchtime $(BENCHTIME) -count $(BENCHCOUNT) -timeout 30m ./test/bench
+	$(BENCHLOCK) $(GO) test -run '^$$' -bench '^BenchmarkUnchanged$$' -benchtime $(BENCHTIME) -count $(BENCHCOUNT) -timeout 30m ./test/bench
 
 # pkg/proxy through test/bench/proxyd next to the same backend direct: throughput,
 # p50/p99 at half load, idle RSS, restart gap (plain and with the socket handed over);
@@ -109,7 +113,7 @@ bench-build:
 # with 1 and 100 host names, interleaved with the backend direct.
 .PHONY: bench-proxy
 bench-proxy:
-	$(GO) test -run '^$$' -bench '^BenchmarkProxy$$' -benchtime 1x -count 1 -timeout 15m ./test/bench
+	$(BENCHLOCK) $(GO) test -run '^$$' -bench '^BenchmarkProxy$$' -benchtime 1x -count 1 -timeout 15m ./test/bench
 
 # shipctl deploy to 1 and to 4 hosts (sshds on 127.0.0.2-5, a registry process, this
 # machine's engine), its no-op redeploy, and the plain script it replaces (scp, then
@@ -130,7 +134,7 @@ bench-deploy: deps
 		(cd "$$tmp" && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o "$$tmp/shipctl-base" ./cmd/shipctl) && \
 		base="$$tmp/shipctl-base"; \
 	fi; \
-	BENCH_BASE_SHIPCTL="$$base" $(GO) test -run '^$$' -bench '^BenchmarkDeploy$$' -benchtime 1x -count 1 -timeout 30m ./test/bench
+	BENCH_BASE_SHIPCTL="$$base" $(BENCHLOCK) $(GO) test -run '^$$' -bench '^BenchmarkDeploy$$' -benchtime 1x -count 1 -timeout 30m ./test/bench
 
 # shipctl deploy to one host behind test/cmd/latency, a relay that delays each way (0,
 # 25 and 75 ms), changed and unchanged releases, next to the plain script through the
@@ -143,7 +147,7 @@ bench-wan: deps
 		echo "bench-wan: installing Debian's docker-compose, for the plain-script baseline"; \
 		sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
-	$(GO) test -run '^$$' -bench '^BenchmarkWAN$$' -benchtime 1x -count 1 -timeout 30m ./test/bench
+	$(BENCHLOCK) $(GO) test -run '^$$' -bench '^BenchmarkWAN$$' -benchtime 1x -count 1 -timeout 30m ./test/bench
 
 # The highest fixed rate at which deploys through shipd keep zero failed requests, on
 # this machine, next to the agentless path (a recreate behind a published port); and
@@ -151,7 +155,7 @@ bench-wan: deps
 # a deploy, BENCH_GAP_RATE requests a second). BENCH_DEPLOYS=n deploys per rate, BENCH_MAX_RATE caps the search.
 .PHONY: bench-zerodowntime
 bench-zerodowntime:
-	$(GO) test -run '^$$' -bench '^Benchmark(ZeroDowntime|AgentlessGap|ShipdDeployTime)$$' -benchtime 1x -count 1 -timeout 20m ./test/bench
+	$(BENCHLOCK) $(GO) test -run '^$$' -bench '^Benchmark(ZeroDowntime|AgentlessGap|ShipdDeployTime)$$' -benchtime 1x -count 1 -timeout 20m ./test/bench
 
 # The soak run: for SOAK (default 10m; SOAK=2m) deploys, rollbacks, failing deploys,
 # Ctrl-C at random moments (agentless and through shipd), shipd SIGKILLs and sshd
@@ -161,7 +165,7 @@ bench-zerodowntime:
 SOAK ?= 10m
 .PHONY: bench-soak
 bench-soak:
-	SOAK=$(SOAK) $(GO) test -run '^$$' -bench '^BenchmarkSoak$$' -benchtime 1x -count 1 -v -timeout 90m ./test/bench
+	SOAK=$(SOAK) $(BENCHLOCK) $(GO) test -run '^$$' -bench '^BenchmarkSoak$$' -benchtime 1x -count 1 -v -timeout 90m ./test/bench
 
 # The demo's registry process (test/cmd/registry); the deploy benchmark builds its own.
 registry:
