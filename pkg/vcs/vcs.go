@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -46,8 +47,37 @@ func (i Info) Short() string {
 	return i.SHA
 }
 
-// Head reads the checkout that holds dir.
+// Head reads the checkout that holds dir. It runs git in two rounds, the commands of
+// a round at once: one rev-parse for the top folder, the .git folder and the commit,
+// then the subject, the diff and the untracked files. Should the first fail, headSlow
+// asks again one question at a time, to say which part is missing.
 func Head(ctx context.Context, dir string) (Info, error) {
+	out, err := git(ctx, dir, "rev-parse", "--show-toplevel", "--absolute-git-dir", "--verify", "HEAD^{commit}")
+	if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+		return Info{}, err
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if err != nil || len(lines) != 3 {
+		return headSlow(ctx, dir)
+	}
+	info := Info{Top: lines[0], GitDir: lines[1], SHA: lines[2]}
+	var subject, diff, untracked string
+	var errs [3]error
+	var wg sync.WaitGroup
+	wg.Go(func() { subject, errs[0] = git(ctx, dir, "log", "-1", "--format=%s", info.SHA) })
+	wg.Go(func() { diff, errs[1] = git(ctx, info.Top, "diff", "HEAD", "--binary") })
+	wg.Go(func() { untracked, errs[2] = git(ctx, info.Top, "ls-files", "--others", "--exclude-standard", "-z") })
+	wg.Wait()
+	if err := firstErr(errs[:]); err != nil {
+		return Info{}, err
+	}
+	info.Subject = strings.TrimSpace(subject)
+	return info.withChange(diff, untracked), nil
+}
+
+// headSlow is Head one git command at a time, each failure told apart: not a checkout,
+// or one without a commit yet.
+func headSlow(ctx context.Context, dir string) (Info, error) {
 	top, err := git(ctx, dir, "rev-parse", "--show-toplevel")
 	if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 		return Info{}, err
@@ -74,7 +104,6 @@ func Head(ctx context.Context, dir string) (Info, error) {
 		return Info{}, err
 	}
 	info.Subject = strings.TrimSpace(subject)
-
 	diff, err := git(ctx, info.Top, "diff", "HEAD", "--binary")
 	if err != nil {
 		return Info{}, err
@@ -83,9 +112,16 @@ func Head(ctx context.Context, dir string) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
+	return info.withChange(diff, untracked), nil
+}
+
+// withChange sets Clean and Diff from `git diff HEAD --binary` and the untracked files
+// (`git ls-files --others -z`): the hash covers the diff, then each untracked file's
+// name and content.
+func (i Info) withChange(diff, untracked string) Info {
 	if diff == "" && untracked == "" {
-		info.Clean = true
-		return info, nil
+		i.Clean = true
+		return i
 	}
 	h := sha256.New()
 	io.WriteString(h, diff)
@@ -94,12 +130,28 @@ func Head(ctx context.Context, dir string) (Info, error) {
 			continue
 		}
 		fmt.Fprintf(h, "\x00untracked %s\x00", name)
-		if data, err := os.ReadFile(filepath.Join(info.Top, name)); err == nil {
+		if data, err := os.ReadFile(filepath.Join(i.Top, name)); err == nil {
 			h.Write(data)
 		}
 	}
-	info.Diff = hex.EncodeToString(h.Sum(nil))[:12]
-	return info, nil
+	i.Diff = hex.EncodeToString(h.Sum(nil))[:12]
+	return i
+}
+
+// firstErr is the first error of errs that is not nil: a cancellation before any
+// other, so that Ctrl-C reads as one.
+func firstErr(errs []error) error {
+	for _, err := range errs {
+		if errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // shortSHA is the first 12 characters of sha.
