@@ -85,9 +85,6 @@ type pushTarget struct {
 }
 
 func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pushed, error) {
-	engineConfig := b.engineRegistryConfig(ctx)
-	defer engineConfig()
-
 	var targets []pushTarget
 	for _, ref := range refs {
 		t, err := parseTarget(ref)
@@ -96,6 +93,10 @@ func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pus
 		}
 		targets = append(targets, t)
 	}
+	// The engine's registry config, when asked, is not waited for beyond the push.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	engineConfig := b.engineRegistryConfig(ctx, targets)
 	// The images on the engine and the registries, in one round of requests at once.
 	var clients map[string]*registryClient
 	g, gctx := errgroup.WithContext(ctx)
@@ -137,9 +138,14 @@ func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pus
 }
 
 // engineRegistryConfig asks the engine, in the meantime, which registries it reaches
-// over plain HTTP: that matters only when HTTPS fails. The returned function waits for
-// the answer (nil when the engine did not give one); call it at least once.
-func (b *Builder) engineRegistryConfig(ctx context.Context) func() *registry.ServiceConfig {
+// over plain HTTP: that matters only when HTTPS fails, and not at all when every
+// target is on a loopback address (see loopbackHost), so then it is not asked. The
+// returned function waits for the answer (nil when the engine did not give one);
+// nothing waits for it otherwise.
+func (b *Builder) engineRegistryConfig(ctx context.Context, targets []pushTarget) func() *registry.ServiceConfig {
+	if !slices.ContainsFunc(targets, func(t pushTarget) bool { return !loopbackHost(t.host) }) {
+		return func() *registry.ServiceConfig { return nil }
+	}
 	infoCh := make(chan *registry.ServiceConfig, 1)
 	go func() {
 		res, err := b.api.Info(ctx, client.InfoOptions{})
@@ -157,6 +163,22 @@ func (b *Builder) engineRegistryConfig(ctx context.Context) func() *registry.Ser
 		}
 		return regCfg
 	}
+}
+
+// loopbackHost reports whether host[:port] is a loopback address (127.0.0.0/8, ::1)
+// or localhost. The engine always reaches those over plain HTTP as well: it adds
+// them to its insecure networks whatever its config says, and its config can only
+// name registries insecure, never secure (docker.io aside).
+func loopbackHost(host string) bool {
+	name := host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		name = h
+	}
+	if name == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(strings.Trim(name, "[]"))
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // openRegistries checks that each target's registry answers and takes its
@@ -178,7 +200,7 @@ func openRegistries(ctx context.Context, targets []pushTarget, engineConfig func
 			if err != nil {
 				return err
 			}
-			c := newRegistryClient(host, creds, func() bool { return insecureRegistry(engineConfig(), host) })
+			c := newRegistryClient(host, creds, func() bool { return loopbackHost(host) || insecureRegistry(engineConfig(), host) })
 			if err := c.ping(gctx); err != nil {
 				return err
 			}
