@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 
+	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/config"
 	"github.com/shipdeploy/ship/pkg/image"
 	"github.com/shipdeploy/ship/pkg/term"
@@ -55,9 +57,26 @@ manifest is looked up in the registry.`,
 }
 
 func runPush(ctx context.Context, g *Globals, o *pushOptions) error {
-	cfg, info, err := g.checkout(ctx)
+	cfg, err := g.loadConfig()
 	if err != nil {
 		return err
+	}
+	if err := requireRegistry(cfg); err != nil {
+		return err
+	}
+	// The checkout (git) and the compose file at once: neither needs the other, and
+	// each takes a few milliseconds. Their errors are told in the order of the steps.
+	var (
+		info             vcs.Info
+		proj             *compose.Project
+		headErr, projErr error
+		wg               sync.WaitGroup
+	)
+	wg.Go(func() { info, headErr = head(ctx, cfg) })
+	wg.Go(func() { proj, projErr = loadDeployCompose(ctx, g, cfg, true) })
+	wg.Wait()
+	if headErr != nil {
+		return headErr
 	}
 	p := newPrinter(g)
 	if err := checkDirty(p, info, o.AllowDirty, "push"); err != nil {
@@ -66,10 +85,10 @@ func runPush(ctx context.Context, g *Globals, o *pushOptions) error {
 	if err := checkTested(g, p, info, o.Untested, true); err != nil {
 		return err
 	}
-	proj, err := deployProject(ctx, g, cfg, info.Version(), true)
-	if err != nil {
-		return err
+	if projErr != nil {
+		return projErr
 	}
+	proj.PinImages(compose.RegistryRef(cfg.Registry, info.Version()))
 	var refs []string
 	for _, t := range image.Targets(proj) {
 		refs = append(refs, t.Ref)
