@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/distribution/reference"
 	"github.com/moby/moby/api/pkg/authconfig"
@@ -97,30 +98,11 @@ func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pus
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	engineConfig := b.engineRegistryConfig(ctx, targets)
-	// The images on the engine and the registries, in one round of requests at once.
-	var clients map[string]*registryClient
-	g, gctx := errgroup.WithContext(ctx)
-	for _, ref := range refs {
-		g.Go(func() error {
-			if _, err := b.api.ImageInspect(gctx, ref); err != nil {
-				if isNotFound(err) {
-					return fmt.Errorf("%w: %s is not on the engine", ErrNotBuilt, ref)
-				}
-				return fmt.Errorf("inspect %s: %w", ref, err)
-			}
-			return nil
-		})
-	}
-	g.Go(func() error {
-		var err error
-		clients, err = openRegistries(gctx, targets, engineConfig, o)
-		return err
-	})
-	if err := g.Wait(); err != nil {
+	clients, err := b.checkBeforePush(ctx, targets, engineConfig, o)
+	if err != nil {
 		return nil, err
 	}
 	if o.Latest {
-		var err error
 		if targets, err = b.tagLatest(ctx, targets); err != nil {
 			return nil, err
 		}
@@ -135,6 +117,34 @@ func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pus
 		done = append(done, p)
 	}
 	return done, verifyPushed(ctx, clients, targets, done, o)
+}
+
+// checkBeforePush checks that each image is on the engine and that each registry
+// answers and takes its credentials, in one round of requests at once. An image not
+// built is told before what its registry answered (the caller adds that answer): the
+// one mistake explains the other when the registry is mistyped.
+func (b *Builder) checkBeforePush(ctx context.Context, targets []pushTarget, engineConfig func() *registry.ServiceConfig, o PushOptions) (map[string]*registryClient, error) {
+	var clients map[string]*registryClient
+	errs := make([]error, len(targets)+1)
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Go(func() {
+			if _, err := b.api.ImageInspect(ctx, t.ref); err != nil {
+				errs[i] = fmt.Errorf("inspect %s: %w", t.ref, err)
+				if isNotFound(err) {
+					errs[i] = fmt.Errorf("%w: %s is not on the engine", ErrNotBuilt, t.ref)
+				}
+			}
+		})
+	}
+	wg.Go(func() { clients, errs[len(targets)] = openRegistries(ctx, targets, engineConfig, o) })
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return clients, nil
 }
 
 // engineRegistryConfig asks the engine, in the meantime, which registries it reaches
