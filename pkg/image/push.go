@@ -37,6 +37,9 @@ type PushOptions struct {
 	Live bool
 	// Progress receives the push's events; may be nil.
 	Progress func(Event)
+	// Prepared is the registry check PreparePush started ahead of the push; nil, or one
+	// for other registries, has Push check them itself.
+	Prepared *Prepared
 }
 
 func (o PushOptions) emit(e Event) {
@@ -97,7 +100,7 @@ func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pus
 	// The engine's registry config, when asked, is not waited for beyond the push.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	engineConfig := b.engineRegistryConfig(ctx, targets)
+	engineConfig := b.engineRegistryConfig(ctx, targetHosts(targets))
 	clients, err := b.checkBeforePush(ctx, targets, engineConfig, o)
 	if err != nil {
 		return nil, err
@@ -124,7 +127,6 @@ func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pus
 // built is told before what its registry answered (the caller adds that answer): the
 // one mistake explains the other when the registry is mistyped.
 func (b *Builder) checkBeforePush(ctx context.Context, targets []pushTarget, engineConfig func() *registry.ServiceConfig, o PushOptions) (map[string]*registryClient, error) {
-	var clients map[string]*registryClient
 	errs := make([]error, len(targets)+1)
 	var wg sync.WaitGroup
 	for i, t := range targets {
@@ -137,23 +139,30 @@ func (b *Builder) checkBeforePush(ctx context.Context, targets []pushTarget, eng
 			}
 		})
 	}
-	wg.Go(func() { clients, errs[len(targets)] = openRegistries(ctx, targets, engineConfig, o) })
+	var opened *openedRegistries
+	wg.Go(func() { opened, errs[len(targets)] = o.Prepared.registries(ctx, targets, engineConfig, o.Auth) })
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
 			return nil, err
 		}
 	}
-	return clients, nil
+	for i, host := range opened.hosts {
+		o.emit(Event{Kind: KindRegistry, Msg: opened.msgs[i], Ref: host})
+	}
+	for i, t := range targets {
+		targets[i].creds = opened.clients[t.host].creds
+	}
+	return opened.clients, nil
 }
 
 // engineRegistryConfig asks the engine, in the meantime, which registries it reaches
 // over plain HTTP: that matters only when HTTPS fails, and not at all when every
-// target is on a loopback address (see loopbackHost), so then it is not asked. The
+// host is on a loopback address (see loopbackHost), so then it is not asked. The
 // returned function waits for the answer (nil when the engine did not give one);
 // nothing waits for it otherwise.
-func (b *Builder) engineRegistryConfig(ctx context.Context, targets []pushTarget) func() *registry.ServiceConfig {
-	if !slices.ContainsFunc(targets, func(t pushTarget) bool { return !loopbackHost(t.host) }) {
+func (b *Builder) engineRegistryConfig(ctx context.Context, hosts []string) func() *registry.ServiceConfig {
+	if !slices.ContainsFunc(hosts, func(h string) bool { return !loopbackHost(h) }) {
 		return func() *registry.ServiceConfig { return nil }
 	}
 	infoCh := make(chan *registry.ServiceConfig, 1)
@@ -191,22 +200,34 @@ func loopbackHost(host string) bool {
 	return err == nil && ip.Unmap().IsLoopback()
 }
 
-// openRegistries checks that each target's registry answers and takes its
-// credentials (the registries at once), and sets each target's credentials; it
-// returns a client per registry.
-func openRegistries(ctx context.Context, targets []pushTarget, engineConfig func() *registry.ServiceConfig, o PushOptions) (map[string]*registryClient, error) {
+// openedRegistries are registries that answered and took their credentials: a client
+// for each host, and what to tell of each (hosts[i] is told msgs[i]).
+type openedRegistries struct {
+	hosts   []string
+	clients map[string]*registryClient
+	msgs    []string
+}
+
+// targetHosts are the registries of targets, each once, in order.
+func targetHosts(targets []pushTarget) []string {
 	var hosts []string
 	for _, t := range targets {
 		if !slices.Contains(hosts, t.host) {
 			hosts = append(hosts, t.host)
 		}
 	}
+	return hosts
+}
+
+// openRegistries checks that each host answers and takes its credentials from auth,
+// the hosts at once.
+func openRegistries(ctx context.Context, hosts []string, engineConfig func() *registry.ServiceConfig, auth *Keychain) (*openedRegistries, error) {
 	opened := make([]*registryClient, len(hosts))
 	msgs := make([]string, len(hosts))
 	g, gctx := errgroup.WithContext(ctx)
 	for i, host := range hosts {
 		g.Go(func() error {
-			creds, err := o.Auth.Credentials(gctx, host)
+			creds, err := auth.Credentials(gctx, host)
 			if err != nil {
 				return err
 			}
@@ -231,15 +252,11 @@ func openRegistries(ctx context.Context, targets []pushTarget, engineConfig func
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	clients := map[string]*registryClient{}
+	res := &openedRegistries{hosts: hosts, clients: map[string]*registryClient{}, msgs: msgs}
 	for i, host := range hosts {
-		clients[host] = opened[i]
-		o.emit(Event{Kind: KindRegistry, Msg: msgs[i], Ref: host})
+		res.clients[host] = opened[i]
 	}
-	for i, t := range targets {
-		targets[i].creds = clients[t.host].creds
-	}
-	return clients, nil
+	return res, nil
 }
 
 // tagLatest tags each target :latest too and returns the targets with those after each.
