@@ -4,7 +4,6 @@ import (
 	"context"
 	"slices"
 
-	"github.com/moby/moby/api/types/registry"
 	"github.com/moby/moby/client"
 )
 
@@ -39,13 +38,13 @@ func (b *Builder) PreparePush(ctx context.Context, hosts []string, auth *Keychai
 	return p
 }
 
-// registries opens the registries of targets: waits for p when it checked all of
-// them with the same keychain, else checks them now.
-func (p *Prepared) registries(ctx context.Context, targets []pushTarget, engineConfig func() *registry.ServiceConfig, auth *Keychain) (*openedRegistries, error) {
-	hosts := targetHosts(targets)
-	if p == nil || p.auth != auth || !slices.Equal(p.hosts, hosts) {
-		return openRegistries(ctx, hosts, engineConfig, auth)
-	}
+// covers reports whether p checked exactly hosts, with auth.
+func (p *Prepared) covers(hosts []string, auth *Keychain) bool {
+	return p != nil && p.auth == auth && slices.Equal(p.hosts, hosts)
+}
+
+// wait returns p's answers once they are in.
+func (p *Prepared) wait(ctx context.Context) (*openedRegistries, error) {
 	select {
 	case <-p.done:
 		return p.opened, p.err

@@ -3,10 +3,7 @@ package image
 import (
 	"context"
 	"errors"
-	"net"
 	"testing"
-
-	"github.com/moby/moby/api/types/registry"
 )
 
 // TestNeedsHelper: the registry check is started ahead of a push only for credentials
@@ -30,33 +27,31 @@ func TestNeedsHelper(t *testing.T) {
 	}
 }
 
-// TestPreparedRegistries: Push takes the prepared answers only for the very registries
+// TestPreparedCovers: Push takes the prepared answers only for the very registries
 // and keychain they were asked with; otherwise it asks itself.
-func TestPreparedRegistries(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	nowhere := l.Addr().String()
-	l.Close()
+func TestPreparedCovers(t *testing.T) {
 	kc := NewKeychain(nil)
 	done := make(chan struct{})
 	close(done)
-	opened := &openedRegistries{hosts: []string{nowhere}, clients: map[string]*registryClient{nowhere: {host: nowhere}}, msgs: []string{"answers"}}
-	p := &Prepared{hosts: []string{nowhere}, auth: kc, done: done, opened: opened}
-	targets := []pushTarget{{ref: nowhere + "/a:1", host: nowhere}, {ref: nowhere + "/b:1", host: nowhere}}
-	noConfig := func() *registry.ServiceConfig { return nil }
-
-	got, err := p.registries(context.Background(), targets, noConfig, kc)
-	if err != nil || got != opened {
-		t.Fatalf("the prepared registries were asked again: %v", err)
+	opened := &openedRegistries{hosts: []string{"a:5000"}, clients: map[string]*registryClient{"a:5000": {host: "a:5000"}}, msgs: []string{"answers"}}
+	p := &Prepared{hosts: []string{"a:5000"}, auth: kc, done: done, opened: opened}
+	if !p.covers([]string{"a:5000"}, kc) {
+		t.Error("the same registry and keychain: the prepared answers do")
 	}
-	// Another keychain, or no preparation at all: the registry is asked (and is not there).
-	if _, err := p.registries(context.Background(), targets, noConfig, NewKeychain(nil)); !errors.Is(err, ErrRegistryDown) {
-		t.Errorf("another keychain: got %v, want the registry asked and down", err)
+	if p.covers([]string{"a:5000", "b:5000"}, kc) || p.covers([]string{"b:5000"}, kc) || p.covers([]string{"a:5000"}, NewKeychain(nil)) {
+		t.Error("other registries or another keychain: the push must ask itself")
 	}
 	var none *Prepared
-	if _, err := none.registries(context.Background(), targets, noConfig, kc); !errors.Is(err, ErrRegistryDown) {
-		t.Errorf("nothing prepared: got %v, want the registry asked and down", err)
+	if none.covers([]string{"a:5000"}, kc) {
+		t.Error("nothing prepared covers nothing")
+	}
+	if got, err := p.wait(context.Background()); err != nil || got != opened {
+		t.Errorf("wait = %v, %v; want the prepared answers", got, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	pending := &Prepared{hosts: []string{"a:5000"}, auth: kc, done: make(chan struct{})}
+	if _, err := pending.wait(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("wait on a cancelled push: %v", err)
 	}
 }

@@ -100,8 +100,13 @@ func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pus
 	// The engine's registry config, when asked, is not waited for beyond the push.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	engineConfig := b.engineRegistryConfig(ctx, targetHosts(targets))
-	clients, err := b.checkBeforePush(ctx, targets, engineConfig, o)
+	hosts := targetHosts(targets)
+	open := func() (*openedRegistries, error) { return o.Prepared.wait(ctx) }
+	if !o.Prepared.covers(hosts, o.Auth) {
+		engineConfig := b.engineRegistryConfig(ctx, hosts)
+		open = func() (*openedRegistries, error) { return openRegistries(ctx, hosts, engineConfig, o.Auth) }
+	}
+	clients, err := b.checkBeforePush(ctx, targets, open, o)
 	if err != nil {
 		return nil, err
 	}
@@ -122,11 +127,11 @@ func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pus
 	return done, verifyPushed(ctx, clients, targets, done, o)
 }
 
-// checkBeforePush checks that each image is on the engine and that each registry
-// answers and takes its credentials, in one round of requests at once. An image not
-// built is told before what its registry answered (the caller adds that answer): the
-// one mistake explains the other when the registry is mistyped.
-func (b *Builder) checkBeforePush(ctx context.Context, targets []pushTarget, engineConfig func() *registry.ServiceConfig, o PushOptions) (map[string]*registryClient, error) {
+// checkBeforePush checks that each image is on the engine and, with open, that each
+// registry answers and takes its credentials, in one round of requests at once. An
+// image not built is told before what its registry answered (the caller adds that
+// answer): the one mistake explains the other when the registry is mistyped.
+func (b *Builder) checkBeforePush(ctx context.Context, targets []pushTarget, open func() (*openedRegistries, error), o PushOptions) (map[string]*registryClient, error) {
 	errs := make([]error, len(targets)+1)
 	var wg sync.WaitGroup
 	for i, t := range targets {
@@ -140,7 +145,7 @@ func (b *Builder) checkBeforePush(ctx context.Context, targets []pushTarget, eng
 		})
 	}
 	var opened *openedRegistries
-	wg.Go(func() { opened, errs[len(targets)] = o.Prepared.registries(ctx, targets, engineConfig, o.Auth) })
+	wg.Go(func() { opened, errs[len(targets)] = open() })
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
