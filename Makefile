@@ -107,6 +107,13 @@ BENCHCOUNT ?= 1
 bench-build:
 	$(BENCHLOCK) $(GO) test -run '^$$' -bench '^BenchmarkUnchanged$$' -benchtime $(BENCHTIME) -count $(BENCHCOUNT) -timeout 30m ./test/bench
 
+# Only the push part of bench-build: shipctl push and docker push of the same unchanged
+# image in rounds that alternate which goes first; prints each one's min and median,
+# their ratios and the load. BENCHTIME=20x for more rounds.
+.PHONY: bench-push
+bench-push:
+	$(GO) test -run '^$$' -bench '^BenchmarkPush$$' -benchtime $(BENCHTIME) -count $(BENCHCOUNT) -timeout 30m ./test/bench
+
 # pkg/proxy through test/bench/proxyd next to the same backend direct: throughput,
 # p50/p99 at half load, idle RSS, restart gap (plain and with the socket handed over);
 # then the front door's Router over HTTP and HTTPS (keep-alive and new connections)

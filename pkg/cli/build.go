@@ -101,15 +101,21 @@ func registryHost(registry string) string {
 }
 
 // deployProject loads the deploy compose file with its built images pinned to version.
-// readOnly leaves out the check of what the engine core supports: a push only reads
-// which images the file builds.
-func deployProject(ctx context.Context, g *Globals, cfg *config.Config, version string, readOnly bool) (*compose.Project, error) {
-	p, err := compose.Load(ctx, compose.Options{Dir: cfg.Dir, Files: []string{cfg.Compose}, Name: cfg.App, Environ: environ(g), SkipCheck: readOnly})
+func deployProject(ctx context.Context, g *Globals, cfg *config.Config, version string) (*compose.Project, error) {
+	p, err := loadDeployCompose(ctx, g, cfg, false)
 	if err != nil {
 		return nil, err
 	}
 	p.PinImages(compose.RegistryRef(cfg.Registry, version))
 	return p, nil
+}
+
+// loadDeployCompose loads the deploy compose file, its images not pinned yet. readOnly
+// leaves out the checks of what the engine core supports and of compose's schema: a
+// push only reads which images the file builds, and the build of the same tree that
+// made them checked both.
+func loadDeployCompose(ctx context.Context, g *Globals, cfg *config.Config, readOnly bool) (*compose.Project, error) {
+	return compose.Load(ctx, compose.Options{Dir: cfg.Dir, Files: []string{cfg.Compose}, Name: cfg.App, Environ: environ(g), SkipCheck: readOnly})
 }
 
 // keychain finds registry credentials: SHIP_REGISTRY_USER and SHIP_REGISTRY_PASSWORD
@@ -122,7 +128,7 @@ func keychain(g *Globals, cfg *config.Config) (*image.Keychain, error) {
 // their references.
 func buildImages(ctx context.Context, g *Globals, p *term.Printer, cfg *config.Config, info vcs.Info, o *buildOptions) ([]string, error) {
 	version := info.Version()
-	proj, err := deployProject(ctx, g, cfg, version, false)
+	proj, err := deployProject(ctx, g, cfg, version)
 	if err != nil {
 		return nil, err
 	}

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
+	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 
+	"github.com/shipdeploy/ship/pkg/compose"
 	"github.com/shipdeploy/ship/pkg/config"
 	"github.com/shipdeploy/ship/pkg/image"
 	"github.com/shipdeploy/ship/pkg/term"
@@ -55,9 +58,29 @@ manifest is looked up in the registry.`,
 }
 
 func runPush(ctx context.Context, g *Globals, o *pushOptions) error {
-	cfg, info, err := g.checkout(ctx)
+	cfg, err := g.loadConfig()
 	if err != nil {
 		return err
+	}
+	if err := requireRegistry(cfg); err != nil {
+		return err
+	}
+	// The checkout (git), the compose file and the push's first round (the registry,
+	// the engine) at once: none needs the others, and each takes a few milliseconds.
+	// Their errors are told in the order of the steps.
+	deps := newPushDeps(ctx, g, cfg, true)
+	defer deps.close()
+	var (
+		info             vcs.Info
+		proj             *compose.Project
+		headErr, projErr error
+		wg               sync.WaitGroup
+	)
+	wg.Go(func() { info, headErr = head(ctx, cfg) })
+	wg.Go(func() { proj, projErr = loadDeployCompose(ctx, g, cfg, true) })
+	wg.Wait()
+	if headErr != nil {
+		return headErr
 	}
 	p := newPrinter(g)
 	if err := checkDirty(p, info, o.AllowDirty, "push"); err != nil {
@@ -66,10 +89,10 @@ func runPush(ctx context.Context, g *Globals, o *pushOptions) error {
 	if err := checkTested(g, p, info, o.Untested, true); err != nil {
 		return err
 	}
-	proj, err := deployProject(ctx, g, cfg, info.Version(), true)
-	if err != nil {
-		return err
+	if projErr != nil {
+		return projErr
 	}
+	proj.PinImages(compose.RegistryRef(cfg.Registry, info.Version()))
 	var refs []string
 	for _, t := range image.Targets(proj) {
 		refs = append(refs, t.Ref)
@@ -79,7 +102,7 @@ func runPush(ctx context.Context, g *Globals, o *pushOptions) error {
 			fmt.Sprintf("==> nothing to push: no service in %s has build:", cfg.Compose))
 		return nil
 	}
-	return pushImages(ctx, g, p, cfg, info, refs, o.Latest)
+	return pushImages(ctx, g, p, cfg, info, refs, o.Latest, deps)
 }
 
 // checkDirty refuses a build of uncommitted changes unless allowed.
@@ -120,22 +143,55 @@ func checkTested(g *Globals, p *term.Printer, info vcs.Info, untested, announce 
 	return nil
 }
 
-// pushImages pushes refs and says where they are.
-func pushImages(ctx context.Context, g *Globals, p *term.Printer, cfg *config.Config, info vcs.Info, refs []string, latest bool) error {
-	kc, err := keychain(g, cfg)
-	if err != nil {
-		return err
+// pushDeps are what a push needs besides the images: the credentials, the engine,
+// and the registry check when it was started ahead (image.PreparePush). Errors are
+// kept for the moment the push would have met them.
+type pushDeps struct {
+	kc       *image.Keychain
+	api      *client.Client
+	prepared *image.Prepared
+	err      error
+}
+
+// newPushDeps gets the credentials and the engine; prepare also starts the registry
+// check and the engine's version negotiation, to run while the caller does other work.
+func newPushDeps(ctx context.Context, g *Globals, cfg *config.Config, prepare bool) *pushDeps {
+	d := &pushDeps{}
+	if d.kc, d.err = keychain(g, cfg); d.err != nil {
+		return d
 	}
-	api, err := g.Engine()
-	if err != nil {
-		return fmt.Errorf("connect to the Docker engine: %w", err)
+	if d.api, d.err = g.Engine(); d.err != nil {
+		d.err = fmt.Errorf("connect to the Docker engine: %w", d.err)
+		return d
 	}
-	defer api.Close()
+	if prepare {
+		d.prepared = image.New(d.api).PreparePush(ctx, []string{registryHost(cfg.Registry)}, d.kc)
+	}
+	return d
+}
+
+func (d *pushDeps) close() {
+	if d.api != nil {
+		d.api.Close()
+	}
+}
+
+// pushImages pushes refs and says where they are; d, when not nil, has what to push
+// with (else it is found now).
+func pushImages(ctx context.Context, g *Globals, p *term.Printer, cfg *config.Config, info vcs.Info, refs []string, latest bool, d *pushDeps) error {
+	if d == nil {
+		d = newPushDeps(ctx, g, cfg, false)
+		defer d.close()
+	}
+	if d.err != nil {
+		return d.err
+	}
+	kc, api := d.kc, d.api
 
 	p.Event("push_start", map[string]any{"version": info.Version(), "images": refs, "latest": latest, "registry": cfg.Registry},
 		fmt.Sprintf("==> pushing %d image(s) of %s to %s", len(refs), versionLabel(info, nil), cfg.Registry))
 	v := newProgressView(g, p)
-	pushed, err := image.New(api).Push(ctx, refs, image.PushOptions{Auth: kc, Latest: latest, Live: v.isLive(), Progress: v.show})
+	pushed, err := image.New(api).Push(ctx, refs, image.PushOptions{Auth: kc, Latest: latest, Live: v.isLive(), Progress: v.show, Prepared: d.prepared})
 	v.close()
 	if errors.Is(err, image.ErrNotBuilt) {
 		// A mistyped registry names images that were never built: say which registry

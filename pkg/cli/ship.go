@@ -111,7 +111,7 @@ func runShip(ctx context.Context, g *Globals, o *shipOptions) error {
 		// The run just recorded must be of this very tree: a change made meanwhile is not.
 		Tested: func(context.Context) error { return checkTested(g, p, info, false, false) },
 		Push: func(ctx context.Context, refs []string) error {
-			return pushImages(ctx, g, p, cfg, info, refs, o.Latest)
+			return pushImages(ctx, g, p, cfg, info, refs, o.Latest, nil)
 		},
 		Deploy: func(ctx context.Context) error {
 			return runDeploy(ctx, g, &deployOptions{

@@ -3,6 +3,8 @@ package compose
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -214,5 +216,25 @@ func TestLoadResolvedNamesItsFile(t *testing.T) {
 	}
 	if len(p.ComposeFiles) != 1 || p.ComposeFiles[0] != file {
 		t.Errorf("ComposeFiles = %v, want [%s]", p.ComposeFiles, file)
+	}
+}
+
+// TestSkipCheckSkipsSchema: SkipCheck (push) reads the services and their builds from
+// a file compose's schema refuses; without it the schema check refuses the file.
+func TestSkipCheckSkipsSchema(t *testing.T) {
+	dir := t.TempDir()
+	file := "services:\n  web:\n    build: ./app\n    image: example/web\n    not_a_compose_key: 1\n"
+	if err := os.WriteFile(filepath.Join(dir, "docker-compose.yml"), []byte(file), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := load(t, Options{Dir: dir, Name: "x"}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "not_a_compose_key") {
+		t.Fatalf("without SkipCheck: got %v, want the schema's refusal", err)
+	}
+	p, err := load(t, Options{Dir: dir, Name: "x", SkipCheck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Services["web"].Build == nil || p.Services["web"].Image != "example/web" {
+		t.Fatalf("with SkipCheck: web = %+v", p.Services["web"])
 	}
 }

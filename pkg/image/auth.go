@@ -110,6 +110,20 @@ func (k *Keychain) Credentials(ctx context.Context, host string) (Credentials, e
 	return c, nil
 }
 
+// needsHelper reports whether host's credentials would come from a credential helper
+// that has not been asked yet.
+func (k *Keychain) needsHelper(host string) bool {
+	if k == nil || k.config == nil {
+		return false
+	}
+	host = normalizeHost(host)
+	k.mu.Lock()
+	_, fixed := k.fixed[host]
+	_, cached := k.cache[host]
+	k.mu.Unlock()
+	return !fixed && !cached && k.config.helperFor(host) != ""
+}
+
 func (k *Keychain) remember(c Credentials) {
 	for _, s := range c.secrets() {
 		k.secrets[s] = true
@@ -218,16 +232,7 @@ func LoadDockerConfig(dir string) (*DockerConfig, error) {
 // store (credsStore), else the "auths" entry. Nothing found is no error.
 func (c *DockerConfig) Credentials(ctx context.Context, host string) (Credentials, error) {
 	host = normalizeHost(host)
-	helper := ""
-	for key, h := range c.CredHelpers {
-		if normalizeHost(key) == host {
-			helper = h
-		}
-	}
-	if helper == "" {
-		helper = c.CredsStore
-	}
-	if helper != "" {
+	if helper := c.helperFor(host); helper != "" {
 		creds, found, err := helperGet(ctx, helper, host)
 		if err != nil {
 			return Credentials{}, err
@@ -258,6 +263,21 @@ func (c *DockerConfig) Credentials(ctx context.Context, host string) (Credential
 		return creds, nil
 	}
 	return Credentials{}, nil
+}
+
+// helperFor is the credential helper for host (normalized): its credHelpers entry,
+// else credsStore; "" for none.
+func (c *DockerConfig) helperFor(host string) string {
+	helper := ""
+	for key, h := range c.CredHelpers {
+		if normalizeHost(key) == host {
+			helper = h
+		}
+	}
+	if helper == "" {
+		helper = c.CredsStore
+	}
+	return helper
 }
 
 // helperGet asks docker-credential-<name> for host's credentials, following docker's

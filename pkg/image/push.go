@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/distribution/reference"
 	"github.com/moby/moby/api/pkg/authconfig"
@@ -36,6 +37,9 @@ type PushOptions struct {
 	Live bool
 	// Progress receives the push's events; may be nil.
 	Progress func(Event)
+	// Prepared is the registry check PreparePush started ahead of the push; nil, or one
+	// for other registries, has Push check them itself.
+	Prepared *Prepared
 }
 
 func (o PushOptions) emit(e Event) {
@@ -85,9 +89,6 @@ type pushTarget struct {
 }
 
 func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pushed, error) {
-	engineConfig := b.engineRegistryConfig(ctx)
-	defer engineConfig()
-
 	var targets []pushTarget
 	for _, ref := range refs {
 		t, err := parseTarget(ref)
@@ -96,30 +97,20 @@ func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pus
 		}
 		targets = append(targets, t)
 	}
-	// The images on the engine and the registries, in one round of requests at once.
-	var clients map[string]*registryClient
-	g, gctx := errgroup.WithContext(ctx)
-	for _, ref := range refs {
-		g.Go(func() error {
-			if _, err := b.api.ImageInspect(gctx, ref); err != nil {
-				if isNotFound(err) {
-					return fmt.Errorf("%w: %s is not on the engine", ErrNotBuilt, ref)
-				}
-				return fmt.Errorf("inspect %s: %w", ref, err)
-			}
-			return nil
-		})
+	// The engine's registry config, when asked, is not waited for beyond the push.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	hosts := targetHosts(targets)
+	open := func() (*openedRegistries, error) { return o.Prepared.wait(ctx) }
+	if !o.Prepared.covers(hosts, o.Auth) {
+		engineConfig := b.engineRegistryConfig(ctx, hosts)
+		open = func() (*openedRegistries, error) { return openRegistries(ctx, hosts, engineConfig, o.Auth) }
 	}
-	g.Go(func() error {
-		var err error
-		clients, err = openRegistries(gctx, targets, engineConfig, o)
-		return err
-	})
-	if err := g.Wait(); err != nil {
+	clients, err := b.checkBeforePush(ctx, targets, open, o)
+	if err != nil {
 		return nil, err
 	}
 	if o.Latest {
-		var err error
 		if targets, err = b.tagLatest(ctx, targets); err != nil {
 			return nil, err
 		}
@@ -136,10 +127,49 @@ func (b *Builder) push(ctx context.Context, refs []string, o PushOptions) ([]Pus
 	return done, verifyPushed(ctx, clients, targets, done, o)
 }
 
+// checkBeforePush checks that each image is on the engine and, with open, that each
+// registry answers and takes its credentials, in one round of requests at once. An
+// image not built is told before what its registry answered (the caller adds that
+// answer): the one mistake explains the other when the registry is mistyped.
+func (b *Builder) checkBeforePush(ctx context.Context, targets []pushTarget, open func() (*openedRegistries, error), o PushOptions) (map[string]*registryClient, error) {
+	errs := make([]error, len(targets)+1)
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Go(func() {
+			if _, err := b.api.ImageInspect(ctx, t.ref); err != nil {
+				errs[i] = fmt.Errorf("inspect %s: %w", t.ref, err)
+				if isNotFound(err) {
+					errs[i] = fmt.Errorf("%w: %s is not on the engine", ErrNotBuilt, t.ref)
+				}
+			}
+		})
+	}
+	var opened *openedRegistries
+	wg.Go(func() { opened, errs[len(targets)] = open() })
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	for i, host := range opened.hosts {
+		o.emit(Event{Kind: KindRegistry, Msg: opened.msgs[i], Ref: host})
+	}
+	for i, t := range targets {
+		targets[i].creds = opened.clients[t.host].creds
+	}
+	return opened.clients, nil
+}
+
 // engineRegistryConfig asks the engine, in the meantime, which registries it reaches
-// over plain HTTP: that matters only when HTTPS fails. The returned function waits for
-// the answer (nil when the engine did not give one); call it at least once.
-func (b *Builder) engineRegistryConfig(ctx context.Context) func() *registry.ServiceConfig {
+// over plain HTTP: that matters only when HTTPS fails, and not at all when every
+// host is on a loopback address (see loopbackHost), so then it is not asked. The
+// returned function waits for the answer (nil when the engine did not give one);
+// nothing waits for it otherwise.
+func (b *Builder) engineRegistryConfig(ctx context.Context, hosts []string) func() *registry.ServiceConfig {
+	if !slices.ContainsFunc(hosts, func(h string) bool { return !loopbackHost(h) }) {
+		return func() *registry.ServiceConfig { return nil }
+	}
 	infoCh := make(chan *registry.ServiceConfig, 1)
 	go func() {
 		res, err := b.api.Info(ctx, client.InfoOptions{})
@@ -159,26 +189,54 @@ func (b *Builder) engineRegistryConfig(ctx context.Context) func() *registry.Ser
 	}
 }
 
-// openRegistries checks that each target's registry answers and takes its
-// credentials (the registries at once), and sets each target's credentials; it
-// returns a client per registry.
-func openRegistries(ctx context.Context, targets []pushTarget, engineConfig func() *registry.ServiceConfig, o PushOptions) (map[string]*registryClient, error) {
+// loopbackHost reports whether host[:port] is a loopback address (127.0.0.0/8, ::1)
+// or localhost. The engine always reaches those over plain HTTP as well: it adds
+// them to its insecure networks whatever its config says, and its config can only
+// name registries insecure, never secure (docker.io aside).
+func loopbackHost(host string) bool {
+	name := host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		name = h
+	}
+	if name == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(strings.Trim(name, "[]"))
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// openedRegistries are registries that answered and took their credentials: a client
+// for each host, and what to tell of each (hosts[i] is told msgs[i]).
+type openedRegistries struct {
+	hosts   []string
+	clients map[string]*registryClient
+	msgs    []string
+}
+
+// targetHosts are the registries of targets, each once, in order.
+func targetHosts(targets []pushTarget) []string {
 	var hosts []string
 	for _, t := range targets {
 		if !slices.Contains(hosts, t.host) {
 			hosts = append(hosts, t.host)
 		}
 	}
+	return hosts
+}
+
+// openRegistries checks that each host answers and takes its credentials from auth,
+// the hosts at once.
+func openRegistries(ctx context.Context, hosts []string, engineConfig func() *registry.ServiceConfig, auth *Keychain) (*openedRegistries, error) {
 	opened := make([]*registryClient, len(hosts))
 	msgs := make([]string, len(hosts))
 	g, gctx := errgroup.WithContext(ctx)
 	for i, host := range hosts {
 		g.Go(func() error {
-			creds, err := o.Auth.Credentials(gctx, host)
+			creds, err := auth.Credentials(gctx, host)
 			if err != nil {
 				return err
 			}
-			c := newRegistryClient(host, creds, func() bool { return insecureRegistry(engineConfig(), host) })
+			c := newRegistryClient(host, creds, func() bool { return loopbackHost(host) || insecureRegistry(engineConfig(), host) })
 			if err := c.ping(gctx); err != nil {
 				return err
 			}
@@ -199,15 +257,11 @@ func openRegistries(ctx context.Context, targets []pushTarget, engineConfig func
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	clients := map[string]*registryClient{}
+	res := &openedRegistries{hosts: hosts, clients: map[string]*registryClient{}, msgs: msgs}
 	for i, host := range hosts {
-		clients[host] = opened[i]
-		o.emit(Event{Kind: KindRegistry, Msg: msgs[i], Ref: host})
+		res.clients[host] = opened[i]
 	}
-	for i, t := range targets {
-		targets[i].creds = clients[t.host].creds
-	}
-	return clients, nil
+	return res, nil
 }
 
 // tagLatest tags each target :latest too and returns the targets with those after each.

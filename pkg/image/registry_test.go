@@ -219,3 +219,22 @@ func TestInsecureRegistry(t *testing.T) {
 		t.Error("without the engine's registry config nothing is insecure")
 	}
 }
+
+// TestLoopbackHost: the registries the engine always reaches over plain HTTP too,
+// for which push does not ask the engine's config.
+func TestLoopbackHost(t *testing.T) {
+	for host, want := range map[string]bool{
+		"127.0.0.1:5000":     true,
+		"127.1.2.3":          true,
+		"localhost:5000":     true,
+		"[::1]:5000":         true,
+		"10.1.2.3:5000":      false,
+		"registry.local:443": false,
+		"docker.io":          false,
+		"[::ffff:127.0.0.1]": true,
+	} {
+		if got := loopbackHost(host); got != want {
+			t.Errorf("loopbackHost(%s) = %v, want %v", host, got, want)
+		}
+	}
+}

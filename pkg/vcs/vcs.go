@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -46,8 +47,64 @@ func (i Info) Short() string {
 	return i.SHA
 }
 
-// Head reads the checkout that holds dir.
+// Head reads the checkout that holds dir. Its git commands run at once, from dir: a
+// rev-parse for the top folder, the .git folder and the commit, the commit's subject,
+// the diff and the untracked files. When dir is below the top folder the last two are
+// asked again from there (they must not depend on where the config is); when the
+// rev-parse fails, headSlow asks one question at a time, to say what is missing.
 func Head(ctx context.Context, dir string) (Info, error) {
+	var out, logOut, diff, untracked string
+	var errs [4]error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		out, errs[0] = git(ctx, dir, "rev-parse", "--show-toplevel", "--absolute-git-dir", "--verify", "HEAD^{commit}")
+	})
+	wg.Go(func() { logOut, errs[1] = git(ctx, dir, "log", "-1", "--format=%H%x00%s", "HEAD") })
+	wg.Go(func() { diff, errs[2] = git(ctx, dir, "diff", "HEAD", "--binary") })
+	wg.Go(func() { untracked, errs[3] = git(ctx, dir, "ls-files", "--others", "--exclude-standard", "-z") })
+	wg.Wait()
+	if err := cancelled(ctx, errs[:]); err != nil {
+		return Info{}, err
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if errs[0] != nil || len(lines) != 3 {
+		return headSlow(ctx, dir)
+	}
+	info := Info{Top: lines[0], GitDir: lines[1], SHA: lines[2]}
+	subject, ok := strings.CutPrefix(logOut, info.SHA+"\x00")
+	if errs[1] != nil || !ok {
+		// HEAD moved in between, or the log said more than asked: ask for the sha's.
+		var err error
+		if subject, err = git(ctx, dir, "log", "-1", "--format=%s", info.SHA); err != nil {
+			return Info{}, err
+		}
+	}
+	info.Subject = strings.TrimSpace(subject)
+	if !sameDir(dir, info.Top) || errs[2] != nil || errs[3] != nil {
+		errs[2], errs[3] = nil, nil
+		wg.Go(func() { diff, errs[2] = git(ctx, info.Top, "diff", "HEAD", "--binary") })
+		wg.Go(func() { untracked, errs[3] = git(ctx, info.Top, "ls-files", "--others", "--exclude-standard", "-z") })
+		wg.Wait()
+		if err := firstErr(errs[2:]); err != nil {
+			return Info{}, err
+		}
+	}
+	return info.withChange(diff, untracked), nil
+}
+
+// sameDir reports whether dir is top, git's top folder (symlinks resolved).
+func sameDir(dir, top string) bool {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return false
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	return err == nil && real == top
+}
+
+// headSlow is Head one git command at a time, each failure told apart: not a checkout,
+// or one without a commit yet.
+func headSlow(ctx context.Context, dir string) (Info, error) {
 	top, err := git(ctx, dir, "rev-parse", "--show-toplevel")
 	if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 		return Info{}, err
@@ -74,7 +131,6 @@ func Head(ctx context.Context, dir string) (Info, error) {
 		return Info{}, err
 	}
 	info.Subject = strings.TrimSpace(subject)
-
 	diff, err := git(ctx, info.Top, "diff", "HEAD", "--binary")
 	if err != nil {
 		return Info{}, err
@@ -83,9 +139,16 @@ func Head(ctx context.Context, dir string) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
+	return info.withChange(diff, untracked), nil
+}
+
+// withChange sets Clean and Diff from `git diff HEAD --binary` and the untracked files
+// (`git ls-files --others -z`): the hash covers the diff, then each untracked file's
+// name and content.
+func (i Info) withChange(diff, untracked string) Info {
 	if diff == "" && untracked == "" {
-		info.Clean = true
-		return info, nil
+		i.Clean = true
+		return i
 	}
 	h := sha256.New()
 	io.WriteString(h, diff)
@@ -94,12 +157,36 @@ func Head(ctx context.Context, dir string) (Info, error) {
 			continue
 		}
 		fmt.Fprintf(h, "\x00untracked %s\x00", name)
-		if data, err := os.ReadFile(filepath.Join(info.Top, name)); err == nil {
+		if data, err := os.ReadFile(filepath.Join(i.Top, name)); err == nil {
 			h.Write(data)
 		}
 	}
-	info.Diff = hex.EncodeToString(h.Sum(nil))[:12]
-	return info, nil
+	i.Diff = hex.EncodeToString(h.Sum(nil))[:12]
+	return i
+}
+
+// firstErr is the first error of errs that is not nil: a cancellation before any
+// other, so that Ctrl-C reads as one.
+func firstErr(errs []error) error {
+	if err := cancelled(context.Background(), errs); err != nil {
+		return err
+	}
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cancelled is the first of errs that is a cancellation (Ctrl-C), or ctx's error.
+func cancelled(ctx context.Context, errs []error) error {
+	for _, err := range errs {
+		if errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
+	return ctx.Err()
 }
 
 // shortSHA is the first 12 characters of sha.

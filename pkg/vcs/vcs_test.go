@@ -29,6 +29,9 @@ func TestHead(t *testing.T) {
 		t.Fatalf("outside a checkout: got %v, want ErrNotRepo", err)
 	}
 	run(t, dir, "init", "-q")
+	if _, err := Head(ctx, dir); err == nil || !strings.Contains(err.Error(), "no commit yet") {
+		t.Fatalf("a checkout without a commit: got %v, want \"no commit yet\"", err)
+	}
 	os.WriteFile(filepath.Join(dir, "a.txt"), []byte("one\n"), 0o644)
 	run(t, dir, "add", ".")
 	run(t, dir, "commit", "-q", "-m", "first commit")
@@ -54,6 +57,27 @@ func TestHead(t *testing.T) {
 	again, _ := Head(ctx, dir)
 	if again.Diff != dirty2.Diff {
 		t.Fatalf("diff hash not stable: %s then %s", dirty2.Diff, again.Diff)
+	}
+
+	// From a folder inside the checkout, with an untracked file elsewhere: the same
+	// checkout and hash, and the same as one git command at a time finds.
+	sub := filepath.Join(dir, "sub")
+	os.MkdirAll(sub, 0o755)
+	os.WriteFile(filepath.Join(sub, "b.txt"), []byte("b"), 0o644)
+	fromTop, err := Head(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromSub, err := Head(ctx, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow, err := headSlow(ctx, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fromSub != fromTop || slow != fromTop || fromTop.Clean || fromTop.Diff == dirty2.Diff {
+		t.Fatalf("from the top: %+v\nfrom sub/: %+v\none at a time: %+v", fromTop, fromSub, slow)
 	}
 }
 
