@@ -112,7 +112,7 @@ bench-build:
 # their ratios and the load. BENCHTIME=20x for more rounds.
 .PHONY: bench-push
 bench-push:
-	$(GO) test -run '^$$' -bench '^BenchmarkPush$$' -benchtime $(BENCHTIME) -count $(BENCHCOUNT) -timeout 30m ./test/bench
+	$(BENCHLOCK) $(GO) test -run '^$$' -bench '^BenchmarkPush$$' -benchtime $(BENCHTIME) -count $(BENCHCOUNT) -timeout 30m ./test/bench
 
 # pkg/proxy through test/bench/proxyd next to the same backend direct: throughput,
 # p50/p99 at half load, idle RSS, restart gap (plain and with the socket handed over);
