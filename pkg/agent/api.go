@@ -113,6 +113,9 @@ func (a *agent) handleDeploy(w http.ResponseWriter, r *http.Request) {
 	if in.JobTimeout > 0 {
 		req.job = in.JobTimeout.Std()
 	}
+	if in.Keep > 0 {
+		req.keep = in.Keep
+	}
 	a.log.Info("deploy requested", "request", in)
 	a.serveDeploy(w, r, req)
 }
