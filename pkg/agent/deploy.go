@@ -83,7 +83,9 @@ type request struct {
 	wait, job      time.Duration
 	// keep, above 0, prunes after a deploy that made the release current: the
 	// releases to keep (agentapi.DeployRequest.Keep).
-	keep   int
+	keep int
+	// unlock is the token of shipctl's lock to release at the end ("" none).
+	unlock string
 	origin agentapi.Origin
 }
 
@@ -300,6 +302,9 @@ func (a *agent) deploy(ctx context.Context, req request, p *compose.Project, em 
 	a.tellStatus()
 	if req.kind == kindDeploy && req.keep > 0 && res.Result == agentapi.ResultDeployed {
 		res.Pruned = a.prune(ctx, req, em)
+	}
+	if req.unlock != "" {
+		res.Unlocked = a.releaseLock(req, em)
 	}
 	em.emit(doneEvent(req, prev, res))
 	return res

@@ -110,6 +110,11 @@ type DeployRequest struct {
 	// shipctl no round trip. 0 leaves them. Result.Pruned says shipd did it: a shipd
 	// that does not know Keep leaves it nil, and shipctl prunes itself.
 	Keep int `json:"keep,omitempty"`
+	// Unlock is the token of shipctl's lock on the host (<path>/.lock/holder.json):
+	// once the outcome is recorded, shipd releases that lock if it is still this
+	// holder's, and says so in Result.Unlocked; on the host that costs shipctl no
+	// round trip. "" leaves the lock to shipctl, as does a shipd before Unlock.
+	Unlock string `json:"unlock,omitempty"`
 	Origin
 }
 
@@ -141,6 +146,8 @@ type RollbackRequest struct {
 	RegistryAuth map[string]string `json:"registry_auth,omitempty"`
 	Health       *HealthCheck      `json:"health,omitempty"`
 	WaitTimeout  Duration          `json:"wait_timeout,omitempty"`
+	// Unlock as in DeployRequest.
+	Unlock string `json:"unlock,omitempty"`
 	Origin
 }
 
@@ -172,6 +179,7 @@ const (
 	StepAudit     = event.StepAudit     // audit.log, release.json
 	StepRestore   = event.StepRestore   // the previous release put back after a failure
 	StepPrune     = event.StepPrune     // old releases and their images removed (the request's Keep)
+	StepLock      = event.StepLock      // shipctl's lock released (the request's Unlock)
 	StepDone      = event.StepDone      // the end: Msg says which release is current
 )
 
@@ -219,6 +227,8 @@ type Result struct {
 	// Pruned is what shipd pruned after the deploy, when the request's Keep asked it
 	// to; nil when it did not (a failed deploy, Keep 0, or a shipd before Keep).
 	Pruned *Pruned `json:"pruned,omitempty"`
+	// Unlocked says shipd released shipctl's lock, as the request's Unlock asked.
+	Unlocked bool `json:"unlocked,omitempty"`
 }
 
 // Pruned is what shipd's prune after a deploy removed.

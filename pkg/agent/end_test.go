@@ -20,8 +20,9 @@ import (
 // A deploy whose request has Keep prunes on the host once the release is current: the
 // old releases but the newest Keep and current are removed, with the image tags ship
 // built for them, and the result says so (shipctl then does not prune over SSH). A
-// request without Keep leaves them.
-func TestDeployPrunesWithKeep(t *testing.T) {
+// request without Keep leaves them. Unlock releases shipctl's lock when it is still
+// the holder's of that token, and only then.
+func TestDeployPrunesAndUnlocks(t *testing.T) {
 	a := newApp(t)
 	d := newDaemon(t)
 	d.start(false)
@@ -47,24 +48,50 @@ func TestDeployPrunesWithKeep(t *testing.T) {
 		t.Cleanup(func() { a.cli.ImageRemove(context.Background(), built(sha), client.ImageRemoveOptions{}) })
 	}
 
+	lock := func(token string) {
+		if err := os.MkdirAll(filepath.Join(a.path, ".lock"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		holder := fmt.Sprintf(`{"who": "tester@test", "machine": "test", "pid": 1, "command": "deploy", "token": %q}`, token)
+		if err := os.WriteFile(filepath.Join(a.path, ".lock", "holder.json"), []byte(holder), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	locked := func() bool {
+		_, err := os.Stat(filepath.Join(a.path, ".lock", "holder.json"))
+		return err == nil
+	}
+	lock("someone-else")
 	for _, sha := range []string{"r1", "r2"} {
-		res, ev, err := a.deploy(d, a.request(sha, 10*time.Second))
+		req := a.request(sha, 10*time.Second)
+		req.Unlock = "mine"
+		res, ev, err := a.deploy(d, req)
 		if err != nil {
 			t.Fatalf("deploy %s: %v\n%s", sha, err, ev)
 		}
 		if res.Pruned != nil {
 			t.Errorf("deploy %s without Keep pruned: %+v", sha, res.Pruned)
 		}
+		if res.Unlocked || !locked() {
+			t.Errorf("deploy %s released a lock of another holder (unlocked %v)", sha, res.Unlocked)
+		}
 	}
 	if _, err := os.Stat(filepath.Join(a.path, "releases", "r1")); err != nil {
 		t.Fatalf("a deploy without Keep removed r1: %v", err)
 	}
 
+	lock("mine")
 	req := a.request("r3", 10*time.Second)
-	req.Keep = 1
+	req.Keep, req.Unlock = 1, "mine"
 	res, ev, err := a.deploy(d, req)
 	if err != nil {
 		t.Fatalf("deploy r3: %v\n%s", err, ev)
+	}
+	if !res.Unlocked || locked() {
+		t.Errorf("the holder's lock is still there (unlocked %v)", res.Unlocked)
+	}
+	if _, err := os.Stat(filepath.Join(a.path, ".lock")); err == nil {
+		t.Error(".lock is still there")
 	}
 	if res.Pruned == nil || res.Pruned.Error != "" {
 		t.Fatalf("pruned = %+v\n%s", res.Pruned, ev)
