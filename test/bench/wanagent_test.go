@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -188,7 +189,7 @@ func (d *deployBench) shipAgent(l *wanLink, s *wanShipd, fresh bool) wanRun {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, d.shipctl, "-c", "ship-wanagent-"+l.env+".yaml", "--json", "--debug", "deploy", wanAgentEnv, "--untested")
 	cmd.Dir = d.repo
-	cmd.Env = append(d.env, "SHIP_AGENT_SOCKET="+s.socket)
+	cmd.Env = append(slices.Clip(d.env), "SHIP_AGENT_SOCKET="+s.socket)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
