@@ -113,6 +113,10 @@ func (a *agent) handleDeploy(w http.ResponseWriter, r *http.Request) {
 	if in.JobTimeout > 0 {
 		req.job = in.JobTimeout.Std()
 	}
+	if in.Keep > 0 {
+		req.keep = in.Keep
+	}
+	req.unlock = in.Unlock
 	a.log.Info("deploy requested", "request", in)
 	a.serveDeploy(w, r, req)
 }
@@ -129,6 +133,7 @@ func (a *agent) handleRollback(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.Info("rollback requested", "request", in)
 	req := a.baseRequest(kindRollback, in.App, in.Path, in.SHA, in.RegistryAuth, in.Health, in.WaitTimeout, in.Origin)
+	req.unlock = in.Unlock
 	a.serveDeploy(w, r, req)
 }
 

@@ -81,7 +81,12 @@ type request struct {
 	auth           map[string]string
 	health         proxy.HealthCheck // timing only; the path is per service
 	wait, job      time.Duration
-	origin         agentapi.Origin
+	// keep, above 0, prunes after a deploy that made the release current: the
+	// releases to keep (agentapi.DeployRequest.Keep).
+	keep int
+	// unlock is the token of shipctl's lock to release at the end ("" none).
+	unlock string
+	origin agentapi.Origin
 }
 
 // emitter sends a deploy's events to its client and to the log.
@@ -295,6 +300,12 @@ func (a *agent) deploy(ctx context.Context, req request, p *compose.Project, em 
 		em.emit(agentapi.Event{Step: agentapi.StepSwitch, Level: level, Service: service, Msg: msg})
 	})
 	a.tellStatus()
+	if req.kind == kindDeploy && req.keep > 0 && res.Result == agentapi.ResultDeployed {
+		res.Pruned = a.prune(ctx, req, em)
+	}
+	if req.unlock != "" {
+		res.Unlocked = a.releaseLock(req, em)
+	}
 	em.emit(doneEvent(req, prev, res))
 	return res
 }

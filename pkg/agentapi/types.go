@@ -104,6 +104,17 @@ type DeployRequest struct {
 	WaitTimeout Duration `json:"wait_timeout,omitempty"`
 	// JobTimeout bounds each pre-deploy job (default shipd's job_timeout).
 	JobTimeout Duration `json:"job_timeout,omitempty"`
+	// Keep, above 0, has shipd prune once the release is current: remove the app's
+	// old releases but the newest Keep and current, and untag the images ship built
+	// for them that no kept release uses (shipctl's keep). On the host that costs
+	// shipctl no round trip. 0 leaves them. Result.Pruned says shipd did it: a shipd
+	// that does not know Keep leaves it nil, and shipctl prunes itself.
+	Keep int `json:"keep,omitempty"`
+	// Unlock is the token of shipctl's lock on the host (<path>/.lock/holder.json):
+	// once the outcome is recorded, shipd releases that lock if it is still this
+	// holder's, and says so in Result.Unlocked; on the host that costs shipctl no
+	// round trip. "" leaves the lock to shipctl, as does a shipd before Unlock.
+	Unlock string `json:"unlock,omitempty"`
 	Origin
 }
 
@@ -135,6 +146,8 @@ type RollbackRequest struct {
 	RegistryAuth map[string]string `json:"registry_auth,omitempty"`
 	Health       *HealthCheck      `json:"health,omitempty"`
 	WaitTimeout  Duration          `json:"wait_timeout,omitempty"`
+	// Unlock as in DeployRequest.
+	Unlock string `json:"unlock,omitempty"`
 	Origin
 }
 
@@ -165,6 +178,8 @@ const (
 	StepDrain     = event.StepDrain     // the old container drained and stopped
 	StepAudit     = event.StepAudit     // audit.log, release.json
 	StepRestore   = event.StepRestore   // the previous release put back after a failure
+	StepPrune     = event.StepPrune     // old releases and their images removed (the request's Keep)
+	StepLock      = event.StepLock      // shipctl's lock released (the request's Unlock)
 	StepDone      = event.StepDone      // the end: Msg says which release is current
 )
 
@@ -209,6 +224,21 @@ type Result struct {
 	// Logs are the last log lines of the container that failed, if one did.
 	Logs     []string `json:"logs,omitempty"`
 	Duration Duration `json:"duration"`
+	// Pruned is what shipd pruned after the deploy, when the request's Keep asked it
+	// to; nil when it did not (a failed deploy, Keep 0, or a shipd before Keep).
+	Pruned *Pruned `json:"pruned,omitempty"`
+	// Unlocked says shipd released shipctl's lock, as the request's Unlock asked.
+	Unlocked bool `json:"unlocked,omitempty"`
+}
+
+// Pruned is what shipd's prune after a deploy removed.
+type Pruned struct {
+	// Releases are the removed releases' names.
+	Releases []string `json:"releases,omitempty"`
+	// Images are the image tags untagged.
+	Images []string `json:"images,omitempty"`
+	// Error says what could not be removed; the deploy succeeded all the same.
+	Error string `json:"error,omitempty"`
 }
 
 // Message is one line of a deploy's stream: an Event, or the Result as the last line.

@@ -129,6 +129,9 @@ type agentCall struct {
 	// wait bounds the wait for shipd to answer again after a cut answer; settle the
 	// wait for the deploy (or the restore after a restart) to end once it does.
 	wait, settle time.Duration
+	// pruned and unlocked are set when shipd's answer says it pruned after the
+	// deploy, and released shipctl's lock.
+	pruned, unlocked bool
 }
 
 // call is the request to shipd: a deploy or a rollback.
@@ -145,6 +148,8 @@ func (c *agentCall) run(ctx context.Context, fn call) (HostResult, bool) {
 	}
 	c.em.info(host, StepApply, fmt.Sprintf("asking shipd to %s %s blue-green", c.kind, release.Short(c.sha)))
 	res, err := fn(ctx, sh, c.event)
+	c.pruned = res != nil && res.Pruned != nil
+	c.unlocked = res != nil && res.Unlocked
 	var ae *agentapi.Error
 	switch {
 	case err == nil:
@@ -291,9 +296,11 @@ func sleep(ctx context.Context, d time.Duration) {
 }
 
 // agent is a host's deploy through shipd, after the upload: shipd pulls, runs the jobs,
-// swaps blue-green, switches current and writes release.json and audit.log; then the
-// lock is released and old releases pruned, as the agentless deploy does. run records
-// what shipd did not.
+// swaps blue-green, switches current, writes release.json and audit.log, prunes old
+// releases and releases the lock (DeployRequest.Keep and Unlock: on the host its file
+// writes cost no round trip). run records what shipd did not, and prunes and unlocks
+// when shipd did not (it refused, its answer was cut, or it is from before Keep and
+// Unlock).
 func (r *hostRun) agent(ctx context.Context, run *Runner) HostResult {
 	auth, err := registryAuth(r.o.Target, r.rel.Project)
 	if err != nil {
@@ -306,30 +313,45 @@ func (r *hostRun) agent(ctx context.Context, run *Runner) HostResult {
 	req := agentapi.DeployRequest{
 		App: r.o.Project(), Path: r.o.Env.Path, SHA: r.sha, RegistryAuth: auth,
 		WaitTimeout: agentapi.Duration(r.o.WaitTimeout), JobTimeout: agentapi.Duration(r.o.JobTimeout),
+		Keep: r.keep, Unlock: r.me.Token,
 		Origin: agentapi.Origin{Env: r.o.Env.Name, Host: r.h.name, Who: r.me.Who, From: r.o.From},
 	}
 	res, recorded := c.run(ctx, func(ctx context.Context, sh Shipd, fn func(agentapi.Event)) (*agentapi.Result, error) {
 		return sh.Deploy(ctx, req, fn)
 	})
-	return r.agentEnd(ctx, run, res, recorded, "deployed")
+	return r.agentEnd(ctx, run, res, recorded, c, "deployed")
 }
 
 // agentEnd ends a host's deploy or rollback through shipd: what shipd did not record
 // (it refused the request) is recorded as the agentless path records a failure that
-// changed nothing; the lock is released, old releases pruned after a deploy.
-func (t *hostTask) agentEnd(ctx context.Context, run *Runner, res HostResult, recorded bool, ok string) HostResult {
+// changed nothing; the lock is released and, after a deploy shipd did not prune
+// after, old releases pruned, both at once as the agentless path does (their requests
+// go out together). When shipd released the lock, only its heartbeat is stopped.
+func (t *hostTask) agentEnd(ctx context.Context, run *Runner, res HostResult, recorded bool, c *agentCall, ok string) HostResult {
 	res.Err = t.scrub.Error(res.Err)
 	bg := context.WithoutCancel(ctx)
 	if !recorded {
 		t.em.fail(t.h.name, StepApply, res.Err.Error())
 		run.Record(bg, res.Result, res.Current, res.Err)
 	}
-	t.unlock(bg)
-	if res.Result == ResultDeployed && t.keep > 0 {
-		if err := prune(bg, t.h, t.s.store(t.h), t.keep, t.sha, t.h.name, t.em); err != nil {
-			t.warn(StepPrune, err.Error())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if res.Result == ResultDeployed && t.keep > 0 && !c.pruned {
+			if err := pruneListed(bg, t.h, t.s.store(t.h), t.listed, t.keep, t.sha, t.h.name, t.em); err != nil {
+				t.warn(StepPrune, err.Error())
+			}
 		}
+	}()
+	if c.unlocked {
+		// A heartbeat under way may meet the lock gone: the lease's cancellation comes
+		// first (shipd's answer arrives before that heartbeat's), so it says nothing.
+		t.h.lease.stop()
+		t.h.lease = nil
+	} else {
+		t.unlock(bg)
 	}
+	<-done
 	t.em.emit(agentDone(t.h.name, res, t.what(), ok))
 	return res
 }
@@ -362,12 +384,13 @@ func (r *rollbackRun) agent(ctx context.Context, run *Runner) HostResult {
 	}
 	req := agentapi.RollbackRequest{
 		App: r.o.Project(), Path: r.o.Env.Path, SHA: r.sha, RegistryAuth: auth, WaitTimeout: agentapi.Duration(r.o.WaitTimeout),
+		Unlock: r.me.Token,
 		Origin: agentapi.Origin{Env: r.o.Env.Name, Host: r.h.name, Who: r.me.Who},
 	}
 	res, recorded := c.run(ctx, func(ctx context.Context, sh Shipd, fn func(agentapi.Event)) (*agentapi.Result, error) {
 		return sh.Rollback(ctx, req, fn)
 	})
-	return r.agentEnd(ctx, run, res, recorded, "rolled back from "+release.Name(r.prev))
+	return r.agentEnd(ctx, run, res, recorded, c, "rolled back from "+release.Name(r.prev))
 }
 
 // HostAgent is shipd on one host, as `shipctl agent status` shows it.

@@ -406,3 +406,92 @@ func TestAgentDeployUnknownOutcome(t *testing.T) {
 		})
 	}
 }
+
+// shipd prunes after the deploy (the request's Keep) and says so: shipctl does not
+// prune again. A shipd that does not know Keep answers without Pruned: shipctl prunes
+// as without an agent.
+func TestAgentDeployPrunesOnTheHost(t *testing.T) {
+	for _, shipdPrunes := range []bool{true, false} {
+		t.Run(fmt.Sprintf("shipd prunes %v", shipdPrunes), func(t *testing.T) {
+			f, sh := agentFixture(t, "agent.yml")
+			f.env.Keep = 1
+			h := f.hosts[0]
+			sh.deploy = deployed(h)
+			if _, err := Run(context.Background(), f.agentOptions(f.release(shaA), sh)); err != nil {
+				t.Fatalf("deploy A: %v\n%s", err, f.eventText())
+			}
+			if shipdPrunes {
+				sh.deploy = func(req agentapi.DeployRequest, fn func(agentapi.Event)) (*agentapi.Result, error) {
+					res, err := deployed(h)(req, fn)
+					fn(agentapi.Event{Step: agentapi.StepPrune, Msg: "removed 1 old release(s): " + release.Short(shaA)})
+					res.Pruned = &agentapi.Pruned{Releases: []string{shaA}}
+					return res, err
+				}
+			}
+			if _, err := Run(context.Background(), f.agentOptions(f.release(shaB), sh)); err != nil {
+				t.Fatalf("deploy B: %v\n%s", err, f.eventText())
+			}
+			if got := sh.deploys[1].Keep; got != 1 {
+				t.Errorf("the request's Keep = %d, want the environment's 1", got)
+			}
+			// The fake shipd removed nothing itself: the old release is there when
+			// shipctl left the prune to shipd, gone when shipctl pruned.
+			if kept := h.exists(root + "/releases/" + shaA); kept != shipdPrunes {
+				t.Errorf("old release there: %v; want %v: %v", kept, shipdPrunes, h.under(root+"/releases"))
+			}
+			text := f.eventText()
+			if n := strings.Count(text, " prune [] removed 1 old release(s): "+release.Short(shaA)); n != 1 {
+				t.Errorf("%d prune events, want 1 (shipd's or shipctl's):\n%s", n, text)
+			}
+			if h.exists(root + "/.lock") {
+				t.Error("the lock was not released")
+			}
+		})
+	}
+}
+
+// shipd releases shipctl's lock at the end (the request's Unlock, the holder's token)
+// and says so: shipctl sends no request of its own for it. A shipd that did not (from
+// before Unlock) leaves it to shipctl, as before.
+func TestAgentDeployUnlockedOnTheHost(t *testing.T) {
+	for _, shipdUnlocks := range []bool{true, false} {
+		t.Run(fmt.Sprintf("shipd unlocks %v", shipdUnlocks), func(t *testing.T) {
+			f, sh := agentFixture(t, "agent.yml")
+			h := f.hosts[0]
+			var token string
+			sh.deploy = func(req agentapi.DeployRequest, fn func(agentapi.Event)) (*agentapi.Result, error) {
+				res, err := deployed(h)(req, fn)
+				data, _ := h.file(root + "/.lock/holder.json")
+				var holder Holder
+				if json.Unmarshal([]byte(data), &holder) != nil || holder.Token == "" || holder.Token != req.Unlock {
+					t.Errorf("the request's Unlock %q is not the holder's token: %s", req.Unlock, data)
+				}
+				token = req.Unlock
+				if shipdUnlocks {
+					if err := h.RemoveAll(context.Background(), root+"/.lock"); err != nil {
+						t.Fatal(err)
+					}
+					fn(agentapi.Event{Step: agentapi.StepLock, Msg: "unlocked"})
+					res.Unlocked = true
+				}
+				return res, err
+			}
+			if _, err := Run(context.Background(), f.agentOptions(f.release(shaA), sh)); err != nil {
+				t.Fatalf("deploy: %v\n%s", err, f.eventText())
+			}
+			if token == "" {
+				t.Fatal("shipd was not asked to deploy")
+			}
+			if h.exists(root + "/.lock") {
+				t.Error("the lock was not released")
+			}
+			text := f.eventText()
+			if n := strings.Count(text, " lock [] unlocked"); n != 1 {
+				t.Errorf("%d unlocked events, want 1 (shipd's or shipctl's):\n%s", n, text)
+			}
+			if strings.Contains(text, "already gone") || strings.Contains(text, "heartbeat") {
+				t.Errorf("a warning about the lock:\n%s", text)
+			}
+		})
+	}
+}

@@ -147,8 +147,12 @@
 // pulls with and never keeps. shipd's events are shown as the deploy's own (its "done"
 // is left out: shipctl says where the host ends once the lock is released). shipd
 // pulls, runs the jobs, swaps, switches current and writes release.json's result and
-// audit.log (with "agent": "shipd"): shipctl writes neither again. Then the lock is
-// released and old releases pruned, as without an agent.
+// audit.log (with "agent": "shipd"): shipctl writes neither again. The request also
+// asks shipd to prune old releases (Keep) and to release shipctl's lock (Unlock, the
+// holder's token) once the outcome is recorded: on the host those file writes cost no
+// round trip, and the result says what shipd did. What it did not (a refusal, a cut
+// answer, a shipd from before these fields) shipctl does as without an agent, the
+// unlock and the prune at once.
 //
 // The outcome maps onto the host results: deployed; failed (exit 4: the new container
 // failed its health check and never got traffic, or shipd put the previous release

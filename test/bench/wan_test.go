@@ -24,6 +24,10 @@ package bench
 // host and its requests cross no link, but are counted the same way). The round
 // trips a deploy waits for one after the other are also implied by the wall times:
 // (wall at the longest delay - wall at 0) / (2 x the longest delay).
+//
+// The agent rows deploy an environment with agent: true to the same host, through
+// shipd running there (wanagent_test.go); their "api" is shipctl's requests over the
+// link, and shipd's own (on the host, crossing no link) are listed below the table.
 
 import (
 	"bufio"
@@ -73,6 +77,7 @@ type wanLink struct {
 type wanRun struct {
 	deployRun
 	turns, conns int
+	local        int // shipd's Docker API requests on the host (agent rows)
 }
 
 func BenchmarkWAN(b *testing.B) {
@@ -92,7 +97,7 @@ func BenchmarkWAN(b *testing.B) {
 	d := &deployBench{b: b, cli: testenv.Docker(b), enginePIDs: pidsOf("dockerd", "containerd")}
 	testenv.AppImage(b, d.cli)
 	bins := buildBins(b, "shipctl", "./cmd/shipctl", "registry", "./test/cmd/registry",
-		"sftpcount", "./test/cmd/sftpcount", "latency", "./test/cmd/latency")
+		"sftpcount", "./test/cmd/sftpcount", "latency", "./test/cmd/latency", "shipd", "./cmd/shipd")
 	d.shipctl = bins["shipctl"]
 	d.reg = startProc(b, bins["registry"], "-dir", b.TempDir(), "-listen", "127.0.0.1:0", "-max-life", "1h").addr
 
@@ -137,6 +142,7 @@ func BenchmarkWAN(b *testing.B) {
 	b.Cleanup(func() { d.downWan() })
 	b.Cleanup(d.cleanup)
 	d.downWan()
+	shipd := startWanShipd(b, d, h, bins["shipd"])
 
 	// A relay per delay, and the host as seen through it.
 	var links []*wanLink
@@ -160,12 +166,14 @@ func BenchmarkWAN(b *testing.B) {
 	}
 
 	d.setupRepo()
+	d.writeAgentCompose(shipd)
 	d.write("known_hosts", known.String())
 	// One environment (a folder and a project are one environment's), seen through
 	// each relay by a ship.yaml of its own.
 	for _, l := range links {
 		d.write(l.file, fmt.Sprintf("app: %s\nregistry: %s\nenvironments:\n  %s:\n    hosts: [%s]\n    path: %s\n    known_hosts: known_hosts\n    docker_socket: %s\n",
 			appWan, d.reg, wanEnv, l.host.dest(), filepath.Join(d.mnt, "wan"), filepath.Join(d.mnt, "docker.sock")))
+		d.write("ship-wanagent-"+l.env+".yaml", d.agentShipYAML(l, shipd))
 	}
 	d.git("add", "-A")
 	d.git("commit", "-q", "-m", "wan setup")
@@ -207,10 +215,13 @@ func BenchmarkWAN(b *testing.B) {
 		{"shipctl, unchanged", func(l *wanLink) wanRun { return ship(l, false) }},
 		{"script, changed", func(l *wanLink) wanRun { return script(l, true) }},
 		{"script, unchanged", func(l *wanLink) wanRun { return script(l, false) }},
+		{"agent, changed", func(l *wanLink) wanRun { return d.shipAgent(l, shipd, true) }},
+		{"agent, unchanged", func(l *wanLink) wanRun { return d.shipAgent(l, shipd, false) }},
 	}
 	// The first deploys create what later ones only change: not measured.
 	ship(links[0], true)
 	script(links[0], true)
+	d.shipAgent(links[0], shipd, true)
 
 	results := make([][][]wanRun, len(links)) // [link][kind][run]
 	for i := range results {
@@ -261,7 +272,10 @@ func (d *deployBench) reportWan(links []*wanLink, results [][][]wanRun, runs int
 		}
 	}
 	w("\nshipctl's timeline at %s each way, the median run:\n", ms0(links[last].delay))
-	for k := range 2 {
+	for k := range med[last] {
+		if len(med[last][k].phases) == 0 {
+			continue // the script's
+		}
 		var parts []string
 		for _, p := range med[last][k].phases {
 			parts = append(parts, fmt.Sprintf("%s %s", p.name, ms0(p.d)))
@@ -270,10 +284,26 @@ func (d *deployBench) reportWan(links []*wanLink, results [][][]wanRun, runs int
 		w("  %-20s SFTP: %s\n", "", sftpTypes(med[last][k].counts[0].sftpTypes))
 	}
 
+	w("\nshipd's own Docker API requests on the host (they cross no link), the median run:")
+	for i, l := range links {
+		for k, m := range med[i] {
+			if strings.HasPrefix(kind(k), "agent") {
+				w(" %s %s %d;", ms0(l.delay), kind(k), m.local)
+			}
+		}
+	}
+	w("\n")
+
 	w("\n%-58s %9s %8s\n", "target (round trips after the SSH handshake)", "measured", "")
 	for i, l := range links {
-		for k, target := range []int{targetWanChanged, targetWanUnchanged} {
-			m := med[i][k]
+		for k, m := range med[i] {
+			target := targetWanUnchanged
+			switch {
+			case strings.HasPrefix(kind(k), "script"):
+				continue
+			case strings.HasSuffix(kind(k), ", changed"):
+				target = targetWanChanged
+			}
 			n := m.turns - m.conns*l.hs
 			w("%-58s %9d %8s\n", fmt.Sprintf("%s at %s <= %d", kind(k), ms0(l.delay), target), n, verdict(n <= target))
 		}
@@ -406,7 +436,7 @@ func (d *deployBench) downWan() {
 	defer cancel()
 	eng := engine.New(d.cli)
 	for _, h := range d.hosts {
-		for _, project := range []string{h.project(appWan) + "-" + wanEnv, h.project(appWan), h.project(appScript)} {
+		for _, project := range []string{h.project(appWan) + "-" + wanEnv, h.project(appWan) + "-" + wanAgentEnv, h.project(appWan), h.project(appScript)} {
 			if err := eng.Down(ctx, project, engine.DownOptions{Volumes: true}); err != nil {
 				d.b.Logf("clean up %s: %v", project, err)
 			}
