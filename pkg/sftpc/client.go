@@ -1,0 +1,251 @@
+// Package sftpc is ship's SFTP client (protocol version 3, as OpenSSH speaks it):
+// one job, sending requests at once and matching the answers by id, so that a
+// file's write or read waits for two round trips rather than one per request.
+//
+// The server answers requests in the order it gets them, so a request may follow
+// one it depends on before that one's answer is back, as long as it needs no value
+// from it: only OPEN's handle is such a value. WriteFile, WriteStaged, ReadFile,
+// Append and ReadDir send OPEN, then everything after it in one go (one flight),
+// and wait for all the answers. Batch sends simple requests together, in order.
+//
+// One goroutine reads the answers and hands each to its request; writes hold a
+// mutex only while they write, never across a round trip, so calls from several
+// goroutines overlap. Every length the server sends is bounded: bad data is an
+// error, never a panic or a huge allocation.
+package sftpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// ErrClosed is the error of calls on a Client whose connection has ended.
+var ErrClosed = errors.New("sftp: connection closed")
+
+// Client is an SFTP session over a server's output (r) and input (w). Its methods
+// are safe for concurrent use.
+type Client struct {
+	w   io.WriteCloser
+	wmu sync.Mutex // held while a flight's bytes are written
+
+	mu      sync.Mutex
+	nextID  uint32
+	pending map[uint32]chan reply
+	err     error // why the reader stopped
+
+	done chan struct{} // closed when the reader stops
+	exts map[string]string
+}
+
+// New starts an SFTP session: it sends INIT, waits for the server's VERSION and
+// starts reading answers. Close ends it.
+func New(ctx context.Context, r io.Reader, w io.WriteCloser) (*Client, error) {
+	init := enc(nil).u32(5).u8(fxpInit).u32(3)
+	if _, err := w.Write(init); err != nil {
+		return nil, fmt.Errorf("sftp: send init: %w", err)
+	}
+	type version struct {
+		exts map[string]string
+		err  error
+	}
+	got := make(chan version, 1)
+	go func() {
+		typ, body, err := readPacket(r, nil)
+		if err == nil && typ != fxpVersion {
+			err = fmt.Errorf("%w: packet of type %d where the version was due", errBadPacket, typ)
+		}
+		var exts map[string]string
+		if err == nil {
+			exts, err = parseVersion(body)
+		}
+		got <- version{exts, err}
+	}()
+	var v version
+	select {
+	case v = <-got:
+	case <-ctx.Done():
+		w.Close()
+		return nil, fmt.Errorf("sftp: wait for the server's version: %w", ctx.Err())
+	}
+	if v.err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sftp: start: %w", v.err)
+	}
+	c := &Client{w: w, pending: map[uint32]chan reply{}, done: make(chan struct{}), exts: v.exts}
+	go c.read(r)
+	return c, nil
+}
+
+// parseVersion reads VERSION's fields: the version (3 or more; the client speaks
+// 3) and the extensions offered.
+func parseVersion(body []byte) (map[string]string, error) {
+	d := newDec(body)
+	if v := d.u32(); !d.ok || v < 3 {
+		return nil, fmt.Errorf("%w: the server speaks SFTP version %d, not 3", errBadPacket, v)
+	}
+	exts := map[string]string{}
+	for len(d.b) > 0 {
+		name, data := d.str(), d.str()
+		if !d.ok || len(exts) >= maxExtension {
+			return nil, fmt.Errorf("%w: bad extensions in the version", errBadPacket)
+		}
+		exts[name] = data
+	}
+	return exts, nil
+}
+
+// HasExtension says whether the server offered the extension name (e.g.
+// "posix-rename@openssh.com").
+func (c *Client) HasExtension(name string) bool {
+	_, ok := c.exts[name]
+	return ok
+}
+
+// read hands each answer to its request, until the stream ends or is bad.
+func (c *Client) read(r io.Reader) {
+	var buf []byte
+	for {
+		typ, body, err := readPacket(r, buf)
+		if err == nil && len(body) < 4 {
+			err = fmt.Errorf("%w: a reply without its id", errBadPacket)
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = ErrClosed
+			}
+			c.stop(err)
+			return
+		}
+		id := uint32(body[0])<<24 | uint32(body[1])<<16 | uint32(body[2])<<8 | uint32(body[3])
+		c.mu.Lock()
+		ch, ok := c.pending[id]
+		delete(c.pending, id)
+		c.mu.Unlock()
+		if !ok {
+			c.stop(fmt.Errorf("%w: an answer to no request (id %d)", errBadPacket, id))
+			return
+		}
+		// The body is the waiter's: the next packet gets a buffer of its own.
+		ch <- reply{typ, body[4:]}
+		buf = nil
+	}
+}
+
+// stop ends the session with err: calls waiting for answers get it.
+func (c *Client) stop(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return
+	}
+	c.err = err
+	close(c.done)
+	c.w.Close()
+}
+
+// Close ends the session: the server's input is closed, and calls under way fail.
+func (c *Client) Close() error {
+	c.stop(ErrClosed)
+	return nil
+}
+
+// Wait waits for the session to end, and returns why (ErrClosed after Close or
+// when the server went away).
+func (c *Client) Wait() error {
+	<-c.done
+	return c.err
+}
+
+// closedErr is why the session ended.
+func (c *Client) closedErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// flight is requests sent together: their bytes are built up, then written in one
+// go; each has a channel for its answer.
+type flight struct {
+	c       *Client
+	buf     enc
+	replies []chan reply
+}
+
+func (c *Client) flight() *flight { return &flight{c: c} }
+
+// add appends a request of type typ, whose fields fields writes; it returns the
+// request's index in the flight.
+func (f *flight) add(typ byte, fields func(enc) enc) int {
+	ch := make(chan reply, 1)
+	f.c.mu.Lock()
+	f.c.nextID++
+	id := f.c.nextID
+	f.c.pending[id] = ch
+	f.c.mu.Unlock()
+	b, start := f.buf.begin(typ, id)
+	f.buf = fields(b).end(start)
+	f.replies = append(f.replies, ch)
+	return len(f.replies) - 1
+}
+
+// ext appends an extended request (name@openssh.com).
+func (f *flight) ext(name string, fields func(enc) enc) int {
+	return f.add(fxpExtended, func(e enc) enc { return fields(e.str(name)) })
+}
+
+// flush writes what was added since the last flush.
+func (f *flight) flush() error {
+	if len(f.buf) == 0 {
+		return nil
+	}
+	f.c.wmu.Lock()
+	_, err := f.c.w.Write(f.buf)
+	f.c.wmu.Unlock()
+	f.buf = f.buf[:0]
+	if err != nil {
+		if cerr := f.c.closedErr(); cerr != nil {
+			return cerr
+		}
+		return fmt.Errorf("sftp: send: %w", err)
+	}
+	return nil
+}
+
+// wait is the answer to request i. With ctx nil it waits until the answer comes
+// or the session ends.
+func (f *flight) wait(ctx context.Context, i int) (reply, error) {
+	var cancel <-chan struct{}
+	if ctx != nil {
+		cancel = ctx.Done()
+	}
+	select {
+	case r := <-f.replies[i]:
+		return r, nil
+	case <-f.c.done:
+		select {
+		case r := <-f.replies[i]:
+			return r, nil
+		default:
+			return reply{}, f.c.closedErr()
+		}
+	case <-cancel:
+		return reply{}, ctx.Err()
+	}
+}
+
+// statuses waits for the answers of requests from..to-1, all STATUS replies, and
+// returns each one's error.
+func (f *flight) statuses(from, to int) ([]error, error) {
+	errs := make([]error, to-from)
+	for i := from; i < to; i++ {
+		r, err := f.wait(nil, i)
+		if err != nil {
+			return errs, err
+		}
+		errs[i-from] = r.status()
+	}
+	return errs, nil
+}
