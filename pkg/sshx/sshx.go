@@ -13,8 +13,9 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
-	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/shipdeploy/ship/pkg/sftpc"
 )
 
 // Sentinel errors, checked with errors.Is. The errors that match them say which
@@ -96,8 +97,7 @@ type Client struct {
 	log    *slog.Logger
 
 	mu      sync.Mutex
-	sftp    *sftp.Client
-	wire    *wire // the SFTP session's stream to the server (InOrder)
+	sftp    *sftpc.Client
 	dockers []*client.Client
 	closed  bool
 	stopCtx func() bool // unregisters the context.AfterFunc that closes the Client
