@@ -3,7 +3,6 @@ package sftpc
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 )
@@ -22,7 +21,6 @@ const (
 	maxReads = 512
 	// maxPrealloc bounds the buffer allocated from a size the server said.
 	maxPrealloc = 16 << 20
-	extFsync    = "fsync@openssh.com"
 )
 
 // open opens name and returns its handle: one round trip, waited for whatever
@@ -44,100 +42,6 @@ func (c *Client) open(name string, flags uint32, perm fs.FileMode) (string, erro
 		return "", err
 	}
 	return r.handle()
-}
-
-// WriteFile creates name, which must not exist, with the permission bits of mode
-// set before any data (and again once it is open, so that the server's umask
-// plays no part), writes data, syncs it to disk where the server can
-// (fsync@openssh.com) and closes it: two round trips. A file that fails half-way
-// is removed. Cancelling ctx stops the write between megabytes. OpenSSH answers a
-// plain failure (StatusFailure) to the creation of a file that is there.
-func (c *Client) WriteFile(ctx context.Context, name string, data []byte, mode fs.FileMode) error {
-	return c.write(ctx, name, "", data, mode)
-}
-
-// WriteStaged is WriteFile of tmp, then tmp renamed over name, all in the same
-// two round trips, so that name holds its old content or all of data, never a
-// part. On any failure tmp is removed.
-//
-// The rename goes out before the write's answers are back: should a write fail
-// (a full disk) while the rename succeeds, name holds a part of data, and the
-// error says so. The server is asked to fsync before the rename.
-func (c *Client) WriteStaged(ctx context.Context, tmp, name string, data []byte, mode fs.FileMode) error {
-	return c.write(ctx, tmp, name, data, mode)
-}
-
-// write is WriteFile of file, renamed to renameTo unless that is "".
-func (c *Client) write(ctx context.Context, file, renameTo string, data []byte, mode fs.FileMode) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	h, err := c.open(file, flagWrite|flagCreat|flagExcl, mode)
-	if err != nil {
-		return &fs.PathError{Op: "create", Path: file, Err: err}
-	}
-	f := c.flight()
-	steps := []string{"chmod"}
-	f.add(fxpFsetstat, func(e enc) enc { return e.str(h).perms(mode) })
-	cancelled := false
-	for off := 0; off < len(data); off += chunk {
-		if len(f.buf) >= flushAt {
-			if err := f.flush(); err != nil {
-				return &fs.PathError{Op: "write", Path: file, Err: err}
-			}
-			if ctx.Err() != nil {
-				cancelled = true
-				break
-			}
-		}
-		part := data[off:min(off+chunk, len(data))]
-		f.add(fxpWrite, func(e enc) enc { return e.str(h).u64(uint64(off)).bytes(part) })
-		steps = append(steps, "write")
-	}
-	if !cancelled && c.HasExtension(extFsync) {
-		f.ext(extFsync, func(e enc) enc { return e.str(h) })
-		steps = append(steps, "fsync")
-	}
-	f.add(fxpClose, func(e enc) enc { return e.str(h) })
-	steps = append(steps, "close")
-	if cancelled {
-		OpRemove(file).build(c, f)
-		steps = append(steps, "remove")
-	} else if renameTo != "" {
-		c.rename(f, file, renameTo)
-		steps = append(steps, "rename")
-	}
-	if err := f.flush(); err != nil {
-		return &fs.PathError{Op: "write", Path: file, Err: err}
-	}
-	errs, err := f.statuses(0, len(steps))
-	if err != nil {
-		return &fs.PathError{Op: "write", Path: file, Err: err}
-	}
-	if cancelled {
-		return ctx.Err()
-	}
-	for i, e := range errs {
-		if e == nil {
-			continue
-		}
-		if steps[i] == "rename" {
-			c.removeQuietly(file)
-			return &fs.PathError{Op: "rename", Path: file, Err: fmt.Errorf("to %s: %w", renameTo, e)}
-		}
-		if renameTo != "" && errs[len(errs)-1] == nil {
-			return &fs.PathError{Op: steps[i], Path: file, Err: fmt.Errorf(
-				"%w (and %s was renamed over %s all the same: it may hold a part of the data)", e, file, renameTo)}
-		}
-		c.removeQuietly(file)
-		return &fs.PathError{Op: steps[i], Path: file, Err: e}
-	}
-	return nil
-}
-
-// removeQuietly removes a file left by a failed write; the failure has been said.
-func (c *Client) removeQuietly(file string) {
-	_, _ = c.Batch(context.Background(), OpRemove(file))
 }
 
 // Append opens name for appending (creating it with mode 0644), writes data and

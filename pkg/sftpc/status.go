@@ -176,5 +176,6 @@ func decodeReply(typ byte, body []byte) {
 	_, _ = r.data()
 	_, _ = r.attrs()
 	_, _ = r.names()
+	_, _ = r.statvfsFree()
 	_, _ = parseVersion(body)
 }
