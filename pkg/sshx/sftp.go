@@ -15,19 +15,30 @@ import (
 )
 
 // SFTP is the connection's SFTP client (pkg/sftpc), started on first use. It
-// belongs to the Client, which closes it: do not Close it yourself.
+// belongs to the Client, which closes it: do not Close it yourself. Its start
+// holds none of the Client's other locks: the engine's socket and commands go on
+// meanwhile.
 func (c *Client) SFTP() (*sftpc.Client, error) {
+	c.sftpMu.Lock()
+	defer c.sftpMu.Unlock()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
+	sc, closed := c.sftp, c.closed
+	c.mu.Unlock()
+	if closed {
 		return nil, fmt.Errorf("ssh %s: sftp: %w", c.host, errClosed)
 	}
-	if c.sftp != nil {
-		return c.sftp, nil
+	if sc != nil {
+		return sc, nil
 	}
 	sc, err := c.startSFTP()
 	if err != nil {
 		return nil, c.opErr("start sftp", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		sc.Close()
+		return nil, fmt.Errorf("ssh %s: sftp: %w", c.host, errClosed)
 	}
 	c.sftp = sc
 	return sc, nil

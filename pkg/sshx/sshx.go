@@ -96,6 +96,8 @@ type Client struct {
 	jumps  []*ssh.Client // in dial order; closed after ssh, last first
 	log    *slog.Logger
 
+	sftpMu sync.Mutex // held while the SFTP session starts
+
 	mu      sync.Mutex
 	sftp    *sftpc.Client
 	dockers []*client.Client
