@@ -36,47 +36,43 @@ type Client struct {
 	pending map[uint32]chan reply
 	err     error // why the reader stopped
 
-	done chan struct{} // closed when the reader stops
-	exts map[string]string
+	done  chan struct{}     // closed when the reader stops
+	ready chan struct{}     // closed once the server's VERSION is read
+	exts  map[string]string // what VERSION offered; set before ready is closed
 }
 
-// New starts an SFTP session: it sends INIT, waits for the server's VERSION and
-// starts reading answers. Close ends it.
-func New(ctx context.Context, r io.Reader, w io.WriteCloser) (*Client, error) {
-	init := enc(nil).u32(5).u8(fxpInit).u32(3)
-	if _, err := w.Write(init); err != nil {
+// New starts an SFTP session: it sends INIT and starts reading answers. It does
+// not wait for the server's VERSION: the first requests go out right behind INIT,
+// which the server handles first (OpenSSH's refuses nothing before it), and only
+// what needs the server's extensions (HasExtension) waits for it. A VERSION that
+// is not SFTP 3 ends the session, with the error the calls get. Close ends it.
+func New(r io.Reader, w io.WriteCloser) (*Client, error) {
+	c := &Client{w: w, pending: map[uint32]chan reply{}, done: make(chan struct{}), ready: make(chan struct{})}
+	c.wmu.Lock()
+	_, err := w.Write(enc(nil).u32(5).u8(fxpInit).u32(3))
+	c.wmu.Unlock()
+	if err != nil {
+		w.Close()
 		return nil, fmt.Errorf("sftp: send init: %w", err)
 	}
-	type version struct {
-		exts map[string]string
-		err  error
-	}
-	got := make(chan version, 1)
-	go func() {
-		typ, body, err := readPacket(r, nil)
-		if err == nil && typ != fxpVersion {
-			err = fmt.Errorf("%w: packet of type %d where the version was due", errBadPacket, typ)
-		}
-		var exts map[string]string
-		if err == nil {
-			exts, err = parseVersion(body)
-		}
-		got <- version{exts, err}
-	}()
-	var v version
-	select {
-	case v = <-got:
-	case <-ctx.Done():
-		w.Close()
-		return nil, fmt.Errorf("sftp: wait for the server's version: %w", ctx.Err())
-	}
-	if v.err != nil {
-		w.Close()
-		return nil, fmt.Errorf("sftp: start: %w", v.err)
-	}
-	c := &Client{w: w, pending: map[uint32]chan reply{}, done: make(chan struct{}), exts: v.exts}
 	go c.read(r)
 	return c, nil
+}
+
+// version reads the server's VERSION, the first packet it sends.
+func (c *Client) version(r io.Reader) error {
+	typ, body, err := readPacket(r, nil)
+	if err != nil {
+		return err
+	}
+	if typ != fxpVersion {
+		return fmt.Errorf("%w: packet of type %d where the version was due", errBadPacket, typ)
+	}
+	if c.exts, err = parseVersion(body); err != nil {
+		return err
+	}
+	close(c.ready)
+	return nil
 }
 
 // parseVersion reads VERSION's fields: the version (3 or more; the client speaks
@@ -99,13 +95,30 @@ func parseVersion(body []byte) (map[string]string, error) {
 
 // HasExtension says whether the server offered the extension name (e.g.
 // "posix-rename@openssh.com").
+// It waits for the server's VERSION; false when the session ended before it.
 func (c *Client) HasExtension(name string) bool {
+	select {
+	case <-c.ready:
+	case <-c.done:
+		select {
+		case <-c.ready:
+		default:
+			return false
+		}
+	}
 	_, ok := c.exts[name]
 	return ok
 }
 
 // read hands each answer to its request, until the stream ends or is bad.
 func (c *Client) read(r io.Reader) {
+	if err := c.version(r); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = ErrClosed
+		}
+		c.stop(fmt.Errorf("sftp: start: %w", err))
+		return
+	}
 	var buf []byte
 	for {
 		typ, body, err := readPacket(r, buf)

@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -331,6 +333,10 @@ func TestFlights(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
 	data := bytes.Repeat([]byte("0123456789abcdef"), 20<<10) // 320 KiB: five writes, five reads
+	// The first request goes with INIT (TestFirstRequestWithInit): counted apart.
+	if _, err := c.Stat(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
 	for _, step := range []struct {
 		name string
 		do   func() error
@@ -354,5 +360,66 @@ func TestFlights(t *testing.T) {
 		if n := f.count() - before; n != 2 {
 			t.Errorf("%s took %d flights, want 2", step.name, n)
 		}
+	}
+}
+
+// gatedReader holds the server's answers until open is closed.
+type gatedReader struct {
+	io.Reader
+	open <-chan struct{}
+}
+
+func (r gatedReader) Read(p []byte) (int, error) {
+	<-r.open
+	return r.Reader.Read(p)
+}
+
+// signalWriter counts writes on writes.
+type signalWriter struct {
+	io.WriteCloser
+	writes chan<- struct{}
+}
+
+func (w signalWriter) Write(p []byte) (int, error) {
+	n, err := w.WriteCloser.Write(p)
+	w.writes <- struct{}{}
+	return n, err
+}
+
+// The first request goes out behind INIT, before the server's VERSION is read: the
+// session's start costs no round trip of its own.
+func TestFirstRequestWithInit(t *testing.T) {
+	cmd := exec.Command(findServer(t))
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	open, writes := make(chan struct{}), make(chan struct{}, 16)
+	c, err := sftpc.New(gatedReader{out, open}, signalWriter{in, writes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		c.Close()
+		cmd.Wait()
+	}()
+	go func() {
+		<-writes // INIT
+		<-writes // the lstat
+		close(open)
+	}()
+	dir := t.TempDir()
+	if fi, err := c.Lstat(t.Context(), dir); err != nil || !fi.IsDir() {
+		t.Fatalf("Lstat = %v, %v", fi, err)
+	}
+	if !c.HasExtension("posix-rename@openssh.com") {
+		t.Error("no posix-rename@openssh.com once VERSION was read")
 	}
 }

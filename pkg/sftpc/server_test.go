@@ -98,7 +98,7 @@ func serve(t *testing.T, uid int) (*sftpc.Client, *flights) {
 		t.Fatal(err)
 	}
 	f := &flights{}
-	c, err := sftpc.New(t.Context(), countReader{out, f}, countWriter{in, f})
+	c, err := sftpc.New(countReader{out, f}, countWriter{in, f})
 	if err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()

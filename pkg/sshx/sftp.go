@@ -44,8 +44,9 @@ func (c *Client) SFTP() (*sftpc.Client, error) {
 	return sc, nil
 }
 
-// startSFTP starts the SFTP subsystem on a session of its own: three round trips
-// (the session's opening, the subsystem's start, INIT and VERSION).
+// startSFTP starts the SFTP subsystem on a session of its own: two round trips
+// (the session's opening, the subsystem's start); INIT goes out with the first
+// request (sftpc.New), whose answer comes after VERSION's.
 //
 // INIT is sent once the subsystem's start is answered, not with it. sshd handles a
 // session's messages in order, so INIT sent right after the request would reach
@@ -73,8 +74,7 @@ func (c *Client) startSFTP() (*sftpc.Client, error) {
 		s.Close()
 		return nil, err
 	}
-	// The wait for VERSION ends when the connection does: Close closes it.
-	sc, err := sftpc.New(context.Background(), out, sessionCloser{in, s})
+	sc, err := sftpc.New(out, sessionCloser{in, s})
 	if err != nil {
 		s.Close()
 		return nil, err
