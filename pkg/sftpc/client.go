@@ -150,12 +150,14 @@ func (c *Client) read(r io.Reader) {
 // stop ends the session with err: calls waiting for answers get it.
 func (c *Client) stop(err error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.err != nil {
+		c.mu.Unlock()
 		return
 	}
 	c.err = err
 	close(c.done)
+	c.mu.Unlock()
+	// Outside the lock: a close that waits on the stream holds up no answer.
 	c.w.Close()
 }
 
