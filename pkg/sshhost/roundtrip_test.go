@@ -250,3 +250,33 @@ func TestMoveAwayRoundTrips(t *testing.T) {
 		t.Errorf("MoveAway of a missing folder: %v, want fs.ErrNotExist", err)
 	}
 }
+
+// A connection's first look (the deploy's reach): the engine's ping and an lstat at
+// once, right after the dial. The SFTP start (the session, the subsystem, then INIT
+// with the lstat) and the engine's (the socket, its ping, its version) go on side
+// by side, three round trips each; before, the SFTP start held the connection's lock
+// and the engine's socket waited for it: 6.
+func TestFirstLookRoundTrips(t *testing.T) {
+	testenv.Docker(t)
+	h, relay := dialRelayed(t)
+	ctx := context.Background()
+	before := relay.count()
+	var pingErr error
+	pinged := make(chan struct{})
+	go func() {
+		defer close(pinged)
+		_, pingErr = h.Ping(ctx)
+	}()
+	_, err := h.(interface {
+		Lstat(ctx context.Context, name string) (fs.FileInfo, error)
+	}).Lstat(ctx, t.TempDir())
+	<-pinged
+	if err != nil || pingErr != nil {
+		t.Fatalf("lstat: %v; ping: %v", err, pingErr)
+	}
+	n := relay.count() - before
+	t.Logf("first look: %d round trips", n)
+	if n > 4 {
+		t.Errorf("the first look took %d round trips, want at most 4", n)
+	}
+}
