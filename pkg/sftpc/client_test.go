@@ -2,6 +2,7 @@ package sftpc_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -40,201 +41,218 @@ func mode(t *testing.T, p string) fs.FileMode {
 	return st.Mode().Perm()
 }
 
-func TestCalls(t *testing.T) {
+// session is a client of a new sftp-server, the test's context and a folder of its own.
+func session(t *testing.T) (*sftpc.Client, context.Context, string) {
 	c, _ := serve(t, -1)
-	ctx := t.Context()
-	dir := t.TempDir()
+	return c, t.Context(), t.TempDir()
+}
+
+// The extensions the client uses are offered by OpenSSH's server.
+func TestExtensions(t *testing.T) {
+	c, _, _ := session(t)
 	for _, ext := range []string{"posix-rename@openssh.com", "fsync@openssh.com"} {
 		if !c.HasExtension(ext) {
 			t.Errorf("the server offers no %s", ext)
 		}
 	}
+}
 
-	t.Run("folders", func(t *testing.T) {
-		d := filepath.Join(dir, "d")
-		if err := c.Mkdir(ctx, d); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Mkdir(ctx, d); !isStatus(err, sftpc.StatusFailure) {
-			t.Errorf("mkdir of a folder there: %v, want a Failure status", err)
-		}
-		if err := c.Mkdir(ctx, filepath.Join(dir, "no", "parent")); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("mkdir without its parent: %v, want fs.ErrNotExist", err)
-		}
-		if fi, err := c.Stat(ctx, d); err != nil || !fi.IsDir() || fi.Name() != "d" || fi.Mode().Perm() != 0o755&^umask() {
-			t.Errorf("Stat = %v, %v", fi, err)
-		}
-		if p, err := c.RealPath(ctx, dir+"/./d/.."); err != nil || p != dir {
-			t.Errorf("RealPath = %q, %v; want %s", p, err, dir)
-		}
-		if err := c.Rmdir(ctx, d); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Rmdir(ctx, d); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("rmdir of nothing: %v", err)
-		}
-	})
+// Mkdir, Stat, RealPath and Rmdir, and their errors.
+func TestFolders(t *testing.T) {
+	c, ctx, dir := session(t)
+	d := filepath.Join(dir, "d")
+	if err := c.Mkdir(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mkdir(ctx, d); !isStatus(err, sftpc.StatusFailure) {
+		t.Errorf("mkdir of a folder there: %v, want a Failure status", err)
+	}
+	if err := c.Mkdir(ctx, filepath.Join(dir, "no", "parent")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("mkdir without its parent: %v, want fs.ErrNotExist", err)
+	}
+	if fi, err := c.Stat(ctx, d); err != nil || !fi.IsDir() || fi.Name() != "d" || fi.Mode().Perm() != 0o755&^umask() {
+		t.Errorf("Stat = %v, %v", fi, err)
+	}
+	if p, err := c.RealPath(ctx, dir+"/./d/.."); err != nil || p != dir {
+		t.Errorf("RealPath = %q, %v; want %s", p, err, dir)
+	}
+	if err := c.Rmdir(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rmdir(ctx, d); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("rmdir of nothing: %v", err)
+	}
+}
 
-	t.Run("files", func(t *testing.T) {
-		secret := filepath.Join(dir, "secret")
-		if err := c.WriteFile(ctx, secret, []byte("TOKEN=x\n"), 0o600); err != nil {
+// WriteFile's modes, ReadFile, Append and Remove, and their errors.
+func TestFiles(t *testing.T) {
+	c, ctx, dir := session(t)
+	secret := filepath.Join(dir, "secret")
+	if err := c.WriteFile(ctx, secret, []byte("TOKEN=x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if m := mode(t, secret); m != 0o600 {
+		t.Errorf("mode %o, want 600", m)
+	}
+	// Bits the umask would take away are set all the same.
+	open := filepath.Join(dir, "open")
+	if err := c.WriteFile(ctx, open, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if m := mode(t, open); m != 0o666 {
+		t.Errorf("mode %o, want 666", m)
+	}
+	if err := c.WriteFile(ctx, secret, []byte("again"), 0o600); !isStatus(err, sftpc.StatusFailure) {
+		t.Errorf("WriteFile over a file: %v, want a Failure status", err)
+	}
+	if data, err := c.ReadFile(ctx, secret); err != nil || string(data) != "TOKEN=x\n" {
+		t.Errorf("ReadFile = %q, %v", data, err)
+	}
+	if data, err := c.ReadFile(ctx, open); err != nil || len(data) != 0 {
+		t.Errorf("ReadFile of an empty file = %q, %v", data, err)
+	}
+	if _, err := c.ReadFile(ctx, filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadFile of a missing file: %v", err)
+	}
+	if err := c.WriteFile(ctx, filepath.Join(dir, "no", "file"), []byte("x"), 0o644); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("WriteFile in a missing folder: %v", err)
+	}
+	log := filepath.Join(dir, "audit.log")
+	for _, line := range []string{"one\n", "two\n"} {
+		if err := c.Append(ctx, log, []byte(line)); err != nil {
 			t.Fatal(err)
 		}
-		if m := mode(t, secret); m != 0o600 {
-			t.Errorf("mode %o, want 600", m)
-		}
-		// Bits the umask would take away are set all the same.
-		open := filepath.Join(dir, "open")
-		if err := c.WriteFile(ctx, open, nil, 0o666); err != nil {
-			t.Fatal(err)
-		}
-		if m := mode(t, open); m != 0o666 {
-			t.Errorf("mode %o, want 666", m)
-		}
-		if err := c.WriteFile(ctx, secret, []byte("again"), 0o600); !isStatus(err, sftpc.StatusFailure) {
-			t.Errorf("WriteFile over a file: %v, want a Failure status", err)
-		}
-		if data, err := c.ReadFile(ctx, secret); err != nil || string(data) != "TOKEN=x\n" {
-			t.Errorf("ReadFile = %q, %v", data, err)
-		}
-		if data, err := c.ReadFile(ctx, open); err != nil || len(data) != 0 {
-			t.Errorf("ReadFile of an empty file = %q, %v", data, err)
-		}
-		if _, err := c.ReadFile(ctx, filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("ReadFile of a missing file: %v", err)
-		}
-		if err := c.WriteFile(ctx, filepath.Join(dir, "no", "file"), []byte("x"), 0o644); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("WriteFile in a missing folder: %v", err)
-		}
-		log := filepath.Join(dir, "audit.log")
-		for _, line := range []string{"one\n", "two\n"} {
-			if err := c.Append(ctx, log, []byte(line)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if data, _ := os.ReadFile(log); string(data) != "one\ntwo\n" {
-			t.Errorf("audit.log = %q", data)
-		}
-		if m := mode(t, log); m != 0o644&^umask() {
-			t.Errorf("audit.log's mode %o", m)
-		}
-		if err := c.Remove(ctx, log); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Remove(ctx, log); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("remove of nothing: %v", err)
-		}
-	})
+	}
+	if data, _ := os.ReadFile(log); string(data) != "one\ntwo\n" {
+		t.Errorf("audit.log = %q", data)
+	}
+	if m := mode(t, log); m != 0o644&^umask() {
+		t.Errorf("audit.log's mode %o", m)
+	}
+	if err := c.Remove(ctx, log); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Remove(ctx, log); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("remove of nothing: %v", err)
+	}
+}
 
-	t.Run("staged write", func(t *testing.T) {
-		name := filepath.Join(dir, "release.json")
-		for i, data := range []string{"first", "second, longer"} {
-			tmp := filepath.Join(dir, fmt.Sprintf(".release.json.%d", i))
-			if err := c.WriteStaged(ctx, tmp, name, []byte(data), 0o640); err != nil {
-				t.Fatal(err)
-			}
-			if got, _ := os.ReadFile(name); string(got) != data {
-				t.Errorf("the file holds %q, want %q", got, data)
-			}
-			if m := mode(t, name); m != 0o640 {
-				t.Errorf("mode %o", m)
-			}
-			if _, err := os.Lstat(tmp); !errors.Is(err, fs.ErrNotExist) {
-				t.Errorf("the temporary file is left: %v", err)
-			}
-		}
-		// The rename fails (a folder is in the way): the temporary file is removed.
-		busy := filepath.Join(dir, "busy")
-		if err := os.MkdirAll(filepath.Join(busy, "x"), 0o755); err != nil {
+// The staged write replaces a file whole, and leaves no temporary file, even when
+// its rename fails.
+func TestStagedWrite(t *testing.T) {
+	c, ctx, dir := session(t)
+	name := filepath.Join(dir, "release.json")
+	for i, data := range []string{"first", "second, longer"} {
+		tmp := filepath.Join(dir, fmt.Sprintf(".release.json.%d", i))
+		if err := c.WriteStaged(ctx, tmp, name, []byte(data), 0o640); err != nil {
 			t.Fatal(err)
 		}
-		tmp := filepath.Join(dir, ".busy.tmp")
-		if err := c.WriteStaged(ctx, tmp, busy, []byte("x"), 0o644); err == nil {
-			t.Fatal("a staged write over a folder that is not empty succeeded")
+		if got, _ := os.ReadFile(name); string(got) != data {
+			t.Errorf("the file holds %q, want %q", got, data)
+		}
+		if m := mode(t, name); m != 0o640 {
+			t.Errorf("mode %o", m)
 		}
 		if _, err := os.Lstat(tmp); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("the temporary file is left after a failed rename: %v", err)
+			t.Errorf("the temporary file is left: %v", err)
 		}
-	})
+	}
+	// The rename fails (a folder is in the way): the temporary file is removed.
+	busy := filepath.Join(dir, "busy")
+	if err := os.MkdirAll(filepath.Join(busy, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, ".busy.tmp")
+	if err := c.WriteStaged(ctx, tmp, busy, []byte("x"), 0o644); err == nil {
+		t.Fatal("a staged write over a folder that is not empty succeeded")
+	}
+	if _, err := os.Lstat(tmp); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the temporary file is left after a failed rename: %v", err)
+	}
+}
 
-	t.Run("links and renames", func(t *testing.T) {
-		link := filepath.Join(dir, "current")
-		if err := c.Symlink(ctx, "releases/a", link); err != nil {
-			t.Fatal(err)
-		}
-		if got, err := os.Readlink(link); err != nil || got != "releases/a" {
-			t.Errorf("current -> %q, %v", got, err)
-		}
-		if got, err := c.Readlink(ctx, link); err != nil || got != "releases/a" {
-			t.Errorf("Readlink = %q, %v", got, err)
-		}
-		if fi, err := c.Lstat(ctx, link); err != nil || fi.Mode()&fs.ModeSymlink == 0 {
-			t.Errorf("Lstat = %v, %v; want a symlink", fi, err)
-		}
-		if _, err := c.Stat(ctx, link); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("Stat through a dangling link: %v", err)
-		}
-		if _, err := c.Readlink(ctx, filepath.Join(dir, "nothing")); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("Readlink of nothing: %v", err)
-		}
-		next := filepath.Join(dir, ".current-b")
-		if err := c.Symlink(ctx, "releases/b", next); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Rename(ctx, next, link); err != nil {
-			t.Fatalf("rename over a link: %v", err)
-		}
-		if got, _ := os.Readlink(link); got != "releases/b" {
-			t.Errorf("current -> %q after the rename", got)
-		}
-	})
+// Symlink (OpenSSH's order of the two names), Readlink, Lstat, Stat and Rename.
+func TestLinksAndRenames(t *testing.T) {
+	c, ctx, dir := session(t)
+	link := filepath.Join(dir, "current")
+	if err := c.Symlink(ctx, "releases/a", link); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.Readlink(link); err != nil || got != "releases/a" {
+		t.Errorf("current -> %q, %v", got, err)
+	}
+	if got, err := c.Readlink(ctx, link); err != nil || got != "releases/a" {
+		t.Errorf("Readlink = %q, %v", got, err)
+	}
+	if fi, err := c.Lstat(ctx, link); err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+		t.Errorf("Lstat = %v, %v; want a symlink", fi, err)
+	}
+	if _, err := c.Stat(ctx, link); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Stat through a dangling link: %v", err)
+	}
+	if _, err := c.Readlink(ctx, filepath.Join(dir, "nothing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Readlink of nothing: %v", err)
+	}
+	next := filepath.Join(dir, ".current-b")
+	if err := c.Symlink(ctx, "releases/b", next); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rename(ctx, next, link); err != nil {
+		t.Fatalf("rename over a link: %v", err)
+	}
+	if got, _ := os.Readlink(link); got != "releases/b" {
+		t.Errorf("current -> %q after the rename", got)
+	}
+}
 
-	t.Run("listing and batch", func(t *testing.T) {
-		d := filepath.Join(dir, "list")
-		if err := os.Mkdir(d, 0o755); err != nil {
+// ReadDir of a folder longer than a flight's reads, and a Batch whose requests
+// depend on each other.
+func TestListingAndBatch(t *testing.T) {
+	c, ctx, dir := session(t)
+	d := filepath.Join(dir, "list")
+	if err := os.Mkdir(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 950 { // more than the first flight's reads list
+		n := fmt.Sprintf("f%04d", i)
+		want = append(want, n)
+		if err := os.WriteFile(filepath.Join(d, n), nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		var want []string
-		for i := range 950 { // more than the first flight's reads list
-			n := fmt.Sprintf("f%04d", i)
-			want = append(want, n)
-			if err := os.WriteFile(filepath.Join(d, n), nil, 0o644); err != nil {
-				t.Fatal(err)
-			}
+	}
+	infos, err := c.ReadDir(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(infos); !slices.Equal(got, want) {
+		t.Errorf("ReadDir: %d names, want %d", len(got), len(want))
+	}
+	if _, err := c.ReadDir(ctx, filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadDir of nothing: %v", err)
+	}
+	// Requests that depend on each other, sent together in order.
+	moved := filepath.Join(dir, "moved")
+	ops := []sftpc.Op{sftpc.OpRename(d, moved)}
+	for _, n := range want {
+		ops = append(ops, sftpc.OpRemove(filepath.Join(moved, n)))
+	}
+	ops = append(ops, sftpc.OpRmdir(moved), sftpc.OpLstat(moved), sftpc.OpMkdir(moved, 0o700))
+	res, err := c.Batch(ctx, ops...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res[:len(res)-2] {
+		if r.Err != nil {
+			t.Fatalf("op %d: %v", i, r.Err)
 		}
-		infos, err := c.ReadDir(ctx, d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := names(infos); !slices.Equal(got, want) {
-			t.Errorf("ReadDir: %d names, want %d", len(got), len(want))
-		}
-		if _, err := c.ReadDir(ctx, filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("ReadDir of nothing: %v", err)
-		}
-		// Requests that depend on each other, sent together in order.
-		moved := filepath.Join(dir, "moved")
-		ops := []sftpc.Op{sftpc.OpRename(d, moved)}
-		for _, n := range want {
-			ops = append(ops, sftpc.OpRemove(filepath.Join(moved, n)))
-		}
-		ops = append(ops, sftpc.OpRmdir(moved), sftpc.OpLstat(moved), sftpc.OpMkdir(moved, 0o700))
-		res, err := c.Batch(ctx, ops...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, r := range res[:len(res)-2] {
-			if r.Err != nil {
-				t.Fatalf("op %d: %v", i, r.Err)
-			}
-		}
-		if err := res[len(res)-2].Err; !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("lstat after the rmdir: %v", err)
-		}
-		if err := res[len(res)-1].Err; err != nil || mode(t, moved) != 0o700&^umask() {
-			t.Errorf("mkdir at the end: %v", err)
-		}
-	})
+	}
+	if err := res[len(res)-2].Err; !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("lstat after the rmdir: %v", err)
+	}
+	if err := res[len(res)-1].Err; err != nil || mode(t, moved) != 0o700&^umask() {
+		t.Errorf("mkdir at the end: %v", err)
+	}
 }
 
 // umask is this process's umask, which sftp-server inherits.
