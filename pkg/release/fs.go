@@ -49,11 +49,23 @@ type StageFS interface {
 	RemoveAll(ctx context.Context, path string) error
 }
 
+// StagedWriter is an FS that does WriteStaged's write and rename itself, in fewer
+// round trips than the two one after the other (pkg/sshhost: the rename goes out
+// with the write, over SFTP). It keeps WriteStaged's rules: tmp is written with mode
+// set before any data, synced, renamed over name; on any failure tmp is removed.
+type StagedWriter interface {
+	WriteStaged(ctx context.Context, tmp, name string, data []byte, mode fs.FileMode) error
+}
+
 // WriteStaged writes data to the temporary file tmp and renames it over name, so that
 // a reader sees the old file or the new one, never a part: the one staging rule of
 // every write that replaces a file on a host (the Store's, and agent install's).
-// tmp must be on name's file system and not exist; a failed write removes it.
+// tmp must be on name's file system and not exist; a failed write removes it. An FS
+// that is a StagedWriter does it itself.
 func WriteStaged(ctx context.Context, f StageFS, tmp, name string, data []byte, mode fs.FileMode) error {
+	if sw, ok := f.(StagedWriter); ok {
+		return sw.WriteStaged(ctx, tmp, name, data, mode)
+	}
 	err := f.WriteFile(ctx, tmp, data, mode)
 	if err == nil {
 		err = f.Rename(ctx, tmp, name)

@@ -4,18 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 	"path"
 	"sync"
 
-	"github.com/pkg/sftp"
+	"github.com/shipdeploy/ship/pkg/sftpc"
 )
 
-// The host's files over SFTP: release.FS.
+// The host's files over SFTP (pkg/sftpc): release.FS. A file's write or read waits
+// for two round trips, a simple request for one.
 
-func (h *host) sftp(ctx context.Context) (*sftp.Client, error) {
+func (h *host) sftp(ctx context.Context) (*sftpc.Client, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -38,38 +37,73 @@ func pathErr(op, name string, err error) error {
 // status for a full disk: OpenSSH's server answers a plain "Failure" for ENOSPC (and
 // EDQUOT), so that answer to a write says what it most likely means, and where.
 func (h *host) writeErr(op, name string, err error) error {
-	var se *sftp.StatusError
-	if err == nil || !errors.As(err, &se) || se.FxCode() != sftp.ErrSSHFxFailure {
+	var se *sftpc.StatusError
+	if err == nil || !errors.As(err, &se) || se.Code != sftpc.StatusFailure {
 		return pathErr(op, name, err)
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		op, name, err = pe.Op, pe.Path, pe.Err
 	}
 	return &fs.PathError{Op: op, Path: name, Err: fmt.Errorf(
 		"%w: the disk of %s may be full (or its quota used up); see with df -h %s on the host",
 		err, h.c.Host(), path.Dir(name))}
 }
 
+// MkdirAll makes dir and its missing parents: a mkdir and a stat together (one
+// round trip for a folder there or made), then the parents when it had none.
 func (h *host) MkdirAll(ctx context.Context, dir string) error {
 	sc, err := h.sftp(ctx)
 	if err != nil {
 		return err
 	}
-	return pathErr("mkdir", dir, sc.MkdirAll(dir))
+	return pathErr("mkdir", dir, mkdirAll(ctx, sc, dir))
+}
+
+func mkdirAll(ctx context.Context, sc *sftpc.Client, dir string) error {
+	res, err := sc.Batch(ctx, sftpc.OpMkdir(dir, 0o755), sftpc.OpStat(dir))
+	switch {
+	case err != nil:
+		return err
+	case res[0].Err == nil:
+		return nil
+	case res[1].Err == nil && res[1].Info.IsDir():
+		return nil
+	case res[1].Err == nil:
+		return &fs.PathError{Op: "mkdir", Path: dir, Err: errors.New("a file is in the way")}
+	case !errors.Is(res[0].Err, fs.ErrNotExist) || path.Dir(dir) == dir:
+		return res[0].Err
+	}
+	if err := mkdirAll(ctx, sc, path.Dir(dir)); err != nil {
+		return err
+	}
+	if err := sc.Mkdir(ctx, dir); err != nil {
+		if fi, serr := sc.Stat(ctx, dir); serr == nil && fi.IsDir() {
+			return nil // made meanwhile
+		}
+		return err
+	}
+	return nil
 }
 
 // Mkdir makes dir. OpenSSH's SFTP server answers a plain failure for a folder that is
-// there (protocol version 3 has no "exists" status), so a failure is looked into: a
-// folder there is fs.ErrExist; one gone by the time it is looked at (a lock released
-// between the two requests) is made again.
+// there (protocol version 3 has no "exists" status), so the mkdir goes with an lstat,
+// in one round trip: a failure with dir there is fs.ErrExist; dir gone by the time it
+// was looked at (a lock released between the two requests) is made again.
 func (h *host) Mkdir(ctx context.Context, dir string) error {
 	sc, err := h.sftp(ctx)
 	if err != nil {
 		return err
 	}
 	for try := 0; ; try++ {
-		err := sc.Mkdir(dir)
+		res, err := sc.Batch(ctx, sftpc.OpMkdir(dir, 0o755), sftpc.OpLstat(dir))
+		if err != nil {
+			return pathErr("mkdir", dir, err)
+		}
+		err, serr := res[0].Err, res[1].Err
 		if err == nil || errors.Is(err, fs.ErrNotExist) { // no parent: said as such
 			return pathErr("mkdir", dir, err)
 		}
-		_, serr := sc.Lstat(dir)
 		switch {
 		case serr == nil:
 			return &fs.PathError{Op: "mkdir", Path: dir, Err: fs.ErrExist}
@@ -80,107 +114,56 @@ func (h *host) Mkdir(ctx context.Context, dir string) error {
 	}
 }
 
-func (h *host) WriteFile(ctx context.Context, name string, data []byte, mode fs.FileMode) (err error) {
+// WriteFile creates name (which must not be there) with mode set before any data,
+// writes, syncs and closes it: two round trips. A file that fails half-way is
+// removed; one there already is fs.ErrExist.
+func (h *host) WriteFile(ctx context.Context, name string, data []byte, mode fs.FileMode) error {
 	sc, err := h.sftp(ctx)
 	if err != nil {
 		return err
 	}
-	f, err := sc.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+	return h.written(ctx, sc, name, sc.WriteFile(ctx, name, data, mode))
+}
+
+// WriteStaged writes data to tmp and renames it over name in the same two round
+// trips (release.StagedWriter). On any failure tmp is removed.
+func (h *host) WriteStaged(ctx context.Context, tmp, name string, data []byte, mode fs.FileMode) error {
+	sc, err := h.sftp(ctx)
 	if err != nil {
-		if _, serr := sc.Lstat(name); serr == nil {
+		return err
+	}
+	if !sc.HasExtension("posix-rename@openssh.com") {
+		return errNoPosixRename(tmp)
+	}
+	return h.written(ctx, sc, tmp, sc.WriteStaged(ctx, tmp, name, data, mode))
+}
+
+// written is the error of a write of name: fs.ErrExist for a creation refused
+// because the file is there (OpenSSH says no more than "Failure"), a full disk
+// said as such.
+func (h *host) written(ctx context.Context, sc *sftpc.Client, name string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Op == "create" {
+		if _, serr := sc.Lstat(ctx, name); serr == nil {
 			return &fs.PathError{Op: "create", Path: name, Err: fs.ErrExist}
 		}
-		return pathErr("create", name, err)
+		return err
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			_ = sc.Remove(name)
-		}
-	}()
-	const chunk = 1 << 20
-	if mode.Perm()&0o044 != 0 && len(data) <= chunk {
-		// Not a secret: the mode and the data go out together, one round trip.
-		errs := make(chan error, 1)
-		go func() { errs <- f.Chmod(mode.Perm()) }()
-		_, werr := f.WriteAt(data, 0)
-		if cerr := <-errs; cerr != nil {
-			return pathErr("chmod", name, cerr)
-		}
-		if werr != nil {
-			return h.writeErr("write", name, werr)
-		}
-		return h.syncClose(sc, f, name)
-	}
-	// Before any data, so that a secret is never readable by others.
-	if err := f.Chmod(mode.Perm()); err != nil {
-		return pathErr("chmod", name, err)
-	}
-	for off := 0; off < len(data); off += chunk {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if _, err := f.Write(data[off:min(off+chunk, len(data))]); err != nil {
-			return h.writeErr("write", name, err)
-		}
-	}
-	return h.syncClose(sc, f, name)
+	return h.writeErr("write", name, err)
 }
 
-// syncClose syncs a written file to disk where the server can, and closes it. Once
-// the server has answered the fsync, the data is on disk: nothing waits for the
-// close, which the server answers while the next request is under way (a round
-// trip saved per file). Without fsync, the close's answer is what says the data
-// was written, and it is waited for.
-func (h *host) syncClose(sc *sftp.Client, f *sftp.File, name string) error {
-	if _, ok := sc.HasExtension("fsync@openssh.com"); ok {
-		if err := f.Sync(); err != nil {
-			return h.writeErr("fsync", name, err)
-		}
-		go f.Close()
-		return nil
-	}
-	return h.writeErr("close", name, f.Close())
+func errNoPosixRename(from string) error {
+	return fmt.Errorf("rename %s: the host's SFTP server lacks posix-rename@openssh.com, which an atomic switch needs", from)
 }
 
+// ReadFile reads the whole file: two round trips.
 func (h *host) ReadFile(ctx context.Context, name string) ([]byte, error) {
 	sc, err := h.sftp(ctx)
 	if err != nil {
 		return nil, err
 	}
-	f, err := sc.Open(name)
-	if err != nil {
-		return nil, pathErr("open", name, err)
-	}
-	// Nothing waits for the close of a file that was only read: the server answers
-	// it while the next request is under way.
-	defer func() { go f.Close() }()
-	data, err := readAll(f)
+	data, err := sc.ReadFile(ctx, name)
 	return data, pathErr("read", name, err)
-}
-
-// readChunk is the first read of a file: more than one SFTP packet (32 KiB), so that
-// pkg/sftp asks for its parts at once and takes a short part as the end of the file
-// (a regular file's reads are short only there). A file smaller than a packet is read
-// in one round trip, where io.ReadAll's growing buffer takes three or more.
-const readChunk = 64 << 10
-
-// readAll reads f to its end.
-func readAll(f io.Reader) ([]byte, error) {
-	buf := make([]byte, 0, readChunk)
-	for {
-		n, err := f.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		switch {
-		case errors.Is(err, io.EOF):
-			return buf, nil
-		case err != nil:
-			return buf, err
-		case len(buf) < cap(buf):
-			continue
-		}
-		buf = append(buf, make([]byte, cap(buf))...)[:len(buf)]
-	}
 }
 
 func (h *host) Rename(ctx context.Context, from, to string) error {
@@ -188,10 +171,10 @@ func (h *host) Rename(ctx context.Context, from, to string) error {
 	if err != nil {
 		return err
 	}
-	if _, ok := sc.HasExtension("posix-rename@openssh.com"); !ok {
-		return fmt.Errorf("rename %s: the host's SFTP server lacks posix-rename@openssh.com, which an atomic switch needs", from)
+	if !sc.HasExtension("posix-rename@openssh.com") {
+		return errNoPosixRename(from)
 	}
-	return pathErr("rename", from, sc.PosixRename(from, to))
+	return pathErr("rename", from, sc.Rename(ctx, from, to))
 }
 
 func (h *host) Symlink(ctx context.Context, target, name string) error {
@@ -199,7 +182,7 @@ func (h *host) Symlink(ctx context.Context, target, name string) error {
 	if err != nil {
 		return err
 	}
-	return pathErr("symlink", name, sc.Symlink(target, name))
+	return pathErr("symlink", name, sc.Symlink(ctx, target, name))
 }
 
 func (h *host) Readlink(ctx context.Context, name string) (string, error) {
@@ -207,7 +190,7 @@ func (h *host) Readlink(ctx context.Context, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	target, err := sc.ReadLink(name)
+	target, err := sc.Readlink(ctx, name)
 	return target, pathErr("readlink", name, err)
 }
 
@@ -216,7 +199,7 @@ func (h *host) ReadDir(ctx context.Context, dir string) ([]fs.FileInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	infos, err := sc.ReadDirContext(ctx, dir)
+	infos, err := sc.ReadDir(ctx, dir)
 	return infos, pathErr("readdir", dir, err)
 }
 
@@ -231,77 +214,83 @@ func (h *host) RemoveAll(ctx context.Context, p string) error {
 // removeAll removes p and what it holds in as few round trips as it can: an rmdir
 // and an lstat together (an empty folder, or nothing there: one round trip); then the
 // file, or the folder's entries all at once and the folder.
-func removeAll(ctx context.Context, sc *sftp.Client, p string) error {
-	var err, serr error
-	var fi fs.FileInfo
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		fi, serr = sc.Lstat(p)
-	}()
-	err = sc.RemoveDirectory(p)
-	wg.Wait()
-	if err == nil {
+func removeAll(ctx context.Context, sc *sftpc.Client, p string) error {
+	res, err := sc.Batch(ctx, sftpc.OpRmdir(p), sftpc.OpLstat(p))
+	if err != nil {
+		return err
+	}
+	if res[0].Err == nil {
 		return nil
 	}
 	// OpenSSH answers "no such file" to an rmdir of a file (ENOTDIR): the lstat says
 	// what is there.
+	fi, serr := res[1].Info, res[1].Err
 	switch {
 	case errors.Is(serr, fs.ErrNotExist):
 		return nil
 	case serr != nil:
 		return serr
 	case !fi.IsDir():
-		if err := sc.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := sc.Remove(ctx, p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 		return nil
 	}
-	entries, err := sc.ReadDirContext(ctx, p)
+	entries, err := sc.ReadDir(ctx, p)
 	if err != nil {
 		return err
 	}
-	errs := make([]error, len(entries))
-	for i, e := range entries {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			name := path.Join(p, e.Name())
-			if !e.IsDir() {
-				// A file or a symlink, as the listing says: one removal, no look first.
-				if err := sc.Remove(name); err == nil || errors.Is(err, fs.ErrNotExist) {
-					return
-				}
+	// The files and symlinks, as the listing says, go in one batch with no look
+	// first; folders, and what could not be removed as a file, are walked at once.
+	var files, rest []string
+	for _, e := range entries {
+		if e.IsDir() {
+			rest = append(rest, path.Join(p, e.Name()))
+		} else {
+			files = append(files, path.Join(p, e.Name()))
+		}
+	}
+	if len(files) > 0 {
+		ops := make([]sftpc.Op, len(files))
+		for i, f := range files {
+			ops[i] = sftpc.OpRemove(f)
+		}
+		res, err := sc.Batch(ctx, ops...)
+		if err != nil {
+			return err
+		}
+		for i, r := range res {
+			if r.Err != nil && !errors.Is(r.Err, fs.ErrNotExist) {
+				rest = append(rest, files[i])
 			}
-			errs[i] = removeAll(ctx, sc, name)
-		}()
+		}
+	}
+	errs := make([]error, len(rest))
+	var wg sync.WaitGroup
+	for i, sub := range rest {
+		wg.Go(func() { errs[i] = removeAll(ctx, sc, sub) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	if err := sc.RemoveDirectory(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := sc.Rmdir(ctx, p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	return nil
 }
 
+// Append adds data at the end of name (creating it, mode 0644) in one write, which
+// the server appends whole (O_APPEND), whoever else writes: two round trips.
 func (h *host) Append(ctx context.Context, name string, data []byte) error {
 	sc, err := h.sftp(ctx)
 	if err != nil {
 		return err
 	}
-	f, err := sc.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE)
-	if err != nil {
-		return pathErr("open", name, err)
+	err = sc.Append(ctx, name, data)
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Op == "write" {
+		err = &fs.PathError{Op: "append", Path: name, Err: pe.Err}
 	}
-	// One write: the server appends it whole (O_APPEND), whoever else writes. Once
-	// it is answered the line is in the file: nothing waits for the close.
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return h.writeErr("append", name, err)
-	}
-	go f.Close()
-	return nil
+	return h.writeErr("append", name, err)
 }

@@ -138,8 +138,10 @@ func dialRelayed(t *testing.T) (deploy.Host, *turnRelay) {
 // flight together can still count as more than one turn. Before (sequential
 // requests, io.ReadAll's reads, RemoveAll's walk) this test counted: upload 21-25 (39
 // for a release the host had), switch 3, result 11, audit 3, list of 5 releases 24,
-// prune 51; after: 7-8 (13 for the first, 9-11), 1 (the upload staged the symlink),
-// 5, 3, 7-8, 9.
+// prune 51; with pkg/sftp's client and requests in flight together: 7-8 (13 for
+// the first, 9-11), 1 (the upload staged the symlink), 5, 3, 7-8, 9; with pkg/sftpc
+// (a file's write or read in two round trips, the staged write's rename with them):
+// 5-7, 5, 1, 2, 2, 4, 5.
 func TestStoreRoundTrips(t *testing.T) {
 	h, relay := dialRelayed(t)
 	ctx := context.Background()
@@ -167,26 +169,26 @@ func TestStoreRoundTrips(t *testing.T) {
 	shas := []string{"aaaaaaa", "bbbbbbb", "ccccccc", "ddddddd", "eeeeeee"}
 	for i, sha := range shas {
 		info := release.Info{SHA: sha, Time: time.Date(2026, 1, 1, i, 0, 0, 0, time.UTC), Result: release.Uploaded}
-		limit := 16 // 21-25 when each request waited for the one before
+		limit := 7 // 21-25 when each request waited for the one before
 		if i == 0 {
-			limit = 100 // the first also makes releases/ and .tmp/
+			limit = 9 // the first also makes releases/ and .tmp/
 		}
 		step("upload of a new release", limit, func() error { return st.Upload(ctx, info, []byte("services: {}\n")) })
 	}
 	last := shas[len(shas)-1]
-	step("upload of a release the host has", 24, func() error {
+	step("upload of a release the host has", 6, func() error {
 		return st.Upload(ctx, release.Info{SHA: last, Time: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)}, []byte("services: {}\n"))
 	})
 	step("switch current", 2, func() error { return st.SwitchCurrent(ctx, last) })
-	step("release.json's result after the upload", 8, func() error { return st.SetResult(ctx, last, release.Deployed, true) })
-	step("audit.log line", 4, func() error { return st.AppendAudit(ctx, release.AuditEntry{App: "app", SHA: last}) })
+	step("release.json's result after the upload", 3, func() error { return st.SetResult(ctx, last, release.Deployed, true) })
+	step("audit.log line", 2, func() error { return st.AppendAudit(ctx, release.AuditEntry{App: "app", SHA: last}) })
 	var releases []release.Info
-	step("list of 5 releases", 12, func() (err error) { releases, err = st.Releases(ctx); return err })
+	step("list of 5 releases", 5, func() (err error) { releases, err = st.Releases(ctx); return err })
 	if len(releases) != len(shas) || releases[0].SHA != last || releases[0].Result != release.Deployed {
 		t.Errorf("releases = %+v, want %d, %s first and deployed", releases, len(shas), last)
 	}
 	var pruned release.Pruned
-	step("prune of 3 of 5 releases", 14, func() (err error) { pruned, err = st.Prune(ctx, 2, last); return err })
+	step("prune of 3 of 5 releases", 6, func() (err error) { pruned, err = st.Prune(ctx, 2, last); return err })
 	if len(pruned.Releases) != 3 {
 		t.Errorf("pruned %v, want 3 releases", pruned.Releases)
 	}
@@ -203,7 +205,7 @@ func TestStoreRoundTrips(t *testing.T) {
 }
 
 // A lock's release: the folder renamed away, its file and it removed, all sent
-// together in order (sshx.InOrder), is about one round trip (three, waited one by one,
+// together in order (sftpc.Batch), is one round trip (three, waited one by one,
 // before).
 func TestMoveAwayRoundTrips(t *testing.T) {
 	h, relay := dialRelayed(t)
@@ -246,5 +248,35 @@ func TestMoveAwayRoundTrips(t *testing.T) {
 	// A lock that is not there: the rename's error says so, and nothing else happens.
 	if err := m.MoveAway(ctx, lock, moved, "holder.json"); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("MoveAway of a missing folder: %v, want fs.ErrNotExist", err)
+	}
+}
+
+// A connection's first look (the deploy's reach): the engine's ping and an lstat at
+// once, right after the dial. The SFTP start (the session, the subsystem, then INIT
+// with the lstat) and the engine's (the socket, its ping, its version) go on side
+// by side, three round trips each; before, the SFTP start held the connection's lock
+// and the engine's socket waited for it: 6.
+func TestFirstLookRoundTrips(t *testing.T) {
+	testenv.Docker(t)
+	h, relay := dialRelayed(t)
+	ctx := context.Background()
+	before := relay.count()
+	var pingErr error
+	pinged := make(chan struct{})
+	go func() {
+		defer close(pinged)
+		_, pingErr = h.Ping(ctx)
+	}()
+	_, err := h.(interface {
+		Lstat(ctx context.Context, name string) (fs.FileInfo, error)
+	}).Lstat(ctx, t.TempDir())
+	<-pinged
+	if err != nil || pingErr != nil {
+		t.Fatalf("lstat: %v; ping: %v", err, pingErr)
+	}
+	n := relay.count() - before
+	t.Logf("first look: %d round trips", n)
+	if n > 4 {
+		t.Errorf("the first look took %d round trips, want at most 4", n)
 	}
 }

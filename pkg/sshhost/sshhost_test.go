@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shipdeploy/ship/pkg/deploy"
+	"github.com/shipdeploy/ship/pkg/release"
 	"github.com/shipdeploy/ship/pkg/sshx"
 	"github.com/shipdeploy/ship/test/testenv"
 )
@@ -183,4 +184,22 @@ func TestSSHDiskFull(t *testing.T) {
 		t.Errorf("the failed write left %s: %v", file, err)
 	}
 	check("Append", h.Append(ctx, "/dev/full", []byte("line\n")), "/dev/full")
+
+	// A staged write that finds no room keeps the file it would replace whole.
+	sw, ok := h.(release.StagedWriter)
+	if !ok {
+		t.Fatal("the SSH host is no release.StagedWriter")
+	}
+	name := small + "/release.json"
+	if err := os.WriteFile(name, []byte("{}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tmp := small + "/.release.json.tmp"
+	check("WriteStaged", sw.WriteStaged(ctx, tmp, name, make([]byte, 256<<10), 0o644), tmp)
+	if data, err := os.ReadFile(name); err != nil || string(data) != "{}\n" {
+		t.Errorf("the staged write that failed left %d bytes in the file (%v), want the old content", len(data), err)
+	}
+	if _, err := os.Stat(tmp); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the failed staged write left %s: %v", tmp, err)
+	}
 }

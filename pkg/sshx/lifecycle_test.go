@@ -177,7 +177,7 @@ func TestTeardown(t *testing.T) {
 		case <-t.Context().Done():
 			t.Fatal("SFTP still open when the test ended, after the context was cancelled")
 		}
-		if _, err := sc.Getwd(); err == nil {
+		if _, err := sc.RealPath(t.Context(), "."); err == nil {
 			t.Fatal("SFTP still works after the context was cancelled")
 		}
 		settle(t, base)

@@ -7,72 +7,99 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 
-	"github.com/pkg/sftp"
+	"github.com/shipdeploy/ship/pkg/sftpc"
 )
 
-// writeChunk is how much WriteFileAtomic writes between checks of its context.
-const writeChunk = 1 << 20
-
-// SFTP is the connection's SFTP client, started on first use. It belongs to the
-// Client, which closes it: do not Close it yourself.
-func (c *Client) SFTP() (*sftp.Client, error) {
+// SFTP is the connection's SFTP client (pkg/sftpc), started on first use. It
+// belongs to the Client, which closes it: do not Close it yourself. Its start
+// holds none of the Client's other locks: the engine's socket and commands go on
+// meanwhile.
+func (c *Client) SFTP() (*sftpc.Client, error) {
+	c.sftpMu.Lock()
+	defer c.sftpMu.Unlock()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
+	sc, closed := c.sftp, c.closed
+	c.mu.Unlock()
+	if closed {
 		return nil, fmt.Errorf("ssh %s: sftp: %w", c.host, errClosed)
 	}
-	if c.sftp != nil {
-		return c.sftp, nil
+	if sc != nil {
+		return sc, nil
 	}
-	sc, w, err := c.startSFTP()
+	sc, err := c.startSFTP()
 	if err != nil {
 		return nil, c.opErr("start sftp", err)
 	}
-	c.sftp, c.wire = sc, w
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		sc.Close()
+		return nil, fmt.Errorf("ssh %s: sftp: %w", c.host, errClosed)
+	}
+	c.sftp = sc
 	return sc, nil
 }
 
-// startSFTP starts the SFTP subsystem on a session of its own (as sftp.NewClient
-// does), its stream to the server watched (wire).
-func (c *Client) startSFTP() (*sftp.Client, *wire, error) {
+// startSFTP starts the SFTP subsystem on a session of its own: two round trips
+// (the session's opening, the subsystem's start); INIT goes out with the first
+// request (sftpc.New), whose answer comes after VERSION's.
+//
+// INIT is sent once the subsystem's start is answered, not with it. sshd handles a
+// session's messages in order, so INIT sent right after the request would reach
+// sftp-server; but the SSH library writes a request that wants an answer and waits
+// for it in one call, and a request that wants none leaves a missing subsystem
+// unseen (sshd drops the data of a session that runs nothing, and the wait for
+// VERSION would never end).
+func (c *Client) startSFTP() (*sftpc.Client, error) {
 	s, err := c.ssh.NewSession()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	s.Stderr = io.Discard
 	in, err := s.StdinPipe()
 	if err != nil {
 		s.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	out, err := s.StdoutPipe()
 	if err != nil {
 		s.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	if err := s.RequestSubsystem("sftp"); err != nil {
 		s.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	w := newWire(in)
-	sc, err := sftp.NewClientPipe(out, w)
+	sc, err := sftpc.New(out, sessionCloser{in, s})
 	if err != nil {
 		s.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	return sc, w, nil
+	return sc, nil
 }
+
+// sessionCloser is the SFTP session's input; closing it closes the session
+// (sftp-server's input with it), not the input alone: the SSH library's end of
+// input must not race a write under way.
+type sessionCloser struct {
+	io.Writer
+	s interface{ Close() error }
+}
+
+func (w sessionCloser) Close() error { return w.s.Close() }
 
 // WriteFileAtomic writes data to the remote file with the given permission bits,
 // so that file holds either what it held before or all of data, never a part:
 // data goes to a temporary file in the same folder, which is given mode before
 // any data, written, synced to disk where the server can (fsync@openssh.com),
 // and renamed over file (posix-rename@openssh.com; without it, file is removed
-// first, and is briefly absent). On failure the temporary file is removed when
-// the connection still allows it. Cancelling ctx stops the write.
+// first, and is briefly absent), all in two round trips (sftpc.WriteStaged). On
+// failure the temporary file is removed when the connection still allows it.
+// Cancelling ctx stops the write.
 func (c *Client) WriteFileAtomic(ctx context.Context, file string, data []byte, mode os.FileMode) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("ssh %s: write %s: %w", c.host, file, err)
@@ -87,60 +114,25 @@ func (c *Client) WriteFileAtomic(ctx context.Context, file string, data []byte, 
 	return nil
 }
 
-func (c *Client) writeFileAtomic(ctx context.Context, sc *sftp.Client, file string, data []byte, mode os.FileMode) error {
+func (c *Client) writeFileAtomic(ctx context.Context, sc *sftpc.Client, file string, data []byte, mode os.FileMode) error {
 	tmp, err := tempName(file)
 	if err != nil {
 		return err
 	}
-	f, err := sc.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", tmp, err)
-	}
-	done := false
-	defer func() {
-		if !done {
-			f.Close()
-			if rmErr := sc.Remove(tmp); rmErr != nil {
-				c.log.Debug("ssh: could not remove a temporary file", "file", tmp, "err", rmErr)
-			}
-		}
-	}()
-	// Before any data, so that a secret is never readable by others.
-	if err := f.Chmod(mode.Perm()); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	for off := 0; off < len(data); off += writeChunk {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if _, err := f.Write(data[off:min(off+writeChunk, len(data))]); err != nil {
-			return err
-		}
-	}
-	if _, ok := sc.HasExtension("fsync@openssh.com"); ok {
-		if err := f.Sync(); err != nil {
-			return fmt.Errorf("fsync %s: %w", tmp, err)
-		}
-	}
-	if err := f.Close(); err != nil {
+	err = sc.WriteStaged(ctx, tmp, file, data, mode)
+	if err == nil || sc.HasExtension("posix-rename@openssh.com") {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
+	var pe *fs.PathError
+	if !errors.As(err, &pe) || pe.Op != "rename" {
 		return err
 	}
-	if _, ok := sc.HasExtension("posix-rename@openssh.com"); ok {
-		err = sc.PosixRename(tmp, file)
-	} else if err = sc.Rename(tmp, file); err != nil {
-		// Plain SFTP rename refuses to replace a file.
-		if rmErr := sc.Remove(file); rmErr == nil || errors.Is(rmErr, os.ErrNotExist) {
-			err = sc.Rename(tmp, file)
-		}
+	// Plain SFTP rename refuses to replace a file: the write is done again once the
+	// file is out of the way.
+	if rmErr := sc.Remove(ctx, file); rmErr != nil && !errors.Is(rmErr, fs.ErrNotExist) {
+		return err
 	}
-	if err != nil {
-		return fmt.Errorf("rename %s to %s: %w", path.Base(tmp), path.Base(file), err)
-	}
-	done = true
-	return nil
+	return sc.WriteStaged(ctx, tmp, file, data, mode)
 }
 
 // tempName is a hidden, unique name beside p.

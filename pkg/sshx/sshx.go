@@ -13,8 +13,9 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
-	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/shipdeploy/ship/pkg/sftpc"
 )
 
 // Sentinel errors, checked with errors.Is. The errors that match them say which
@@ -95,9 +96,10 @@ type Client struct {
 	jumps  []*ssh.Client // in dial order; closed after ssh, last first
 	log    *slog.Logger
 
+	sftpMu sync.Mutex // held while the SFTP session starts
+
 	mu      sync.Mutex
-	sftp    *sftp.Client
-	wire    *wire // the SFTP session's stream to the server (InOrder)
+	sftp    *sftpc.Client
 	dockers []*client.Client
 	closed  bool
 	stopCtx func() bool // unregisters the context.AfterFunc that closes the Client

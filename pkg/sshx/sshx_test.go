@@ -570,7 +570,7 @@ Host j1
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sc.Getwd(); err != nil {
+	if _, err := sc.RealPath(t.Context(), "."); err != nil {
 		t.Fatalf("sftp through the jumps: %v", err)
 	}
 
