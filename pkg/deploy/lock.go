@@ -299,10 +299,19 @@ func takeOver(ctx context.Context, f release.FS, l release.Layout, host string, 
 	return nil
 }
 
-// release removes the lock if me still holds it (someone may have forced it open and
-// taken it since).
+// releaseLock removes the lock if me still holds it (someone may have forced it open
+// and taken it since).
 func releaseLock(ctx context.Context, f release.FS, l release.Layout, host string, me Holder, em *emitter) error {
-	h, _, held, err := readHolder(ctx, f, l)
+	return releaseRead(ctx, f, l, host, me, em, func() (Holder, bool, error) {
+		h, _, held, err := readHolder(ctx, f, l)
+		return h, held, err
+	})
+}
+
+// releaseRead is releaseLock with the holder as read tells it: read now, or read
+// ahead while the run recorded its result (holderRead).
+func releaseRead(ctx context.Context, f release.FS, l release.Layout, host string, me Holder, em *emitter, read func() (Holder, bool, error)) error {
+	h, held, err := read()
 	if err != nil {
 		return err
 	}
@@ -319,6 +328,24 @@ func releaseLock(ctx context.Context, f release.FS, l release.Layout, host strin
 	}
 	em.info(host, StepLock, "unlocked")
 	return nil
+}
+
+// holderRead is the lock's holder.json read ahead of the unlock
+// (hostConn.readAhead), once the heartbeat has stopped: the read goes out with the
+// run's record, and the unlock that follows is the move alone. The check stays as
+// safe as a read just before the move: the move follows the read's answer at once,
+// and no heartbeat rewrites holder.json in between.
+type holderRead struct {
+	done chan struct{}
+	h    Holder
+	held bool
+	err  error
+}
+
+// wait is the holder as read.
+func (r *holderRead) wait() (Holder, bool, error) {
+	<-r.done
+	return r.h, r.held, r.err
 }
 
 // removeLock removes .lock: renamed aside under .tmp/ in one step first, so that a

@@ -214,6 +214,16 @@ func (c *Conn) Close() {
 func (c *Conn) removeFresh(ctx context.Context, locked bool) {
 	s := c.s
 	s.each(ctx, 0, func(ctx context.Context, i int, h *hostConn) {
+		// The upload's stage, made by the preflight's look, goes with the lock.
+		if stage := h.look.Stage(); stage != "" {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_ = h.RemoveAll(ctx, stage)
+			}()
+			defer func() { <-done }()
+		}
+		h.look = nil
 		if locked {
 			if err := h.unlock(ctx, s.l, c.me, s.em); err != nil {
 				s.em.warn(h.name, StepLock, err.Error()+"; release it with shipctl unlock")
