@@ -211,31 +211,12 @@ func startAcquire(ctx context.Context, f release.FS, l release.Layout, host stri
 	start := time.Now()
 	announced := false
 	for {
-		err := f.Mkdir(ctx, l.Lock())
-		if errors.Is(err, fs.ErrNotExist) {
-			// A host's first deploy: the app's folder is made, once.
-			if err := f.MkdirAll(ctx, string(l)); err != nil {
-				return nil, fmt.Errorf("create %s: %w", string(l), err)
-			}
-			err = f.Mkdir(ctx, l.Lock())
-		}
+		p, _, err := tryLock(ctx, f, l, host, me, em, true)
 		if err == nil {
-			me.Heartbeat = time.Now().UTC()
-			data, _ := json.MarshalIndent(me, "", "  ")
-			p := &pendingHolder{done: make(chan struct{})}
-			go func() {
-				defer close(p.done)
-				if err := f.WriteFile(context.WithoutCancel(ctx), l.Holder(), append(data, '\n'), 0o644); err != nil {
-					_ = f.RemoveAll(context.WithoutCancel(ctx), l.Lock())
-					p.err = fmt.Errorf("take the lock: %w", err)
-					return
-				}
-				em.info(host, StepLock, "locked "+l.Lock())
-			}()
 			return p, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("lock %s: %w", l.Lock(), err)
+			return nil, err
 		}
 		h, data, held, err := readHolder(ctx, f, l)
 		if err != nil {
@@ -267,6 +248,55 @@ func startAcquire(ctx context.Context, f release.FS, l release.Layout, host stri
 			return nil, ctx.Err()
 		case <-time.After(min(poll, wait-waited)):
 		}
+	}
+}
+
+// tryLock takes the lock once: the mkdir of .lock (and of the app's folder first, on
+// a host's first deploy: fresh), then the write of holder.json started, which says
+// "locked" once done when announce (else pendingHolder.announce does). The error
+// matches fs.ErrExist when the lock is held.
+func tryLock(ctx context.Context, f release.FS, l release.Layout, host string, me Holder, em *emitter, announce bool) (p *pendingHolder, fresh bool, err error) {
+	err = f.Mkdir(ctx, l.Lock())
+	if errors.Is(err, fs.ErrNotExist) {
+		// A host's first deploy: the app's folder is made, once.
+		if err := f.MkdirAll(ctx, string(l)); err != nil {
+			return nil, false, fmt.Errorf("create %s: %w", string(l), err)
+		}
+		fresh = true
+		err = f.Mkdir(ctx, l.Lock())
+	}
+	if err != nil {
+		return nil, fresh, fmt.Errorf("lock %s: %w", l.Lock(), err)
+	}
+	me.Heartbeat = time.Now().UTC()
+	data, _ := json.MarshalIndent(me, "", "  ")
+	p = &pendingHolder{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		if err := f.WriteFile(context.WithoutCancel(ctx), l.Holder(), append(data, '\n'), 0o644); err != nil {
+			_ = f.RemoveAll(context.WithoutCancel(ctx), l.Lock())
+			p.err = fmt.Errorf("take the lock: %w", err)
+			return
+		}
+		if announce {
+			em.info(host, StepLock, "locked "+l.Lock())
+		}
+	}()
+	return p, fresh, nil
+}
+
+// announce says "locked" once holder.json is written: at once when it is.
+func (p *pendingHolder) announce(host string, l release.Layout, em *emitter) {
+	say := func() {
+		if p.wait() == nil {
+			em.info(host, StepLock, "locked "+l.Lock())
+		}
+	}
+	select {
+	case <-p.done:
+		say()
+	default:
+		go say()
 	}
 }
 

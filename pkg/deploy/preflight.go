@@ -149,17 +149,30 @@ func builtImageIDs(ctx context.Context, reg Registry, rel *Release) map[string][
 	return out
 }
 
+// lockHolder is me as a lock's holder.json says it, refreshed every refresh (0: a
+// lock without a heartbeat, shipctl lock's).
+func lockHolder(me Holder, refresh time.Duration) Holder {
+	if refresh > 0 {
+		me.Refresh = refresh.String()
+	}
+	return me
+}
+
 // lockAll takes the lock on every host, one after the other in the order of
-// ship.yaml, so that two deploys never interleave across hosts. When one host is
+// ship.yaml, so that two deploys never interleave across hosts (a host whose lock
+// openConn took with its checks, the first, is taken). When one host is
 // locked, the locks taken are released and nothing else happens. With refresh, each
 // lock's heartbeat is kept until hostConn.unlock (or the session's close).
 func (s *session) lockAll(ctx context.Context, me Holder, wait, poll, refresh time.Duration, results []HostResult) error {
 	deadline := time.Now().Add(wait)
-	if refresh > 0 {
-		me.Refresh = refresh.String()
-	}
+	me = lockHolder(me, refresh)
 	for i, h := range s.hosts {
-		p, err := startAcquire(ctx, h, s.l, h.name, me, max(0, time.Until(deadline)), poll, s.em)
+		p, err := h.holder, error(nil)
+		if p != nil { // taken with the checks (openConn)
+			p.announce(h.name, s.l, s.em)
+		} else {
+			p, err = startAcquire(ctx, h, s.l, h.name, me, max(0, time.Until(deadline)), poll, s.em)
+		}
 		if err == nil && refresh == 0 {
 			// shipctl lock: the lock is all it does.
 			err = p.wait()
