@@ -28,8 +28,6 @@ type hostTask struct {
 	keep int
 	// listed is the host's releases, listed while the run goes on; nil: prune lists.
 	listed *listing
-	// pruned is closed when prune (startPrune) has ended; nil: not started.
-	pruned chan struct{}
 }
 
 func (t *hostTask) info(step event.Step, msg string) { t.em.info(t.h.name, step, msg) }
@@ -63,28 +61,10 @@ func (t *hostTask) runner(p *compose.Project, o runOptions) *Runner {
 }
 
 // ending is the runner's Ending: as the run's record begins, the lock's holder is
-// read for the unlock (hostConn.readAhead) and, after a success, prune starts; their
-// requests go out with the record's, and the unlock after the record is one request.
-func (t *hostTask) ending(ctx context.Context, result event.Result) {
+// read for the unlock (hostConn.readAhead); its requests go out with the record's,
+// and the unlock after the record is one request.
+func (t *hostTask) ending(ctx context.Context) {
 	t.h.readAhead(ctx, t.s.l)
-	if result == ResultDeployed {
-		t.startPrune(ctx)
-	}
-}
-
-// startPrune prunes the host's old releases in the background, once (when the task
-// keeps a number of them); finish waits for it.
-func (t *hostTask) startPrune(ctx context.Context) {
-	if t.pruned != nil || t.keep <= 0 {
-		return
-	}
-	t.pruned = make(chan struct{})
-	go func() {
-		defer close(t.pruned)
-		if err := pruneListed(ctx, t.h, t.s.store(t.h), t.listed, t.keep, t.sha, t.h.name, t.em); err != nil {
-			t.warn(StepPrune, err.Error())
-		}
-	}()
 }
 
 // runOptions are the run's timeouts and the release's origin.
@@ -127,16 +107,19 @@ func (t *hostTask) finish(ctx context.Context, out Outcome) HostResult {
 		t.em.emit(Event{Host: t.h.name, Step: StepDone, Level: LevelError, Msg: fmt.Sprintf("unreachable (%s failed; %s was current): %s", t.what(), release.Name(t.prev), msg)})
 		return res
 	}
-	// Prune (started with the record, as a rule) and the unlock at once: their
-	// requests go out together. The lock goes after the record; prune may outlast it,
-	// as it always could (it keeps what a deploy after this one needs).
-	if res.Result == ResultDeployed {
-		t.startPrune(bg)
-	}
+	// The unlock and prune at once: their requests go out together (prune ran after
+	// the unlock before, outside the lock, as it still does).
+	pruned := make(chan struct{})
+	go func() {
+		defer close(pruned)
+		if res.Result == ResultDeployed && t.keep > 0 {
+			if err := pruneListed(bg, t.h, t.s.store(t.h), t.listed, t.keep, t.sha, t.h.name, t.em); err != nil {
+				t.warn(StepPrune, err.Error())
+			}
+		}
+	}()
 	t.unlock(bg)
-	if t.pruned != nil {
-		<-t.pruned
-	}
+	<-pruned
 	t.em.emit(t.done(res, out.Changed))
 	return res
 }

@@ -97,11 +97,10 @@ type Runner struct {
 	// from it (shipctl: the host cannot be reached again) ends the run there,
 	// unrecorded, with Outcome.Unreachable set. May be nil.
 	Failed func(ctx context.Context, step event.Step, err error) error
-	// Ending, when set, is told the run's result as its record begins, and must
-	// return at once: what it starts goes out with the record's requests. shipctl
-	// reads its lock's holder then for the unlock that follows the record, and
-	// starts prune after a success. May be nil.
-	Ending func(ctx context.Context, result event.Result)
+	// Ending, when set, is called as the run's record begins, and must return at
+	// once: what it starts goes out with the record's requests. shipctl reads its
+	// lock's holder then, for the unlock that follows the record. May be nil.
+	Ending func(ctx context.Context)
 
 	changed      bool
 	uploadFailed bool // the release's files are not all on the host
@@ -315,7 +314,7 @@ func (r *Runner) Record(ctx context.Context, result event.Result, current string
 		e.Error, e.Reason = r.Redact(e.Error), r.Redact(e.Reason)
 	}
 	if r.Ending != nil {
-		r.Ending(ctx, result)
+		r.Ending(ctx)
 	}
 	staged := r.staged
 	r.staged = nil

@@ -109,6 +109,21 @@ func (h *hostConn) unlock(ctx context.Context, l release.Layout, me Holder, em *
 	return releaseLock(ctx, h, l, h.name, me, em)
 }
 
+// errNoBatch says that the host has no batch removal (hostConn.RemoveIn).
+var errNoBatch = errors.New("the host removes files one request at a time")
+
+// RemoveIn is the host's removal of files in dir and then dir in one batch
+// (pkg/sshhost's), for prune: release.Store looks for it on its FS, which is the
+// hostConn. A host without it answers errNoBatch, and the Store goes the long way.
+func (h *hostConn) RemoveIn(ctx context.Context, dir string, files ...string) error {
+	if r, ok := h.conn().(interface {
+		RemoveIn(ctx context.Context, dir string, files ...string) error
+	}); ok {
+		return r.RemoveIn(ctx, dir, files...)
+	}
+	return errNoBatch
+}
+
 // readAhead stops the lock's heartbeat and reads its holder.json in the background,
 // for the unlock that follows (holderRead). Only the host's own goroutine calls it.
 func (h *hostConn) readAhead(ctx context.Context, l release.Layout) {
