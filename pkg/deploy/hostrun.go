@@ -205,10 +205,12 @@ func (r *hostRun) upload(ctx context.Context, store *release.Store) error {
 		SHA: r.rel.release(), Version: r.rel.SHA, Env: r.o.Env.Name, Subject: r.rel.Subject, Time: time.Now().UTC(), Who: r.me.Who, From: r.o.From,
 		Result: release.Uploaded, Images: r.rel.Images, Built: r.rel.Built,
 	}
-	// What the preflight saw (Store.Look): the upload asks nothing again.
+	// What the preflight saw (Store.Look): the upload asks nothing again. The
+	// agentless run records its result through this store: a release the host has
+	// gets its release.json then, once (shipd records from what is on the host).
 	look := r.h.look
 	r.h.look = nil
-	if err := store.UploadLooked(ctx, look, info, r.rel.File, r.rel.Files...); err != nil {
+	if err := store.UploadLooked(ctx, look, !r.o.Env.Agent, info, r.rel.File, r.rel.Files...); err != nil {
 		return err
 	}
 	l := r.s.l

@@ -20,7 +20,7 @@ import (
 // Upload looks first (Look: one step of reads, and the stage made); a deploy that
 // looked in its preflight calls UploadLooked with that Look and saves the step.
 func (s *Store) Upload(ctx context.Context, info Info, compose []byte, extra ...File) error {
-	return s.UploadLooked(ctx, nil, info, compose, extra...)
+	return s.UploadLooked(ctx, nil, false, info, compose, extra...)
 }
 
 // UploadLooked is Upload from what lk saw (nil, or a Look of another release: it
@@ -30,7 +30,15 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte, extra ...
 // none); then the rename that puts the release (or a release the host has, its
 // release.json) in place. Without a stage (a host's first deploy: no .tmp/ yet) the
 // stage is made before the writes.
-func (s *Store) UploadLooked(ctx context.Context, lk *Look, info Info, compose []byte, extra ...File) error {
+//
+// With recordLater, a release the host has keeps its release.json as it is until
+// the run records its result (UpdateInfo, StageInfo, SetResult write info then, with
+// the result): its upload is the symlink and the sweep alone, one step that writes
+// nothing the run waits on. A run that records its own result through this Store
+// (the agentless deploy) saves the write and its rename; shipd records from what is
+// on the host, so a deploy through it uploads release.json. A connection cut for good
+// before the record leaves that release.json as the run found it.
+func (s *Store) UploadLooked(ctx context.Context, lk *Look, recordLater bool, info Info, compose []byte, extra ...File) error {
 	for _, f := range extra {
 		if !validFileName(f.Name) {
 			return fmt.Errorf("upload: %q is not a release file's name", f.Name)
@@ -42,7 +50,7 @@ func (s *Store) UploadLooked(ctx context.Context, lk *Look, info Info, compose [
 	if lk.infoErr == nil {
 		info.CurrentSince = lk.info.CurrentSince
 	}
-	u := &upload{s: s, lk: lk, info: info, compose: compose}
+	u := &upload{s: s, lk: lk, info: info, compose: compose, later: recordLater && lk.infoErr == nil}
 	there, err := lk.hasRelease()
 	if err != nil {
 		return fmt.Errorf("upload: list %s: %w", s.Layout.Releases(), err)
@@ -62,6 +70,9 @@ type upload struct {
 	compose []byte
 	there   bool // releases/<sha>/ is there
 	linked  bool // the symlink for SwitchCurrent is staged
+	// later: the host has the release, and its release.json is written with the run's
+	// result (UploadLooked's recordLater).
+	later bool
 }
 
 // write stages the files and the symlink, makes releases/ when it is not there and
@@ -75,7 +86,12 @@ func (u *upload) write(ctx context.Context, extra []File) error {
 		return err
 	}
 	files := append([]File{{Name: "docker-compose.yml", Data: u.compose}, {Name: "release.json", Data: infoJSON}}, extra...)
-	if lk.infoErr == nil {
+	switch {
+	case u.later && errors.Is(lk.composeErr, fs.ErrNotExist):
+		files = files[:1] // the compose file it lost, put back
+	case u.later:
+		files = nil
+	case lk.infoErr == nil:
 		files = files[1:2]
 	}
 	steps := append(s.sweeps(ctx, lk),
@@ -105,6 +121,9 @@ func (u *upload) write(ctx context.Context, extra []File) error {
 // the look could not make it.
 func (u *upload) stageFiles(ctx context.Context, files []File) error {
 	s, lk := u.s, u.lk
+	if len(files) == 0 {
+		return nil
+	}
 	if lk.stageErr != nil {
 		if err := s.inTmp(ctx, func() error { return s.FS.Mkdir(ctx, lk.stage) }); err != nil {
 			return fmt.Errorf("create %s: %w", lk.stage, err)
@@ -138,7 +157,8 @@ func (u *upload) place(ctx context.Context) error {
 		s.remember(u.info, lk.link, u.linked)
 		return nil
 	}
-	if err := s.keepRelease(ctx, sha, lk.stage, u.compose, lk.compose, lk.composeErr, lk.infoErr != nil); err != nil {
+	staged := lk.infoErr != nil || (u.later && errors.Is(lk.composeErr, fs.ErrNotExist))
+	if err := s.keepRelease(ctx, sha, lk.stage, u.compose, lk.compose, lk.composeErr, staged, !u.later); err != nil {
 		clean := context.WithoutCancel(ctx)
 		_ = all(func() error { return s.FS.RemoveAll(clean, lk.stage) }, func() error { return s.FS.RemoveAll(clean, lk.link) })
 		return err
@@ -151,9 +171,10 @@ func (u *upload) place(ctx context.Context) error {
 // keepRelease updates a release the host has from the upload staged in stage: its
 // compose file is never rewritten. Its name says what the file holds, so the same
 // name with another file is a host's file changed by hand (or a release of before
-// names had a hash). Its release.json is replaced. staged says the compose file was
-// staged too; a release missing its compose file gets it staged now, when it was not.
-func (s *Store) keepRelease(ctx context.Context, sha, stage string, compose, have []byte, haveErr error, staged bool) error {
+// names had a hash). Its release.json is replaced from the stage with info. staged
+// says the compose file was staged; a release missing its compose file gets it staged
+// now, when it was not.
+func (s *Store) keepRelease(ctx context.Context, sha, stage string, compose, have []byte, haveErr error, staged, info bool) error {
 	l := s.Layout
 	switch {
 	case errors.Is(haveErr, fs.ErrNotExist):
@@ -170,6 +191,9 @@ func (s *Store) keepRelease(ctx context.Context, sha, stage string, compose, hav
 		return fmt.Errorf("read %s: %w", l.ComposeFile(sha), haveErr)
 	case !bytes.Equal(have, compose):
 		return fmt.Errorf("%s holds another compose file than release %s's: a release on the host is never rewritten; move the folder away (or deploy with another commit)", l.ComposeFile(sha), Short(sha))
+	}
+	if !info {
+		return nil
 	}
 	to := l.Info(sha)
 	if err := s.FS.Rename(ctx, path.Join(stage, "release.json"), to); err != nil {
