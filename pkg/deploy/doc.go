@@ -112,9 +112,9 @@
 //     when it has no health check (2 minutes at most).
 //  5. switch: a new symlink under .tmp/ renamed over current (posix-rename), while
 //     release.json with the result is written under .tmp/.
-//  6. that release.json is renamed into place and audit.log gets a line (the lock's
-//     holder.json is read meanwhile, for the unlock); then the lock is released, and
-//     old releases are pruned.
+//  6. once current has switched, audit.log gets a line and that release.json is
+//     renamed into place (the lock's holder.json is read meanwhile, for the unlock);
+//     then the lock is released, and old releases are pruned.
 //
 // Steps 2 to 6 are the Runner's with the Up strategy. A host whose deploy fails
 // before the switch puts its previous release back: that release's compose file,

@@ -104,9 +104,10 @@ type Runner struct {
 
 	changed      bool
 	uploadFailed bool // the release's files are not all on the host
-	// staged is the release's release.json as deployed, staged while current was
-	// switched (switchCurrent): the record puts it in place.
-	staged *release.Staged
+	// staged gives the release's release.json as deployed, staged from the switch on
+	// (switchCurrent; nil when its write failed): the record puts it in place. nil:
+	// none.
+	staged chan *release.Staged
 }
 
 // Outcome is how a run ended.
@@ -241,10 +242,12 @@ func (r *Runner) forward(ctx context.Context) (event.Step, error) {
 }
 
 // switchCurrent points current at the release and, at once, stages its release.json
-// as deployed (Store.StageInfo): the record that follows the switch is then one
-// rename, sent with the audit line. The staged file is under .tmp/ until then, so the
-// result never says deployed before current has switched; a failed switch discards it.
-// A failed staging costs nothing but that: the record writes release.json itself.
+// as deployed (Store.StageInfo). The switch does not wait for the staging: the record
+// that follows sends the audit line at once, and puts the staged file in place (one
+// rename) once it is written, so that the two overlap. The staged file is under .tmp/
+// until then: the result never says deployed before current has switched. A failed
+// switch discards it; a failed staging costs nothing but that: the record writes
+// release.json itself.
 func (r *Runner) switchCurrent(ctx context.Context) error {
 	staged := make(chan *release.Staged, 1)
 	go func() {
@@ -257,14 +260,22 @@ func (r *Runner) switchCurrent(ctx context.Context) error {
 		}
 		staged <- st
 	}()
-	err := r.Store.SwitchCurrent(ctx, r.SHA)
-	st := <-staged
-	if err != nil {
-		r.Store.Discard(context.WithoutCancel(ctx), st)
+	if err := r.Store.SwitchCurrent(ctx, r.SHA); err != nil {
+		r.Store.Discard(context.WithoutCancel(ctx), <-staged)
 		return err
 	}
-	r.staged = st
+	r.staged = staged
 	return nil
+}
+
+// takeStaged waits for the release.json staged by switchCurrent; nil: none.
+func (r *Runner) takeStaged() *release.Staged {
+	ch := r.staged
+	r.staged = nil
+	if ch == nil {
+		return nil
+	}
+	return <-ch
 }
 
 // restore puts the previous release back after a failure, with the strategy (its
@@ -316,8 +327,6 @@ func (r *Runner) Record(ctx context.Context, result event.Result, current string
 	if r.Ending != nil {
 		r.Ending(ctx)
 	}
-	staged := r.staged
-	r.staged = nil
 	// release.json and audit.log at once: their requests go out together.
 	var aerr error
 	done := make(chan struct{})
@@ -331,6 +340,7 @@ func (r *Runner) Record(ctx context.Context, result event.Result, current string
 			r.note(StepAudit, LevelWarn, aerr.Error())
 		}
 	}()
+	staged := r.takeStaged()
 	var serr error
 	switch {
 	case result == ResultDeployed && staged != nil:

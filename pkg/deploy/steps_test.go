@@ -185,13 +185,38 @@ func steppedDeploy(t *testing.T, f *fixture, sha string, costs map[string]int) p
 	return got
 }
 
+// assertEndOrder fails unless the last deploy's end went in its order, whatever went
+// out together: current switched, then release.json's result put in place and the
+// audit line written, then the lock released.
+func assertEndOrder(t *testing.T, ops []string) {
+	t.Helper()
+	last := func(match func(verb, p string) bool) int {
+		for i := len(ops) - 1; i >= 0; i-- {
+			if verb, p, _ := strings.Cut(ops[i], " "); match(verb, p) {
+				return i
+			}
+		}
+		return -1
+	}
+	switched := last(func(verb, p string) bool { return verb == "rename" && strings.HasSuffix(p, " "+root+"/current") })
+	recorded := last(func(verb, p string) bool { return verb == "rename" && strings.HasSuffix(p, "/release.json") })
+	audited := last(func(verb, p string) bool { return verb == "append" && p == root+"/audit.log" })
+	unlocked := last(func(verb, p string) bool { return verb == "rename" && strings.HasPrefix(p, root+"/.lock ") })
+	if switched < 0 || !(switched < recorded && switched < audited && recorded < unlocked && audited < unlocked) {
+		t.Errorf("the end's order: switch at %d, release.json at %d, audit line at %d, unlock at %d; want the switch first and the unlock last\n%s",
+			switched, recorded, audited, unlocked, strings.Join(ops, "\n"))
+	}
+}
+
 // TestDeploySteps pins how many steps of an agentless deploy wait for one another,
 // phase by phase, on a host that has a release: the checks and the lock, then the
 // preflight's reads (the lock's holder.json written meanwhile); the upload's writes,
 // then its rename (of a release the host has: its new symlink alone, release.json
 // is written with the result); the switch (the result staged meanwhile), the record (the audit
-// line, the lock's holder read, prune meanwhile), then the lock's release. In round
-// trips of pkg/sshhost's client, a file's read or write takes two.
+// line, the lock's holder read meanwhile), then the lock's release (prune
+// meanwhile). In round trips of pkg/sshhost's client, where a file's read or write
+// takes two, the end is four: the audit line goes out once current has switched, while
+// release.json is still being staged, whose rename follows.
 func TestDeploySteps(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -199,9 +224,9 @@ func TestDeploySteps(t *testing.T) {
 		keep  int  // releases kept: 1 prunes two
 		want  map[string]phases
 	}{
-		{"unchanged", true, 5, map[string]phases{"steps": {2, 1, 3}, "round trips": {3, 1, 5}}},
-		{"changed", false, 5, map[string]phases{"steps": {2, 2, 3}, "round trips": {3, 3, 5}}},
-		{"changed and pruned", false, 1, map[string]phases{"steps": {2, 2, 3}, "round trips": {3, 3, 5}}},
+		{"unchanged", true, 5, map[string]phases{"steps": {2, 1, 3}, "round trips": {3, 1, 4}}},
+		{"changed", false, 5, map[string]phases{"steps": {2, 2, 3}, "round trips": {3, 3, 4}}},
+		{"changed and pruned", false, 1, map[string]phases{"steps": {2, 2, 3}, "round trips": {3, 3, 4}}},
 	} {
 		for cost, want := range tc.want {
 			t.Run(tc.name+" in "+cost, func(t *testing.T) {
@@ -218,6 +243,7 @@ func TestDeploySteps(t *testing.T) {
 				if tc.keep == 1 && f.hosts[0].exists(root+"/releases/"+shaA) {
 					t.Errorf("not pruned: %v", f.hosts[0].under(root+"/releases"))
 				}
+				assertEndOrder(t, f.hosts[0].ops)
 				if got != want {
 					t.Errorf("%s: preflight, upload, end = %+v, want %+v\n%s", cost, got, want, f.eventText())
 				}
