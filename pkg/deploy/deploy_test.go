@@ -673,14 +673,17 @@ func TestPreflightTouchesNothing(t *testing.T) {
 	})
 }
 
-// assertUntouched fails if anything but reads, and the lock taken and released again,
-// happened on h, or if the lock or a folder of the app's is left behind.
+// assertUntouched fails if anything but reads, and the lock taken and released again
+// (and the upload's stage made and removed), happened on h, or if the lock or a
+// folder of the app's is left behind.
 func assertUntouched(t *testing.T, h *fakeHost) {
 	t.Helper()
 	for _, op := range h.ops {
 		verb, p, _ := strings.Cut(op, " ")
 		switch {
 		case verb == "readlink", verb == "read", verb == "readdir", verb == "ping", verb == "check", verb == "containers", verb == "hasimage":
+		case (verb == "mkdir" || verb == "remove") && strings.HasPrefix(p, root+"/.tmp/release-"):
+			// The upload's stage, made by the preflight (removed again, below).
 		case (verb == "mkdirall" || verb == "remove") && (p == root || p == root+"/.tmp"),
 			strings.HasPrefix(p, root+"/.lock"), strings.HasPrefix(p, root+"/.tmp/unlocked-"):
 			// The lock, taken in the preflight and released when nothing follows.

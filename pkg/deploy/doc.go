@@ -72,7 +72,8 @@
 // Before anything slow or interactive (Open): every image ship built is looked up in
 // the registry (a HEAD of its manifest with the registry credentials; shipctl ship,
 // which has not built yet, asks the registry's /v2/ with the credentials instead);
-// every host is dialled, its SFTP and engine answer; then the lock is taken on every
+// every host is dialled, its SFTP and engine answer (the first host's lock is tried
+// then: its mkdir is that host's SFTP check); then the lock is taken on every other
 // host, one host after the other in the order of ship.yaml: two deploys never
 // interleave across hosts, and a deploy that finds a host locked (after --lock-wait)
 // releases what it took and changes nothing (ErrLocked, exit 6). The lock is held
@@ -83,7 +84,8 @@
 //
 // Then the compose file is loaded for the environment (its env_file), the images of
 // built services pinned to <registry>/<image>:<sha>, the engine checks that it can run
-// the release, and the plan of each host is made. Then Options.Confirm runs: the
+// the release, and the plan of each host is made; the host's folder is read for the
+// upload at the same time (release.Store.Look), under the lock. Then Options.Confirm runs: the
 // command shows the plan, asks when the environment has confirm: true, and counts the
 // grace period down. Ctrl-C until then changes nothing: the locks are released (and an
 // app folder the lock made on a fresh host is removed). Then, on each host
@@ -108,9 +110,11 @@
 //  4. apply: the project without its job services, removing orphans (so the finished
 //     job containers go), then a wait until every service is healthy, or running
 //     when it has no health check (2 minutes at most).
-//  5. switch: a new symlink under .tmp/ renamed over current (posix-rename).
-//  6. release.json gets its result, audit.log a line, the lock is released, and old
-//     releases are pruned.
+//  5. switch: a new symlink under .tmp/ renamed over current (posix-rename), while
+//     release.json with the result is written under .tmp/.
+//  6. once current has switched, audit.log gets a line and that release.json is
+//     renamed into place (the lock's holder.json is read meanwhile, for the unlock);
+//     then the lock is released, and old releases are pruned.
 //
 // Steps 2 to 6 are the Runner's with the Up strategy. A host whose deploy fails
 // before the switch puts its previous release back: that release's compose file,

@@ -56,7 +56,15 @@ func (t *hostTask) runner(p *compose.Project, o runOptions) *Runner {
 		Redact: t.scrub.String,
 		Report: t.report,
 		Failed: t.failed,
+		Ending: t.ending,
 	}
+}
+
+// ending is the runner's Ending: as the run's record begins, the lock's holder is
+// read for the unlock (hostConn.readAhead); its requests go out with the record's,
+// and the unlock after the record is one request.
+func (t *hostTask) ending(ctx context.Context) {
+	t.h.readAhead(ctx, t.s.l)
 }
 
 // runOptions are the run's timeouts and the release's origin.
@@ -197,7 +205,12 @@ func (r *hostRun) upload(ctx context.Context, store *release.Store) error {
 		SHA: r.rel.release(), Version: r.rel.SHA, Env: r.o.Env.Name, Subject: r.rel.Subject, Time: time.Now().UTC(), Who: r.me.Who, From: r.o.From,
 		Result: release.Uploaded, Images: r.rel.Images, Built: r.rel.Built,
 	}
-	if err := store.Upload(ctx, info, r.rel.File, r.rel.Files...); err != nil {
+	// What the preflight saw (Store.Look): the upload asks nothing again. The
+	// agentless run records its result through this store: a release the host has
+	// gets its release.json then, once (shipd records from what is on the host).
+	look := r.h.look
+	r.h.look = nil
+	if err := store.UploadLooked(ctx, look, !r.o.Env.Agent, info, r.rel.File, r.rel.Files...); err != nil {
 		return err
 	}
 	l := r.s.l

@@ -211,31 +211,12 @@ func startAcquire(ctx context.Context, f release.FS, l release.Layout, host stri
 	start := time.Now()
 	announced := false
 	for {
-		err := f.Mkdir(ctx, l.Lock())
-		if errors.Is(err, fs.ErrNotExist) {
-			// A host's first deploy: the app's folder is made, once.
-			if err := f.MkdirAll(ctx, string(l)); err != nil {
-				return nil, fmt.Errorf("create %s: %w", string(l), err)
-			}
-			err = f.Mkdir(ctx, l.Lock())
-		}
+		p, _, err := tryLock(ctx, f, l, host, me, em, true)
 		if err == nil {
-			me.Heartbeat = time.Now().UTC()
-			data, _ := json.MarshalIndent(me, "", "  ")
-			p := &pendingHolder{done: make(chan struct{})}
-			go func() {
-				defer close(p.done)
-				if err := f.WriteFile(context.WithoutCancel(ctx), l.Holder(), append(data, '\n'), 0o644); err != nil {
-					_ = f.RemoveAll(context.WithoutCancel(ctx), l.Lock())
-					p.err = fmt.Errorf("take the lock: %w", err)
-					return
-				}
-				em.info(host, StepLock, "locked "+l.Lock())
-			}()
 			return p, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("lock %s: %w", l.Lock(), err)
+			return nil, err
 		}
 		h, data, held, err := readHolder(ctx, f, l)
 		if err != nil {
@@ -270,6 +251,55 @@ func startAcquire(ctx context.Context, f release.FS, l release.Layout, host stri
 	}
 }
 
+// tryLock takes the lock once: the mkdir of .lock (and of the app's folder first, on
+// a host's first deploy: fresh), then the write of holder.json started, which says
+// "locked" once done when announce (else pendingHolder.announce does). The error
+// matches fs.ErrExist when the lock is held.
+func tryLock(ctx context.Context, f release.FS, l release.Layout, host string, me Holder, em *emitter, announce bool) (p *pendingHolder, fresh bool, err error) {
+	err = f.Mkdir(ctx, l.Lock())
+	if errors.Is(err, fs.ErrNotExist) {
+		// A host's first deploy: the app's folder is made, once.
+		if err := f.MkdirAll(ctx, string(l)); err != nil {
+			return nil, false, fmt.Errorf("create %s: %w", string(l), err)
+		}
+		fresh = true
+		err = f.Mkdir(ctx, l.Lock())
+	}
+	if err != nil {
+		return nil, fresh, fmt.Errorf("lock %s: %w", l.Lock(), err)
+	}
+	me.Heartbeat = time.Now().UTC()
+	data, _ := json.MarshalIndent(me, "", "  ")
+	p = &pendingHolder{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		if err := f.WriteFile(context.WithoutCancel(ctx), l.Holder(), append(data, '\n'), 0o644); err != nil {
+			_ = f.RemoveAll(context.WithoutCancel(ctx), l.Lock())
+			p.err = fmt.Errorf("take the lock: %w", err)
+			return
+		}
+		if announce {
+			em.info(host, StepLock, "locked "+l.Lock())
+		}
+	}()
+	return p, fresh, nil
+}
+
+// announce says "locked" once holder.json is written: at once when it is.
+func (p *pendingHolder) announce(host string, l release.Layout, em *emitter) {
+	say := func() {
+		if p.wait() == nil {
+			em.info(host, StepLock, "locked "+l.Lock())
+		}
+	}
+	select {
+	case <-p.done:
+		say()
+	default:
+		go say()
+	}
+}
+
 // takeOver removes the stale lock of h, whose holder.json read data. The lock is first
 // renamed away in one step, so that of two deploys taking it over at once one moves it
 // and the other finds it gone; and what was moved is checked to be the lock judged
@@ -299,10 +329,19 @@ func takeOver(ctx context.Context, f release.FS, l release.Layout, host string, 
 	return nil
 }
 
-// release removes the lock if me still holds it (someone may have forced it open and
-// taken it since).
+// releaseLock removes the lock if me still holds it (someone may have forced it open
+// and taken it since).
 func releaseLock(ctx context.Context, f release.FS, l release.Layout, host string, me Holder, em *emitter) error {
-	h, _, held, err := readHolder(ctx, f, l)
+	return releaseRead(ctx, f, l, host, me, em, func() (Holder, bool, error) {
+		h, _, held, err := readHolder(ctx, f, l)
+		return h, held, err
+	})
+}
+
+// releaseRead is releaseLock with the holder as read tells it: read now, or read
+// ahead while the run recorded its result (holderRead).
+func releaseRead(ctx context.Context, f release.FS, l release.Layout, host string, me Holder, em *emitter, read func() (Holder, bool, error)) error {
+	h, held, err := read()
 	if err != nil {
 		return err
 	}
@@ -319,6 +358,24 @@ func releaseLock(ctx context.Context, f release.FS, l release.Layout, host strin
 	}
 	em.info(host, StepLock, "unlocked")
 	return nil
+}
+
+// holderRead is the lock's holder.json read ahead of the unlock
+// (hostConn.readAhead), once the heartbeat has stopped: the read goes out with the
+// run's record, and the unlock that follows is the move alone. The check stays as
+// safe as a read just before the move: the move follows the read's answer at once,
+// and no heartbeat rewrites holder.json in between.
+type holderRead struct {
+	done chan struct{}
+	h    Holder
+	held bool
+	err  error
+}
+
+// wait is the holder as read.
+func (r *holderRead) wait() (Holder, bool, error) {
+	<-r.done
+	return r.h, r.held, r.err
 }
 
 // removeLock removes .lock: renamed aside under .tmp/ in one step first, so that a

@@ -84,12 +84,19 @@ func openConn(ctx context.Context, o OpenOptions, em *emitter, agent bool) (*Con
 		command = "deploy"
 	}
 	c := &Conn{s: s, me: o.holder(command, o.SHA), fresh: make([]bool, len(s.hosts))}
+	refresh := o.lockRefresh()
 	results := make([]HostResult, len(s.hosts))
 	errs := make([]error, len(s.hosts))
 	var g errgroup.Group
 	for i, h := range s.hosts {
 		g.Go(func() error {
-			fresh, version, err := reach(ctx, s, h, agent)
+			var lock *Holder
+			if i == 0 {
+				// The first host's lock is tried with the checks (lockAll takes the
+				// others after it, in order).
+				lock = new(lockHolder(c.me, refresh))
+			}
+			fresh, version, err := reach(ctx, s, h, agent, lock)
 			results[i] = HostResult{Host: h.name, Result: ResultSkipped}
 			c.fresh[i] = fresh
 			if err != nil {
@@ -103,13 +110,23 @@ func openConn(ctx context.Context, o OpenOptions, em *emitter, agent bool) (*Con
 	}
 	_ = g.Wait()
 	if err := errors.Join(errs...); err != nil {
+		// A lock taken with the checks is released, and a folder it made removed.
+		bg := context.WithoutCancel(ctx)
+		s.each(bg, 0, func(ctx context.Context, i int, h *hostConn) {
+			if h.holder != nil {
+				if err := h.unlock(ctx, s.l, c.me, s.em); err != nil {
+					s.em.warn(h.name, StepLock, err.Error()+"; release it with shipctl unlock")
+				}
+			}
+		})
+		c.removeFresh(bg, false)
 		s.close()
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
 		}
 		return nil, nil, o.Redactor.Error(fmt.Errorf("preflight: %w", err))
 	}
-	if err := s.lockAll(ctx, c.me, o.LockWait, o.LockPoll, o.lockRefresh(), results); err != nil {
+	if err := s.lockAll(ctx, c.me, o.LockWait, o.LockPoll, refresh, results); err != nil {
 		bg := context.WithoutCancel(ctx)
 		c.removeFresh(bg, false)
 		// What each host runs, for the summary: read only now, as a deploy that goes
@@ -138,17 +155,26 @@ func openConn(ctx context.Context, o OpenOptions, em *emitter, agent bool) (*Con
 
 // reach checks that the host answers over SFTP (is the app's folder there: fresh
 // when not), pings its engine and, with agent in agent environments, asks shipd its
-// status.
-func reach(ctx context.Context, s *session, h *hostConn, agent bool) (fresh bool, version string, err error) {
-	// The folder's look and the engine's ping at once: the SFTP session and the
-	// engine's socket are opened together, their round trips overlap.
+// status. With lock, the SFTP check is the try of the host's lock for that holder
+// (tryLock: fresh when it had to make the folder): taken, it is the host's
+// (hostConn.holder); held by someone else, lockAll tries again. The lock's mkdir then
+// costs no round trip of its own.
+func reach(ctx context.Context, s *session, h *hostConn, agent bool, lock *Holder) (fresh bool, version string, err error) {
+	// The folder's look (or the lock) and the engine's ping at once: the SFTP session
+	// and the engine's socket are opened together, their round trips overlap.
 	var pingErr error
 	pinged := make(chan struct{})
 	go func() {
 		defer close(pinged)
 		version, pingErr = h.Ping(ctx)
 	}()
-	if st, ok := h.Host.(interface {
+	if lock != nil {
+		// Its "locked" is said when lockAll takes it, after the hosts' checks.
+		h.holder, fresh, err = tryLock(ctx, h, s.l, h.name, *lock, s.em, false)
+		if errors.Is(err, fs.ErrExist) {
+			err = nil
+		}
+	} else if st, ok := h.Host.(interface {
 		Lstat(ctx context.Context, name string) (fs.FileInfo, error)
 	}); ok {
 		// One request (pkg/sshhost's) where a listing takes four.
@@ -160,7 +186,7 @@ func reach(ctx context.Context, s *session, h *hostConn, agent bool) (fresh bool
 	if errors.Is(err, fs.ErrNotExist) {
 		fresh = true
 	} else if err != nil {
-		return false, "", err
+		return fresh, "", err
 	}
 	if pingErr != nil {
 		return fresh, "", pingErr
@@ -214,6 +240,16 @@ func (c *Conn) Close() {
 func (c *Conn) removeFresh(ctx context.Context, locked bool) {
 	s := c.s
 	s.each(ctx, 0, func(ctx context.Context, i int, h *hostConn) {
+		// The upload's stage, made by the preflight's look, goes with the lock.
+		if stage := h.look.Stage(); stage != "" {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_ = h.RemoveAll(ctx, stage)
+			}()
+			defer func() { <-done }()
+		}
+		h.look = nil
 		if locked {
 			if err := h.unlock(ctx, s.l, c.me, s.em); err != nil {
 				s.em.warn(h.name, StepLock, err.Error()+"; release it with shipctl unlock")

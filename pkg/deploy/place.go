@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"path"
 
 	"github.com/shipdeploy/ship/pkg/engine"
@@ -20,10 +21,20 @@ var ErrOtherEnvironment = errors.New("the host's folder or project belongs to an
 // environment the host still runs under the project name of before projects were
 // per environment. cs are the containers of the environment's project.
 func checkPlace(ctx context.Context, s *session, h *hostConn, current string, cs []engine.Container) error {
+	var info release.Info
+	var err error = fs.ErrNotExist
+	if current != "" {
+		info, err = s.store(h).Info(ctx, current)
+	}
+	return checkPlaceInfo(ctx, s, h, current, info, err, cs)
+}
+
+// checkPlaceInfo is checkPlace with current's release.json as read already (infoErr
+// when it could not be).
+func checkPlaceInfo(ctx context.Context, s *session, h *hostConn, current string, info release.Info, infoErr error, cs []engine.Container) error {
 	env, project := s.t.Env.Name, s.t.Project()
 	if current != "" {
-		info, err := s.store(h).Info(ctx, current)
-		if err == nil && info.Env != "" && info.Env != env {
+		if infoErr == nil && info.Env != "" && info.Env != env {
 			return fmt.Errorf("%w: %s holds environment %s's releases (current: %s); deploying environment %s there would replace them: give each environment its own path in ship.yaml",
 				ErrOtherEnvironment, s.l, info.Env, release.Short(current), env)
 		}

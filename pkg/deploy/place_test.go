@@ -55,10 +55,17 @@ func TestPlaceOfAnotherEnvironment(t *testing.T) {
 	reads := map[string]bool{"containers": true, "read": true, "readlink": true, "readdir": true, "ping": true, "check": true, "hasimage": true}
 	for _, op := range h.ops[ops:] {
 		name, p, _ := strings.Cut(op, " ")
+		// The lock, and the upload's stage the preflight makes (removed again).
 		lock := strings.Contains(p, "/.lock") || strings.Contains(p, "/.tmp/unlocked-") ||
+			((name == "mkdir" || name == "remove") && strings.Contains(p, "/.tmp/release-")) ||
 			((name == "mkdirall" || name == "remove") && (p == root || p == root+"/.tmp" || p == "/srv/shop-staging" || p == "/srv/shop-staging/.tmp"))
 		if !reads[name] && !lock { // the lock is taken before the checks and released
 			t.Errorf("a refused deploy did %s", op)
+		}
+	}
+	for _, p := range h.under(root + "/.tmp") {
+		if strings.HasPrefix(p, "release-") {
+			t.Errorf("the refused deploy left its stage %s", p)
 		}
 	}
 	if h.exists("/srv/shop-staging") {

@@ -31,7 +31,7 @@ func (s *session) preflight(ctx context.Context, rel *Release, o Options) (Previ
 	preview := Preview{App: o.App, Env: o.Env.Name, SHA: rel.release(), Subject: rel.Subject, Hosts: make([]HostPreview, len(s.hosts))}
 	errs := make([]error, len(s.hosts))
 	s.each(ctx, 0, func(ctx context.Context, i int, h *hostConn) {
-		hp, err := hostPreflight(ctx, s, h, p, hashes, ids)
+		hp, err := hostPreflight(ctx, s, h, rel.release(), p, hashes, ids)
 		if err != nil {
 			errs[i] = fmt.Errorf("%s: %w", h.name, err)
 			return
@@ -47,19 +47,26 @@ func (s *session) preflight(ctx context.Context, rel *Release, o Options) (Previ
 	return preview, nil
 }
 
-// hostPreflight asks the host everything at once (current, the engine's version, the
+// hostPreflight asks the host everything at once (what the app's folder holds for
+// the release sha, release.Store.Look, kept for the upload; the engine's version, the
 // check of the release, the app's containers, shipd's status): over SSH the requests
-// are in flight together, a round trip for all rather than one each.
-func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Project, hashes map[string]string, ids map[string][]string) (HostPreview, error) {
+// are in flight together, a round trip for all rather than one each. The lock's
+// holder.json is written meanwhile (lockAll).
+func hostPreflight(ctx context.Context, s *session, h *hostConn, sha string, p *compose.Project, hashes map[string]string, ids map[string][]string) (HostPreview, error) {
 	var (
 		current, version string
+		look             *release.Look
 		cs               []engine.Container
 		st               *agentapi.Status
 		errs             [5]error
 		wg               sync.WaitGroup
 	)
 	steps := []func() error{
-		func() (err error) { current, err = s.store(h).Current(ctx); return err },
+		func() error {
+			look = s.store(h).Look(ctx, sha)
+			current = look.Current
+			return look.CurrentErr
+		},
 		func() (err error) {
 			if version = h.version; version == "" { // not pinged by Open yet
 				version, err = h.Ping(ctx)
@@ -88,7 +95,8 @@ func hostPreflight(ctx context.Context, s *session, h *hostConn, p *compose.Proj
 			return HostPreview{}, err
 		}
 	}
-	if err := checkPlace(ctx, s, h, current, cs); err != nil {
+	h.look = look
+	if err := checkPlaceInfo(ctx, s, h, current, look.CurrentInfo, look.CurrentInfoErr, cs); err != nil {
 		return HostPreview{}, err
 	}
 	var observed []plan.Observed
@@ -141,17 +149,30 @@ func builtImageIDs(ctx context.Context, reg Registry, rel *Release) map[string][
 	return out
 }
 
+// lockHolder is me as a lock's holder.json says it, refreshed every refresh (0: a
+// lock without a heartbeat, shipctl lock's).
+func lockHolder(me Holder, refresh time.Duration) Holder {
+	if refresh > 0 {
+		me.Refresh = refresh.String()
+	}
+	return me
+}
+
 // lockAll takes the lock on every host, one after the other in the order of
-// ship.yaml, so that two deploys never interleave across hosts. When one host is
+// ship.yaml, so that two deploys never interleave across hosts (a host whose lock
+// openConn took with its checks, the first, is taken). When one host is
 // locked, the locks taken are released and nothing else happens. With refresh, each
 // lock's heartbeat is kept until hostConn.unlock (or the session's close).
 func (s *session) lockAll(ctx context.Context, me Holder, wait, poll, refresh time.Duration, results []HostResult) error {
 	deadline := time.Now().Add(wait)
-	if refresh > 0 {
-		me.Refresh = refresh.String()
-	}
+	me = lockHolder(me, refresh)
 	for i, h := range s.hosts {
-		p, err := startAcquire(ctx, h, s.l, h.name, me, max(0, time.Until(deadline)), poll, s.em)
+		p, err := h.holder, error(nil)
+		if p != nil { // taken with the checks (openConn)
+			p.announce(h.name, s.l, s.em)
+		} else {
+			p, err = startAcquire(ctx, h, s.l, h.name, me, max(0, time.Until(deadline)), poll, s.em)
+		}
 		if err == nil && refresh == 0 {
 			// shipctl lock: the lock is all it does.
 			err = p.wait()

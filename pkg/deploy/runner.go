@@ -97,9 +97,17 @@ type Runner struct {
 	// from it (shipctl: the host cannot be reached again) ends the run there,
 	// unrecorded, with Outcome.Unreachable set. May be nil.
 	Failed func(ctx context.Context, step event.Step, err error) error
+	// Ending, when set, is called as the run's record begins, and must return at
+	// once: what it starts goes out with the record's requests. shipctl reads its
+	// lock's holder then, for the unlock that follows the record. May be nil.
+	Ending func(ctx context.Context)
 
 	changed      bool
 	uploadFailed bool // the release's files are not all on the host
+	// staged gives the release's release.json as deployed, staged from the switch on
+	// (switchCurrent; nil when its write failed): the record puts it in place. nil:
+	// none.
+	staged chan *release.Staged
 }
 
 // Outcome is how a run ended.
@@ -224,13 +232,50 @@ func (r *Runner) forward(ctx context.Context) (event.Step, error) {
 	if err := ctx.Err(); err != nil {
 		return StepSwitch, err
 	}
-	if err := r.Store.SwitchCurrent(ctx, r.SHA); err != nil {
+	if err := r.switchCurrent(ctx); err != nil {
 		// The release runs: a failure now must put the previous one back.
 		r.changed = true
 		return StepSwitch, err
 	}
 	r.note(StepSwitch, LevelInfo, fmt.Sprintf("%s -> %s", r.Store.Layout.Current(), release.CurrentLink(r.SHA)))
 	return "", nil
+}
+
+// switchCurrent points current at the release and, at once, stages its release.json
+// as deployed (Store.StageInfo). The switch does not wait for the staging: the record
+// that follows sends the audit line at once, and puts the staged file in place (one
+// rename) once it is written, so that the two overlap. The staged file is under .tmp/
+// until then: the result never says deployed before current has switched. A failed
+// switch discards it; a failed staging costs nothing but that: the record writes
+// release.json itself.
+func (r *Runner) switchCurrent(ctx context.Context) error {
+	staged := make(chan *release.Staged, 1)
+	go func() {
+		st, err := r.Store.StageInfo(ctx, r.SHA, func(info *release.Info) {
+			info.Result = release.Deployed
+			info.CurrentSince = time.Now().UTC()
+		})
+		if err != nil {
+			st = nil
+		}
+		staged <- st
+	}()
+	if err := r.Store.SwitchCurrent(ctx, r.SHA); err != nil {
+		r.Store.Discard(context.WithoutCancel(ctx), <-staged)
+		return err
+	}
+	r.staged = staged
+	return nil
+}
+
+// takeStaged waits for the release.json staged by switchCurrent; nil: none.
+func (r *Runner) takeStaged() *release.Staged {
+	ch := r.staged
+	r.staged = nil
+	if ch == nil {
+		return nil
+	}
+	return <-ch
 }
 
 // restore puts the previous release back after a failure, with the strategy (its
@@ -279,6 +324,9 @@ func (r *Runner) Record(ctx context.Context, result event.Result, current string
 	if r.Redact != nil {
 		e.Error, e.Reason = r.Redact(e.Error), r.Redact(e.Reason)
 	}
+	if r.Ending != nil {
+		r.Ending(ctx)
+	}
 	// release.json and audit.log at once: their requests go out together.
 	var aerr error
 	done := make(chan struct{})
@@ -292,14 +340,20 @@ func (r *Runner) Record(ctx context.Context, result event.Result, current string
 			r.note(StepAudit, LevelWarn, aerr.Error())
 		}
 	}()
+	staged := r.takeStaged()
+	var serr error
 	switch {
+	case result == ResultDeployed && staged != nil:
+		serr = r.Store.Commit(ctx, staged)
 	case result == ResultDeployed:
-		if serr := r.Store.SetResult(ctx, r.SHA, release.Deployed, true); serr != nil {
-			r.note(StepAudit, LevelWarn, serr.Error())
-		}
+		serr = r.Store.SetResult(ctx, r.SHA, release.Deployed, true)
 	case r.Kind == KindDeploy && !r.uploadFailed:
-		if serr := r.Store.SetResult(ctx, r.SHA, release.Failed, false); serr != nil {
-			r.note(StepAudit, LevelWarn, serr.Error())
-		}
+		r.Store.Discard(ctx, staged)
+		serr = r.Store.SetResult(ctx, r.SHA, release.Failed, false)
+	default:
+		r.Store.Discard(ctx, staged)
+	}
+	if serr != nil {
+		r.note(StepAudit, LevelWarn, serr.Error())
 	}
 }

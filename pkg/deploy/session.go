@@ -80,6 +80,10 @@ type hostConn struct {
 	// holder is the write of the lock's holder.json, under way while the run goes on
 	// (lockAll); nil: none.
 	holder *pendingHolder
+	// ahead is the lock's holder.json read ahead of the unlock; nil: none.
+	ahead *holderRead
+	// look is what the preflight saw of the app's folder, for the upload; nil: none.
+	look *release.Look
 	// mu guards Host for the heartbeat, which reads it from its own goroutine.
 	mu sync.Mutex
 }
@@ -98,7 +102,45 @@ func (h *hostConn) unlock(ctx context.Context, l release.Layout, me Holder, em *
 	if h.held() != nil {
 		return nil // the failed write of holder.json removed the lock
 	}
+	if r := h.ahead; r != nil {
+		h.ahead = nil
+		return releaseRead(ctx, h, l, h.name, me, em, r.wait)
+	}
 	return releaseLock(ctx, h, l, h.name, me, em)
+}
+
+// errNoBatch says that the host has no batch removal (hostConn.RemoveIn).
+var errNoBatch = errors.New("the host removes files one request at a time")
+
+// RemoveIn is the host's removal of files in dir and then dir in one batch
+// (pkg/sshhost's), for prune: release.Store looks for it on its FS, which is the
+// hostConn. A host without it answers errNoBatch, and the Store goes the long way.
+func (h *hostConn) RemoveIn(ctx context.Context, dir string, files ...string) error {
+	if r, ok := h.conn().(interface {
+		RemoveIn(ctx context.Context, dir string, files ...string) error
+	}); ok {
+		return r.RemoveIn(ctx, dir, files...)
+	}
+	return errNoBatch
+}
+
+// readAhead stops the lock's heartbeat and reads its holder.json in the background,
+// for the unlock that follows (holderRead). Only the host's own goroutine calls it.
+func (h *hostConn) readAhead(ctx context.Context, l release.Layout) {
+	if h.ahead != nil {
+		return
+	}
+	ls, holder := h.lease, h.holder
+	r := &holderRead{done: make(chan struct{})}
+	h.ahead = r
+	go func() {
+		defer close(r.done)
+		ls.stop()
+		if holder.wait() != nil {
+			return // unlock does not read: the lock was removed
+		}
+		r.h, _, r.held, r.err = readHolder(ctx, h, l)
+	}()
 }
 
 // held waits until the lock's holder.json is written: the lock is the run's then. Its

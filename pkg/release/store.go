@@ -105,29 +105,93 @@ func (s *Store) Info(ctx context.Context, sha string) (Info, error) {
 // release without one gets one with only its SHA and the change (and its folder, when
 // that is not there either: shipd records the outcome of a deploy it was asked for).
 func (s *Store) UpdateInfo(ctx context.Context, sha string, change func(*Info)) error {
+	st, err := s.StageInfo(ctx, sha, change)
+	if err != nil {
+		return err
+	}
+	return s.Commit(ctx, st)
+}
+
+// Staged is a release.json written under .tmp/ and not in place yet (StageInfo).
+type Staged struct {
+	sha, tmp string
+	// before is release.json as Upload wrote it, when that was what was changed: put
+	// back for the next UpdateInfo when the staged one is discarded.
+	before *Info
+}
+
+// StageInfo writes a release's release.json, changed as UpdateInfo changes it, under
+// .tmp/ without putting it in place: Commit does that in one rename. A run stages its
+// result while current is switched, so that the record after the switch is one
+// request, and the result never says deployed before the switch is done.
+func (s *Store) StageInfo(ctx context.Context, sha string, change func(*Info)) (*Staged, error) {
 	s.mu.Lock()
 	info, ok := s.uploaded[sha]
 	delete(s.uploaded, sha)
 	s.mu.Unlock()
+	st := &Staged{sha: sha, tmp: path.Join(s.Layout.Tmp(), "release.json-"+TempSuffix())}
 	var err error
-	if !ok {
+	if ok {
+		before := info
+		st.before = &before
+	} else {
 		info, err = s.Info(ctx, sha)
 	}
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("update release.json: %w", err)
+			return nil, fmt.Errorf("update release.json: %w", err)
 		}
 		info = Info{SHA: sha}
 		if err := s.FS.MkdirAll(ctx, s.Layout.Release(sha)); err != nil {
-			return fmt.Errorf("create %s: %w", s.Layout.Release(sha), err)
+			return nil, fmt.Errorf("create %s: %w", s.Layout.Release(sha), err)
 		}
 	}
 	change(&info)
 	data, err := marshalInfo(info)
 	if err != nil {
-		return err
+		s.forget(st)
+		return nil, err
 	}
-	return s.writeAtomic(ctx, s.Layout.Info(sha), data, 0o644)
+	if err := s.inTmp(ctx, func() error { return s.FS.WriteFile(ctx, st.tmp, data, 0o644) }); err != nil {
+		_ = s.FS.RemoveAll(context.WithoutCancel(ctx), st.tmp)
+		s.forget(st)
+		return nil, fmt.Errorf("write %s: %w", s.Layout.Info(sha), err)
+	}
+	return st, nil
+}
+
+// Commit puts a staged release.json in place, in one step.
+func (s *Store) Commit(ctx context.Context, st *Staged) error {
+	to := s.Layout.Info(st.sha)
+	if err := s.FS.Rename(ctx, st.tmp, to); err != nil {
+		_ = s.FS.RemoveAll(context.WithoutCancel(ctx), st.tmp)
+		return fmt.Errorf("write %s: %w", to, err)
+	}
+	return nil
+}
+
+// Discard removes a staged release.json that will not be put in place; nil is none.
+func (s *Store) Discard(ctx context.Context, st *Staged) {
+	if st == nil {
+		return
+	}
+	_ = s.FS.RemoveAll(ctx, st.tmp)
+	s.forget(st)
+}
+
+// forget puts back what StageInfo took of Upload's release.json.
+func (s *Store) forget(st *Staged) {
+	if st.before == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.uploaded == nil {
+		s.uploaded = map[string]Info{}
+	}
+	if _, ok := s.uploaded[st.sha]; !ok {
+		s.uploaded[st.sha] = *st.before
+	}
 }
 
 // SetResult sets a release's result in its release.json and, when it became current,
@@ -147,15 +211,6 @@ func marshalInfo(info Info) ([]byte, error) {
 		return nil, err
 	}
 	return append(data, '\n'), nil
-}
-
-// writeAtomic writes name through a temporary file under .tmp/ renamed over it.
-func (s *Store) writeAtomic(ctx context.Context, name string, data []byte, mode fs.FileMode) error {
-	tmp := path.Join(s.Layout.Tmp(), path.Base(name)+"-"+TempSuffix())
-	if err := s.inTmp(ctx, func() error { return WriteStaged(ctx, s.FS, tmp, name, data, mode) }); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	return nil
 }
 
 // Releases reads every release's release.json, newest (by Time) first. A folder

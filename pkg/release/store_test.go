@@ -297,3 +297,47 @@ func TestUploadOfAReleaseTheHostHas(t *testing.T) {
 		t.Errorf("upload of another compose file under the same name: %v, want refused", err)
 	}
 }
+
+// An upload that records later (the agentless deploy's) of a release the host has
+// writes nothing the run waits on: release.json stays as it was until the result is
+// recorded, which writes the upload's info with it.
+func TestUploadRecordLater(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t)
+	info := Info{SHA: "abc", Who: "me@laptop", Time: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Result: Uploaded}
+	compose := []byte("services: {}\n")
+	if err := s.Upload(ctx, info, compose); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetResult(ctx, "abc", Deployed, true); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(s.Layout.Info("abc"))
+	again := NewStore(OS{}, string(s.Layout))
+	info.Who, info.Time = "you@laptop", info.Time.Add(time.Hour)
+	if err := again.UploadLooked(ctx, again.Look(ctx, "abc"), true, info, compose); err != nil {
+		t.Fatal(err)
+	}
+	if now, _ := os.ReadFile(s.Layout.Info("abc")); string(now) != string(before) {
+		t.Errorf("release.json rewritten by the upload:\n%s\nwas\n%s", now, before)
+	}
+	if err := again.SetResult(ctx, "abc", Failed, false); err != nil {
+		t.Fatal(err)
+	}
+	got, err := again.Info(ctx, "abc")
+	if err != nil || got.Who != "you@laptop" || got.Result != Failed || !got.Time.Equal(info.Time) || got.CurrentSince.IsZero() {
+		t.Errorf("release.json recorded: %+v %v, want the upload's info, failed, its current_since kept", got, err)
+	}
+	if err := again.UploadLooked(ctx, nil, true, info, []byte("services: {a: {}}\n")); err == nil || !strings.Contains(err.Error(), "never rewritten") {
+		t.Errorf("another compose file under the same name: %v, want refused", err)
+	}
+	if err := os.Remove(s.Layout.ComposeFile("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.UploadLooked(ctx, nil, true, info, compose); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(s.Layout.ComposeFile("abc")); string(data) != string(compose) {
+		t.Errorf("compose file put back: %q, want %q", data, compose)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
-	"slices"
 	"sync"
 )
 
@@ -18,30 +17,46 @@ import (
 // identical one: another is refused, nothing changed) and gets its release.json
 // replaced in one step, keeping its CurrentSince.
 //
-// The requests that do not depend on each other go out together (an FS over SFTP
-// has them in flight at once): emptying .tmp/, making releases/, reading the
-// release's release.json; then the files and what the host holds of the release;
-// then the renames.
+// Upload looks first (Look: one step of reads, and the stage made); a deploy that
+// looked in its preflight calls UploadLooked with that Look and saves the step.
 func (s *Store) Upload(ctx context.Context, info Info, compose []byte, extra ...File) error {
+	return s.UploadLooked(ctx, nil, false, info, compose, extra...)
+}
+
+// UploadLooked is Upload from what lk saw (nil, or a Look of another release: it
+// looks now). It takes two steps, each of requests that go out together: the files
+// written into the stage, current's new symlink made beside it (for SwitchCurrent),
+// what a cut-off run left under .tmp/ removed (and releases/ made when the look found
+// none); then the rename that puts the release (or a release the host has, its
+// release.json) in place. Without a stage (a host's first deploy: no .tmp/ yet) the
+// stage is made before the writes.
+//
+// With recordLater, a release the host has keeps its release.json as it is until
+// the run records its result (UpdateInfo, StageInfo, SetResult write info then, with
+// the result): its upload is the symlink and the sweep alone, one step that writes
+// nothing the run waits on. A run that records its own result through this Store
+// (the agentless deploy) saves the write and its rename; shipd records from what is
+// on the host, so a deploy through it uploads release.json. A connection cut for good
+// before the record leaves that release.json as the run found it.
+func (s *Store) UploadLooked(ctx context.Context, lk *Look, recordLater bool, info Info, compose []byte, extra ...File) error {
 	for _, f := range extra {
 		if !validFileName(f.Name) {
 			return fmt.Errorf("upload: %q is not a release file's name", f.Name)
 		}
 	}
-	l := s.Layout
-	u := &upload{s: s, info: info, compose: compose,
-		stage: path.Join(l.Tmp(), "release-"+TempSuffix()), link: path.Join(l.Tmp(), "current-"+TempSuffix())}
-	// What a cut-off run left under .tmp/ is removed while the upload is staged there.
-	swept := make(chan error, 1)
-	go func() { swept <- s.sweepTmp(ctx, path.Base(u.stage), path.Base(u.link)) }()
-	err := u.begin(ctx)
-	if err == nil {
-		err = u.write(ctx, extra)
+	if lk == nil || lk.SHA != info.SHA {
+		lk = s.Look(ctx, info.SHA)
 	}
-	if serr := <-swept; err == nil && serr != nil {
-		err = fmt.Errorf("upload: %w", serr)
+	if lk.infoErr == nil {
+		info.CurrentSince = lk.info.CurrentSince
 	}
+	u := &upload{s: s, lk: lk, info: info, compose: compose, later: recordLater && lk.infoErr == nil}
+	there, err := lk.hasRelease()
 	if err != nil {
+		return fmt.Errorf("upload: list %s: %w", s.Layout.Releases(), err)
+	}
+	u.there = there
+	if err := u.write(ctx, extra); err != nil {
 		return err
 	}
 	return u.place(ctx)
@@ -49,85 +64,49 @@ func (s *Store) Upload(ctx context.Context, info Info, compose []byte, extra ...
 
 // upload is one Upload under way.
 type upload struct {
-	s           *Store
-	info        Info
-	compose     []byte
-	stage, link string
-	oldErr      error  // reading the release's release.json: nil when the host has it
-	there       error  // listing the release's folder (read when oldErr != nil)
-	have        []byte // the host's compose file of the release
-	haveErr     error
-	linked      bool // the symlink for SwitchCurrent is staged
+	s       *Store
+	lk      *Look
+	info    Info
+	compose []byte
+	there   bool // releases/<sha>/ is there
+	linked  bool // the symlink for SwitchCurrent is staged
+	// later: the host has the release, and its release.json is written with the run's
+	// result (UploadLooked's recordLater).
+	later bool
 }
 
-// begin makes the stage and releases/ and reads the release's release.json, at once.
-func (u *upload) begin(ctx context.Context) error {
-	s, l := u.s, u.s.Layout
-	var old Info
-	err := all(
-		func() error {
-			if err := s.inTmp(ctx, func() error { return s.FS.Mkdir(ctx, u.stage) }); err != nil {
-				return fmt.Errorf("create %s: %w", u.stage, err)
-			}
-			return nil
-		},
-		func() error {
-			if err := s.FS.MkdirAll(ctx, l.Releases()); err != nil {
-				return fmt.Errorf("create %s: %w", l.Releases(), err)
-			}
-			return nil
-		},
-		func() error {
-			old, u.oldErr = s.Info(ctx, u.info.SHA)
-			return nil
-		},
-	)
-	if u.oldErr == nil {
-		u.info.CurrentSince = old.CurrentSince
-	}
-	return err
-}
-
-// write stages the files and the symlink and reads what the host holds of the
-// release, at once. The host that has the release (its release.json was read) never
-// gets its files rewritten, so only release.json is staged then, and nothing is left
-// in the stage for the next sweep.
+// write stages the files and the symlink, makes releases/ when it is not there and
+// sweeps .tmp/, at once. A host that has the release (its release.json was read)
+// never gets its files rewritten, so only release.json is staged then, and nothing is
+// left in the stage for the next sweep.
 func (u *upload) write(ctx context.Context, extra []File) error {
-	s, l, sha := u.s, u.s.Layout, u.info.SHA
+	s, l, lk, sha := u.s, u.s.Layout, u.lk, u.info.SHA
 	infoJSON, err := marshalInfo(u.info)
 	if err != nil {
 		return err
 	}
 	files := append([]File{{Name: "docker-compose.yml", Data: u.compose}, {Name: "release.json", Data: infoJSON}}, extra...)
-	if u.oldErr == nil {
+	switch {
+	case u.later && errors.Is(lk.composeErr, fs.ErrNotExist):
+		files = files[:1] // the compose file it lost, put back
+	case u.later:
+		files = nil
+	case lk.infoErr == nil:
 		files = files[1:2]
 	}
-	steps := []func() error{
+	steps := append(s.sweeps(ctx, lk),
 		func() error {
 			// The symlink SwitchCurrent renames over current, made now; it is made
 			// again then when this one fails.
-			u.linked = s.FS.Symlink(ctx, CurrentLink(sha), u.link) == nil
+			u.linked = s.FS.Symlink(ctx, CurrentLink(sha), lk.link) == nil
 			return nil
 		},
-		func() error {
-			if u.oldErr != nil {
-				if _, u.there = s.FS.ReadDir(ctx, l.Release(sha)); u.there != nil {
-					u.haveErr = u.there
-					return nil
-				}
-			}
-			u.have, u.haveErr = s.FS.ReadFile(ctx, l.ComposeFile(sha))
-			return nil
-		},
-	}
-	for _, f := range files {
-		mode := fs.FileMode(0o600)
-		if f.Name == "release.json" {
-			mode = 0o644
-		}
+		func() error { return u.stageFiles(ctx, files) },
+	)
+	if errors.Is(lk.releasesErr, fs.ErrNotExist) {
 		steps = append(steps, func() error {
-			if err := s.FS.WriteFile(ctx, path.Join(u.stage, f.Name), f.Data, mode); err != nil {
-				return fmt.Errorf("upload %s: %w", f.Name, err)
+			if err := s.FS.MkdirAll(ctx, l.Releases()); err != nil {
+				return fmt.Errorf("create %s: %w", l.Releases(), err)
 			}
 			return nil
 		})
@@ -138,36 +117,64 @@ func (u *upload) write(ctx context.Context, extra []File) error {
 	return nil
 }
 
+// stageFiles writes files into the stage, all at once; the stage is made first when
+// the look could not make it.
+func (u *upload) stageFiles(ctx context.Context, files []File) error {
+	s, lk := u.s, u.lk
+	if len(files) == 0 {
+		return nil
+	}
+	if lk.stageErr != nil {
+		if err := s.inTmp(ctx, func() error { return s.FS.Mkdir(ctx, lk.stage) }); err != nil {
+			return fmt.Errorf("create %s: %w", lk.stage, err)
+		}
+		lk.stageErr = nil
+	}
+	writes := make([]func() error, len(files))
+	for i, f := range files {
+		mode := fs.FileMode(0o600)
+		if f.Name == "release.json" {
+			mode = 0o644
+		}
+		writes[i] = func() error {
+			if err := s.FS.WriteFile(ctx, path.Join(lk.stage, f.Name), f.Data, mode); err != nil {
+				return fmt.Errorf("upload %s: %w", f.Name, err)
+			}
+			return nil
+		}
+	}
+	return all(writes...)
+}
+
 // place renames the stage into releases/ for a new release, or updates the one the
 // host has (keepRelease).
 func (u *upload) place(ctx context.Context) error {
-	s, l, sha := u.s, u.s.Layout, u.info.SHA
-	switch {
-	case u.oldErr != nil && errors.Is(u.there, fs.ErrNotExist):
-		if err := s.FS.Rename(ctx, u.stage, l.Release(sha)); err != nil {
+	s, l, lk, sha := u.s, u.s.Layout, u.lk, u.info.SHA
+	if lk.infoErr != nil && !u.there {
+		if err := s.FS.Rename(ctx, lk.stage, l.Release(sha)); err != nil {
 			return fmt.Errorf("move the upload to %s: %w", l.Release(sha), err)
 		}
-		s.remember(u.info, u.link, u.linked)
+		s.remember(u.info, lk.link, u.linked)
 		return nil
-	case u.there != nil:
-		return fmt.Errorf("read %s: %w", l.Release(sha), u.there)
 	}
-	if err := s.keepRelease(ctx, sha, u.stage, u.compose, u.have, u.haveErr, u.oldErr != nil); err != nil {
+	staged := lk.infoErr != nil || (u.later && errors.Is(lk.composeErr, fs.ErrNotExist))
+	if err := s.keepRelease(ctx, sha, lk.stage, u.compose, lk.compose, lk.composeErr, staged, !u.later); err != nil {
 		clean := context.WithoutCancel(ctx)
-		_ = all(func() error { return s.FS.RemoveAll(clean, u.stage) }, func() error { return s.FS.RemoveAll(clean, u.link) })
+		_ = all(func() error { return s.FS.RemoveAll(clean, lk.stage) }, func() error { return s.FS.RemoveAll(clean, lk.link) })
 		return err
 	}
 	// The emptied stage goes with the next upload's sweep of .tmp/.
-	s.remember(u.info, u.link, u.linked)
+	s.remember(u.info, lk.link, u.linked)
 	return nil
 }
 
 // keepRelease updates a release the host has from the upload staged in stage: its
 // compose file is never rewritten. Its name says what the file holds, so the same
 // name with another file is a host's file changed by hand (or a release of before
-// names had a hash). Its release.json is replaced. staged says the compose file was
-// staged too; a release missing its compose file gets it staged now, when it was not.
-func (s *Store) keepRelease(ctx context.Context, sha, stage string, compose, have []byte, haveErr error, staged bool) error {
+// names had a hash). Its release.json is replaced from the stage with info. staged
+// says the compose file was staged; a release missing its compose file gets it staged
+// now, when it was not.
+func (s *Store) keepRelease(ctx context.Context, sha, stage string, compose, have []byte, haveErr error, staged, info bool) error {
 	l := s.Layout
 	switch {
 	case errors.Is(haveErr, fs.ErrNotExist):
@@ -184,6 +191,9 @@ func (s *Store) keepRelease(ctx context.Context, sha, stage string, compose, hav
 		return fmt.Errorf("read %s: %w", l.ComposeFile(sha), haveErr)
 	case !bytes.Equal(have, compose):
 		return fmt.Errorf("%s holds another compose file than release %s's: a release on the host is never rewritten; move the folder away (or deploy with another commit)", l.ComposeFile(sha), Short(sha))
+	}
+	if !info {
+		return nil
 	}
 	to := l.Info(sha)
 	if err := s.FS.Rename(ctx, path.Join(stage, "release.json"), to); err != nil {
@@ -244,29 +254,4 @@ func (s *Store) inTmp(ctx context.Context, fn func() error) error {
 		return fmt.Errorf("create %s: %w", s.Layout.Tmp(), err)
 	}
 	return fn()
-}
-
-// sweepTmp removes what is under .tmp/ but keep: ClearTmp beside writes into .tmp/.
-func (s *Store) sweepTmp(ctx context.Context, keep ...string) error {
-	entries, err := s.FS.ReadDir(ctx, s.Layout.Tmp())
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("empty %s: %w", s.Layout.Tmp(), err)
-	}
-	var removes []func() error
-	for _, e := range entries {
-		if slices.Contains(keep, e.Name()) {
-			continue
-		}
-		removes = append(removes, func() error {
-			p := path.Join(s.Layout.Tmp(), e.Name())
-			if err := s.FS.RemoveAll(ctx, p); err != nil {
-				return fmt.Errorf("empty %s: %w", s.Layout.Tmp(), err)
-			}
-			return nil
-		})
-	}
-	return all(removes...)
 }
