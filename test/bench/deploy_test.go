@@ -921,7 +921,10 @@ func analyze(b *testing.B, out, debug []byte, start, end time.Time, hosts []*ben
 		case e.Event == "apply" && e.Msg == "waiting until healthy":
 			h.waiting = e.Time
 		case e.Event == "apply" && (e.Msg == "healthy" || strings.HasPrefix(e.Msg, "running (no health")):
-			h.healthy = e.Time
+			h.healthy = latest(h.healthy, e.Time)
+		case e.Event == "apply" && strings.HasPrefix(e.Msg, "GET ") && strings.Contains(e.Msg, " answered "):
+			// x-ship.health's answer, after the engine's health: health ends there.
+			h.healthy = latest(h.healthy, e.Time)
 		case e.Event == "done":
 			h.done = e.Time
 		}
@@ -958,15 +961,16 @@ func analyze(b *testing.B, out, debug []byte, start, end time.Time, hosts []*ben
 		b.Fatalf(`shipctl --debug logged no "ssh: connected":\n%s`, debug)
 	}
 
-	// Every host is ready before the first lock, and locked before the first upload.
+	// Every host is ready and locked before the first upload (the first host's lock is
+	// taken with its checks, so "locked" may come before "ready").
 	first := events[0].Time
+	checked := latest(allReady, allLocked)
 	run.phases = []phase{
 		{"start-up", first.Sub(start)},
 		{"registry", connecting.Sub(first)},
 		{"ssh", connected.Sub(connecting)},
-		{"preflight", allReady.Sub(connected)},
-		{"lock", allLocked.Sub(allReady)},
-		{"upload", last.uploaded.Sub(allLocked)},
+		{"preflight+lock", checked.Sub(connected)},
+		{"upload", last.uploaded.Sub(checked)},
 		{"pull", last.applying.Sub(last.uploaded)},
 		{"start", last.waiting.Sub(last.applying)},
 		{"health", last.healthy.Sub(last.waiting)},

@@ -65,13 +65,14 @@ const (
 
 // wanLink is one delay: its relay and the host as seen through it.
 type wanLink struct {
-	delay time.Duration
-	env   string // its name: d<ms>
-	file  string // its ship.yaml: the environment wanEnv through its relay
-	relay string // the relay's log
-	host  *benchHost
-	cfg   string // the script's ssh_config
-	hs    int    // round trips of a bare SSH handshake through the relay
+	delay  time.Duration
+	env    string // its name: d<ms>
+	file   string // its ship.yaml: the environment wanEnv through its relay
+	relay  string // the relay's log
+	host   *benchHost
+	cfg    string        // the script's ssh_config
+	hs     int           // round trips of a bare SSH handshake through the relay
+	hsWall time.Duration // the wall time of a bare SSH handshake through it, the fastest of three
 }
 
 type wanRun struct {
@@ -193,7 +194,7 @@ func BenchmarkWAN(b *testing.B) {
 		if err := os.WriteFile(l.cfg, []byte(c), 0o600); err != nil {
 			b.Fatal(err)
 		}
-		l.hs = handshakeTurns(b, l, h.sshd)
+		l.hs, l.hsWall = handshake(b, l, h.sshd)
 	}
 
 	ship := func(l *wanLink, fresh bool) wanRun {
@@ -263,12 +264,14 @@ func (d *deployBench) reportWan(links []*wanLink, results [][][]wanRun, runs int
 	w("  a bare SSH handshake's through the relay (x/crypto/ssh); sftp: SFTP requests; api: Docker API requests\n")
 
 	last := len(links) - 1
-	if last > 0 && links[last].delay > links[0].delay {
+	implied := impliedAfterHandshake(links, med)
+	if implied != nil {
 		rtt := 2 * (links[last].delay - links[0].delay)
-		w("\nround trips implied by the wall times, (wall at %s - wall at %s) / %s:\n", ms0(links[last].delay), ms0(links[0].delay), ms0(rtt))
+		w("\nround trips implied by the wall times, (wall at %s - wall at %s) / %s; after hs: less the bare handshake's the same way (%.1f per connection):\n",
+			ms0(links[last].delay), ms0(links[0].delay), ms0(rtt), float64(links[last].hsWall-links[0].hsWall)/float64(rtt))
 		for k := range med[0] {
 			extra := med[last][k].wall - med[0][k].wall
-			w("  %-20s %6.1f  (+%s)\n", kind(k), float64(extra)/float64(rtt), sec(extra))
+			w("  %-20s %6.1f  after hs %6.1f  (+%s)\n", kind(k), float64(extra)/float64(rtt), implied[k], sec(extra))
 		}
 	}
 	w("\nshipctl's timeline at %s each way, the median run:\n", ms0(links[last].delay))
@@ -294,7 +297,11 @@ func (d *deployBench) reportWan(links []*wanLink, results [][][]wanRun, runs int
 	}
 	w("\n")
 
-	w("\n%-58s %9s %8s\n", "target (round trips after the SSH handshake)", "measured", "")
+	// The targets are judged on the round trips waited for, as the wall times imply
+	// them: the relay's turns count a reply on one channel and a reply on another that
+	// arrived while both were awaited as two, so they are an upper bound. Without a
+	// delay of 0 to compare with, the turns are all there is.
+	w("\n%-58s %9s %9s %8s\n", "target (round trips after the SSH handshake)", "implied", "turns", "")
 	for i, l := range links {
 		for k, m := range med[i] {
 			target := targetWanUnchanged
@@ -305,10 +312,36 @@ func (d *deployBench) reportWan(links []*wanLink, results [][][]wanRun, runs int
 				target = targetWanChanged
 			}
 			n := m.turns - m.conns*l.hs
-			w("%-58s %9d %8s\n", fmt.Sprintf("%s at %s <= %d", kind(k), ms0(l.delay), target), n, verdict(n <= target))
+			if i == last && implied != nil {
+				w("%-58s %9.1f %9d %8s\n", fmt.Sprintf("%s at %s <= %d", kind(k), ms0(l.delay), target), implied[k], n, verdict(implied[k] <= float64(target)))
+				continue
+			}
+			if implied != nil {
+				continue // judged at the longest delay
+			}
+			w("%-58s %9s %9d %8s\n", fmt.Sprintf("%s at %s <= %d", kind(k), ms0(l.delay), target), "-", n, verdict(n <= target))
 		}
 	}
 	w("\n")
+}
+
+// impliedAfterHandshake is, per kind of run, the round trips its median run waited
+// for after the SSH handshake: its wall time at the longest delay less that at the
+// shortest, less its connections' handshakes the same way, over the difference in
+// round-trip time. nil without two delays to compare.
+func impliedAfterHandshake(links []*wanLink, med [][]wanRun) []float64 {
+	last := len(links) - 1
+	if last == 0 || links[last].delay <= links[0].delay {
+		return nil
+	}
+	rtt := float64(2 * (links[last].delay - links[0].delay))
+	hs := float64(links[last].hsWall - links[0].hsWall)
+	out := make([]float64, len(med[0]))
+	for k := range med[0] {
+		extra := float64(med[last][k].wall - med[0][k].wall)
+		out[k] = (extra - float64(med[last][k].conns)*hs) / rtt
+	}
+	return out
 }
 
 func medianWan(rs []wanRun) wanRun {
@@ -370,17 +403,26 @@ func findSFTPServer(b *testing.B) string {
 
 // handshakeTurns is the round trips of an SSH connection that only logs in, through
 // l's relay.
-func handshakeTurns(b *testing.B, l *wanLink, sshd *testenv.SSHServer) int {
-	before := lines(b, l.relay)
-	c, err := ssh.Dial("tcp", l.host.sshd.Addr, &ssh.ClientConfig{
-		User: sshd.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(sshd.UserSigner)},
-		HostKeyCallback: ssh.FixedHostKey(sshd.HostKey), Timeout: time.Minute,
-	})
-	if err != nil {
-		b.Fatalf("ssh through the relay %s: %v", l.host.sshd.Addr, err)
+func handshake(b *testing.B, l *wanLink, sshd *testenv.SSHServer) (int, time.Duration) {
+	turns, fastest := 0, time.Duration(0)
+	for i := range 3 {
+		before := lines(b, l.relay)
+		start := time.Now()
+		c, err := ssh.Dial("tcp", l.host.sshd.Addr, &ssh.ClientConfig{
+			User: sshd.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(sshd.UserSigner)},
+			HostKeyCallback: ssh.FixedHostKey(sshd.HostKey), Timeout: time.Minute,
+		})
+		if err != nil {
+			b.Fatalf("ssh through the relay %s: %v", l.host.sshd.Addr, err)
+		}
+		wall := time.Since(start)
+		c.Close()
+		turns = relayTurns(b, l.relay, before, 1)
+		if i == 0 || wall < fastest {
+			fastest = wall
+		}
 	}
-	c.Close()
-	return relayTurns(b, l.relay, before, 1)
+	return turns, fastest
 }
 
 // relayConn is a line of test/cmd/latency's log.
