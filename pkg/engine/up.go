@@ -299,7 +299,7 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 	if err := r.stopDependents(ctx, s.Name); err != nil {
 		return target{}, err
 	}
-	return r.recreate(ctx, in, old.ID, oldName, c.name, img)
+	return r.recreate(ctx, in, old, c.name, img)
 }
 
 // create creates and starts the container described by in.
