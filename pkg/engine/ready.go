@@ -25,6 +25,8 @@ func (r *run) waitReady(ctx context.Context, c target, deadline time.Time) error
 	health := func(ctx context.Context, first func(Replica)) error {
 		if left {
 			if msg, ok := listedReady(seen); ok {
+				// The same events as a wait that found it so at once.
+				r.rep.event(c.service, c.name, "wait", "waiting until healthy")
 				r.rep.event(c.service, c.name, "healthy", msg)
 				return nil
 			}
