@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -36,7 +37,7 @@ func (r *run) recreate(ctx context.Context, in createInput, old container.Summar
 }
 
 // replace stops the old container, starts the new one (created by createOnly) while
-// the old one is removed, then gives the new one its name. It is one change to the
+// the old one is removed, then has the new one given its name (rename). It is one change to the
 // host: once begun it runs to its end under a context of its own, so that a
 // cancellation never leaves a stop in flight behind the caller's back (the restore
 // that follows sees the host as it is). The caller's cancellation is reported once it
@@ -71,10 +72,32 @@ func (r *run) replace(ctx context.Context, oldID, oldName string, nc target, nam
 	if startErr != nil {
 		return target{}, fmt.Errorf("start container %s: %w", name, startErr)
 	}
-	if _, err := e.api.ContainerRename(own, nc.id, client.ContainerRenameOptions{NewName: name}); err != nil {
-		return target{}, fmt.Errorf("rename container %s to %s: %w", nc.name, name, err)
-	}
+	r.rename(ctx, nc, name)
 	return target{service: nc.service, id: nc.id, name: name}, ctx.Err()
+}
+
+// rename gives the new container c the service's container name once the old one is
+// gone. Nothing after it needs the name (the wait and the services that depend on it
+// use the ID), so it runs beside them: on a far host, its round trip overlaps the
+// health wait. Up waits for it before it returns (renamed).
+func (r *run) rename(ctx context.Context, c target, name string) {
+	own, cancel := context.WithTimeout(context.WithoutCancel(ctx), ownTimeout)
+	r.renames.Go(func() {
+		defer cancel()
+		if _, err := r.e.api.ContainerRename(own, c.id, client.ContainerRenameOptions{NewName: name}); err != nil {
+			r.mu.Lock()
+			r.renameErr = errors.Join(r.renameErr, fmt.Errorf("rename container %s to %s: %w", c.name, name, err))
+			r.mu.Unlock()
+		}
+	})
+}
+
+// renamed waits for the renames under way and returns what failed of them.
+func (r *run) renamed() error {
+	r.renames.Wait()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.renameErr
 }
 
 // replaceTimeout bounds a replace: the old container's stop (its own stop timeout,

@@ -99,14 +99,18 @@ func (e *Engine) Up(ctx context.Context, p *types.Project, o UpOptions) error {
 		}
 	}
 
-	if err := r.converge(ctx, services); err != nil {
-		return err
-	}
-	if o.Wait {
+	err = r.converge(ctx, services)
+	if err == nil && o.Wait {
 		r.http = o.HTTPHealth
-		return r.waitAll(ctx, services)
+		err = r.waitAll(ctx, services)
 	}
-	return nil
+	// The renames of recreated containers overlap the wait; Up ends after them.
+	if rerr := r.renamed(); err == nil {
+		err = rerr
+	} else if rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	return err
 }
 
 // byService sorts the project's containers: by service (each service's by number),
@@ -151,6 +155,10 @@ type run struct {
 	// conditions runs each depends_on condition (service + condition) once, however
 	// many services wait on it.
 	conditions map[string]func() error
+	// renames are the renames of recreated containers under way (see replace), and
+	// renameErr what failed of them.
+	renames   sync.WaitGroup
+	renameErr error
 }
 
 // started returns the container of a converged service.
