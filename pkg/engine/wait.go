@@ -68,6 +68,9 @@ func (e *Engine) pollHealthy(ctx context.Context, c target, timeout time.Duratio
 	rep.event(c.service, c.name, "wait", "waiting until healthy")
 	deadline := time.Now().Add(timeout)
 	for {
+		// The polls start e.poll apart: over a far link the inspect's round trip is
+		// part of the interval, not added to it.
+		asked := time.Now()
 		ins, err := e.inspect(ctx, c.id)
 		if err != nil {
 			return fmt.Errorf("inspect container %s: %w", c.name, err)
@@ -105,7 +108,7 @@ func (e *Engine) pollHealthy(ctx context.Context, c target, timeout time.Duratio
 		if time.Now().After(deadline) {
 			return e.healthError(ctx, c, fmt.Sprintf("%s: not healthy after %s", status, timeout))
 		}
-		if err := sleep(ctx, e.poll); err != nil {
+		if err := sleep(ctx, e.poll-time.Since(asked)); err != nil {
 			return err
 		}
 	}
@@ -226,6 +229,7 @@ func (e *Engine) waitHTTP(ctx context.Context, c target, h HTTPHealth, network s
 	rep.event(c.service, c.name, "wait", "waiting until GET "+h.Path+" answers 2xx")
 	var last string
 	for {
+		asked := time.Now() // attempts start e.poll apart (see pollHealthy)
 		r, err := e.replicaFrom(ctx, c, first)
 		first = nil
 		if err != nil {
@@ -249,7 +253,7 @@ func (e *Engine) waitHTTP(ctx context.Context, c target, h HTTPHealth, network s
 		if time.Now().After(deadline) {
 			return "", e.healthError(ctx, c, fmt.Sprintf("x-ship.health: GET %s did not answer 2xx in time (last: %s)", h.Path, last))
 		}
-		if err := sleep(ctx, e.poll); err != nil {
+		if err := sleep(ctx, e.poll-time.Since(asked)); err != nil {
 			return "", err
 		}
 	}
