@@ -195,3 +195,27 @@ services:
 		t.Errorf("/data: old container %s had volume %q, the new one %s has %q", old.ID[:12], volumeAt(old), web.ID[:12], volumeAt(web))
 	}
 }
+
+// TestUpWaitsForHealthOnEvents (issue 13): the wait for a container's health follows
+// the engine's events rather than polling: an inspect, one more as the stream of
+// events opens, and the healthy event ends it (polling every 200ms would inspect about
+// five times a second until the first health check, a second after the start).
+func TestUpWaitsForHealthOnEvents(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	counter := &inspectCounter{Client: s.cli}
+	s.eng = engine.New(counter)
+	rec := s.mustUp(s.load(`
+services:
+  web:
+    image: ${IMAGE}
+    pull_policy: never
+    healthcheck: {interval: 1s, timeout: 2s, retries: 3}
+`), engine.UpOptions{Wait: true})
+	if !rec.has("web", "healthy") {
+		t.Fatalf("no healthy event:\n%s", rec)
+	}
+	if n := counter.n.Load(); n > 4 {
+		t.Errorf("the wait inspected the container %d times, want at most 4 (it follows the events):\n%s", n, rec)
+	}
+}

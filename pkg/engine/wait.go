@@ -64,12 +64,22 @@ func (e *Engine) waitHealthy(ctx context.Context, c target, timeout time.Duratio
 
 // pollHealthy is waitHealthy; first, when set, is given the container as its first
 // inspect shows it (its addresses, for an HTTP check that starts beside the wait).
+//
+// Once a first inspect finds it still starting, the engine's events of the container
+// (health_status, die) are streamed: each one is acted on as it comes (healthy ends
+// the wait at once, anything else is looked at with an inspect), so over a far link
+// the wait ends half a round trip after the change rather than up to a poll and a
+// round trip after it, with one request instead of one per poll. The container is
+// inspected once more as the stream opens (a change before it would be missed), and
+// every 2s still; without the stream (the engine refused it, or it broke) the wait
+// polls every e.poll.
 func (e *Engine) pollHealthy(ctx context.Context, c target, timeout time.Duration, needCheck bool, rep *reporter, first func(Replica)) error {
 	rep.event(c.service, c.name, "wait", "waiting until healthy")
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	deadline := time.Now().Add(timeout)
+	var w *healthWatch
 	for {
-		// The polls start e.poll apart: over a far link the inspect's round trip is
-		// part of the interval, not added to it.
 		asked := time.Now()
 		ins, err := e.inspect(ctx, c.id)
 		if err != nil {
@@ -108,10 +118,81 @@ func (e *Engine) pollHealthy(ctx context.Context, c target, timeout time.Duratio
 		if time.Now().After(deadline) {
 			return e.healthError(ctx, c, fmt.Sprintf("%s: not healthy after %s", status, timeout))
 		}
-		if err := sleep(ctx, e.poll-time.Since(asked)); err != nil {
+		if w == nil && st.Health != nil {
+			w = e.watchHealth(ctx, c.id)
+		}
+		healthy, err := w.next(ctx, e.poll-time.Since(asked), time.Until(deadline))
+		if err != nil {
 			return err
 		}
+		if healthy {
+			rep.event(c.service, c.name, "healthy", "healthy")
+			return nil
+		}
 	}
+}
+
+// healthWatch is a stream of one container's health_status and die events (see
+// pollHealthy); a nil one has none.
+type healthWatch struct {
+	actions <-chan string // closed when the stream ends
+	opened  <-chan struct{}
+}
+
+// healthWatchPoll is how often a wait with a stream of events inspects all the same.
+const healthWatchPoll = 2 * time.Second
+
+// watchHealth streams the container's health_status and die events until ctx ends.
+func (e *Engine) watchHealth(ctx context.Context, id string) *healthWatch {
+	actions, opened := make(chan string, 8), make(chan struct{})
+	go func() {
+		defer close(actions)
+		res := e.api.Events(ctx, client.EventsListOptions{Filters: make(client.Filters).
+			Add("type", "container").Add("container", id).Add("event", "health_status", "die")})
+		close(opened)
+		for {
+			select {
+			case m := <-res.Messages:
+				select {
+				case actions <- string(m.Action):
+				case <-ctx.Done():
+					return
+				}
+			case <-res.Err: // the stream failed or ended: the wait polls
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return &healthWatch{actions: actions, opened: opened}
+}
+
+// next waits until the container is worth inspecting again: the stream has just
+// opened, an event came, or poll (without a stream; else healthWatchPoll) has
+// passed, never beyond left. healthy says the event was health_status: healthy.
+func (w *healthWatch) next(ctx context.Context, poll, left time.Duration) (healthy bool, err error) {
+	var actions <-chan string
+	var opened <-chan struct{}
+	if w != nil && w.actions != nil {
+		actions, opened, poll = w.actions, w.opened, healthWatchPoll
+	}
+	t := time.NewTimer(max(0, min(poll, left)))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-t.C:
+	case <-opened:
+		w.opened = nil
+	case a, ok := <-actions:
+		if !ok {
+			w.actions = nil
+			return false, nil
+		}
+		return a == "health_status: healthy", nil
+	}
+	return false, nil
 }
 
 // waitCompleted polls the container until it exits; any code but 0, or the timeout,
