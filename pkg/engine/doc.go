@@ -24,7 +24,9 @@
 //   - Per service, compares the container's com.docker.compose.config-hash label with
 //     ConfigHash and its com.docker.compose.image label with the image's ID: equal and
 //     running is left alone, equal and stopped is started, different is recreated
-//     stop-first (stop, remove, create, start) under the same name and number. The
+//     under the same name and number: the new container is created beside the old
+//     one, started the moment the old one has stopped (while that one is removed),
+//     then renamed. The
 //     anonymous volumes of a recreated container (declared by the service or by the
 //     image's VOLUME) are mounted again in the new one.
 //   - With UpOptions.Wait, waits until each container is healthy, or running when it

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/shipdeploy/ship/pkg/engine"
@@ -122,5 +124,98 @@ services:
 	var he *engine.HealthError
 	if !errors.As(err, &he) || !strings.Contains(he.Status, "x-ship.health: GET /up did not answer 2xx") || !strings.Contains(he.Status, "503") {
 		t.Errorf("a health path answering 503: err = %v", err)
+	}
+}
+
+// inspectCounter is the engine's client, counting the container inspects made through it.
+type inspectCounter struct {
+	*client.Client
+	n atomic.Int32
+}
+
+func (c *inspectCounter) ContainerInspect(ctx context.Context, id string, o client.ContainerInspectOptions) (client.ContainerInspectResult, error) {
+	c.n.Add(1)
+	return c.Client.ContainerInspect(ctx, id, o)
+}
+
+// TestUpUnchangedWaitsWithoutInspect (issue 13): an Up that leaves a healthy
+// container running waits for it as its container list showed it: no inspect, and
+// the HTTP check's GET goes at once to the address the list gave (over a far link,
+// each request saved is a round trip).
+func TestUpUnchangedWaitsWithoutInspect(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	yaml := `
+services:
+  web:
+    image: ${IMAGE}
+    pull_policy: never
+    healthcheck: {interval: 500ms, timeout: 2s, retries: 3}
+`
+	health := map[string]engine.HTTPHealth{"web": {Path: "/up", Port: 8080}}
+	s.mustUp(s.load(yaml), engine.UpOptions{Wait: true, HTTPHealth: health})
+
+	counter := &inspectCounter{Client: s.cli}
+	s.eng = engine.New(counter)
+	rec := s.mustUp(s.load(yaml), engine.UpOptions{Wait: true, HTTPHealth: health})
+	if !rec.has("web", "unchanged") || !strings.Contains(rec.String(), "GET /up answered 200") {
+		t.Errorf("want web unchanged and GET /up answered 200; got\n%s", rec)
+	}
+	if n := counter.n.Load(); n != 0 {
+		t.Errorf("the unchanged Up inspected containers %d times, want none:\n%s", n, rec)
+	}
+}
+
+// TestUpRecreateKeepsAnonymousVolumes: a recreated container mounts the anonymous
+// volume the old one had at the same place (Up reads it from its container list).
+func TestUpRecreateKeepsAnonymousVolumes(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	const yaml = `
+services:
+  web:
+    image: ${IMAGE}
+    pull_policy: never
+    environment: {VERSION: "%s"}
+    volumes: ["/data"]
+`
+	volumeAt := func(c container.InspectResponse) string {
+		for _, m := range c.Mounts {
+			if m.Destination == "/data" {
+				return m.Name
+			}
+		}
+		return ""
+	}
+	s.mustUp(s.load(fmt.Sprintf(yaml, "1")), engine.UpOptions{})
+	old := s.inspect(s.name + "-web-1")
+	s.mustUp(s.load(fmt.Sprintf(yaml, "2")), engine.UpOptions{})
+	web := s.inspect(s.name + "-web-1")
+	if web.ID == old.ID || volumeAt(old) == "" || volumeAt(web) != volumeAt(old) {
+		t.Errorf("/data: old container %s had volume %q, the new one %s has %q", old.ID[:12], volumeAt(old), web.ID[:12], volumeAt(web))
+	}
+}
+
+// TestUpWaitsForHealthOnEvents (issue 13): the wait for a container's health follows
+// the engine's events rather than polling: an inspect, one more as the stream of
+// events opens, and the healthy event ends it (polling every 200ms would inspect about
+// five times a second until the first health check, a second after the start).
+func TestUpWaitsForHealthOnEvents(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	counter := &inspectCounter{Client: s.cli}
+	s.eng = engine.New(counter)
+	rec := s.mustUp(s.load(`
+services:
+  web:
+    image: ${IMAGE}
+    pull_policy: never
+    healthcheck: {interval: 1s, timeout: 2s, retries: 3}
+`), engine.UpOptions{Wait: true})
+	if !rec.has("web", "healthy") {
+		t.Fatalf("no healthy event:\n%s", rec)
+	}
+	if n := counter.n.Load(); n > 4 {
+		t.Errorf("the wait inspected the container %d times, want at most 4 (it follows the events):\n%s", n, rec)
 	}
 }

@@ -99,6 +99,11 @@ func (e *Engine) replica(ctx context.Context, id string) (Replica, error) {
 		}
 		return Replica{}, fmt.Errorf("inspect container %s: %w", id, err)
 	}
+	return replicaOf(ins), nil
+}
+
+// replicaOf is the Replica an inspect of the container shows.
+func replicaOf(ins container.InspectResponse) Replica {
 	r := Replica{IPs: map[string]string{}}
 	r.ID = ins.ID
 	r.Name = strings.TrimPrefix(ins.Name, "/")
@@ -126,7 +131,7 @@ func (e *Engine) replica(ctx context.Context, id string) (Replica, error) {
 			}
 		}
 	}
-	return r, nil
+	return r
 }
 
 // Outdated says why r is not what Up would leave alone for the service of p: its

@@ -53,7 +53,7 @@ func (e *Engine) Up(ctx context.Context, p *types.Project, o UpOptions) error {
 	r := &run{
 		e: e, p: p, rep: rep, apiVersion: apiVersion, timeout: timeout,
 		hashes: hashes, ids: map[string]string{}, names: map[string]string{}, ready: map[string]chan struct{}{},
-		conditions: map[string]func() error{},
+		conditions: map[string]func() error{}, seen: map[string]container.Summary{},
 	}
 	// What the engine has (images, volumes, networks, the project's containers) is
 	// asked all at once: on a far host, one round trip instead of one per request.
@@ -99,14 +99,18 @@ func (e *Engine) Up(ctx context.Context, p *types.Project, o UpOptions) error {
 		}
 	}
 
-	if err := r.converge(ctx, services); err != nil {
-		return err
-	}
-	if o.Wait {
+	err = r.converge(ctx, services)
+	if err == nil && o.Wait {
 		r.http = o.HTTPHealth
-		return r.waitAll(ctx, services)
+		err = r.waitAll(ctx, services)
 	}
-	return nil
+	// The renames of recreated containers overlap the wait; Up ends after them.
+	if rerr := r.renamed(); err == nil {
+		err = rerr
+	} else if rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	return err
 }
 
 // byService sorts the project's containers: by service (each service's by number),
@@ -140,7 +144,9 @@ type run struct {
 	hashes     map[string]string
 	images     map[string]image.InspectResponse // by service
 	existing   map[string][]container.Summary   // the project's containers, by service
-	http       map[string]HTTPHealth            // by service: checked after the engine's health
+	http       map[string]HTTPHealth            // by service: checked beside the engine's health
+	// seen are the containers Up left running, by service, as its list showed them.
+	seen map[string]container.Summary
 
 	mu    sync.Mutex
 	ids   map[string]string // service -> its container, once converged
@@ -149,6 +155,10 @@ type run struct {
 	// conditions runs each depends_on condition (service + condition) once, however
 	// many services wait on it.
 	conditions map[string]func() error
+	// renames are the renames of recreated containers under way (see replace), and
+	// renameErr what failed of them.
+	renames   sync.WaitGroup
+	renameErr error
 }
 
 // started returns the container of a converged service.
@@ -275,6 +285,9 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 		switch old.State {
 		case container.StateRunning, container.StateRestarting:
 			r.rep.event(s.Name, c.name, "unchanged", unchanged)
+			r.mu.Lock()
+			r.seen[s.Name] = old
+			r.mu.Unlock()
 			return c, nil
 		case container.StatePaused:
 			if _, err := e.api.ContainerUnpause(ctx, old.ID, client.ContainerUnpauseOptions{}); err != nil {
@@ -294,7 +307,7 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 	if err := r.stopDependents(ctx, s.Name); err != nil {
 		return target{}, err
 	}
-	return r.recreate(ctx, in, old.ID, oldName, c.name, img)
+	return r.recreate(ctx, in, old, c.name, img)
 }
 
 // create creates and starts the container described by in.
@@ -357,13 +370,7 @@ func (r *run) waitAll(ctx context.Context, services []string) error {
 			if completes[name] {
 				return r.e.waitCompleted(ctx, c, r.timeout, r.rep)
 			}
-			if err := r.e.waitHealthy(ctx, c, r.timeout, false, r.rep); err != nil {
-				return err
-			}
-			if h, ok := r.http[name]; ok && h.Path != "" && h.Port > 0 {
-				return r.e.waitHTTP(ctx, c, h, ServiceNetwork(r.p, name), deadline, r.rep)
-			}
-			return nil
+			return r.waitReady(ctx, c, deadline)
 		})
 	}
 	return g.Wait()

@@ -94,7 +94,7 @@ func volumeBind(name string, v types.ServiceVolumeConfig) string {
 
 // anonymousVolumes finds the anonymous volumes the old container has at places the
 // service or its image declare one, so the new container keeps their data.
-func anonymousVolumes(s types.ServiceConfig, old container.InspectResponse, img image.InspectResponse) map[string]string {
+func anonymousVolumes(s types.ServiceConfig, mounts []container.MountPoint, img image.InspectResponse) map[string]string {
 	declared := map[string]bool{}
 	if img.Config != nil {
 		for target := range img.Config.Volumes {
@@ -109,7 +109,7 @@ func anonymousVolumes(s types.ServiceConfig, old container.InspectResponse, img 
 		}
 	}
 	out := map[string]string{}
-	for _, m := range old.Mounts {
+	for _, m := range mounts {
 		if m.Type == "volume" && m.Name != "" && declared[m.Destination] {
 			out[m.Destination] = m.Name
 		}
