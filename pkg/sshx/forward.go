@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"time"
 
 	"github.com/moby/moby/client"
 	"golang.org/x/crypto/ssh"
@@ -30,6 +32,9 @@ func (c *Client) DialUnix(ctx context.Context, path string) (net.Conn, error) {
 	return conn, nil
 }
 
+// dockerIdle is how many connections to the engine stay open between requests.
+const dockerIdle = 16
+
 // Docker is a client of the Docker engine on the host, reached at its unix
 // socket (DefaultDockerSocket when socket is empty) through this connection, with
 // the API version negotiated. It pings the engine first, so that an engine that
@@ -42,8 +47,18 @@ func (c *Client) Docker(ctx context.Context, socket string) (*client.Client, err
 		return nil, err
 	}
 	cli, err := client.New(
+		// Connections stay open between requests, as many as a run asks at once: each
+		// is an SSH channel, and opening one is a round trip. The client's own keeps
+		// two (net/http's default per host), so a step asking four things at once, as
+		// Up's first does, opened two channels again after the preflight's.
+		client.WithHTTPClient(&http.Client{Transport: &http.Transport{
+			MaxIdleConns: dockerIdle, MaxIdleConnsPerHost: dockerIdle, IdleConnTimeout: 2 * time.Minute,
+		}}),
 		// The docker client wants a host; the address is the socket on the host.
 		client.WithHost("unix://"+socket),
+		// Plain HTTP over the socket: a transport of one's own looks like one for TLS
+		// to the client once net/http has set it up for HTTP/2.
+		client.WithScheme("http"),
 		client.WithDialContext(func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return c.DialUnix(ctx, socket)
 		}),
