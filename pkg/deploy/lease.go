@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"sync/atomic"
 	"time"
 
 	"github.com/shipdeploy/ship/pkg/release"
@@ -19,7 +20,15 @@ var errLost = errors.New("the lock is no longer held by this run")
 type lease struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	// mine says that holder.json was written, and the last refresh (if any) found
+	// the lock the holder's and rewrote it.
+	mine atomic.Bool
 }
+
+// ours reports whether the heartbeat knows the lock is its holder's: holder.json
+// written, and every refresh so far found the lock its holder's, the last one
+// succeeding. A nil lease knows nothing.
+func (ls *lease) ours() bool { return ls != nil && ls.mine.Load() }
 
 // stop ends the heartbeat and waits for a refresh under way; a nil lease is none.
 func (ls *lease) stop() {
@@ -42,6 +51,9 @@ func heartbeat(ctx context.Context, conn func() release.FS, l release.Layout, ho
 func heartbeatAfter(ctx context.Context, written *pendingHolder, conn func() release.FS, l release.Layout, host string, me Holder, refresh time.Duration, em *emitter) *lease {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	ls := &lease{cancel: cancel, done: make(chan struct{})}
+	if written == nil {
+		ls.mine.Store(true)
+	}
 	go func() {
 		defer close(ls.done)
 		// The first refresh is of holder.json as written.
@@ -54,6 +66,7 @@ func heartbeatAfter(ctx context.Context, written *pendingHolder, conn func() rel
 			if written.err != nil {
 				return
 			}
+			ls.mine.Store(true)
 		}
 		tick := time.NewTicker(refresh)
 		defer tick.Stop()
@@ -65,6 +78,7 @@ func heartbeatAfter(ctx context.Context, written *pendingHolder, conn func() rel
 			case <-tick.C:
 			}
 			err := beat(ctx, conn(), l, me)
+			ls.mine.Store(err == nil)
 			switch {
 			case ctx.Err() != nil:
 				return

@@ -269,17 +269,26 @@ func (s *Store) RollbackTarget(ctx context.Context, current, want string) (strin
 // AppendAudit adds one line to audit.log (O_APPEND, so concurrent writers never
 // interleave within a line). A zero Time is now.
 func (s *Store) AppendAudit(ctx context.Context, e AuditEntry) error {
+	data, err := auditLine(e)
+	if err != nil {
+		return err
+	}
+	if err := s.FS.Append(ctx, s.Layout.Audit(), data); err != nil {
+		return fmt.Errorf("append to %s: %w", s.Layout.Audit(), err)
+	}
+	return nil
+}
+
+// auditLine is e as a line of audit.log; a zero Time is now.
+func auditLine(e AuditEntry) ([]byte, error) {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
 	data, err := json.Marshal(e)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := s.FS.Append(ctx, s.Layout.Audit(), append(data, '\n')); err != nil {
-		return fmt.Errorf("append to %s: %w", s.Layout.Audit(), err)
-	}
-	return nil
+	return append(data, '\n'), nil
 }
 
 // Audit reads audit.log, oldest first; the last limit lines when limit > 0. Lines
