@@ -20,15 +20,42 @@ var errLost = errors.New("the lock is no longer held by this run")
 type lease struct {
 	cancel context.CancelFunc
 	done   chan struct{}
-	// mine says that holder.json was written, and the last refresh (if any) found
-	// the lock the holder's and rewrote it.
-	mine atomic.Bool
+	// written is the write of holder.json the heartbeat began after; nil: written
+	// before.
+	written *pendingHolder
+	// beat is how the last refresh went: 0 none yet, beatOK, beatFailed.
+	beat atomic.Int32
 }
 
-// ours reports whether the heartbeat knows the lock is its holder's: holder.json
-// written, and every refresh so far found the lock its holder's, the last one
-// succeeding. A nil lease knows nothing.
-func (ls *lease) ours() bool { return ls != nil && ls.mine.Load() }
+// How a lease's last refresh went.
+const (
+	beatOK     = 1
+	beatFailed = 2
+)
+
+// ours reports whether the heartbeat knows the lock is its holder's: its last
+// refresh found the lock its holder's and rewrote it, or, before the first,
+// holder.json was written. A nil lease knows nothing.
+func (ls *lease) ours() bool {
+	if ls == nil {
+		return false
+	}
+	switch ls.beat.Load() {
+	case beatOK:
+		return true
+	case beatFailed:
+		return false
+	}
+	if ls.written == nil {
+		return true
+	}
+	select {
+	case <-ls.written.done:
+		return ls.written.err == nil
+	default:
+		return false
+	}
+}
 
 // stop ends the heartbeat and waits for a refresh under way; a nil lease is none.
 func (ls *lease) stop() {
@@ -50,10 +77,7 @@ func heartbeat(ctx context.Context, conn func() release.FS, l release.Layout, ho
 // heartbeatAfter is heartbeat from when written has written holder.json.
 func heartbeatAfter(ctx context.Context, written *pendingHolder, conn func() release.FS, l release.Layout, host string, me Holder, refresh time.Duration, em *emitter) *lease {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	ls := &lease{cancel: cancel, done: make(chan struct{})}
-	if written == nil {
-		ls.mine.Store(true)
-	}
+	ls := &lease{cancel: cancel, done: make(chan struct{}), written: written}
 	go func() {
 		defer close(ls.done)
 		// The first refresh is of holder.json as written.
@@ -66,7 +90,6 @@ func heartbeatAfter(ctx context.Context, written *pendingHolder, conn func() rel
 			if written.err != nil {
 				return
 			}
-			ls.mine.Store(true)
 		}
 		tick := time.NewTicker(refresh)
 		defer tick.Stop()
@@ -78,7 +101,11 @@ func heartbeatAfter(ctx context.Context, written *pendingHolder, conn func() rel
 			case <-tick.C:
 			}
 			err := beat(ctx, conn(), l, me)
-			ls.mine.Store(err == nil)
+			if err == nil {
+				ls.beat.Store(beatOK)
+			} else {
+				ls.beat.Store(beatFailed)
+			}
 			switch {
 			case ctx.Err() != nil:
 				return
