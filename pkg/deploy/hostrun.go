@@ -220,6 +220,10 @@ type hostRun struct {
 func (r *hostRun) run(ctx context.Context) HostResult {
 	run := r.runner(r.rel.Project, runOptions{wait: r.o.WaitTimeout, job: r.o.JobTimeout, from: r.o.From})
 	err := ctx.Err()
+	if err == nil && !r.o.Env.Agent {
+		// The engine's part of the pull goes on during the upload.
+		run.StartPull(ctx)
+	}
 	if err == nil {
 		err = r.upload(ctx, run.Store)
 	}

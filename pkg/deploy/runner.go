@@ -119,6 +119,9 @@ type Runner struct {
 	// in place. nil: none, or taken (then st is it).
 	staged chan *release.Staged
 	st     *release.Staged
+	// pulled gives the pull's outcome, when StartPull began it; stopPull cancels it.
+	pulled   chan error
+	stopPull context.CancelFunc
 }
 
 // Outcome is how a run ended.
@@ -172,6 +175,11 @@ func (r *Runner) Run(ctx context.Context) Outcome {
 func (r *Runner) Fail(ctx context.Context, step event.Step, err error) Outcome {
 	bg := context.WithoutCancel(ctx)
 	r.uploadFailed = step == StepUpload
+	if r.pulled != nil {
+		// A pull begun before the upload is not waited for to its end.
+		r.stopPull()
+		_ = r.waitPull()
+	}
 	out := Outcome{Result: ResultFailed, Current: r.Prev, Err: err, Cause: err, Step: step, Changed: r.changed}
 	if r.Failed != nil {
 		if uerr := r.Failed(bg, step, err); uerr != nil {
@@ -206,11 +214,13 @@ func (r *Runner) forward(ctx context.Context) (event.Step, error) {
 		return StepPull, err
 	}
 	var jobs []string
-	services := p.WithoutJobs().ServiceNames()
 	if r.Kind == KindDeploy {
-		jobs, services = p.Jobs(), nil
+		jobs = p.Jobs()
 	}
-	if err := r.Engine.PullImages(ctx, p.Project, services, r.Strategy.Progress(StepPull)); err != nil {
+	if r.pulled == nil {
+		r.StartPull(ctx)
+	}
+	if err := r.waitPull(); err != nil {
 		return StepPull, fmt.Errorf("pull: %w", err)
 	}
 	for _, job := range jobs {
@@ -248,6 +258,34 @@ func (r *Runner) forward(ctx context.Context) (event.Step, error) {
 		return StepApply, err
 	}
 	return "", nil
+}
+
+// StartPull begins the run's pull (the release's images, its jobs' too for a
+// deploy) in the background; Run waits for it. shipctl's agentless deploy starts it
+// before its upload, so that the engine's questions and the pull go on while the
+// release's files are written: pulling changes nothing the app runs. A run that
+// fails before Run (Fail) stops it and waits for it.
+func (r *Runner) StartPull(ctx context.Context) {
+	if r.pulled != nil {
+		return
+	}
+	services := r.Project.WithoutJobs().ServiceNames()
+	if r.Kind == KindDeploy {
+		services = nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	pulled := make(chan error, 1)
+	r.pulled, r.stopPull = pulled, cancel
+	progress := r.Strategy.Progress(StepPull)
+	go func() { pulled <- r.Engine.PullImages(ctx, r.Project.Project, services, progress) }()
+}
+
+// waitPull waits for the pull StartPull began.
+func (r *Runner) waitPull() error {
+	err := <-r.pulled
+	r.pulled <- err // for a second wait
+	r.stopPull()
+	return err
 }
 
 // stageResult stages the release's release.json as deployed (Store.StageInfo) in
