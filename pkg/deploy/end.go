@@ -20,8 +20,8 @@ func (r *Runner) end(ctx context.Context) error {
 	bg := context.WithoutCancel(ctx)
 	st := r.takeStaged()
 	var first []release.Step
-	if step, ok := r.Store.SwitchStep(r.SHA); ok {
-		first = append(first, step)
+	if steps, ok := r.Store.SwitchSteps(r.SHA); ok {
+		first = steps
 	} else if err := r.Store.SwitchCurrent(ctx, r.SHA); err != nil {
 		r.st = st
 		return err
@@ -58,6 +58,7 @@ func (r *Runner) endSequence(ctx context.Context, first []release.Step, st *rele
 		auditAt = len(then)
 		then = append(then, audit)
 	}
+	then = append(then, r.Store.LeftoverSteps(r.SHA)...)
 	unlockAt := len(then)
 	var unlocked func([]error)
 	if r.Unlocking != nil && st != nil {

@@ -10,16 +10,20 @@ import (
 // said no.
 var ErrNotSent = errors.New("not carried out, as a step before it failed")
 
-// Step is one request of an ordered Sequence: a rename, a file's or an empty
-// folder's removal, or an append.
+// Step is one request of an ordered Sequence: a symlink's making, a rename, a
+// file's or an empty folder's removal, or an append.
 type Step struct {
-	// Op is "rename", "remove", "rmdir" or "append".
+	// Op is "symlink", "rename", "remove", "rmdir" or "append".
 	Op string
-	// Path is what is renamed, removed or appended to; To is a rename's target.
+	// Path is what is made, renamed, removed or appended to; To is a rename's
+	// target, or what a symlink holds.
 	Path, To string
 	// Data is an append's (at most 64 KiB, written whole).
 	Data []byte
 }
+
+// SymlinkStep makes name a symbolic link holding target.
+func SymlinkStep(target, name string) Step { return Step{Op: "symlink", Path: name, To: target} }
 
 // RenameStep renames from to to in one step, replacing a file or symlink at to.
 func RenameStep(from, to string) Step { return Step{Op: "rename", Path: from, To: to} }
@@ -76,6 +80,8 @@ func runStep(ctx context.Context, f FS, s Step) error {
 	switch s.Op {
 	case "rename":
 		return f.Rename(ctx, s.Path, s.To)
+	case "symlink":
+		return f.Symlink(ctx, s.To, s.Path)
 	case "remove", "rmdir":
 		return f.RemoveAll(ctx, s.Path)
 	case "append":
@@ -84,16 +90,34 @@ func runStep(ctx context.Context, f FS, s Step) error {
 	return fmt.Errorf("a sequence's step %q on %s", s.Op, s.Path)
 }
 
-// SwitchStep is the switch of current to sha as one step of a Sequence: the
-// rename of the symlink Upload staged under .tmp/ over current. ok is false when
+// SwitchSteps are the switch of current to sha as steps of a Sequence: the rename
+// of the symlink Upload staged under .tmp/ over current, after its making when
+// Upload left that to the switch (UploadLooked's recordLater). ok is false when
 // Upload staged none (taken: a second call has none either); SwitchCurrent then
 // makes one.
-func (s *Store) SwitchStep(sha string) (step Step, ok bool) {
-	link := s.stagedLink(sha)
+func (s *Store) SwitchSteps(sha string) (steps []Step, ok bool) {
+	link, made := s.stagedLink(sha)
 	if link == "" {
-		return Step{}, false
+		return nil, false
 	}
-	return RenameStep(link, s.Layout.Current()), true
+	if !made {
+		steps = append(steps, SymlinkStep(CurrentLink(sha), link))
+	}
+	return append(steps, RenameStep(link, s.Layout.Current())), true
+}
+
+// LeftoverSteps remove what the upload of sha left under .tmp/ (the emptied stage
+// of a release the host had), taken: steps of the run's end, so that the next
+// upload has nothing to sweep.
+func (s *Store) LeftoverSteps(sha string) []Step {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	stage := s.stages[sha]
+	delete(s.stages, sha)
+	if stage == "" {
+		return nil
+	}
+	return []Step{RmdirStep(stage)}
 }
 
 // CommitStep is Commit as one step of a Sequence: the staged release.json renamed

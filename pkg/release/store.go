@@ -29,9 +29,19 @@ type Store struct {
 	// uploaded is release.json as Upload wrote it, for the UpdateInfo that follows
 	// (the result of the same run, under the same lock): it need not be read again.
 	uploaded map[string]Info
-	// links are the symlinks to each uploaded release that Upload staged under .tmp/,
-	// for SwitchCurrent: the switch is then one rename.
-	links map[string]string
+	// links are the symlinks to each uploaded release that Upload staged under .tmp/
+	// (or left to the switch to make: SwitchSteps), for SwitchCurrent: the switch is
+	// then one rename.
+	links map[string]switchLink
+	// stages are the emptied stages of uploads of releases the host had, removed
+	// with the run's end (LeftoverSteps) rather than by the next upload's sweep.
+	stages map[string]string
+}
+
+// switchLink is current's new symlink for a release, under .tmp/.
+type switchLink struct {
+	path string
+	made bool // Upload made it; else the switch's sequence does (SwitchSteps)
 }
 
 // NewStore is the store of the app folder dir, reached through f.
@@ -53,7 +63,7 @@ func (s *Store) Current(ctx context.Context) (string, error) {
 // over current.
 func (s *Store) SwitchCurrent(ctx context.Context, sha string) error {
 	l := s.Layout
-	if link := s.stagedLink(sha); link != "" {
+	if link, made := s.stagedLink(sha); made {
 		if err := s.FS.Rename(ctx, link, l.Current()); err == nil {
 			return nil
 		}

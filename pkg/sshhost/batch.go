@@ -125,6 +125,8 @@ func (h *host) Sequence(ctx context.Context, first []release.Step, proceed func(
 // stepOp is a release.Step other than an append as an sftpc.Op.
 func stepOp(s release.Step) (sftpc.Op, bool) {
 	switch s.Op {
+	case "symlink":
+		return sftpc.OpSymlink(s.To, s.Path), true
 	case "rename":
 		return sftpc.OpRename(s.Path, s.To), true
 	case "remove":
