@@ -355,8 +355,8 @@ func (r *Runner) restore(ctx context.Context) (string, error) {
 
 // Record writes the run's outcome: release.json's result (a deploy's release, or the
 // release a rollback made current) and a line in audit.log. Failures are warnings.
-// Run and Fail record; a caller records an outcome it learnt elsewhere (shipd
-// refused a request).
+// Fail records (Run records with its switch: end); a caller records an outcome it
+// learnt elsewhere (shipd refused a request).
 func (r *Runner) Record(ctx context.Context, result event.Result, current string, err error) {
 	e := r.auditEntry(result, current, err)
 	if r.Ending != nil {
