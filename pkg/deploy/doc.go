@@ -97,7 +97,8 @@
 //     one rename). A connection cut
 //     in the middle leaves at most a part of a file under .tmp/, which the failed
 //     deploy removes once it has connected again (else the next deploy does).
-//  2. pull (engine.PullImages, in parallel and by each service's platform): the
+//  2. pull (engine.PullImages, in parallel and by each service's platform; begun
+//     with the upload, as it changes nothing the app runs): the
 //     images the engine lacks, through the host's engine, with the registry's
 //     credentials (X-Registry-Auth) sent with each pull. pull_policy always pulls
 //     every time, never/build never.
@@ -110,11 +111,13 @@
 //  4. apply: the project without its job services, removing orphans (so the finished
 //     job containers go), then a wait until every service is healthy, or running
 //     when it has no health check (2 minutes at most).
-//  5. switch: a new symlink under .tmp/ renamed over current (posix-rename), while
-//     release.json with the result is written under .tmp/.
-//  6. once current has switched, audit.log gets a line and that release.json is
-//     renamed into place (the lock's holder.json is read meanwhile, for the unlock);
-//     then the lock is released, and old releases are pruned.
+//  5. switch: a new symlink under .tmp/ renamed over current (posix-rename); the
+//     release.json with the result was staged under .tmp/ during the apply.
+//  6. once current has switched, that release.json is renamed into place,
+//     audit.log gets a line, and the lock is released last, in one ordered sequence
+//     with the switch (release.Sequence: two round trips over SFTP); old releases are
+//     pruned meanwhile. The lock's heartbeat knows the lock is the run's; when it
+//     does not, holder.json is read and the lock released after the sequence.
 //
 // Steps 2 to 6 are the Runner's with the Up strategy. A host whose deploy fails
 // before the switch puts its previous release back: that release's compose file,

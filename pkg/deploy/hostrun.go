@@ -28,6 +28,9 @@ type hostTask struct {
 	keep int
 	// listed is the host's releases, listed while the run goes on; nil: prune lists.
 	listed *listing
+	// pruning is closed once prune, started as current switched, is done; nil: not
+	// started.
+	pruning <-chan struct{}
 }
 
 func (t *hostTask) info(step event.Step, msg string) { t.em.info(t.h.name, step, msg) }
@@ -53,10 +56,52 @@ func (t *hostTask) runner(p *compose.Project, o runOptions) *Runner {
 		Audit: release.AuditEntry{
 			App: t.s.t.App, Env: t.s.t.Env.Name, Host: t.h.name, Who: t.me.Who, From: o.from,
 		},
-		Redact: t.scrub.String,
-		Report: t.report,
-		Failed: t.failed,
-		Ending: t.ending,
+		Redact:    t.scrub.String,
+		Report:    t.report,
+		Failed:    t.failed,
+		Ending:    t.ending,
+		Unlocking: t.unlocking,
+		Switched:  t.switched,
+	}
+}
+
+// unlocking is the runner's Unlocking: the lock's release as steps of the run's
+// last sequence (hostConn.unlockSteps), when the heartbeat knows the lock is the
+// run's own. Their outcome is told as the unlock is ("unlocked"); when the move
+// failed, finish releases the lock the long way.
+func (t *hostTask) unlocking(ctx context.Context) ([]release.Step, func([]error)) {
+	steps := t.h.unlockSteps(t.s.l)
+	if steps == nil {
+		return nil, nil
+	}
+	return steps, func(errs []error) {
+		if len(errs) > 0 && errs[0] == nil {
+			t.h.unlocked = true
+			t.info(StepLock, "unlocked")
+		}
+	}
+}
+
+// switched is the runner's Switched: once current has switched, the heartbeat
+// stops (the lock is released in the requests that follow), and prune starts, its
+// requests out with the record's.
+func (t *hostTask) switched(ctx context.Context) {
+	t.h.lease.stop()
+	if t.keep <= 0 || t.pruning != nil {
+		return
+	}
+	done := make(chan struct{})
+	t.pruning = done
+	go func() {
+		defer close(done)
+		t.prune(ctx)
+	}()
+}
+
+// prune removes old releases after a success, from what was listed during the run.
+func (t *hostTask) prune(ctx context.Context) {
+	if err := pruneListed(ctx, t.h, t.s.store(t.h), t.listed, t.keep, t.sha, t.h.name, t.em); err != nil {
+		t.warn(StepPrune, err.Error())
 	}
 }
 
@@ -109,15 +154,18 @@ func (t *hostTask) finish(ctx context.Context, out Outcome) HostResult {
 	}
 	// The unlock and prune at once: their requests go out together (prune ran after
 	// the unlock before, outside the lock, as it still does).
-	pruned := make(chan struct{})
-	go func() {
-		defer close(pruned)
-		if res.Result == ResultDeployed && t.keep > 0 {
-			if err := pruneListed(bg, t.h, t.s.store(t.h), t.listed, t.keep, t.sha, t.h.name, t.em); err != nil {
-				t.warn(StepPrune, err.Error())
+	// (Prune started as current switched, when the runner said so.)
+	pruned := t.pruning
+	if pruned == nil {
+		p := make(chan struct{})
+		pruned = p
+		go func() {
+			defer close(p)
+			if res.Result == ResultDeployed && t.keep > 0 {
+				t.prune(bg)
 			}
-		}
-	}()
+		}()
+	}
 	t.unlock(bg)
 	<-pruned
 	t.em.emit(t.done(res, out.Changed))
@@ -172,6 +220,10 @@ type hostRun struct {
 func (r *hostRun) run(ctx context.Context) HostResult {
 	run := r.runner(r.rel.Project, runOptions{wait: r.o.WaitTimeout, job: r.o.JobTimeout, from: r.o.From})
 	err := ctx.Err()
+	if err == nil && !r.o.Env.Agent {
+		// The engine's part of the pull goes on during the upload.
+		run.StartPull(ctx)
+	}
 	if err == nil {
 		err = r.upload(ctx, run.Store)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"sync/atomic"
 	"time"
 
 	"github.com/shipdeploy/ship/pkg/release"
@@ -19,6 +20,41 @@ var errLost = errors.New("the lock is no longer held by this run")
 type lease struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	// written is the write of holder.json the heartbeat began after; nil: written
+	// before.
+	written *pendingHolder
+	// beat is how the last refresh went: 0 none yet, beatOK, beatFailed.
+	beat atomic.Int32
+}
+
+// How a lease's last refresh went.
+const (
+	beatOK     = 1
+	beatFailed = 2
+)
+
+// ours reports whether the heartbeat knows the lock is its holder's: its last
+// refresh found the lock its holder's and rewrote it, or, before the first,
+// holder.json was written. A nil lease knows nothing.
+func (ls *lease) ours() bool {
+	if ls == nil {
+		return false
+	}
+	switch ls.beat.Load() {
+	case beatOK:
+		return true
+	case beatFailed:
+		return false
+	}
+	if ls.written == nil {
+		return true
+	}
+	select {
+	case <-ls.written.done:
+		return ls.written.err == nil
+	default:
+		return false
+	}
 }
 
 // stop ends the heartbeat and waits for a refresh under way; a nil lease is none.
@@ -41,7 +77,7 @@ func heartbeat(ctx context.Context, conn func() release.FS, l release.Layout, ho
 // heartbeatAfter is heartbeat from when written has written holder.json.
 func heartbeatAfter(ctx context.Context, written *pendingHolder, conn func() release.FS, l release.Layout, host string, me Holder, refresh time.Duration, em *emitter) *lease {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	ls := &lease{cancel: cancel, done: make(chan struct{})}
+	ls := &lease{cancel: cancel, done: make(chan struct{}), written: written}
 	go func() {
 		defer close(ls.done)
 		// The first refresh is of holder.json as written.
@@ -65,6 +101,11 @@ func heartbeatAfter(ctx context.Context, written *pendingHolder, conn func() rel
 			case <-tick.C:
 			}
 			err := beat(ctx, conn(), l, me)
+			if err == nil {
+				ls.beat.Store(beatOK)
+			} else {
+				ls.beat.Store(beatFailed)
+			}
 			switch {
 			case ctx.Err() != nil:
 				return

@@ -101,13 +101,27 @@ type Runner struct {
 	// once: what it starts goes out with the record's requests. shipctl reads its
 	// lock's holder then, for the unlock that follows the record. May be nil.
 	Ending func(ctx context.Context)
+	// Unlocking, when set, gives the steps that release the caller's lock, sent
+	// last in the sequence that switches current and records the run (end), and
+	// done, told of their errors; no steps: the caller releases its lock after the
+	// run. shipctl gives them when its heartbeat knows the lock is its own. May be
+	// nil.
+	Unlocking func(ctx context.Context) (steps []release.Step, done func(errs []error))
+	// Switched, when set, is called once current has switched, before the record's
+	// steps go out, and must return at once: shipctl stops its heartbeat there and
+	// starts prune. May be nil.
+	Switched func(ctx context.Context)
 
 	changed      bool
 	uploadFailed bool // the release's files are not all on the host
-	// staged gives the release's release.json as deployed, staged from the switch on
-	// (switchCurrent; nil when its write failed): the record puts it in place. nil:
-	// none.
+	// staged gives the release's release.json as deployed, staged while the
+	// release is applied (stageResult; nil when its write failed): the end puts it
+	// in place. nil: none, or taken (then st is it).
 	staged chan *release.Staged
+	st     *release.Staged
+	// pulled gives the pull's outcome, when StartPull began it; stopPull cancels it.
+	pulled   chan error
+	stopPull context.CancelFunc
 }
 
 // Outcome is how a run ended.
@@ -142,7 +156,14 @@ func (r *Runner) Run(ctx context.Context) Outcome {
 		return r.Fail(ctx, step, err)
 	}
 	if r.Kind != KindRestore {
-		r.Record(context.WithoutCancel(ctx), ResultDeployed, r.SHA, nil)
+		if err := ctx.Err(); err != nil {
+			return r.Fail(ctx, StepSwitch, err)
+		}
+		if err := r.end(ctx); err != nil {
+			// The release runs: a failure now must put the previous one back.
+			r.changed = true
+			return r.Fail(ctx, StepSwitch, err)
+		}
 	}
 	return Outcome{Result: ResultDeployed, Current: r.SHA, Changed: true}
 }
@@ -154,6 +175,11 @@ func (r *Runner) Run(ctx context.Context) Outcome {
 func (r *Runner) Fail(ctx context.Context, step event.Step, err error) Outcome {
 	bg := context.WithoutCancel(ctx)
 	r.uploadFailed = step == StepUpload
+	if r.pulled != nil {
+		// A pull begun before the upload is not waited for to its end.
+		r.stopPull()
+		_ = r.waitPull()
+	}
 	out := Outcome{Result: ResultFailed, Current: r.Prev, Err: err, Cause: err, Step: step, Changed: r.changed}
 	if r.Failed != nil {
 		if uerr := r.Failed(bg, step, err); uerr != nil {
@@ -188,11 +214,13 @@ func (r *Runner) forward(ctx context.Context) (event.Step, error) {
 		return StepPull, err
 	}
 	var jobs []string
-	services := p.WithoutJobs().ServiceNames()
 	if r.Kind == KindDeploy {
-		jobs, services = p.Jobs(), nil
+		jobs = p.Jobs()
 	}
-	if err := r.Engine.PullImages(ctx, p.Project, services, r.Strategy.Progress(StepPull)); err != nil {
+	if r.pulled == nil {
+		r.StartPull(ctx)
+	}
+	if err := r.waitPull(); err != nil {
 		return StepPull, fmt.Errorf("pull: %w", err)
 	}
 	for _, job := range jobs {
@@ -223,33 +251,52 @@ func (r *Runner) forward(ctx context.Context) (event.Step, error) {
 	if err := ctx.Err(); err != nil {
 		return StepApply, err
 	}
+	if r.Kind != KindRestore {
+		r.stageResult(ctx)
+	}
 	if err := r.Strategy.Apply(ctx, StepApply, r.SHA, p); err != nil {
 		return StepApply, err
 	}
-	if r.Kind == KindRestore {
-		return "", nil
-	}
-	if err := ctx.Err(); err != nil {
-		return StepSwitch, err
-	}
-	if err := r.switchCurrent(ctx); err != nil {
-		// The release runs: a failure now must put the previous one back.
-		r.changed = true
-		return StepSwitch, err
-	}
-	r.note(StepSwitch, LevelInfo, fmt.Sprintf("%s -> %s", r.Store.Layout.Current(), release.CurrentLink(r.SHA)))
 	return "", nil
 }
 
-// switchCurrent points current at the release and, at once, stages its release.json
-// as deployed (Store.StageInfo). The switch does not wait for the staging: the record
-// that follows sends the audit line at once, and puts the staged file in place (one
-// rename) once it is written, so that the two overlap. The staged file is under .tmp/
-// until then: the result never says deployed before current has switched. A failed
-// switch discards it; a failed staging costs nothing but that: the record writes
-// release.json itself.
-func (r *Runner) switchCurrent(ctx context.Context) error {
+// StartPull begins the run's pull (the release's images, its jobs' too for a
+// deploy) in the background; Run waits for it. shipctl's agentless deploy starts it
+// before its upload, so that the engine's questions and the pull go on while the
+// release's files are written: pulling changes nothing the app runs. A run that
+// fails before Run (Fail) stops it and waits for it.
+func (r *Runner) StartPull(ctx context.Context) {
+	if r.pulled != nil {
+		return
+	}
+	services := r.Project.WithoutJobs().ServiceNames()
+	if r.Kind == KindDeploy {
+		services = nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	pulled := make(chan error, 1)
+	r.pulled, r.stopPull = pulled, cancel
+	progress := r.Strategy.Progress(StepPull)
+	go func() { pulled <- r.Engine.PullImages(ctx, r.Project.Project, services, progress) }()
+}
+
+// waitPull waits for the pull StartPull began.
+func (r *Runner) waitPull() error {
+	err := <-r.pulled
+	r.pulled <- err // for a second wait
+	r.stopPull()
+	return err
+}
+
+// stageResult stages the release's release.json as deployed (Store.StageInfo) in
+// the background while the engine applies the release, so that the end puts it in
+// place with one rename, sent with the switch's sequence. It stays under .tmp/
+// until then: the result never says deployed before current has switched. A
+// failed run discards it; a failed staging costs nothing but that: the record
+// writes release.json itself. CurrentSince is when the release was applied.
+func (r *Runner) stageResult(ctx context.Context) {
 	staged := make(chan *release.Staged, 1)
+	r.staged = staged
 	go func() {
 		st, err := r.Store.StageInfo(ctx, r.SHA, func(info *release.Info) {
 			info.Result = release.Deployed
@@ -260,22 +307,17 @@ func (r *Runner) switchCurrent(ctx context.Context) error {
 		}
 		staged <- st
 	}()
-	if err := r.Store.SwitchCurrent(ctx, r.SHA); err != nil {
-		r.Store.Discard(context.WithoutCancel(ctx), <-staged)
-		return err
-	}
-	r.staged = staged
-	return nil
 }
 
-// takeStaged waits for the release.json staged by switchCurrent; nil: none.
+// takeStaged waits for the release.json staged by stageResult; nil: none.
 func (r *Runner) takeStaged() *release.Staged {
-	ch := r.staged
-	r.staged = nil
-	if ch == nil {
-		return nil
+	if ch := r.staged; ch != nil {
+		r.staged = nil
+		r.st = <-ch
 	}
-	return <-ch
+	st := r.st
+	r.st = nil
+	return st
 }
 
 // restore puts the previous release back after a failure, with the strategy (its
@@ -313,17 +355,10 @@ func (r *Runner) restore(ctx context.Context) (string, error) {
 
 // Record writes the run's outcome: release.json's result (a deploy's release, or the
 // release a rollback made current) and a line in audit.log. Failures are warnings.
-// Run and Fail record; a caller records an outcome it learnt elsewhere (shipd
-// refused a request).
+// Fail records (Run records with its switch: end); a caller records an outcome it
+// learnt elsewhere (shipd refused a request).
 func (r *Runner) Record(ctx context.Context, result event.Result, current string, err error) {
-	e := r.Audit
-	e.Event, e.SHA, e.Prev, e.Result, e.Current = string(r.Kind), r.SHA, r.Prev, result, current
-	if err != nil {
-		e.Error = err.Error()
-	}
-	if r.Redact != nil {
-		e.Error, e.Reason = r.Redact(e.Error), r.Redact(e.Reason)
-	}
+	e := r.auditEntry(result, current, err)
 	if r.Ending != nil {
 		r.Ending(ctx)
 	}
@@ -356,4 +391,17 @@ func (r *Runner) Record(ctx context.Context, result event.Result, current string
 	if serr != nil {
 		r.note(StepAudit, LevelWarn, serr.Error())
 	}
+}
+
+// auditEntry is the run's audit.log line for its outcome.
+func (r *Runner) auditEntry(result event.Result, current string, err error) release.AuditEntry {
+	e := r.Audit
+	e.Event, e.SHA, e.Prev, e.Result, e.Current = string(r.Kind), r.SHA, r.Prev, result, current
+	if err != nil {
+		e.Error = err.Error()
+	}
+	if r.Redact != nil {
+		e.Error, e.Reason = r.Redact(e.Error), r.Redact(e.Reason)
+	}
+	return e
 }

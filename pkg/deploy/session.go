@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path"
 	"sync"
 	"time"
 
@@ -84,6 +85,8 @@ type hostConn struct {
 	ahead *holderRead
 	// look is what the preflight saw of the app's folder, for the upload; nil: none.
 	look *release.Look
+	// unlocked says that the run's last sequence released the lock (unlockSteps).
+	unlocked bool
 	// mu guards Host for the heartbeat, which reads it from its own goroutine.
 	mu sync.Mutex
 }
@@ -99,8 +102,10 @@ func (h *hostConn) conn() release.FS {
 func (h *hostConn) unlock(ctx context.Context, l release.Layout, me Holder, em *emitter) error {
 	h.lease.stop()
 	h.lease = nil
-	if h.held() != nil {
-		return nil // the failed write of holder.json removed the lock
+	if h.held() != nil || h.unlocked {
+		// The failed write of holder.json removed the lock, or the run's last
+		// sequence did.
+		return nil
 	}
 	if r := h.ahead; r != nil {
 		h.ahead = nil
@@ -124,6 +129,16 @@ func (h *hostConn) RemoveIn(ctx context.Context, dir string, files ...string) er
 	return errNoBatch
 }
 
+// Sequence is the host's ordered sequence of requests (pkg/sshhost's: two round
+// trips), for the run's end: release.Sequence looks for it on its FS, which is the
+// hostConn. ok false: the host has none, and the steps go one by one.
+func (h *hostConn) Sequence(ctx context.Context, first []release.Step, proceed func([]error) bool, then []release.Step) ([]error, []error, bool) {
+	if s, ok := h.conn().(release.Sequencer); ok {
+		return s.Sequence(ctx, first, proceed, then)
+	}
+	return nil, nil, false
+}
+
 // readAhead stops the lock's heartbeat and reads its holder.json in the background,
 // for the unlock that follows (holderRead). Only the host's own goroutine calls it.
 func (h *hostConn) readAhead(ctx context.Context, l release.Layout) {
@@ -141,6 +156,34 @@ func (h *hostConn) readAhead(ctx context.Context, l release.Layout) {
 		}
 		r.h, _, r.held, r.err = readHolder(ctx, h, l)
 	}()
+}
+
+// unlockSteps are the lock's release as steps of a sequence (release.Sequence):
+// .lock renamed away under .tmp/ in one step, then its holder.json and it removed
+// (as removeLock does). They are given only when the lock's heartbeat knows the lock
+// is the run's own (lease.ours): its holder.json was written by the run, and each
+// refresh since, the last no longer than a refresh interval ago, found it the run's
+// and rewrote it. No other deploy can have taken the lock since, as that takes a
+// heartbeat StaleAfter intervals old; only a person's forced unlock could have, a
+// case the holder.json read just before the move narrowed, and never closed, as
+// well. nil: the lock is released the long way (the holder read, then the move).
+func (h *hostConn) unlockSteps(l release.Layout) []release.Step {
+	if h.holder != nil {
+		select {
+		case <-h.holder.done:
+		default:
+			return nil
+		}
+	}
+	if h.held() != nil || !h.lease.ours() {
+		return nil
+	}
+	moved := path.Join(l.Tmp(), "unlocked-"+release.TempSuffix())
+	return []release.Step{
+		release.RenameStep(l.Lock(), moved),
+		release.RemoveStep(path.Join(moved, path.Base(l.Holder()))),
+		release.RmdirStep(moved),
+	}
 }
 
 // held waits until the lock's holder.json is written: the lock is the run's then. Its

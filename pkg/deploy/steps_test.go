@@ -14,6 +14,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/shipdeploy/ship/pkg/engine"
+	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // step is one request's turn on the far side of a slow link, in the virtual time of a
@@ -34,7 +35,7 @@ var stepCosts = map[string]map[string]int{
 // steppedHost is a fakeHost whose file requests each take their cost in steps, and
 // whose Up takes long next to them (the apply: what the deploy's background work
 // hides behind). It has pkg/sshhost's batches: Lstat, MoveAway and RemoveIn, one step
-// each.
+// each, and Sequence, one step for its first requests and one for the rest.
 type steppedHost struct {
 	*fakeConn
 	costs map[string]int
@@ -129,6 +130,19 @@ func (h *steppedHost) RemoveIn(ctx context.Context, dir string, files ...string)
 	return h.fakeConn.RemoveAll(ctx, dir)
 }
 
+// Sequence carries out first, and then when proceed says so, one step each.
+func (h *steppedHost) Sequence(ctx context.Context, first []release.Step, proceed func([]error) bool, then []release.Step) ([]error, []error, bool) {
+	h.wait("sequence")
+	ferrs, terrs := release.Sequence(ctx, h.fakeConn, first, func(errs []error) bool {
+		if !proceed(errs) {
+			return false
+		}
+		h.wait("sequence")
+		return true
+	}, then)
+	return ferrs, terrs, true
+}
+
 func (h *steppedHost) Up(ctx context.Context, p *types.Project, o engine.UpOptions) error {
 	time.Sleep(20 * step)
 	err := h.fakeConn.Up(ctx, p, o)
@@ -211,12 +225,15 @@ func assertEndOrder(t *testing.T, ops []string) {
 // TestDeploySteps pins how many steps of an agentless deploy wait for one another,
 // phase by phase, on a host that has a release: the checks and the lock, then the
 // preflight's reads (the lock's holder.json written meanwhile); the upload's writes,
-// then its rename (of a release the host has: its new symlink alone, release.json
-// is written with the result); the switch (the result staged meanwhile), the record (the audit
-// line, the lock's holder read meanwhile), then the lock's release (prune
-// meanwhile). In round trips of pkg/sshhost's client, where a file's read or write
-// takes two, the end is four: the audit line goes out once current has switched, while
-// release.json is still being staged, whose rename follows.
+// then its rename (a release the host has: nothing, as release.json is written with
+// the result, current's new symlink made with the switch and nothing is left under
+// .tmp/ to sweep); the end: current's symlink made and renamed over it, then
+// (release.json's result, staged while the release was applied, renamed into place,
+// the audit line, the upload's empty stage removed, the lock's release, prune
+// meanwhile) in one ordered sequence once the switch is answered. In round trips of
+// pkg/sshhost's client, where a file's read or write takes two and a sequence two,
+// the end is two: the lock's heartbeat knows that the lock is the run's, and no read
+// of holder.json comes before its release.
 func TestDeploySteps(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -224,9 +241,9 @@ func TestDeploySteps(t *testing.T) {
 		keep  int  // releases kept: 1 prunes two
 		want  map[string]phases
 	}{
-		{"unchanged", true, 5, map[string]phases{"steps": {2, 1, 3}, "round trips": {3, 1, 4}}},
-		{"changed", false, 5, map[string]phases{"steps": {2, 2, 3}, "round trips": {3, 3, 4}}},
-		{"changed and pruned", false, 1, map[string]phases{"steps": {2, 2, 3}, "round trips": {3, 3, 4}}},
+		{"unchanged", true, 5, map[string]phases{"steps": {2, 0, 2}, "round trips": {3, 0, 2}}},
+		{"changed", false, 5, map[string]phases{"steps": {2, 2, 2}, "round trips": {3, 3, 2}}},
+		{"changed and pruned", false, 1, map[string]phases{"steps": {2, 2, 2}, "round trips": {3, 3, 2}}},
 	} {
 		for cost, want := range tc.want {
 			t.Run(tc.name+" in "+cost, func(t *testing.T) {

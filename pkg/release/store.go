@@ -29,9 +29,19 @@ type Store struct {
 	// uploaded is release.json as Upload wrote it, for the UpdateInfo that follows
 	// (the result of the same run, under the same lock): it need not be read again.
 	uploaded map[string]Info
-	// links are the symlinks to each uploaded release that Upload staged under .tmp/,
-	// for SwitchCurrent: the switch is then one rename.
-	links map[string]string
+	// links are the symlinks to each uploaded release that Upload staged under .tmp/
+	// (or left to the switch to make: SwitchSteps), for SwitchCurrent: the switch is
+	// then one rename.
+	links map[string]switchLink
+	// stages are the emptied stages of uploads of releases the host had, removed
+	// with the run's end (LeftoverSteps) rather than by the next upload's sweep.
+	stages map[string]string
+}
+
+// switchLink is current's new symlink for a release, under .tmp/.
+type switchLink struct {
+	path string
+	made bool // Upload made it; else the switch's sequence does (SwitchSteps)
 }
 
 // NewStore is the store of the app folder dir, reached through f.
@@ -53,7 +63,7 @@ func (s *Store) Current(ctx context.Context) (string, error) {
 // over current.
 func (s *Store) SwitchCurrent(ctx context.Context, sha string) error {
 	l := s.Layout
-	if link := s.stagedLink(sha); link != "" {
+	if link, made := s.stagedLink(sha); made {
 		if err := s.FS.Rename(ctx, link, l.Current()); err == nil {
 			return nil
 		}
@@ -269,17 +279,26 @@ func (s *Store) RollbackTarget(ctx context.Context, current, want string) (strin
 // AppendAudit adds one line to audit.log (O_APPEND, so concurrent writers never
 // interleave within a line). A zero Time is now.
 func (s *Store) AppendAudit(ctx context.Context, e AuditEntry) error {
+	data, err := auditLine(e)
+	if err != nil {
+		return err
+	}
+	if err := s.FS.Append(ctx, s.Layout.Audit(), data); err != nil {
+		return fmt.Errorf("append to %s: %w", s.Layout.Audit(), err)
+	}
+	return nil
+}
+
+// auditLine is e as a line of audit.log; a zero Time is now.
+func auditLine(e AuditEntry) ([]byte, error) {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
 	data, err := json.Marshal(e)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := s.FS.Append(ctx, s.Layout.Audit(), append(data, '\n')); err != nil {
-		return fmt.Errorf("append to %s: %w", s.Layout.Audit(), err)
-	}
-	return nil
+	return append(data, '\n'), nil
 }
 
 // Audit reads audit.log, oldest first; the last limit lines when limit > 0. Lines

@@ -50,7 +50,7 @@ func (s *Store) UploadLooked(ctx context.Context, lk *Look, recordLater bool, in
 	if lk.infoErr == nil {
 		info.CurrentSince = lk.info.CurrentSince
 	}
-	u := &upload{s: s, lk: lk, info: info, compose: compose, later: recordLater && lk.infoErr == nil}
+	u := &upload{s: s, lk: lk, info: info, compose: compose, later: recordLater && lk.infoErr == nil, linkLater: recordLater}
 	there, err := lk.hasRelease()
 	if err != nil {
 		return fmt.Errorf("upload: list %s: %w", s.Layout.Releases(), err)
@@ -70,6 +70,10 @@ type upload struct {
 	compose []byte
 	there   bool // releases/<sha>/ is there
 	linked  bool // the symlink for SwitchCurrent is staged
+	// linkLater: the symlink is made with the switch (SwitchSteps), in the run's
+	// sequence, not here (UploadLooked's recordLater: the run switches through this
+	// Store).
+	linkLater bool
 	// later: the host has the release, and its release.json is written with the run's
 	// result (UploadLooked's recordLater).
 	later bool
@@ -94,15 +98,15 @@ func (u *upload) write(ctx context.Context, extra []File) error {
 	case lk.infoErr == nil:
 		files = files[1:2]
 	}
-	steps := append(s.sweeps(ctx, lk),
-		func() error {
+	steps := append(s.sweeps(ctx, lk), func() error { return u.stageFiles(ctx, files) })
+	if !u.linkLater {
+		steps = append(steps, func() error {
 			// The symlink SwitchCurrent renames over current, made now; it is made
 			// again then when this one fails.
 			u.linked = s.FS.Symlink(ctx, CurrentLink(sha), lk.link) == nil
 			return nil
-		},
-		func() error { return u.stageFiles(ctx, files) },
-	)
+		})
+	}
 	if errors.Is(lk.releasesErr, fs.ErrNotExist) {
 		steps = append(steps, func() error {
 			if err := s.FS.MkdirAll(ctx, l.Releases()); err != nil {
@@ -154,7 +158,7 @@ func (u *upload) place(ctx context.Context) error {
 		if err := s.FS.Rename(ctx, lk.stage, l.Release(sha)); err != nil {
 			return fmt.Errorf("move the upload to %s: %w", l.Release(sha), err)
 		}
-		s.remember(u.info, lk.link, u.linked)
+		s.remember(u.info, u.switchLink(), "")
 		return nil
 	}
 	staged := lk.infoErr != nil || (u.later && errors.Is(lk.composeErr, fs.ErrNotExist))
@@ -163,9 +167,21 @@ func (u *upload) place(ctx context.Context) error {
 		_ = all(func() error { return s.FS.RemoveAll(clean, lk.stage) }, func() error { return s.FS.RemoveAll(clean, lk.link) })
 		return err
 	}
-	// The emptied stage goes with the next upload's sweep of .tmp/.
-	s.remember(u.info, lk.link, u.linked)
+	// The emptied stage goes with the run's end (LeftoverSteps), or with the next
+	// upload's sweep of .tmp/.
+	s.remember(u.info, u.switchLink(), lk.Stage())
 	return nil
+}
+
+// switchLink is current's new symlink as the upload leaves it.
+func (u *upload) switchLink() switchLink {
+	switch {
+	case u.linkLater:
+		return switchLink{path: u.lk.link}
+	case u.linked:
+		return switchLink{path: u.lk.link, made: true}
+	}
+	return switchLink{}
 }
 
 // keepRelease updates a release the host has from the upload staged in stage: its
@@ -202,28 +218,34 @@ func (s *Store) keepRelease(ctx context.Context, sha, stage string, compose, hav
 	return nil
 }
 
-// remember keeps release.json as Upload wrote it, for UpdateInfo, and the symlink it
-// staged (when linked), for SwitchCurrent.
-func (s *Store) remember(info Info, link string, linked bool) {
+// remember keeps release.json as Upload wrote it, for UpdateInfo, the symlink it
+// staged or left to the switch, for SwitchCurrent and SwitchSteps, and the emptied
+// stage ("" none), for LeftoverSteps.
+func (s *Store) remember(info Info, link switchLink, stage string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.uploaded == nil {
 		s.uploaded = map[string]Info{}
-		s.links = map[string]string{}
+		s.links = map[string]switchLink{}
+		s.stages = map[string]string{}
 	}
 	s.uploaded[info.SHA] = info
-	if linked {
+	if link.path != "" {
 		s.links[info.SHA] = link
+	}
+	if stage != "" {
+		s.stages[info.SHA] = stage
 	}
 }
 
-// stagedLink is the symlink to sha that Upload staged under .tmp/, taken; "" none.
-func (s *Store) stagedLink(sha string) string {
+// stagedLink is the symlink to sha that Upload staged under .tmp/ (made) or left to
+// the switch, taken; "" none.
+func (s *Store) stagedLink(sha string) (link string, made bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	link := s.links[sha]
+	l := s.links[sha]
 	delete(s.links, sha)
-	return link
+	return l.path, l.made
 }
 
 // all runs fns at once and waits for them: their requests go out together. The error

@@ -102,28 +102,35 @@ func (c *Client) Batch(ctx context.Context, ops ...Op) ([]Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		switch op.kind {
-		case fxpStatus:
-			res[i].Err = r.status()
-		case fxpAttrs:
-			var a Attrs
-			if a, res[i].Err = r.attrs(); res[i].Err == nil {
-				res[i].Info = newInfo(op.path, a)
-			}
-		case fxpName:
-			var names []nameEntry
-			if names, res[i].Err = r.names(); res[i].Err == nil && len(names) != 1 {
-				res[i].Err = fmt.Errorf("%w: %d names where one was due", errBadPacket, len(names))
-			}
-			if res[i].Err == nil {
-				res[i].Name = names[0].name
-			}
-		}
-		if res[i].Err != nil {
-			res[i].Err = &fs.PathError{Op: op.what, Path: op.path, Err: res[i].Err}
-		}
+		res[i] = op.result(r)
 	}
 	return res, nil
+}
+
+// result is op's answer r as its Result.
+func (op Op) result(r reply) Result {
+	var res Result
+	switch op.kind {
+	case fxpStatus:
+		res.Err = r.status()
+	case fxpAttrs:
+		var a Attrs
+		if a, res.Err = r.attrs(); res.Err == nil {
+			res.Info = newInfo(op.path, a)
+		}
+	case fxpName:
+		var names []nameEntry
+		if names, res.Err = r.names(); res.Err == nil && len(names) != 1 {
+			res.Err = fmt.Errorf("%w: %d names where one was due", errBadPacket, len(names))
+		}
+		if res.Err == nil {
+			res.Name = names[0].name
+		}
+	}
+	if res.Err != nil {
+		res.Err = &fs.PathError{Op: op.what, Path: op.path, Err: res.Err}
+	}
+	return res
 }
 
 // one runs a single op.

@@ -2,9 +2,11 @@ package sshhost
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"path"
 
+	"github.com/shipdeploy/ship/pkg/release"
 	"github.com/shipdeploy/ship/pkg/sftpc"
 )
 
@@ -63,4 +65,74 @@ func removeOps(dir string, files []string) []sftpc.Op {
 		ops = append(ops, sftpc.OpRemove(path.Join(dir, f)))
 	}
 	return append(ops, sftpc.OpRmdir(dir))
+}
+
+// Sequence is release.Sequence over SFTP (sftpc.Client.Sequence): first's requests
+// go out together with the opens of then's appends, and then's requests (an
+// append's write and close among them) in one flight once proceed says yes: two
+// round trips for all, carried out by the server in the order sent. ok is false,
+// with nothing sent, when the server lacks posix-rename@openssh.com (a rename that
+// replaces) or the session cannot be started.
+func (h *host) Sequence(ctx context.Context, first []release.Step, proceed func(errs []error) bool, then []release.Step) (firstErrs, thenErrs []error, ok bool) {
+	sc, err := h.sftp(ctx)
+	if err != nil || !sc.HasExtension("posix-rename@openssh.com") {
+		return nil, nil, false
+	}
+	ops := make([]sftpc.Op, len(first))
+	for i, s := range first {
+		if ops[i], ok = stepOp(s); !ok {
+			return nil, nil, false
+		}
+	}
+	steps := make([]any, len(then))
+	for i, s := range then {
+		if s.Op == "append" {
+			steps[i] = sftpc.Appending{Name: s.Path, Data: s.Data}
+			continue
+		}
+		if steps[i], ok = stepOp(s); !ok {
+			return nil, nil, false
+		}
+	}
+	firstErrs = make([]error, len(first))
+	thenErrs = make([]error, len(then))
+	fres, tres, err := sc.Sequence(ctx, ops, func(res []sftpc.Result) bool {
+		for i, r := range res {
+			firstErrs[i] = r.Err
+		}
+		return proceed(firstErrs)
+	}, steps)
+	for i := range thenErrs {
+		switch {
+		case err != nil && (tres == nil || tres[i].Err == nil):
+			thenErrs[i] = pathErr(then[i].Op, then[i].Path, err)
+		case errors.Is(tres[i].Err, sftpc.ErrNotSent):
+			thenErrs[i] = release.ErrNotSent
+		case tres[i].Err != nil && then[i].Op == "append":
+			thenErrs[i] = h.writeErr("append", then[i].Path, tres[i].Err)
+		default:
+			thenErrs[i] = tres[i].Err
+		}
+	}
+	if fres == nil {
+		for i := range firstErrs {
+			firstErrs[i] = pathErr(first[i].Op, first[i].Path, err)
+		}
+	}
+	return firstErrs, thenErrs, true
+}
+
+// stepOp is a release.Step other than an append as an sftpc.Op.
+func stepOp(s release.Step) (sftpc.Op, bool) {
+	switch s.Op {
+	case "symlink":
+		return sftpc.OpSymlink(s.To, s.Path), true
+	case "rename":
+		return sftpc.OpRename(s.Path, s.To), true
+	case "remove":
+		return sftpc.OpRemove(s.Path), true
+	case "rmdir":
+		return sftpc.OpRmdir(s.Path), true
+	}
+	return sftpc.Op{}, false
 }

@@ -280,3 +280,85 @@ func TestFirstLookRoundTrips(t *testing.T) {
 		t.Errorf("the first look took %d round trips, want at most 4", n)
 	}
 }
+
+// A deploy's end (deploy's Runner.end): the switch, then release.json renamed into
+// place, the audit line and the lock's release, carried out in order, is two round
+// trips: the audit file's open goes out with the switch, the rest once it is
+// answered (four, with the lock's holder read, before). A switch that fails sends
+// nothing after it.
+func TestSequenceRoundTrips(t *testing.T) {
+	h, relay := dialRelayed(t)
+	ctx := context.Background()
+	l := release.Layout(filepath.Join(t.TempDir(), "app"))
+	for _, d := range []string{l.Tmp(), l.Lock(), l.Release("new"), l.Release("old")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link, staged := filepath.Join(l.Tmp(), "current-x"), filepath.Join(l.Tmp(), "release.json-x")
+	if err := os.Symlink(release.CurrentLink("old"), l.Current()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(release.CurrentLink("new"), link); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string]string{staged: "deployed\n", l.Holder(): "{}\n", l.Audit(): "one\n"} {
+		if err := os.WriteFile(name, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := h.(release.Sequencer); !ok {
+		t.Fatal("the SSH host is no release.Sequencer")
+	}
+	// The SFTP session is started before the step measured.
+	if _, err := h.ReadDir(ctx, string(l)); err != nil {
+		t.Fatal(err)
+	}
+	moved := filepath.Join(l.Tmp(), "unlocked-x")
+	then := []release.Step{
+		release.RenameStep(staged, l.Info("new")),
+		release.AppendStep(l.Audit(), []byte("two\n")),
+		release.RenameStep(l.Lock(), moved),
+		release.RemoveStep(filepath.Join(moved, "holder.json")),
+		release.RmdirStep(moved),
+	}
+	proceed := func(errs []error) bool { return errors.Join(errs...) == nil }
+	before := relay.count()
+	ferrs, terrs := release.Sequence(ctx, h, []release.Step{release.RenameStep(link, l.Current())}, proceed, then)
+	n := relay.count() - before
+	t.Logf("switch, release.json, audit line, unlock: %d round trips", n)
+	if err := errors.Join(append(ferrs, terrs...)...); err != nil {
+		t.Fatalf("sequence: %v", err)
+	}
+	if n > 2 {
+		t.Errorf("the end's sequence took %d round trips, want at most 2", n)
+	}
+	if target, _ := os.Readlink(l.Current()); target != release.CurrentLink("new") {
+		t.Errorf("current -> %q", target)
+	}
+	if data, _ := os.ReadFile(l.Info("new")); string(data) != "deployed\n" {
+		t.Errorf("release.json: %q", data)
+	}
+	if data, _ := os.ReadFile(l.Audit()); string(data) != "one\ntwo\n" {
+		t.Errorf("audit.log: %q", data)
+	}
+	for _, p := range []string{l.Lock(), moved, link, staged} {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s is still there (%v)", p, err)
+		}
+	}
+
+	// The switch's symlink is gone now: its rename fails, and nothing of then is
+	// carried out (the audit file opened with it is closed unwritten).
+	ferrs, terrs = release.Sequence(ctx, h, []release.Step{release.RenameStep(link, l.Current())}, proceed,
+		[]release.Step{release.AppendStep(l.Audit(), []byte("three\n")), release.RmdirStep(l.Release("old"))})
+	if !errors.Is(ferrs[0], fs.ErrNotExist) || !errors.Is(terrs[0], release.ErrNotSent) || !errors.Is(terrs[1], release.ErrNotSent) {
+		t.Errorf("errors %v, %v; want the rename's (not there), then ErrNotSent", ferrs, terrs)
+	}
+	if data, _ := os.ReadFile(l.Audit()); string(data) != "one\ntwo\n" {
+		t.Errorf("audit.log after a failed switch: %q", data)
+	}
+	if _, err := os.Stat(l.Release("old")); err != nil {
+		t.Errorf("a step after a failed switch was carried out: %v", err)
+	}
+}
