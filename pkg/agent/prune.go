@@ -10,7 +10,6 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/shipdeploy/ship/pkg/agentapi"
-	"github.com/shipdeploy/ship/pkg/release"
 )
 
 // pruneTimeout bounds the prune after a deploy: a few folders and image tags.
@@ -42,15 +41,7 @@ func (a *agent) prune(ctx context.Context, req request, em *emitter) *agentapi.P
 			errs = append(errs, fmt.Sprintf("remove image %s: %v", ref, err))
 		}
 	}
-	if len(gone.Releases) > 0 {
-		names := make([]string, len(gone.Releases))
-		for i, sha := range gone.Releases {
-			names[i] = release.Short(sha)
-		}
-		msg := fmt.Sprintf("removed %d old release(s): %s", len(names), strings.Join(names, ", "))
-		if len(out.Images) > 0 {
-			msg += fmt.Sprintf("; untagged %d image(s)", len(out.Images))
-		}
+	if msg := gone.Said(len(out.Images)); msg != "" {
 		em.info(agentapi.StepPrune, "", msg)
 	}
 	if len(errs) > 0 {

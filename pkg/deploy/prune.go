@@ -33,15 +33,7 @@ func pruneListed(ctx context.Context, e Engine, st *release.Store, listed *listi
 			errs = append(errs, fmt.Sprintf("remove image %s: %v", ref, err))
 		}
 	}
-	if len(gone.Releases) > 0 {
-		names := make([]string, len(gone.Releases))
-		for i, sha := range gone.Releases {
-			names[i] = release.Short(sha)
-		}
-		msg := fmt.Sprintf("removed %d old release(s): %s", len(names), strings.Join(names, ", "))
-		if len(gone.Images) > 0 {
-			msg += fmt.Sprintf("; untagged %d image(s)", len(gone.Images))
-		}
+	if msg := gone.Said(len(gone.Images)); msg != "" {
 		em.info(host, StepPrune, msg)
 	}
 	if len(errs) > 0 {

@@ -361,6 +361,23 @@ type Pruned struct {
 	Images []string
 }
 
+// Said is what a prune that removed p's releases and untagged `untagged` of its
+// images tells the user, shipctl and shipd alike; "" when no release was removed.
+func (p Pruned) Said(untagged int) string {
+	if len(p.Releases) == 0 {
+		return ""
+	}
+	names := make([]string, len(p.Releases))
+	for i, sha := range p.Releases {
+		names[i] = Short(sha)
+	}
+	msg := fmt.Sprintf("removed %d old release(s): %s", len(names), strings.Join(names, ", "))
+	if untagged > 0 {
+		msg += fmt.Sprintf("; untagged %d image(s)", untagged)
+	}
+	return msg
+}
+
 // Prune removes old release folders: it keeps the newest keep releases (by the time in
 // their release.json, at least one) and current. Images of other origin (postgres:16)
 // are never in Pruned.Images: another app on the host may use them. The error names
