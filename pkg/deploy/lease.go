@@ -25,6 +25,11 @@ type lease struct {
 	written *pendingHolder
 	// beat is how the last refresh went: 0 none yet, beatOK, beatFailed.
 	beat atomic.Int32
+	// known is when the lock was last known the holder's, by the wall clock (Unix
+	// nanoseconds): the lease's start, then each refresh that found it so.
+	known atomic.Int64
+	// refresh is the heartbeat's interval.
+	refresh time.Duration
 }
 
 // How a lease's last refresh went.
@@ -35,9 +40,17 @@ const (
 
 // ours reports whether the heartbeat knows the lock is its holder's: its last
 // refresh found the lock its holder's and rewrote it, or, before the first,
-// holder.json was written. A nil lease knows nothing.
+// holder.json was written; and that was at most two intervals ago by the wall
+// clock. A process stopped for longer (a laptop asleep mid-deploy: the monotonic
+// clock stands still then, the wall clock and the other machines' do not) may have
+// lost the lock to a deploy that found its heartbeat stale, so then it does not know.
+// A nil lease knows nothing.
 func (ls *lease) ours() bool {
 	if ls == nil {
+		return false
+	}
+	// time.Unix has no monotonic reading, so the difference is the wall clock's.
+	if d := time.Now().Sub(time.Unix(0, ls.known.Load())); d > ls.refresh && d-ls.refresh > ls.refresh {
 		return false
 	}
 	switch ls.beat.Load() {
@@ -77,7 +90,8 @@ func heartbeat(ctx context.Context, conn func() release.FS, l release.Layout, ho
 // heartbeatAfter is heartbeat from when written has written holder.json.
 func heartbeatAfter(ctx context.Context, written *pendingHolder, conn func() release.FS, l release.Layout, host string, me Holder, refresh time.Duration, em *emitter) *lease {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	ls := &lease{cancel: cancel, done: make(chan struct{}), written: written}
+	ls := &lease{cancel: cancel, done: make(chan struct{}), written: written, refresh: refresh}
+	ls.known.Store(time.Now().UnixNano())
 	go func() {
 		defer close(ls.done)
 		// The first refresh is of holder.json as written.
@@ -102,6 +116,7 @@ func heartbeatAfter(ctx context.Context, written *pendingHolder, conn func() rel
 			}
 			err := beat(ctx, conn(), l, me)
 			if err == nil {
+				ls.known.Store(time.Now().UnixNano())
 				ls.beat.Store(beatOK)
 			} else {
 				ls.beat.Store(beatFailed)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shipdeploy/ship/pkg/release"
 )
@@ -38,6 +39,13 @@ func TestLeaseKnowsALockLost(t *testing.T) {
 	// Until its first refresh, the lease knows the lock as written.
 	if steps := hc.unlockSteps(l); len(steps) != 3 || steps[0].Path != l.Lock() {
 		t.Fatalf("unlock steps of a lock the lease knows: %+v", steps)
+	}
+	// A process asleep for longer than two intervals (the wall clock went on, the
+	// monotonic one did not) may have lost the lock meanwhile: the lease does not know.
+	hc.lease.known.Store(time.Now().Add(-3 * time.Hour).UnixNano())
+	hc.lease.refresh = time.Hour
+	if hc.lease.ours() {
+		t.Fatal("the lease knows the lock as its holder's after three intervals without a refresh")
 	}
 	hc.lease.stop()
 
