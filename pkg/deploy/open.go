@@ -85,42 +85,9 @@ func openConn(ctx context.Context, o OpenOptions, em *emitter, agent bool) (*Con
 	}
 	c := &Conn{s: s, me: o.holder(command, o.SHA), fresh: make([]bool, len(s.hosts))}
 	refresh := o.lockRefresh()
-	results := make([]HostResult, len(s.hosts))
-	errs := make([]error, len(s.hosts))
-	var g errgroup.Group
-	for i, h := range s.hosts {
-		g.Go(func() error {
-			var lock *Holder
-			if i == 0 {
-				// The first host's lock is tried with the checks (lockAll takes the
-				// others after it, in order).
-				lock = new(lockHolder(c.me, refresh))
-			}
-			fresh, version, err := reach(ctx, s, h, agent, lock)
-			results[i] = HostResult{Host: h.name, Result: ResultSkipped}
-			c.fresh[i] = fresh
-			if err != nil {
-				errs[i] = fmt.Errorf("%s: %w", h.name, err)
-				return nil
-			}
-			h.version = version
-			em.info(h.name, StepPreflight, "reachable: SFTP, Docker engine "+version)
-			return nil
-		})
-	}
-	_ = g.Wait()
-	if err := errors.Join(errs...); err != nil {
-		// A lock taken with the checks is released, and a folder it made removed.
-		bg := context.WithoutCancel(ctx)
-		s.each(bg, 0, func(ctx context.Context, i int, h *hostConn) {
-			if h.holder != nil {
-				if err := h.unlock(ctx, s.l, c.me, s.em); err != nil {
-					s.em.warn(h.name, StepLock, err.Error()+"; release it with shipctl unlock")
-				}
-			}
-		})
-		c.removeFresh(bg, false)
-		s.close()
+	results, err := c.reachAll(ctx, agent, refresh)
+	if err != nil {
+		c.abandon(ctx)
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
 		}
@@ -151,6 +118,54 @@ func openConn(ctx context.Context, o OpenOptions, em *emitter, agent bool) (*Con
 	// released over them.
 	s.hold()
 	return c, results, nil
+}
+
+// reachAll checks every host at once (reach), the first host's lock tried with its
+// checks (lockAll takes the others after it, in order). The error names every host
+// that failed.
+func (c *Conn) reachAll(ctx context.Context, agent bool, refresh time.Duration) ([]HostResult, error) {
+	s := c.s
+	results := make([]HostResult, len(s.hosts))
+	errs := make([]error, len(s.hosts))
+	var g errgroup.Group
+	for i, h := range s.hosts {
+		g.Go(func() error {
+			var lock *Holder
+			if i == 0 {
+				// The first host's lock is tried with the checks (lockAll takes the
+				// others after it, in order).
+				lock = new(lockHolder(c.me, refresh))
+			}
+			fresh, version, err := reach(ctx, s, h, agent, lock)
+			results[i] = HostResult{Host: h.name, Result: ResultSkipped}
+			c.fresh[i] = fresh
+			if err != nil {
+				errs[i] = fmt.Errorf("%s: %w", h.name, err)
+				return nil
+			}
+			h.version = version
+			s.em.info(h.name, StepPreflight, "reachable: SFTP, Docker engine "+version)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return results, errors.Join(errs...)
+}
+
+// abandon undoes what reachAll did when a host failed its checks: a lock taken with
+// them is released, a folder it made removed, and the connections closed.
+func (c *Conn) abandon(ctx context.Context) {
+	s := c.s
+	bg := context.WithoutCancel(ctx)
+	s.each(bg, 0, func(ctx context.Context, i int, h *hostConn) {
+		if h.holder != nil {
+			if err := h.unlock(ctx, s.l, c.me, s.em); err != nil {
+				s.em.warn(h.name, StepLock, err.Error()+"; release it with shipctl unlock")
+			}
+		}
+	})
+	c.removeFresh(bg, false)
+	s.close()
 }
 
 // reach checks that the host answers over SFTP (is the app's folder there: fresh

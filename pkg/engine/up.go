@@ -37,17 +37,9 @@ func (e *Engine) Up(ctx context.Context, p *types.Project, o UpOptions) error {
 	if err != nil {
 		return err
 	}
-	hashes := map[string]string{}
-	for _, name := range services {
-		h, err := ConfigHash(p.Services[name])
-		if err != nil {
-			return err
-		}
-		hashes[name] = h
-		// What cannot be turned into a create request fails here, before anything changes.
-		if _, err := buildCreate(createInput{project: p, service: p.Services[name], number: 1, apiVersion: apiVersion}); err != nil {
-			return fmt.Errorf("up %s: %w", p.Name, err)
-		}
+	hashes, err := createHashes(p, services, apiVersion)
+	if err != nil {
+		return err
 	}
 
 	r := &run{
@@ -111,6 +103,23 @@ func (e *Engine) Up(ctx context.Context, p *types.Project, o UpOptions) error {
 		err = errors.Join(err, rerr)
 	}
 	return err
+}
+
+// createHashes is the config hash of each of services; a service that cannot be
+// turned into a create request fails here, before anything changes.
+func createHashes(p *types.Project, services []string, apiVersion string) (map[string]string, error) {
+	hashes := map[string]string{}
+	for _, name := range services {
+		h, err := ConfigHash(p.Services[name])
+		if err != nil {
+			return nil, err
+		}
+		hashes[name] = h
+		if _, err := buildCreate(createInput{project: p, service: p.Services[name], number: 1, apiVersion: apiVersion}); err != nil {
+			return nil, fmt.Errorf("up %s: %w", p.Name, err)
+		}
+	}
+	return hashes, nil
 }
 
 // byService sorts the project's containers: by service (each service's by number),
@@ -282,24 +291,9 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 		why = "container is dead"
 	}
 	if why == "" {
-		switch old.State {
-		case container.StateRunning, container.StateRestarting:
-			r.rep.event(s.Name, c.name, "unchanged", unchanged)
-			r.mu.Lock()
-			r.seen[s.Name] = old
-			r.mu.Unlock()
-			return c, nil
-		case container.StatePaused:
-			if _, err := e.api.ContainerUnpause(ctx, old.ID, client.ContainerUnpauseOptions{}); err != nil {
-				return target{}, fmt.Errorf("unpause container %s: %w", c.name, err)
-			}
-			r.rep.event(s.Name, c.name, "start", "unpaused")
-			return c, nil
+		if err := r.keep(ctx, s.Name, c.name, old, unchanged); err != nil {
+			return target{}, err
 		}
-		if _, err := e.api.ContainerStart(ctx, old.ID, client.ContainerStartOptions{}); err != nil {
-			return target{}, fmt.Errorf("start container %s: %w", c.name, err)
-		}
-		r.rep.event(s.Name, c.name, "start", "started")
 		return c, nil
 	}
 
@@ -308,6 +302,30 @@ func (r *run) service(ctx context.Context, s types.ServiceConfig) (target, error
 		return target{}, err
 	}
 	return r.recreate(ctx, in, old, c.name, img)
+}
+
+// keep leaves old, which needs no recreate, running as name: started or unpaused
+// when it is not (unchanged says why it is left as it is).
+func (r *run) keep(ctx context.Context, service, name string, old container.Summary, unchanged string) error {
+	switch old.State {
+	case container.StateRunning, container.StateRestarting:
+		r.rep.event(service, name, "unchanged", unchanged)
+		r.mu.Lock()
+		r.seen[service] = old
+		r.mu.Unlock()
+		return nil
+	case container.StatePaused:
+		if _, err := r.e.api.ContainerUnpause(ctx, old.ID, client.ContainerUnpauseOptions{}); err != nil {
+			return fmt.Errorf("unpause container %s: %w", name, err)
+		}
+		r.rep.event(service, name, "start", "unpaused")
+		return nil
+	}
+	if _, err := r.e.api.ContainerStart(ctx, old.ID, client.ContainerStartOptions{}); err != nil {
+		return fmt.Errorf("start container %s: %w", name, err)
+	}
+	r.rep.event(service, name, "start", "started")
+	return nil
 }
 
 // create creates and starts the container described by in.
