@@ -60,23 +60,9 @@ func Load(ctx context.Context, o Options) (p *Project, err error) {
 			p, err = nil, fmt.Errorf("%w: compose-go could not parse the file (%v)", ErrInvalid, r)
 		}
 	}()
-	files := o.Files
-	if len(files) == 0 {
-		files = []string{"docker-compose.yml"}
-	}
-	paths := make([]string, len(files))
-	for i, f := range files {
-		paths[i] = resolve(o.Dir, f)
-		if _, err := os.Stat(paths[i]); err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, paths[i], errors.Unwrap(err))
-		}
-	}
-	envFiles := make([]string, len(o.EnvFiles))
-	for i, f := range o.EnvFiles {
-		envFiles[i] = resolve(o.Dir, f)
-		if _, err := os.Stat(envFiles[i]); err != nil {
-			return nil, fmt.Errorf("%w: env_file %s: %v", ErrInvalid, envFiles[i], errors.Unwrap(err))
-		}
+	paths, envFiles, err := o.files()
+	if err != nil {
+		return nil, err
 	}
 	environ := o.Environ
 	if environ == nil {
@@ -137,6 +123,30 @@ func Load(ctx context.Context, o Options) (p *Project, err error) {
 		return nil, &Error{Files: paths, Problems: problems}
 	}
 	return p, nil
+}
+
+// files are o's compose files (docker-compose.yml when it names none) and env files,
+// resolved against o.Dir; one that is not there is ErrInvalid, naming it.
+func (o Options) files() (paths, envFiles []string, err error) {
+	files := o.Files
+	if len(files) == 0 {
+		files = []string{"docker-compose.yml"}
+	}
+	paths = make([]string, len(files))
+	for i, f := range files {
+		paths[i] = resolve(o.Dir, f)
+		if _, err := os.Stat(paths[i]); err != nil {
+			return nil, nil, fmt.Errorf("%w: %s: %v", ErrInvalid, paths[i], errors.Unwrap(err))
+		}
+	}
+	envFiles = make([]string, len(o.EnvFiles))
+	for i, f := range o.EnvFiles {
+		envFiles[i] = resolve(o.Dir, f)
+		if _, err := os.Stat(envFiles[i]); err != nil {
+			return nil, nil, fmt.Errorf("%w: env_file %s: %v", ErrInvalid, envFiles[i], errors.Unwrap(err))
+		}
+	}
+	return paths, envFiles, nil
 }
 
 // dropOptionalDeps removes from each service the dependencies with required: false on
